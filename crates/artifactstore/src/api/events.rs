@@ -1,0 +1,193 @@
+//! The event feed: `GET /v1/events` (with long-poll), one event, and the head.
+
+use std::time::Duration;
+
+use artifactstore_eventlog::{Filter, Head, SubjectKind, TypeFilter};
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::envelope::{envelope_json, head_json};
+use super::extract::{ApiPath, ApiQuery};
+use crate::problem::ApiError;
+use crate::server::AppState;
+
+/// Events per response when the client does not say.
+const DEFAULT_LIMIT: u32 = 100;
+/// The most events one response carries.
+const MAX_LIMIT: u32 = 1_000;
+/// The longest a long-poll may be held, in seconds.
+const MAX_WAIT: u64 = 60;
+/// How many sequences one filtered read scans at most; `next` still advances past all of them.
+const SCAN_WINDOW: u64 = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FeedQuery {
+    since: Option<u64>,
+    limit: Option<u32>,
+    wait: Option<u64>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    subject_kind: Option<String>,
+    subject_id: Option<String>,
+    log_id: Option<String>,
+}
+
+/// A validated feed request.
+struct FeedRequest {
+    since: u64,
+    limit: u32,
+    wait: Duration,
+    filter: Filter,
+    log_id: Option<Uuid>,
+}
+
+impl TryFrom<FeedQuery> for FeedRequest {
+    type Error = ApiError;
+
+    fn try_from(q: FeedQuery) -> Result<Self, ApiError> {
+        let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_LIMIT}")));
+        }
+        let wait = q.wait.unwrap_or(0);
+        if wait > MAX_WAIT {
+            return Err(ApiError::bad_request(format!("wait is at most {MAX_WAIT} seconds")));
+        }
+        let event_type = q.event_type.filter(|t| !t.is_empty()).map(parse_type_filter).transpose()?;
+        let subject_kind = match q.subject_kind.filter(|k| !k.is_empty()) {
+            Some(kind) if SubjectKind::parse(&kind).is_none() => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown subject_kind `{kind}`; expected one of package, file, retention, storage, system"
+                )))
+            }
+            other => other,
+        };
+        let subject_id = q
+            .subject_id
+            .filter(|s| !s.is_empty())
+            .map(|s| Uuid::parse_str(&s).map_err(|err| ApiError::bad_request(format!("subject_id: {err}"))))
+            .transpose()?;
+        let log_id = q
+            .log_id
+            .filter(|s| !s.is_empty())
+            .map(|s| Uuid::parse_str(&s).map_err(|err| ApiError::bad_request(format!("log_id: {err}"))))
+            .transpose()?;
+        Ok(FeedRequest {
+            since: q.since.unwrap_or(0),
+            limit,
+            wait: Duration::from_secs(wait),
+            filter: Filter { event_type, subject_kind, subject_id },
+            log_id,
+        })
+    }
+}
+
+/// `v1.package.*` is a prefix filter; anything else must be one exact event type.
+fn parse_type_filter(text: String) -> Result<TypeFilter, ApiError> {
+    let valid = |s: &str| s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_');
+    if let Some(prefix) = text.strip_suffix('*') {
+        if prefix.ends_with('.') && valid(prefix) {
+            return Ok(TypeFilter::Prefix(prefix.to_owned()));
+        }
+    } else if valid(&text) {
+        return Ok(TypeFilter::Exact(text));
+    }
+    Err(ApiError::bad_request(format!("type `{text}` is neither an event type nor a prefix such as `v1.package.*`")))
+}
+
+/// Refuses a cursor that belongs to another log or lies beyond the head.
+fn check_cursor(request: &FeedRequest, head: &Head) -> Result<(), ApiError> {
+    if let Some(log_id) = request.log_id {
+        if log_id != head.log_id {
+            return Err(ApiError::cursor_expired(format!(
+                "this cursor belongs to log {log_id}, but this registry's log is {}; start again from its head",
+                head.log_id
+            ))
+            .with("log_id", head.log_id.to_string())
+            .with("head", head.sequence));
+        }
+    }
+    if request.since > head.sequence {
+        return Err(ApiError::cursor_expired(format!(
+            "since={} is beyond the head ({}); the log may have been restored: start again from its head",
+            request.since, head.sequence
+        ))
+        .with("log_id", head.log_id.to_string())
+        .with("head", head.sequence));
+    }
+    Ok(())
+}
+
+/// `GET /v1/events`: events after `since`, in order; with `wait`, held until one arrives or the wait runs out.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<FeedQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let request = FeedRequest::try_from(query)?;
+    let log = &state.instance.log;
+    // Subscribe before reading the head, so a commit between the two still wakes us.
+    let mut wakeups = log.subscribe();
+    wakeups.borrow_and_update();
+    let mut head = log.read_head().await?;
+    check_cursor(&request, &head)?;
+    let deadline = tokio::time::Instant::now() + request.wait;
+    let mut since = request.since;
+    loop {
+        let upto = head.sequence.min(since.saturating_add(SCAN_WINDOW));
+        let events = log.read(since, upto, request.limit, &request.filter).await?;
+        let next = match events.last() {
+            Some(last) if events.len() == request.limit as usize => last.sequence,
+            _ => upto,
+        };
+        let done = !events.is_empty() || next < head.sequence || tokio::time::Instant::now() >= deadline;
+        if done {
+            return Ok(Json(json!({
+                "events": events.iter().map(envelope_json).collect::<Vec<_>>(),
+                "next": next,
+                "head": head.sequence,
+                "log_id": head.log_id.to_string(),
+            })));
+        }
+        since = next;
+        // Nothing matched up to the head: wait for the head to move, or for the deadline.
+        if tokio::time::timeout_at(deadline, wakeups.changed()).await.is_ok_and(|changed| changed.is_ok()) {
+            wakeups.borrow_and_update();
+        }
+        head = log.read_head().await?;
+    }
+}
+
+/// `GET /v1/events/{sequence}`: one event.
+pub(crate) async fn one(
+    State(state): State<AppState>,
+    ApiPath(sequence): ApiPath<u64>,
+) -> Result<Json<Value>, ApiError> {
+    match state.instance.log.get(sequence).await? {
+        Some(event) => Ok(Json(envelope_json(&event))),
+        None => Err(ApiError::not_found(format!("no event has sequence {sequence}"))),
+    }
+}
+
+/// `GET /v1/events/head`: `{log_id, sequence, chain_hash}`.
+pub(crate) async fn head(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let head = state.instance.log.read_head().await?;
+    Ok(Json(head_json(&head)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_filters_are_exact_or_dotted_prefixes() {
+        assert_eq!(parse_type_filter("v1.package.*".into()).unwrap(), TypeFilter::Prefix("v1.package.".into()));
+        assert_eq!(parse_type_filter("v1.file.ingested".into()).unwrap(), TypeFilter::Exact("v1.file.ingested".into()));
+        for bad in ["v1.pack*", "*", "v1.Package", "v1.package.%", "v1 .x"] {
+            assert!(parse_type_filter(bad.into()).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The command line: verbs and the options every verb shares.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A content-addressed artifact registry whose source of truth is an append-only event log.
+#[derive(Debug, Parser)]
+#[command(name = "artifactstore", version, about)]
+pub struct Cli {
+    /// Log filter in `tracing` syntax, e.g. `info` or `artifactstore=debug`.
+    #[arg(long, global = true, env = "ARTIFACTSTORE_LOG")]
+    pub log: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(InstanceArgs),
+    /// Rebuild every materialised view from the event log.
+    Replay(InstanceArgs),
+    /// Check the hash chain and that the views equal a fresh replay of the log.
+    Verify(InstanceArgs),
+}
+
+/// Where an instance keeps its data; shared by every verb that works on an instance.
+#[derive(Debug, Clone, Default, Args)]
+pub struct InstanceArgs {
+    /// Configuration file (TOML); flags and environment override it.
+    #[arg(long, env = "ARTIFACTSTORE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Data directory: the SQLite database and the blob store live here unless told otherwise [default: ./data].
+    #[arg(long, env = "ARTIFACTSTORE_DATA")]
+    pub data: Option<PathBuf>,
+
+    /// Database URL: `sqlite://PATH` or `postgres://...` [default: sqlite://DATA/artifactstore.db].
+    #[arg(long, env = "ARTIFACTSTORE_DATABASE")]
+    pub database: Option<String>,
+
+    /// Blob store URL: `file:///PATH` [default: file://DATA/blobs].
+    #[arg(long, env = "ARTIFACTSTORE_STORE")]
+    pub store: Option<String>,
+}
+
+/// Options of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Where the instance keeps its data.
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "ARTIFACTSTORE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+}

@@ -1,0 +1,28 @@
+//! The verbs of the command line.
+
+mod maintain;
+mod serve;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+/// Runs the verb the command line names; the exit code says how it went.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve::run(&args).await,
+        Command::Migrate(args) => maintain::migrate(&args).await,
+        Command::Replay(args) => maintain::replay(&args).await,
+        Command::Verify(args) => maintain::verify(&args).await,
+    }
+}
+
+/// Logs to standard error, at `info` unless `filter` (or `RUST_LOG`) says otherwise.
+pub fn init_tracing(filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = filter
+        .map(EnvFilter::new)
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

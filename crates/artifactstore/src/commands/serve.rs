@@ -1,0 +1,51 @@
+//! `artifactstore serve`.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use artifactstore_db::redact_url;
+use tokio::net::TcpListener;
+
+use crate::cli::ServeArgs;
+use crate::config::ServeConfig;
+use crate::instance::Instance;
+
+pub(crate) async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = ServeConfig::resolve(args)?;
+    let instance = Instance::open(&config.instance).await?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listen on {}", config.listen))?;
+    let head = instance.log.head();
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        database = %redact_url(&config.instance.database),
+        store = %config.instance.store,
+        log_id = %head.log_id,
+        head = head.sequence,
+        "artifactstore is serving"
+    );
+    crate::server::serve(listener, instance, shutdown_signal()).await.context("serve HTTP")?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,59 @@
+//! Opening an instance's data: database (migrated), event log and blob store.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use artifactstore_db::{redact_url, Backend, ConnectOptions, Database};
+use artifactstore_eventlog::{EventLog, LogOptions};
+
+use crate::config::{InstanceConfig, StoreUrl};
+
+/// An instance's data, opened and migrated.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// The database.
+    pub db: Database,
+    /// The event log on it.
+    pub log: EventLog,
+    /// Where blobs live.
+    pub store: StoreUrl,
+}
+
+impl Instance {
+    /// Creates what is missing (data directory, SQLite file, store directory), applies migrations and opens the log.
+    pub async fn open(config: &InstanceConfig) -> anyhow::Result<Instance> {
+        let db = connect_and_migrate(config).await?;
+        let log = EventLog::open(db.clone(), LogOptions::default()).await.context("open the event log")?;
+        match &config.store {
+            StoreUrl::File(dir) => std::fs::create_dir_all(dir)
+                .with_context(|| format!("create the blob store directory {}", dir.display()))?,
+        }
+        Ok(Instance { db, log, store: config.store.clone() })
+    }
+}
+
+/// Opens the configured database and applies every pending migration.
+pub async fn connect_and_migrate(config: &InstanceConfig) -> anyhow::Result<Database> {
+    let shown = redact_url(&config.database);
+    if Backend::from_url(&config.database)? == Backend::Sqlite {
+        std::fs::create_dir_all(&config.data)
+            .with_context(|| format!("create the data directory {}", config.data.display()))?;
+        if let Some(parent) = sqlite_path(&config.database).and_then(|p| p.parent().map(Path::to_path_buf)) {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(&parent)
+                    .with_context(|| format!("create the database directory {}", parent.display()))?;
+            }
+        }
+    }
+    let db = Database::connect(&config.database, &ConnectOptions::default())
+        .await
+        .with_context(|| format!("open the database {shown}"))?;
+    db.migrate().await.with_context(|| format!("migrate the database {shown}"))?;
+    Ok(db)
+}
+
+fn sqlite_path(url: &str) -> Option<&Path> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| Path::new(path))
+}

@@ -1,0 +1,11 @@
+//! The artifactstore service and command-line tool: wires the kernel crates to HTTP and the CLI.
+//!
+//! The binary is `src/main.rs`; this library exposes the pieces so tests can run the server in-process.
+
+pub mod api;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod instance;
+pub mod problem;
+pub mod server;

@@ -1,0 +1,8 @@
+//! Dual BLAKE3 + SHA-256 digests for content addressing.
+#![doc = include_str!("../README.md")]
+
+mod digest;
+mod hasher;
+
+pub use digest::{Algorithm, Digest, ParseDigestError};
+pub use hasher::{DualDigest, DualHasher, PARALLEL_THRESHOLD};

@@ -1,0 +1,17 @@
+//! The append-only, hash-chained event log.
+#![doc = include_str!("../README.md")]
+
+mod chain;
+mod committer;
+mod error;
+mod event;
+mod log;
+mod store;
+mod write_tx;
+
+pub use chain::{chain_hash, ChainFault, ChainReport, GENESIS_CHAIN_HASH};
+pub use error::Error;
+pub use event::{Event, Head, NewEvent, SubjectKind};
+pub use log::{EventLog, Filter, LogOptions, LogStats, TypeFilter};
+pub use store::{lock_head, read_range};
+pub use write_tx::WriteTx;

@@ -1,0 +1,273 @@
+//! `EventLog`: the handle the rest of the registry uses.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use artifactstore_db::Database;
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::chain::{check_event, ChainFault, ChainReport, GENESIS_CHAIN_HASH};
+use crate::committer::{self, Counters, Deliver, Failure, Job, Outcome};
+use crate::{store, Error, Event, Head, NewEvent, WriteTx};
+
+/// Tuning of the log.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// The most units of work grouped into one transaction.
+    pub max_batch: usize,
+    /// How many units of work may wait for the committer before callers wait to enqueue.
+    pub queue_depth: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self { max_batch: 1024, queue_depth: 8192 }
+    }
+}
+
+/// Which event types a read returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeFilter {
+    /// Exactly this type.
+    Exact(String),
+    /// Every type that starts with this text (`v1.package.` for `v1.package.*`).
+    Prefix(String),
+}
+
+/// What a filtered read returns; the default returns everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only events of this type or type prefix.
+    pub event_type: Option<TypeFilter>,
+    /// Only events about this kind of subject.
+    pub subject_kind: Option<String>,
+    /// Only events about this subject.
+    pub subject_id: Option<Uuid>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Database,
+    queue: mpsc::Sender<Job>,
+    head: watch::Sender<Head>,
+    counters: Arc<Counters>,
+}
+
+/// What this instance's committer has done since the log was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Units of work taken from the queue.
+    pub units: u64,
+    /// Transactions committed that appended at least one event.
+    pub commits: u64,
+    /// Events appended by those transactions.
+    pub events: u64,
+}
+
+/// The event log of one registry: appends (grouped), reads, and the head.
+#[derive(Debug, Clone)]
+pub struct EventLog {
+    inner: Arc<Inner>,
+}
+
+impl EventLog {
+    /// Opens the log on a migrated database, making its genesis if it has none, and starts its committer.
+    ///
+    /// Must be called inside a tokio runtime.
+    pub async fn open(db: Database, options: LogOptions) -> Result<EventLog, Error> {
+        let mut tx = db.begin_write().await?;
+        let head = store::ensure_genesis(&mut tx).await?;
+        tx.commit().await?;
+        let (head_tx, _) = watch::channel(head);
+        let (queue, jobs) = mpsc::channel(options.queue_depth.max(1));
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(committer::run(db.clone(), jobs, head_tx.clone(), options.max_batch.max(1), counters.clone()));
+        Ok(EventLog { inner: Arc::new(Inner { db, queue, head: head_tx, counters }) })
+    }
+
+    /// The database under the log.
+    pub fn database(&self) -> &Database {
+        &self.inner.db
+    }
+
+    /// Runs `work` in a write transaction shared with other waiting work, and returns once that transaction is durable.
+    ///
+    /// If `work` fails, everything it did is rolled back and its error returned; other work in the group is unaffected.
+    /// If the transaction as a whole fails to commit, every unit in it gets the error.
+    pub async fn transact<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: for<'a> FnOnce(&'a mut WriteTx) -> BoxFuture<'a, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<T, E>>();
+        // Whichever of `run` and `abort` the committer calls takes the one reply.
+        let reply = Arc::new(Mutex::new(Some(reply)));
+        let abort_reply = reply.clone();
+        let run = committer::run_fn(move |wtx| {
+            Box::pin(async move {
+                let result = work(wtx).await;
+                let ok = result.is_ok();
+                let deliver: Deliver = Box::new(move |committed| {
+                    let answer = match (result, committed) {
+                        (Ok(value), Ok(())) => Ok(value),
+                        (Ok(_), Err(err)) => Err(E::from(Error::Batch(err))),
+                        (Err(err), _) => Err(err),
+                    };
+                    send(&reply, answer);
+                });
+                Outcome { ok, deliver }
+            })
+        });
+        let abort = Box::new(move |failure: Failure| {
+            let err = match failure {
+                Failure::Panicked => Error::WorkPanicked,
+                Failure::Batch(err) => Error::Batch(err),
+            };
+            send(&abort_reply, Err(E::from(err)));
+        });
+        self.inner.queue.send(Job { run, abort }).await.map_err(|_| E::from(Error::Closed))?;
+        answer.await.unwrap_or_else(|_| Err(E::from(Error::Closed)))
+    }
+
+    /// Appends one event on its own (grouped with other concurrent writes) and returns it once durable.
+    pub async fn append(&self, event: NewEvent) -> Result<Event, Error> {
+        self.transact(move |wtx| Box::pin(async move { wtx.append(event).await })).await
+    }
+
+    /// Opens a write transaction outside the committer, holding the head lock until it ends.
+    ///
+    /// For long operations such as rebuilding the views; `commit` publishes what it appended.
+    pub async fn begin(&self) -> Result<WriteTx, Error> {
+        WriteTx::begin(&self.inner.db).await
+    }
+
+    /// Commits a transaction from `begin` and publishes its head.
+    pub async fn commit(&self, wtx: WriteTx) -> Result<Vec<Event>, Error> {
+        let (head, appended) = wtx.commit().await?;
+        if !appended.is_empty() {
+            self.publish(head);
+        }
+        Ok(appended)
+    }
+
+    /// Totals of the grouped writes so far; `events / commits` is the average group size.
+    pub fn stats(&self) -> LogStats {
+        let c = &self.inner.counters;
+        LogStats {
+            units: c.units.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            events: c.events.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The newest head this instance knows of, without a database round trip.
+    pub fn head(&self) -> Head {
+        *self.inner.head.borrow()
+    }
+
+    /// A receiver that changes whenever the head advances.
+    pub fn subscribe(&self) -> watch::Receiver<Head> {
+        self.inner.head.subscribe()
+    }
+
+    /// Reads the head from the database (it may include other instances' commits) and publishes it if it advanced.
+    pub async fn refresh_head(&self) -> Result<Head, Error> {
+        let mut conn = self.inner.db.acquire().await?;
+        let head = store::read_head_in(&mut conn).await?;
+        self.publish(head);
+        Ok(head)
+    }
+
+    fn publish(&self, new_head: Head) {
+        self.inner.head.send_if_modified(|current| {
+            let advanced = new_head.sequence > current.sequence;
+            if advanced {
+                *current = new_head;
+            }
+            advanced
+        });
+    }
+
+    /// Events with `after < sequence <= upto` that pass `filter`, in order, at most `limit`.
+    pub async fn read(&self, after: u64, upto: u64, limit: u32, filter: &Filter) -> Result<Vec<Event>, Error> {
+        let mut conn = self.inner.db.acquire().await?;
+        let (exact, prefix) = match &filter.event_type {
+            None => ("", ""),
+            Some(TypeFilter::Exact(t)) => (t.as_str(), ""),
+            Some(TypeFilter::Prefix(p)) => ("", p.as_str()),
+        };
+        let kind = filter.subject_kind.as_deref().unwrap_or("");
+        store::read_filtered(&mut conn, after, upto, limit, exact, prefix, kind, filter.subject_id).await
+    }
+
+    /// One event by its sequence.
+    pub async fn get(&self, sequence: u64) -> Result<Option<Event>, Error> {
+        let mut conn = self.inner.db.acquire().await?;
+        store::get(&mut conn, sequence).await
+    }
+
+    /// The head as the database has it now.
+    pub async fn read_head(&self) -> Result<Head, Error> {
+        let mut conn = self.inner.db.acquire().await?;
+        store::read_head_in(&mut conn).await
+    }
+
+    /// Recomputes every payload digest and chain hash from the first event to the head, on one snapshot.
+    ///
+    /// `progress` is called after each batch with the events checked so far and the head sequence.
+    pub async fn verify_chain(&self, mut progress: impl FnMut(u64, u64)) -> Result<ChainReport, Error> {
+        const BATCH: u32 = 5_000;
+        const MAX_FAULTS: usize = 100;
+        let mut tx = self.inner.db.begin_read().await?;
+        let head = store::read_head_in(&mut tx).await?;
+        let mut report = ChainReport { head_sequence: head.sequence, ..ChainReport::default() };
+        let mut previous = GENESIS_CHAIN_HASH;
+        let mut after = 0;
+        loop {
+            let events = store::read_range(&mut tx, after, BATCH).await?;
+            let Some(last) = events.last() else { break };
+            let last_sequence = last.sequence;
+            for event in &events {
+                check_event(&previous, after + 1, event, &mut report.faults);
+                previous = event.chain_hash;
+                after = event.sequence;
+                report.events_checked += 1;
+            }
+            report.faults.truncate(MAX_FAULTS);
+            progress(report.events_checked, head.sequence);
+            if last_sequence >= head.sequence {
+                break;
+            }
+        }
+        if after != head.sequence {
+            report.faults.push(ChainFault {
+                sequence: head.sequence,
+                problem: format!("the head says sequence {}, the last event is {after}", head.sequence),
+            });
+        } else if previous != head.chain_hash {
+            report.faults.push(ChainFault {
+                sequence: head.sequence,
+                problem: "the head's chain_hash differs from the last event's".to_owned(),
+            });
+        }
+        let count = store::count(&mut tx).await?;
+        if count != report.events_checked {
+            report.faults.push(ChainFault {
+                sequence: head.sequence,
+                problem: format!("the log holds {count} events but {} lie on the chain", report.events_checked),
+            });
+        }
+        tx.rollback().await?;
+        Ok(report)
+    }
+}
+
+fn send<T>(slot: &Mutex<Option<oneshot::Sender<T>>>, value: T) {
+    let sender = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+    if let Some(sender) = sender {
+        let _ = sender.send(value);
+    }
+}

@@ -1,0 +1,191 @@
+//! The SQL behind the log, for both backends.
+
+use artifactstore_db::{fetch_all, fetch_one, fetch_optional, AsExec, Backend, Tx};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{Error, Event, Head, SubjectKind, GENESIS_CHAIN_HASH};
+
+const EVENT_COLUMNS: &str =
+    "sequence, created_at, event_type, subject_kind, subject_id, actor, payload, payload_digest, chain_hash";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    sequence: i64,
+    created_at: DateTime<Utc>,
+    event_type: String,
+    subject_kind: String,
+    subject_id: Option<Uuid>,
+    actor: String,
+    payload: Vec<u8>,
+    payload_digest: Vec<u8>,
+    chain_hash: Vec<u8>,
+}
+
+impl TryFrom<EventRow> for Event {
+    type Error = Error;
+
+    fn try_from(row: EventRow) -> Result<Self, Error> {
+        let corrupt = |what: &str| Error::Corrupt(format!("event {}: {what}", row.sequence));
+        Ok(Event {
+            sequence: u64::try_from(row.sequence).map_err(|_| corrupt("negative sequence"))?,
+            created_at: row.created_at,
+            subject_kind: SubjectKind::parse(&row.subject_kind).ok_or_else(|| corrupt("unknown subject kind"))?,
+            payload_digest: row
+                .payload_digest
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt("payload_digest is not 32 bytes"))?,
+            chain_hash: row.chain_hash.as_slice().try_into().map_err(|_| corrupt("chain_hash is not 32 bytes"))?,
+            event_type: row.event_type,
+            subject_id: row.subject_id,
+            actor: row.actor,
+            payload: row.payload,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct HeadRow {
+    log_id: Uuid,
+    sequence: i64,
+    chain_hash: Vec<u8>,
+}
+
+impl TryFrom<HeadRow> for Head {
+    type Error = Error;
+
+    fn try_from(row: HeadRow) -> Result<Self, Error> {
+        Ok(Head {
+            log_id: row.log_id,
+            sequence: u64::try_from(row.sequence).map_err(|_| Error::Corrupt("negative head sequence".into()))?,
+            chain_hash: row
+                .chain_hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Corrupt("head chain_hash is not 32 bytes".into()))?,
+        })
+    }
+}
+
+/// Makes the log's genesis if it has none: a fresh `log_id` and an empty head. Returns the head.
+pub(crate) async fn ensure_genesis(tx: &mut Tx) -> Result<Head, Error> {
+    artifactstore_db::execute!(
+        tx,
+        "INSERT INTO log_head (id, log_id, sequence, chain_hash, created_at) VALUES (1, $1, 0, $2, $3) \
+         ON CONFLICT (id) DO NOTHING",
+        Uuid::now_v7(),
+        GENESIS_CHAIN_HASH.to_vec(),
+        crate::event::now(),
+    )?;
+    read_head_in(tx).await
+}
+
+/// Reads the head without locking it.
+pub(crate) async fn read_head_in<E: AsExec>(target: &mut E) -> Result<Head, Error> {
+    let row = fetch_optional!(target, HeadRow, "SELECT log_id, sequence, chain_hash FROM log_head WHERE id = 1")?;
+    row.ok_or_else(|| Error::Corrupt("the log has no head row; run migrations and open the log".into()))?.try_into()
+}
+
+/// Reads the head and locks it until `tx` ends, so no other transaction can append meanwhile.
+///
+/// On SQLite the write transaction (`BEGIN IMMEDIATE`) already excludes other writers; on PostgreSQL this is `FOR UPDATE`.
+pub async fn lock_head(tx: &mut Tx) -> Result<Head, Error> {
+    let sql = match tx.backend() {
+        Backend::Sqlite => "SELECT log_id, sequence, chain_hash FROM log_head WHERE id = 1",
+        Backend::Postgres => "SELECT log_id, sequence, chain_hash FROM log_head WHERE id = 1 FOR UPDATE",
+    };
+    let row = fetch_optional!(tx, HeadRow, sql)?;
+    row.ok_or_else(|| Error::Corrupt("the log has no head row".into()))?.try_into()
+}
+
+pub(crate) async fn write_head(tx: &mut Tx, head: &Head) -> Result<(), Error> {
+    let updated = artifactstore_db::execute!(
+        tx,
+        "UPDATE log_head SET sequence = $1, chain_hash = $2 WHERE id = 1",
+        seq(head.sequence),
+        head.chain_hash.to_vec(),
+    )?;
+    if updated != 1 {
+        return Err(Error::Corrupt("the log has no head row".into()));
+    }
+    Ok(())
+}
+
+pub(crate) async fn insert_event(tx: &mut Tx, event: &Event) -> Result<(), Error> {
+    artifactstore_db::execute!(
+        tx,
+        "INSERT INTO events (sequence, created_at, event_type, subject_kind, subject_id, actor, payload, payload_digest, chain_hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        seq(event.sequence),
+        event.created_at,
+        event.event_type.as_str(),
+        event.subject_kind.as_str(),
+        event.subject_id,
+        event.actor.as_str(),
+        event.payload.as_slice(),
+        event.payload_digest.as_slice(),
+        event.chain_hash.as_slice(),
+    )?;
+    Ok(())
+}
+
+/// Reads up to `limit` events with `sequence > after`, in order, on any connection or transaction.
+pub async fn read_range<E: AsExec>(target: &mut E, after: u64, limit: u32) -> Result<Vec<Event>, Error> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE sequence > $1 ORDER BY sequence LIMIT $2");
+    let rows = fetch_all!(target, EventRow, &sql, seq(after), i64::from(limit))?;
+    rows.into_iter().map(Event::try_from).collect()
+}
+
+/// The filtered read behind `EventLog::read`: events in `(after, upto]` that match, at most `limit`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn read_filtered<E: AsExec>(
+    target: &mut E,
+    after: u64,
+    upto: u64,
+    limit: u32,
+    exact_type: &str,
+    type_prefix: &str,
+    subject_kind: &str,
+    subject_id: Option<Uuid>,
+) -> Result<Vec<Event>, Error> {
+    // Absent filters are bound as '' (or a zero flag) so one SQL text serves every combination.
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE sequence > $1 AND sequence <= $2 \
+         AND ($3 = '' OR event_type = $3) \
+         AND ($4 = '' OR substr(event_type, 1, length($4)) = $4) \
+         AND ($5 = '' OR subject_kind = $5) \
+         AND ($6 = 0 OR subject_id = $7) \
+         ORDER BY sequence LIMIT $8"
+    );
+    let rows = fetch_all!(
+        target,
+        EventRow,
+        &sql,
+        seq(after),
+        seq(upto),
+        exact_type,
+        type_prefix,
+        subject_kind,
+        i64::from(subject_id.is_some()),
+        subject_id.unwrap_or(Uuid::nil()),
+        i64::from(limit),
+    )?;
+    rows.into_iter().map(Event::try_from).collect()
+}
+
+pub(crate) async fn get<E: AsExec>(target: &mut E, sequence: u64) -> Result<Option<Event>, Error> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE sequence = $1");
+    let row = fetch_optional!(target, EventRow, &sql, seq(sequence))?;
+    row.map(Event::try_from).transpose()
+}
+
+pub(crate) async fn count<E: AsExec>(target: &mut E) -> Result<u64, Error> {
+    let (n,): (i64,) = fetch_one!(target, (i64,), "SELECT COUNT(*) FROM events")?;
+    Ok(n.max(0) as u64)
+}
+
+/// Sequences are `u64` in code and `BIGINT` in the database; values past `i64::MAX` cannot occur.
+pub(crate) fn seq(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,94 @@
+//! `WriteTx`: a write transaction that can append events.
+
+use artifactstore_db::{Database, Tx};
+
+use crate::chain::chain_hash;
+use crate::{store, Error, Event, Head, NewEvent};
+
+/// A write transaction holding the log's head: appends get the next sequences, in order.
+#[derive(Debug)]
+pub struct WriteTx {
+    tx: Tx,
+    head: Head,
+    appended: Vec<Event>,
+    head_changed: bool,
+}
+
+/// A point to return to when one unit of work in a group fails.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    head: Head,
+    appended: usize,
+}
+
+impl WriteTx {
+    /// Opens a write transaction and locks the head.
+    pub(crate) async fn begin(db: &Database) -> Result<WriteTx, Error> {
+        let mut tx = db.begin_write().await?;
+        let head = store::lock_head(&mut tx).await?;
+        Ok(WriteTx { tx, head, appended: Vec::new(), head_changed: false })
+    }
+
+    /// Appends one event after everything appended so far, in this transaction.
+    pub async fn append(&mut self, new: NewEvent) -> Result<Event, Error> {
+        new.validate()?;
+        let mut event = Event {
+            sequence: self.head.sequence + 1,
+            created_at: crate::event::now(),
+            event_type: new.event_type,
+            subject_kind: new.subject_kind,
+            subject_id: new.subject_id,
+            actor: new.actor,
+            payload_digest: *blake3::hash(&new.payload).as_bytes(),
+            payload: new.payload,
+            chain_hash: [0; 32],
+        };
+        event.chain_hash = chain_hash(&self.head.chain_hash, &event);
+        store::insert_event(&mut self.tx, &event).await?;
+        self.head.sequence = event.sequence;
+        self.head.chain_hash = event.chain_hash;
+        self.head_changed = true;
+        self.appended.push(event.clone());
+        Ok(event)
+    }
+
+    /// The database transaction, for changes that must commit together with the events.
+    pub fn tx(&mut self) -> &mut Tx {
+        &mut self.tx
+    }
+
+    /// The head as it will be if this transaction commits now.
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// The events appended so far in this transaction.
+    pub fn appended(&self) -> &[Event] {
+        &self.appended
+    }
+
+    pub(crate) fn mark(&self) -> Mark {
+        Mark { head: self.head, appended: self.appended.len() }
+    }
+
+    /// Forgets what was appended after `mark` (its rows were rolled back to a savepoint).
+    pub(crate) fn reset(&mut self, mark: Mark) {
+        self.head = mark.head;
+        self.appended.truncate(mark.appended);
+    }
+
+    /// Writes the new head and commits; returns the final head and the events that are now durable.
+    pub(crate) async fn commit(mut self) -> Result<(Head, Vec<Event>), Error> {
+        if self.head_changed {
+            store::write_head(&mut self.tx, &self.head).await?;
+        }
+        self.tx.commit().await?;
+        Ok((self.head, self.appended))
+    }
+
+    /// Undoes everything this transaction did, appends included.
+    pub async fn rollback(self) -> Result<(), Error> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}

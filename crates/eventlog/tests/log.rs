@@ -1,0 +1,264 @@
+//! The log's behaviour on both backends: sequences, chain, group commit, rollback, tamper detection.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use artifactstore_db::{execute, Backend};
+use artifactstore_eventlog::{read_range, Error, EventLog, Filter, LogOptions, NewEvent, SubjectKind, TypeFilter};
+use artifactstore_testkit::{TestDb, BACKENDS};
+use uuid::Uuid;
+
+fn event(n: u64) -> NewEvent {
+    #[derive(serde::Serialize)]
+    struct Payload {
+        n: u64,
+        note: &'static str,
+    }
+    NewEvent {
+        event_type: if n % 2 == 0 { "v1.test.even".into() } else { "v1.test.odd".into() },
+        subject_kind: SubjectKind::System,
+        subject_id: (n % 3 == 0).then(|| Uuid::from_u128(u128::from(n))),
+        actor: "tester".into(),
+        payload: artifactstore_cbor::to_vec(&Payload { n, note: "a test event" }).unwrap(),
+    }
+}
+
+async fn open(test: &TestDb) -> EventLog {
+    EventLog::open(test.db.clone(), LogOptions::default()).await.unwrap()
+}
+
+#[tokio::test]
+async fn appends_are_numbered_from_one_and_chained() {
+    for backend in BACKENDS {
+        let Some(test) = TestDb::of(backend).await else { continue };
+        let log = open(&test).await;
+        let genesis = log.head();
+        assert_eq!(genesis.sequence, 0);
+        assert_eq!(genesis.chain_hash, [0; 32]);
+        let mut previous = genesis.chain_hash;
+        for n in 1..=20 {
+            let appended = log.append(event(n)).await.unwrap();
+            assert_eq!(appended.sequence, n, "{backend:?}");
+            assert_eq!(appended.chain_hash, artifactstore_eventlog::chain_hash(&previous, &appended));
+            assert_eq!(appended.payload_digest, *blake3::hash(&appended.payload).as_bytes());
+            previous = appended.chain_hash;
+            // What the database returns is exactly what was appended.
+            assert_eq!(log.get(n).await.unwrap().as_ref(), Some(&appended));
+        }
+        let head = log.read_head().await.unwrap();
+        assert_eq!((head.sequence, head.chain_hash, head.log_id), (20, previous, genesis.log_id));
+        assert_eq!(log.head(), head, "the in-process head follows commits");
+        let report = log.verify_chain(|_, _| {}).await.unwrap();
+        assert!(report.is_ok(), "{backend:?}: {report:?}");
+        assert_eq!(report.events_checked, 20);
+
+        // Reopening keeps the identity and the head.
+        let reopened = EventLog::open(test.db.clone(), LogOptions::default()).await.unwrap();
+        assert_eq!(reopened.head(), head);
+    }
+}
+
+#[tokio::test]
+async fn filtered_reads_respect_bounds_and_filters() {
+    for backend in BACKENDS {
+        let Some(test) = TestDb::of(backend).await else { continue };
+        let log = open(&test).await;
+        for n in 1..=12 {
+            log.append(event(n)).await.unwrap();
+        }
+        let seqs = |events: Vec<artifactstore_eventlog::Event>| events.iter().map(|e| e.sequence).collect::<Vec<_>>();
+        assert_eq!(seqs(log.read(0, 12, 100, &Filter::default()).await.unwrap()), (1..=12).collect::<Vec<_>>());
+        assert_eq!(seqs(log.read(3, 7, 100, &Filter::default()).await.unwrap()), vec![4, 5, 6, 7]);
+        assert_eq!(seqs(log.read(0, 12, 3, &Filter::default()).await.unwrap()), vec![1, 2, 3]);
+        let even = Filter { event_type: Some(TypeFilter::Exact("v1.test.even".into())), ..Filter::default() };
+        assert_eq!(seqs(log.read(0, 12, 100, &even).await.unwrap()), vec![2, 4, 6, 8, 10, 12]);
+        let prefix = Filter { event_type: Some(TypeFilter::Prefix("v1.test.".into())), ..Filter::default() };
+        assert_eq!(seqs(log.read(0, 12, 100, &prefix).await.unwrap()).len(), 12);
+        let other = Filter { event_type: Some(TypeFilter::Prefix("v1.tes.".into())), ..Filter::default() };
+        assert!(log.read(0, 12, 100, &other).await.unwrap().is_empty());
+        let subject = Filter { subject_id: Some(Uuid::from_u128(9)), ..Filter::default() };
+        assert_eq!(seqs(log.read(0, 12, 100, &subject).await.unwrap()), vec![9]);
+        let kind = Filter { subject_kind: Some("package".into()), ..Filter::default() };
+        assert!(log.read(0, 12, 100, &kind).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn invalid_events_are_refused_and_leave_no_trace() {
+    for backend in BACKENDS {
+        let Some(test) = TestDb::of(backend).await else { continue };
+        let log = open(&test).await;
+        let mut bad_type = event(1);
+        bad_type.event_type = "v2.nope".into();
+        assert!(matches!(log.append(bad_type).await, Err(Error::InvalidEventType(_))));
+        let mut not_canonical = event(1);
+        // {"b": 1, "a": 2}: keys out of order.
+        not_canonical.payload = vec![0xa2, 0x61, b'b', 0x01, 0x61, b'a', 0x02];
+        assert!(matches!(log.append(not_canonical).await, Err(Error::NonCanonicalPayload(_))));
+        let mut trailing = event(1);
+        trailing.payload.push(0x00);
+        assert!(matches!(log.append(trailing).await, Err(Error::NonCanonicalPayload(_))));
+        let mut no_actor = event(1);
+        no_actor.actor.clear();
+        assert!(matches!(log.append(no_actor).await, Err(Error::InvalidActor)));
+        assert_eq!(log.read_head().await.unwrap().sequence, 0);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_units_are_grouped_and_a_failing_one_rolls_back_alone() {
+    for backend in BACKENDS {
+        let Some(test) = TestDb::of(backend).await else { continue };
+        let log = open(&test).await;
+        let mut tasks = Vec::new();
+        for i in 0..64u64 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                log.transact(move |wtx| {
+                    Box::pin(async move {
+                        let first = wtx.append(event(i)).await?;
+                        let second = wtx.append(event(i + 1000)).await?;
+                        assert_eq!(second.sequence, first.sequence + 1, "a unit's events are contiguous");
+                        if i % 8 == 7 {
+                            // Fails after appending: both events must vanish.
+                            return Err(Error::Corrupt(format!("unit {i} gives up")));
+                        }
+                        if i == 13 {
+                            panic!("unit 13 panics");
+                        }
+                        Ok((first.sequence, second.sequence))
+                    })
+                })
+                .await
+            }));
+        }
+        let mut committed = BTreeSet::new();
+        let mut failed = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok((a, b)) => {
+                    committed.insert(a);
+                    committed.insert(b);
+                }
+                Err(Error::Corrupt(_) | Error::WorkPanicked) => failed += 1,
+                Err(other) => panic!("unexpected error {other}"),
+            }
+        }
+        assert_eq!(failed, 9, "{backend:?}: 8 units gave up and one panicked");
+        assert_eq!(committed.len(), 110);
+        // What the callers were told is exactly what the log holds: 1..=110, no gaps.
+        assert_eq!(committed, (1..=110).collect::<BTreeSet<_>>(), "{backend:?}");
+        let mut conn = test.db.acquire().await.unwrap();
+        let stored = read_range(&mut conn, 0, 1000).await.unwrap();
+        assert_eq!(stored.len(), 110);
+        assert!(stored
+            .iter()
+            .all(|e| !matches!(payload_n(&e.payload) % 1000, 7 | 15 | 23 | 31 | 39 | 47 | 55 | 63 | 13)));
+        assert!(log.verify_chain(|_, _| {}).await.unwrap().is_ok());
+        // Grouping happened: far fewer commits than units of work.
+        let stats = log.stats();
+        assert_eq!((stats.units, stats.events), (64, 110), "{backend:?}");
+        assert!(stats.commits * 4 <= stats.units, "{backend:?}: {stats:?} shows no grouping");
+        // The log still works after a panicking unit.
+        assert_eq!(log.append(event(5000)).await.unwrap().sequence, 111);
+    }
+}
+
+fn payload_n(payload: &[u8]) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Payload {
+        n: u64,
+    }
+    artifactstore_cbor::from_slice::<Payload>(payload).map(|p| p.n).unwrap_or(u64::MAX)
+}
+
+/// Eight appending tasks, each its own instance (pool and committer), race while a tailer follows `sequence > N`
+/// with nothing but that query: it must see 1..N exactly once, in order, with no gap.
+#[tokio::test]
+async fn a_tailer_following_sequence_greater_than_n_never_skips() {
+    for backend in BACKENDS {
+        let Some(test) = TestDb::of(backend).await else { continue };
+        const WRITERS: u64 = 8;
+        const PER_WRITER: u64 = 150;
+        let total = WRITERS * PER_WRITER;
+        let mut writers = Vec::new();
+        for w in 0..WRITERS {
+            let db = test.connect_again().await;
+            writers.push(tokio::spawn(async move {
+                let log = EventLog::open(db, LogOptions::default()).await.unwrap();
+                for i in 0..PER_WRITER {
+                    log.append(event(w * 10_000 + i)).await.unwrap();
+                }
+            }));
+        }
+        let tail_db = test.connect_again().await;
+        let tailer = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut after = 0;
+            let started = std::time::Instant::now();
+            while after < total {
+                assert!(started.elapsed().as_secs() < 120, "tailer stalled at {after}");
+                let mut conn = tail_db.acquire().await.unwrap();
+                let batch = read_range(&mut conn, after, 37).await.unwrap();
+                for e in &batch {
+                    assert_eq!(e.sequence, after + 1, "gap or repeat after {after}");
+                    after = e.sequence;
+                    seen.push(e.sequence);
+                }
+                if batch.is_empty() {
+                    tokio::task::yield_now().await;
+                }
+            }
+            seen
+        });
+        for w in writers {
+            w.await.unwrap();
+        }
+        let seen = tailer.await.unwrap();
+        assert_eq!(seen, (1..=total).collect::<Vec<_>>(), "{backend:?}");
+        let log = open(&test).await;
+        assert!(log.verify_chain(|_, _| {}).await.unwrap().is_ok());
+    }
+}
+
+#[tokio::test]
+async fn events_cannot_be_changed_and_tampering_is_detected() {
+    for backend in BACKENDS {
+        let Some(test) = TestDb::of(backend).await else { continue };
+        let log = open(&test).await;
+        for n in 1..=5 {
+            log.append(event(n)).await.unwrap();
+        }
+        let mut conn = test.db.acquire().await.unwrap();
+        let update = execute!(&mut conn, "UPDATE events SET actor = 'mallory' WHERE sequence = 3");
+        assert!(update.is_err(), "{backend:?}: events are immutable");
+        let delete = execute!(&mut conn, "DELETE FROM events WHERE sequence = 5");
+        assert!(delete.is_err(), "{backend:?}: events are append-only");
+
+        // Someone with raw access drops the guard and rewrites history.
+        match backend {
+            Backend::Sqlite => {
+                execute!(&mut conn, "DROP TRIGGER events_are_immutable").unwrap();
+            }
+            Backend::Postgres => {
+                execute!(&mut conn, "ALTER TABLE events DISABLE TRIGGER events_are_immutable").unwrap();
+            }
+        }
+        execute!(&mut conn, "UPDATE events SET actor = 'mallory' WHERE sequence = 3").unwrap();
+        drop(conn);
+        let report = log.verify_chain(|_, _| {}).await.unwrap();
+        assert!(!report.is_ok());
+        assert_eq!(report.faults.len(), 1, "{report:?}");
+        assert_eq!(report.faults[0].sequence, 3);
+    }
+}
+
+#[tokio::test]
+async fn closed_log_answers_closed_not_hang() {
+    let test = TestDb::sqlite().await;
+    let log = Arc::new(open(&test).await);
+    log.append(event(1)).await.unwrap();
+    test.db.close().await;
+    let err = log.append(event(2)).await.unwrap_err();
+    assert!(matches!(err, Error::Batch(_)), "{err}");
+}

@@ -1,0 +1,277 @@
+//! The v1 event vocabulary: event types, subjects and payloads.
+
+use artifactstore_cbor::Value;
+use artifactstore_eventlog::{Event, NewEvent, SubjectKind};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Error;
+
+/// A blob was stored at its content address.
+pub const FILE_INGESTED: &str = "v1.file.ingested";
+/// A package version was published.
+pub const PACKAGE_CREATED: &str = "v1.package.created";
+/// A package version was deleted.
+pub const PACKAGE_DELETED: &str = "v1.package.deleted";
+/// A package version's retention date was set or moved.
+pub const RETENTION_EXTENDED: &str = "v1.retention.extended";
+/// A legal or operational hold was put on a package version.
+pub const RETENTION_HOLD_SET: &str = "v1.retention.hold_set";
+/// A hold was lifted.
+pub const RETENTION_HOLD_RELEASED: &str = "v1.retention.hold_released";
+/// A package version's retention ran out.
+pub const RETENTION_EXPIRED: &str = "v1.retention.expired";
+/// A blob's bytes were placed at a storage location.
+pub const STORAGE_PLACED: &str = "v1.storage.placed";
+/// A blob's bytes moved to another location or tier.
+pub const STORAGE_MOVED: &str = "v1.storage.moved";
+/// A blob's bytes were removed from a location.
+pub const STORAGE_REMOVED: &str = "v1.storage.removed";
+
+/// The subject id of a blob: the UUIDv5 (URL namespace) of its `blake3:<hex>` digest string, the same on every instance.
+pub fn file_id(blake3: &str) -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_URL, blake3.as_bytes())
+}
+
+/// Payload of `v1.file.ingested`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIngested {
+    /// `blake3:<hex>`.
+    pub blake3: String,
+    /// `sha256:<hex>`.
+    pub sha256: String,
+    /// Length in bytes.
+    pub size: u64,
+    /// The media type the uploader declared, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+}
+
+/// One file of a package version, as the manifest names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageFile {
+    /// Relative path inside the package.
+    pub path: String,
+    /// `blake3:<hex>`.
+    pub blake3: String,
+    /// `sha256:<hex>`.
+    pub sha256: String,
+    /// Length in bytes.
+    pub size: u64,
+    /// The media type, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+}
+
+/// Payload of `v1.package.created`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackageCreated {
+    /// Package name.
+    pub name: String,
+    /// Version string.
+    pub version: String,
+    /// The files, in manifest order.
+    pub files: Vec<PackageFile>,
+    /// Free metadata: a CBOR map.
+    pub metadata: Value,
+}
+
+/// Payload of `v1.package.deleted`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageDeleted {
+    /// Package name.
+    pub name: String,
+    /// Version string.
+    pub version: String,
+    /// Why, if the deleter said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Payload of every `v1.retention.*` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionChange {
+    /// The package version's id, as a hyphenated UUID string.
+    pub package_id: String,
+    /// Keep until this RFC 3339 time (for `extended`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Why, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Payload of every `v1.storage.*` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageChange {
+    /// `blake3:<hex>` of the blob.
+    pub blake3: String,
+    /// Where the bytes are (after a move: where they are now).
+    pub location: String,
+    /// The storage tier of that location.
+    pub tier: String,
+    /// For `moved`: where the bytes were before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// Which retention event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionKind {
+    /// `v1.retention.extended`.
+    Extended,
+    /// `v1.retention.hold_set`.
+    HoldSet,
+    /// `v1.retention.hold_released`.
+    HoldReleased,
+    /// `v1.retention.expired`.
+    Expired,
+}
+
+/// Which storage event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageKind {
+    /// `v1.storage.placed`.
+    Placed,
+    /// `v1.storage.moved`.
+    Moved,
+    /// `v1.storage.removed`.
+    Removed,
+}
+
+/// An event the views understand, with its typed payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegistryEvent {
+    /// `v1.file.ingested`.
+    FileIngested(FileIngested),
+    /// `v1.package.created`; the package id is the event's subject.
+    PackageCreated {
+        /// The new version's id (a UUIDv7).
+        package_id: Uuid,
+        /// The manifest.
+        payload: PackageCreated,
+    },
+    /// `v1.package.deleted`.
+    PackageDeleted {
+        /// The deleted version's id.
+        package_id: Uuid,
+        /// Name, version and reason.
+        payload: PackageDeleted,
+    },
+    /// `v1.retention.*`.
+    Retention {
+        /// Which retention event.
+        kind: RetentionKind,
+        /// Its payload.
+        payload: RetentionChange,
+    },
+    /// `v1.storage.*`.
+    Storage {
+        /// Which storage event.
+        kind: StorageKind,
+        /// Its payload.
+        payload: StorageChange,
+    },
+}
+
+impl RegistryEvent {
+    /// The event type this event is logged as.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            RegistryEvent::FileIngested(_) => FILE_INGESTED,
+            RegistryEvent::PackageCreated { .. } => PACKAGE_CREATED,
+            RegistryEvent::PackageDeleted { .. } => PACKAGE_DELETED,
+            RegistryEvent::Retention { kind, .. } => match kind {
+                RetentionKind::Extended => RETENTION_EXTENDED,
+                RetentionKind::HoldSet => RETENTION_HOLD_SET,
+                RetentionKind::HoldReleased => RETENTION_HOLD_RELEASED,
+                RetentionKind::Expired => RETENTION_EXPIRED,
+            },
+            RegistryEvent::Storage { kind, .. } => match kind {
+                StorageKind::Placed => STORAGE_PLACED,
+                StorageKind::Moved => STORAGE_MOVED,
+                StorageKind::Removed => STORAGE_REMOVED,
+            },
+        }
+    }
+
+    /// What the event is about.
+    pub fn subject(&self) -> Result<(SubjectKind, Uuid), Error> {
+        Ok(match self {
+            RegistryEvent::FileIngested(p) => (SubjectKind::File, file_id(&p.blake3)),
+            RegistryEvent::PackageCreated { package_id, .. } | RegistryEvent::PackageDeleted { package_id, .. } => {
+                (SubjectKind::Package, *package_id)
+            }
+            RegistryEvent::Retention { payload, .. } => {
+                (SubjectKind::Retention, parse_uuid(self, &payload.package_id)?)
+            }
+            RegistryEvent::Storage { payload, .. } => (SubjectKind::Storage, file_id(&payload.blake3)),
+        })
+    }
+
+    /// The event as the log takes it, caused by `actor`.
+    pub fn to_new_event(&self, actor: &str) -> Result<NewEvent, Error> {
+        let payload = match self {
+            RegistryEvent::FileIngested(p) => encode(self, p),
+            RegistryEvent::PackageCreated { payload, .. } => {
+                if !matches!(payload.metadata, Value::Map(_)) {
+                    return Err(bad_payload(self.event_type(), 0, "metadata must be a map"));
+                }
+                encode(self, payload)
+            }
+            RegistryEvent::PackageDeleted { payload, .. } => encode(self, payload),
+            RegistryEvent::Retention { payload, .. } => encode(self, payload),
+            RegistryEvent::Storage { payload, .. } => encode(self, payload),
+        }?;
+        let (subject_kind, subject_id) = self.subject()?;
+        Ok(NewEvent {
+            event_type: self.event_type().to_owned(),
+            subject_kind,
+            subject_id: Some(subject_id),
+            actor: actor.to_owned(),
+            payload,
+        })
+    }
+
+    /// The typed form of a stored event; `None` for types the views do not interpret.
+    pub fn from_event(event: &Event) -> Result<Option<RegistryEvent>, Error> {
+        let subject = || {
+            event
+                .subject_id
+                .ok_or_else(|| bad_payload(&event.event_type, event.sequence, "the event has no subject id"))
+        };
+        let retention = |kind| decode(event).map(|payload| RegistryEvent::Retention { kind, payload });
+        let storage = |kind| decode(event).map(|payload| RegistryEvent::Storage { kind, payload });
+        let typed = match event.event_type.as_str() {
+            FILE_INGESTED => RegistryEvent::FileIngested(decode(event)?),
+            PACKAGE_CREATED => RegistryEvent::PackageCreated { package_id: subject()?, payload: decode(event)? },
+            PACKAGE_DELETED => RegistryEvent::PackageDeleted { package_id: subject()?, payload: decode(event)? },
+            RETENTION_EXTENDED => retention(RetentionKind::Extended)?,
+            RETENTION_HOLD_SET => retention(RetentionKind::HoldSet)?,
+            RETENTION_HOLD_RELEASED => retention(RetentionKind::HoldReleased)?,
+            RETENTION_EXPIRED => retention(RetentionKind::Expired)?,
+            STORAGE_PLACED => storage(StorageKind::Placed)?,
+            STORAGE_MOVED => storage(StorageKind::Moved)?,
+            STORAGE_REMOVED => storage(StorageKind::Removed)?,
+            _ => return Ok(None),
+        };
+        Ok(Some(typed))
+    }
+}
+
+fn encode<T: Serialize>(event: &RegistryEvent, payload: &T) -> Result<Vec<u8>, Error> {
+    artifactstore_cbor::to_vec(payload).map_err(|err| bad_payload(event.event_type(), 0, &err.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(event: &Event) -> Result<T, Error> {
+    artifactstore_cbor::from_slice(&event.payload)
+        .map_err(|err| bad_payload(&event.event_type, event.sequence, &err.to_string()))
+}
+
+fn parse_uuid(event: &RegistryEvent, text: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(text).map_err(|err| bad_payload(event.event_type(), 0, &format!("package_id: {err}")))
+}
+
+pub(crate) fn bad_payload(event_type: &str, sequence: u64, reason: &str) -> Error {
+    Error::BadPayload { sequence, event_type: event_type.to_owned(), reason: reason.to_owned() }
+}

@@ -1,0 +1,395 @@
+//! Replay equals the live views: random valid event streams, written concurrently through the live path,
+//! then rebuilt from the log, on both backends; and both agree with a plain in-memory model.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use artifactstore_cbor::Value;
+use artifactstore_db::Backend;
+use artifactstore_digest::DualDigest;
+use artifactstore_eventlog::{EventLog, LogOptions};
+use artifactstore_testkit::TestDb;
+use artifactstore_views::vocab::{
+    FileIngested, PackageCreated, PackageDeleted, PackageFile, RetentionChange, RetentionKind, StorageChange,
+    StorageKind,
+};
+use artifactstore_views::{dump, record, RegistryEvent, ViewsDump};
+use proptest::prelude::*;
+use uuid::Uuid;
+
+/// One step a lane may take; indexes pick among what the lane has made so far.
+#[derive(Debug, Clone)]
+enum Op {
+    Ingest {
+        seed: u16,
+        media: bool,
+    },
+    Publish {
+        files: Vec<prop::sample::Index>,
+        version: u8,
+        meta: u8,
+    },
+    Delete(prop::sample::Index),
+    Extend {
+        package: prop::sample::Index,
+        days: u16,
+    },
+    Hold {
+        package: prop::sample::Index,
+        set: bool,
+    },
+    Expire(prop::sample::Index),
+    Place {
+        file: prop::sample::Index,
+        location: u8,
+        tier: u8,
+    },
+    Move {
+        file: prop::sample::Index,
+        location: u8,
+    },
+    Remove(prop::sample::Index),
+    /// A unit that records a valid event and then fails: nothing of it may remain.
+    Abandon {
+        seed: u16,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let index = any::<prop::sample::Index>;
+    prop_oneof![
+        3 => (any::<u16>(), any::<bool>()).prop_map(|(seed, media)| Op::Ingest { seed, media }),
+        3 => (prop::collection::vec(index(), 0..4), any::<u8>(), any::<u8>())
+            .prop_map(|(files, version, meta)| Op::Publish { files, version, meta }),
+        1 => index().prop_map(Op::Delete),
+        1 => (index(), any::<u16>()).prop_map(|(package, days)| Op::Extend { package, days }),
+        1 => (index(), any::<bool>()).prop_map(|(package, set)| Op::Hold { package, set }),
+        1 => index().prop_map(Op::Expire),
+        1 => (index(), 0..3u8, 0..3u8).prop_map(|(file, location, tier)| Op::Place { file, location, tier }),
+        1 => (index(), 0..3u8).prop_map(|(file, location)| Op::Move { file, location }),
+        1 => index().prop_map(Op::Remove),
+        1 => any::<u16>().prop_map(|seed| Op::Abandon { seed }),
+    ]
+}
+
+/// What a lane has made, and the model of what the views must hold.
+#[derive(Default)]
+struct Lane {
+    id: usize,
+    files: Vec<FileIngested>,
+    packages: Vec<(Uuid, String, String)>,
+    placed: BTreeMap<(String, String), String>,
+}
+
+#[derive(Default, Debug, PartialEq, Eq)]
+struct Model {
+    files: BTreeSet<String>,
+    packages: BTreeSet<(String, String)>,
+    holds: BTreeSet<(String, String)>,
+    expired: BTreeSet<(String, String)>,
+    storage: BTreeSet<(String, String, String)>,
+}
+
+fn blob(lane: usize, seed: u16, media: bool) -> FileIngested {
+    let digests = DualDigest::of(format!("lane {lane} blob {seed}").as_bytes());
+    FileIngested {
+        blake3: digests.blake3.to_string(),
+        sha256: digests.sha256.to_string(),
+        size: digests.size,
+        media_type: media.then(|| "application/octet-stream".to_owned()),
+    }
+}
+
+impl Lane {
+    /// The event an op stands for in this lane's state, if it is valid there.
+    fn event_for(&mut self, op: &Op) -> Option<RegistryEvent> {
+        let tiers = ["hot", "warm", "cold"];
+        Some(match op {
+            Op::Ingest { seed, media } => {
+                let file = blob(self.id, *seed, *media);
+                if self.files.iter().any(|f| f.blake3 == file.blake3) {
+                    return None;
+                }
+                self.files.push(file.clone());
+                RegistryEvent::FileIngested(file)
+            }
+            Op::Publish { files, version, meta } => {
+                let name = format!("lane{}/pkg", self.id);
+                let version = format!("1.{version}.0");
+                if self.packages.iter().any(|(_, n, v)| *n == name && *v == version) {
+                    return None;
+                }
+                let mut chosen: Vec<&FileIngested> = Vec::new();
+                if !self.files.is_empty() {
+                    for i in files {
+                        let f = &self.files[i.index(self.files.len())];
+                        if !chosen.iter().any(|c| c.blake3 == f.blake3) {
+                            chosen.push(f);
+                        }
+                    }
+                }
+                let files = chosen
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| PackageFile {
+                        path: format!("dir/file{i}.bin"),
+                        blake3: f.blake3.clone(),
+                        sha256: f.sha256.clone(),
+                        size: f.size,
+                        media_type: f.media_type.clone(),
+                    })
+                    .collect();
+                let metadata = Value::Map(vec![
+                    (Value::Text("z".into()), Value::Integer((*meta).into())),
+                    (Value::Text("a".into()), Value::Array(vec![Value::Bool(true), Value::Float(0.5)])),
+                ]);
+                let package_id = Uuid::now_v7();
+                self.packages.push((package_id, name.clone(), version.clone()));
+                RegistryEvent::PackageCreated { package_id, payload: PackageCreated { name, version, files, metadata } }
+            }
+            Op::Delete(i) => {
+                if self.packages.is_empty() {
+                    return None;
+                }
+                let (package_id, name, version) = self.packages.remove(i.index(self.packages.len()));
+                RegistryEvent::PackageDeleted { package_id, payload: PackageDeleted { name, version, reason: None } }
+            }
+            Op::Extend { package, days } => self.retention(package, RetentionKind::Extended, Some(*days))?,
+            Op::Hold { package, set } => {
+                self.retention(package, if *set { RetentionKind::HoldSet } else { RetentionKind::HoldReleased }, None)?
+            }
+            Op::Expire(package) => self.retention(package, RetentionKind::Expired, None)?,
+            Op::Place { file, location, tier } => {
+                let f = self.pick_file(file)?;
+                let location = format!("disk{location}");
+                self.placed.insert((f.clone(), location.clone()), tiers[*tier as usize].to_owned());
+                RegistryEvent::Storage {
+                    kind: StorageKind::Placed,
+                    payload: StorageChange { blake3: f, location, tier: tiers[*tier as usize].into(), from: None },
+                }
+            }
+            Op::Move { file, location } => {
+                let f = self.pick_file(file)?;
+                let from = self.placed.keys().find(|(b, _)| *b == f).map(|(_, l)| l.clone())?;
+                let to = format!("archive{location}");
+                self.placed.remove(&(f.clone(), from.clone()));
+                self.placed.insert((f.clone(), to.clone()), "cold".into());
+                RegistryEvent::Storage {
+                    kind: StorageKind::Moved,
+                    payload: StorageChange { blake3: f, location: to, tier: "cold".into(), from: Some(from) },
+                }
+            }
+            Op::Remove(file) => {
+                let f = self.pick_file(file)?;
+                let location = self.placed.keys().find(|(b, _)| *b == f).map(|(_, l)| l.clone())?;
+                let tier = self.placed.remove(&(f.clone(), location.clone()))?;
+                RegistryEvent::Storage {
+                    kind: StorageKind::Removed,
+                    payload: StorageChange { blake3: f, location, tier, from: None },
+                }
+            }
+            Op::Abandon { .. } => return None,
+        })
+    }
+
+    fn pick_file(&self, i: &prop::sample::Index) -> Option<String> {
+        (!self.files.is_empty()).then(|| self.files[i.index(self.files.len())].blake3.clone())
+    }
+
+    fn retention(&self, i: &prop::sample::Index, kind: RetentionKind, days: Option<u16>) -> Option<RegistryEvent> {
+        if self.packages.is_empty() {
+            return None;
+        }
+        let (id, _, _) = &self.packages[i.index(self.packages.len())];
+        let until = days.map(|d| (chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(i64::from(d))).to_rfc3339());
+        Some(RegistryEvent::Retention {
+            kind,
+            payload: RetentionChange { package_id: id.to_string(), until, reason: Some(format!("{kind:?}")) },
+        })
+    }
+}
+
+/// The model's projection of a dump.
+fn project(dump: &ViewsDump) -> Model {
+    let by_id: BTreeMap<Uuid, (String, String)> =
+        dump.packages.iter().map(|p| (p.package_id, (p.name.clone(), p.version.clone()))).collect();
+    Model {
+        files: dump.files.iter().map(|f| f.blake3.clone()).collect(),
+        packages: by_id.values().cloned().collect(),
+        holds: dump.retention.iter().filter(|r| r.hold).map(|r| by_id[&r.package_id].clone()).collect(),
+        expired: dump.retention.iter().filter(|r| r.expired).map(|r| by_id[&r.package_id].clone()).collect(),
+        storage: dump.storage.iter().map(|s| (s.blake3.clone(), s.location.clone(), s.tier.clone())).collect(),
+    }
+}
+
+/// Folds the events the lanes committed into the model, in commit order.
+fn model_of(events: &[RegistryEvent]) -> Model {
+    let mut m = Model::default();
+    let mut names: BTreeMap<Uuid, (String, String)> = BTreeMap::new();
+    for e in events {
+        match e {
+            RegistryEvent::FileIngested(f) => {
+                m.files.insert(f.blake3.clone());
+            }
+            RegistryEvent::PackageCreated { package_id, payload } => {
+                let key = (payload.name.clone(), payload.version.clone());
+                names.insert(*package_id, key.clone());
+                m.packages.insert(key);
+            }
+            RegistryEvent::PackageDeleted { package_id, .. } => {
+                let key = names.remove(package_id).unwrap();
+                m.packages.remove(&key);
+                m.holds.remove(&key);
+                m.expired.remove(&key);
+            }
+            RegistryEvent::Retention { kind, payload } => {
+                let key = names[&Uuid::parse_str(&payload.package_id).unwrap()].clone();
+                match kind {
+                    RetentionKind::HoldSet => {
+                        m.holds.insert(key);
+                    }
+                    RetentionKind::HoldReleased => {
+                        m.holds.remove(&key);
+                    }
+                    RetentionKind::Expired => {
+                        m.expired.insert(key);
+                    }
+                    RetentionKind::Extended => {}
+                }
+            }
+            RegistryEvent::Storage { kind, payload } => {
+                if let Some(from) = &payload.from {
+                    m.storage.retain(|(b, l, _)| !(*b == payload.blake3 && l == from));
+                }
+                m.storage.retain(|(b, l, _)| !(*b == payload.blake3 && *l == payload.location));
+                if *kind != StorageKind::Removed {
+                    m.storage.insert((payload.blake3.clone(), payload.location.clone(), payload.tier.clone()));
+                }
+            }
+        }
+    }
+    m
+}
+
+#[derive(Debug, thiserror::Error)]
+enum TestError {
+    #[error(transparent)]
+    Views(#[from] artifactstore_views::Error),
+    #[error(transparent)]
+    Log(#[from] artifactstore_eventlog::Error),
+    #[error("abandoned on purpose")]
+    Abandoned,
+}
+
+async fn run_case(backend: Backend, lanes: Vec<Vec<Op>>) -> Result<(), TestCaseError> {
+    let Some(test) = TestDb::of(backend).await else { return Ok(()) };
+    let log = EventLog::open(test.db.clone(), LogOptions::default()).await.unwrap();
+    // Lanes touch disjoint names and blobs, so they commute; run concurrently, the committer groups their units.
+    let mut tasks = Vec::new();
+    for (id, ops) in lanes.into_iter().enumerate() {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lane = Lane { id, ..Lane::default() };
+            let mut committed = Vec::new();
+            for op in ops {
+                if let Op::Abandon { seed } = op {
+                    let ghost = RegistryEvent::FileIngested(blob(id + 1000, seed, false));
+                    let result = log
+                        .transact(move |wtx| {
+                            Box::pin(async move {
+                                record(wtx, "ghost", &ghost).await?;
+                                Err::<(), TestError>(TestError::Abandoned)
+                            })
+                        })
+                        .await;
+                    assert!(matches!(result, Err(TestError::Abandoned)));
+                    continue;
+                }
+                let Some(event) = lane.event_for(&op) else { continue };
+                let recorded = event.clone();
+                let appended = log
+                    .transact(move |wtx| {
+                        Box::pin(async move { Ok::<_, TestError>(record(wtx, "tester", &recorded).await?) })
+                    })
+                    .await
+                    .unwrap();
+                committed.push((appended.sequence, event));
+            }
+            committed
+        }));
+    }
+    let mut committed = Vec::new();
+    for task in tasks {
+        committed.extend(task.await.unwrap());
+    }
+    committed.sort_by_key(|(seq, _)| *seq);
+    let events: Vec<RegistryEvent> = committed.iter().map(|(_, e)| e.clone()).collect();
+    let head = log.read_head().await.unwrap();
+    prop_assert_eq!(head.sequence, committed.len() as u64, "abandoned units left nothing in the log");
+
+    let mut tx = test.db.begin_read().await.unwrap();
+    let live = dump(&mut tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    prop_assert_eq!(project(&live), model_of(&events), "the live views follow the model");
+    prop_assert!(live.files.iter().all(|f| !f.blake3.is_empty()));
+
+    let differences = artifactstore_views::verify(&log, |_, _| {}).await.unwrap();
+    prop_assert!(differences.is_empty(), "verify found {:?}", differences);
+    let stats = artifactstore_views::rebuild(&log, |_, _| {}).await.unwrap();
+    prop_assert_eq!(stats.events, head.sequence);
+    let mut tx = test.db.begin_read().await.unwrap();
+    let replayed = dump(&mut tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    prop_assert_eq!(&replayed, &live, "replay(log) == live views");
+    let chain = log.verify_chain(|_, _| {}).await.unwrap();
+    prop_assert!(chain.is_ok(), "chain faults: {:?}", chain.faults);
+    Ok(())
+}
+
+fn lanes() -> impl Strategy<Value = Vec<Vec<Op>>> {
+    prop::collection::vec(prop::collection::vec(op(), 0..25), 1..5)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn replay_equals_live_views_on_sqlite(lanes in lanes()) {
+        runtime().block_on(run_case(Backend::Sqlite, lanes))?;
+    }
+
+    #[test]
+    fn replay_equals_live_views_on_postgres(lanes in lanes()) {
+        runtime().block_on(run_case(Backend::Postgres, lanes))?;
+    }
+}
+
+/// A view row changed behind the log's back is caught by `verify` and put right by `rebuild`.
+#[tokio::test]
+async fn verify_reports_drift_and_rebuild_repairs_it() {
+    for backend in artifactstore_testkit::BACKENDS {
+        let Some(test) = TestDb::of(backend).await else { continue };
+        let log = EventLog::open(test.db.clone(), LogOptions::default()).await.unwrap();
+        let mut lane = Lane::default();
+        for op in [Op::Ingest { seed: 1, media: true }, Op::Ingest { seed: 2, media: false }] {
+            let event = lane.event_for(&op).unwrap();
+            log.transact(move |wtx| Box::pin(async move { record(wtx, "t", &event).await.map(drop) })).await.unwrap();
+        }
+        let mut tx = test.db.begin_write().await.unwrap();
+        artifactstore_db::execute!(&mut tx, "UPDATE artifact_files SET size = 999").unwrap();
+        artifactstore_db::execute!(
+            &mut tx,
+            "INSERT INTO storage_locations (blake3, location, tier, sequence) VALUES ('blake3:x', 'nowhere', 'hot', 1)"
+        )
+        .unwrap();
+        tx.commit().await.unwrap();
+        let differences = artifactstore_views::verify(&log, |_, _| {}).await.unwrap();
+        assert_eq!(differences.len(), 3, "{backend:?}: {differences:#?}");
+        assert!(differences.iter().any(|d| d.table == "storage_locations" && d.key.contains("nowhere")));
+        artifactstore_views::rebuild(&log, |_, _| {}).await.unwrap();
+        assert!(artifactstore_views::verify(&log, |_, _| {}).await.unwrap().is_empty());
+    }
+}
