@@ -2,8 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use artifactstore::config::StoreUrl;
+use artifactstore::config::{InstanceConfig, UploadLimits};
 use artifactstore::instance::Instance;
+use artifactstore_blobstore::Location;
 use artifactstore_eventlog::{EventLog, LogOptions, NewEvent, SubjectKind};
 use artifactstore_testkit::{TestDb, BACKENDS};
 use serde_json::Value;
@@ -22,7 +23,14 @@ impl TestApp {
         let log = EventLog::open(test.db.clone(), LogOptions::default()).await.unwrap();
         let store = test.dir().join("blobs");
         std::fs::create_dir_all(&store).unwrap();
-        let instance = Instance { db: test.db.clone(), log: log.clone(), store: StoreUrl::File(store) };
+        let config = InstanceConfig {
+            data: test.dir().to_path_buf(),
+            database: test.url.clone(),
+            store: Location::File(store),
+            uploads: UploadLimits::default(),
+            tokens: Vec::new(),
+        };
+        let instance = Instance::assemble(test.db.clone(), log.clone(), config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -29,6 +29,36 @@ pub enum Command {
     Replay(InstanceArgs),
     /// Check the hash chain and that the views equal a fresh replay of the log.
     Verify(InstanceArgs),
+    /// Client: push files through resumable upload sessions, and optionally publish them as a package version.
+    Upload(UploadArgs),
+}
+
+/// Options of `upload`.
+#[derive(Debug, Clone, Args)]
+pub struct UploadArgs {
+    /// The registry's base URL, e.g. `http://127.0.0.1:8080`.
+    #[arg(long, env = "ARTIFACTSTORE_SERVER")]
+    pub server: String,
+
+    /// Bearer token.
+    #[arg(long, env = "ARTIFACTSTORE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Publish the files as this package version (`NAME@VERSION`); each file is named by its file name.
+    #[arg(long, value_name = "NAME@VERSION")]
+    pub package: Option<String>,
+
+    /// Bytes per upload request.
+    #[arg(long, default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
+    pub chunk_size: u64,
+
+    /// How many times in a row a failed request is retried (resuming from the server's offset) before giving up.
+    #[arg(long, default_value_t = 8)]
+    pub retries: u32,
+
+    /// The files to upload.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 }
 
 /// Where an instance keeps its data; shared by every verb that works on an instance.

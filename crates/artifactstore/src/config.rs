@@ -4,8 +4,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
+use artifactstore_blobstore::Location;
 use artifactstore_db::redact_url;
 use serde::Deserialize;
+
+use crate::auth::{Scope, TokenConfig};
 
 use crate::cli::{InstanceArgs, ServeArgs};
 
@@ -24,51 +27,126 @@ pub struct FileConfig {
     pub store: Option<String>,
     /// Listen address.
     pub listen: Option<SocketAddr>,
+    /// Upload limits.
+    #[serde(default)]
+    pub uploads: UploadsFile,
+    /// Bearer tokens; none means an open instance.
+    #[serde(default)]
+    pub tokens: Vec<TokenFile>,
+}
+
+/// `[uploads]` in the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadsFile {
+    /// Seconds a session may sit idle before it expires.
+    pub session_idle_secs: Option<u64>,
+    /// The largest body one upload request may carry, in bytes.
+    pub max_chunk_bytes: Option<u64>,
+    /// The largest blob, in bytes.
+    pub max_blob_bytes: Option<u64>,
+    /// How many upload sessions may be open at once.
+    pub max_open_sessions: Option<u64>,
+}
+
+/// One `[[tokens]]` entry in the configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFile {
+    /// The secret the client sends as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// Who the token speaks for: the `actor` of the events it causes.
+    pub subject: String,
+    /// `read`, `write`, `admin`.
+    pub scopes: Vec<String>,
+    /// Package-name prefixes the scopes apply to; `[""]` (the default) is every package.
+    #[serde(default = "every_package")]
+    pub prefixes: Vec<String>,
+}
+
+fn every_package() -> Vec<String> {
+    vec![String::new()]
+}
+
+/// Limits on upload sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// How long a session may sit idle before it expires and its bytes are reclaimed.
+    pub session_idle: std::time::Duration,
+    /// The largest body one upload request may carry.
+    pub max_chunk_bytes: u64,
+    /// The largest blob.
+    pub max_blob_bytes: u64,
+    /// How many sessions may be open at once.
+    pub max_open_sessions: u64,
+}
+
+/// Blob size cap on S3 stores: the commit's server-side copy is one `CopyObject`, which S3 allows up to 5 GiB.
+pub const S3_MAX_BLOB_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        Self {
+            session_idle: std::time::Duration::from_secs(24 * 60 * 60),
+            max_chunk_bytes: 1024 * 1024 * 1024,
+            max_blob_bytes: 64 * 1024 * 1024 * 1024,
+            max_open_sessions: 10_000,
+        }
+    }
+}
+
+impl UploadLimits {
+    fn merge(file: &UploadsFile, store: &Location) -> anyhow::Result<UploadLimits> {
+        let defaults = UploadLimits::default();
+        let s3 = matches!(store, Location::S3 { .. });
+        let limits = UploadLimits {
+            session_idle: file.session_idle_secs.map_or(defaults.session_idle, std::time::Duration::from_secs),
+            max_chunk_bytes: file.max_chunk_bytes.unwrap_or(defaults.max_chunk_bytes),
+            max_blob_bytes: file.max_blob_bytes.unwrap_or(if s3 { S3_MAX_BLOB_BYTES } else { defaults.max_blob_bytes }),
+            max_open_sessions: file.max_open_sessions.unwrap_or(defaults.max_open_sessions),
+        };
+        if limits.session_idle.is_zero() || limits.max_chunk_bytes == 0 || limits.max_open_sessions == 0 {
+            bail!("[uploads]: session_idle_secs, max_chunk_bytes and max_open_sessions must be above zero");
+        }
+        if s3 && limits.max_blob_bytes > S3_MAX_BLOB_BYTES {
+            bail!("[uploads] max_blob_bytes: S3 stores hold blobs of at most 5 GiB (one CopyObject at commit)");
+        }
+        Ok(limits)
+    }
+}
+
+fn tokens(entries: &[TokenFile]) -> anyhow::Result<Vec<TokenConfig>> {
+    let mut seen = std::collections::HashSet::new();
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if t.token.len() < 16 {
+                bail!("tokens[{i}] ({}): a token must be at least 16 characters", t.subject);
+            }
+            if !seen.insert(t.token.as_str()) {
+                bail!("tokens[{i}] ({}): the same token is configured twice", t.subject);
+            }
+            if t.subject.is_empty() {
+                bail!("tokens[{i}]: the subject may not be empty");
+            }
+            let scopes = t
+                .scopes
+                .iter()
+                .map(|s| Scope::parse(s).with_context(|| format!("tokens[{i}] ({})", t.subject)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if scopes.is_empty() {
+                bail!("tokens[{i}] ({}): give at least one scope", t.subject);
+            }
+            Ok(TokenConfig::new(&t.token, &t.subject, scopes, t.prefixes.clone()))
+        })
+        .collect()
 }
 
 impl FileConfig {
     fn load(path: &Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parse config file {}", path.display()))
-    }
-}
-
-/// Where the blobs live.
-#[derive(Clone, PartialEq, Eq)]
-pub enum StoreUrl {
-    /// A directory on the local filesystem.
-    File(PathBuf),
-}
-
-impl StoreUrl {
-    /// Parses `file:///PATH` (or a plain path).
-    pub fn parse(url: &str) -> anyhow::Result<StoreUrl> {
-        if let Some(path) = url.strip_prefix("file://") {
-            if path.is_empty() {
-                bail!("store URL `{url}` names no directory");
-            }
-            Ok(StoreUrl::File(PathBuf::from(path)))
-        } else if url.starts_with("s3://") {
-            bail!("store URL `{url}`: S3 stores are not supported by this build yet; use file:///PATH")
-        } else if url.contains("://") {
-            bail!("unsupported store URL `{url}`: use file:///PATH")
-        } else {
-            Ok(StoreUrl::File(PathBuf::from(url)))
-        }
-    }
-}
-
-impl std::fmt::Display for StoreUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreUrl::File(path) => write!(f, "file://{}", path.display()),
-        }
-    }
-}
-
-impl std::fmt::Debug for StoreUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self}")
     }
 }
 
@@ -80,7 +158,11 @@ pub struct InstanceConfig {
     /// Database URL (may hold a password: never print it whole).
     pub database: String,
     /// Blob store.
-    pub store: StoreUrl,
+    pub store: Location,
+    /// Upload limits.
+    pub uploads: UploadLimits,
+    /// Bearer tokens; empty means an open instance.
+    pub tokens: Vec<TokenConfig>,
 }
 
 impl std::fmt::Debug for InstanceConfig {
@@ -89,6 +171,8 @@ impl std::fmt::Debug for InstanceConfig {
             .field("data", &self.data)
             .field("database", &redact_url(&self.database))
             .field("store", &self.store)
+            .field("uploads", &self.uploads)
+            .field("tokens", &self.tokens.len())
             .finish()
     }
 }
@@ -119,10 +203,12 @@ impl InstanceConfig {
             None => format!("sqlite://{}", data.join("artifactstore.db").display()),
         };
         let store = match args.store.as_deref().or(file.store.as_deref()) {
-            Some(url) => StoreUrl::parse(url)?,
-            None => StoreUrl::File(data.join("blobs")),
+            Some(url) => Location::parse(url)?,
+            None => Location::File(data.join("blobs")),
         };
-        Ok(InstanceConfig { data, database, store })
+        let uploads = UploadLimits::merge(&file.uploads, &store)?;
+        let tokens = tokens(&file.tokens)?;
+        Ok(InstanceConfig { data, database, store, uploads, tokens })
     }
 }
 
@@ -151,7 +237,7 @@ mod tests {
         let config = InstanceConfig::merge(&InstanceArgs::default(), &FileConfig::default()).unwrap();
         assert_eq!(config.data, PathBuf::from("./data"));
         assert_eq!(config.database, "sqlite://./data/artifactstore.db");
-        assert_eq!(config.store, StoreUrl::File(PathBuf::from("./data/blobs")));
+        assert_eq!(config.store, Location::File(PathBuf::from("./data/blobs")));
     }
 
     #[test]
@@ -161,14 +247,39 @@ mod tests {
         let config = InstanceConfig::merge(&args, &file).unwrap();
         assert_eq!(config.data, PathBuf::from("/flag"));
         assert_eq!(config.database, "sqlite:///flag/artifactstore.db");
-        assert_eq!(config.store, StoreUrl::File(PathBuf::from("/srv/blobs")));
+        assert_eq!(config.store, Location::File(PathBuf::from("/srv/blobs")));
     }
 
     #[test]
     fn unknown_file_keys_and_stores_are_refused() {
         assert!(toml::from_str::<FileConfig>("databse = \"x\"").is_err());
-        assert!(StoreUrl::parse("ftp://x").is_err());
-        assert!(StoreUrl::parse("file://").is_err());
+        assert!(Location::parse("ftp://x").is_err());
+        assert!(Location::parse("file://").is_err());
+    }
+
+    #[test]
+    fn tokens_and_limits_are_checked() {
+        let file: FileConfig = toml::from_str(
+            "[uploads]\nmax_chunk_bytes = 1024\n\n[[tokens]]\ntoken = \"0123456789abcdef\"\nsubject = \"ci\"\n\
+             scopes = [\"write\"]\nprefixes = [\"team/\"]\n",
+        )
+        .unwrap();
+        let config = InstanceConfig::merge(&InstanceArgs::default(), &file).unwrap();
+        assert_eq!(config.uploads.max_chunk_bytes, 1024);
+        assert_eq!(config.tokens.len(), 1);
+        let short: FileConfig =
+            toml::from_str("[[tokens]]\ntoken = \"short\"\nsubject = \"x\"\nscopes = [\"read\"]\n").unwrap();
+        assert!(InstanceConfig::merge(&InstanceArgs::default(), &short).is_err());
+        let bad_scope: FileConfig =
+            toml::from_str("[[tokens]]\ntoken = \"0123456789abcdef\"\nsubject = \"x\"\nscopes = [\"root\"]\n").unwrap();
+        assert!(InstanceConfig::merge(&InstanceArgs::default(), &bad_scope).is_err());
+        let s3 = InstanceArgs { store: Some("s3://bucket/p".into()), ..InstanceArgs::default() };
+        assert_eq!(
+            InstanceConfig::merge(&s3, &FileConfig::default()).unwrap().uploads.max_blob_bytes,
+            S3_MAX_BLOB_BYTES
+        );
+        let too_big: FileConfig = toml::from_str("[uploads]\nmax_blob_bytes = 6000000000\n").unwrap();
+        assert!(InstanceConfig::merge(&s3, &too_big).is_err());
     }
 
     #[test]
@@ -176,7 +287,9 @@ mod tests {
         let config = InstanceConfig {
             data: "d".into(),
             database: "postgres://app:hunter2@db/registry".into(),
-            store: StoreUrl::File("b".into()),
+            store: Location::File("b".into()),
+            uploads: UploadLimits::default(),
+            tokens: Vec::new(),
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

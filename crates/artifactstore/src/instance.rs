@@ -1,12 +1,14 @@
 //! Opening an instance's data: database (migrated), event log and blob store.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
+use artifactstore_blobstore::BlobStore;
 use artifactstore_db::{redact_url, Backend, ConnectOptions, Database};
 use artifactstore_eventlog::{EventLog, LogOptions};
 
-use crate::config::{InstanceConfig, StoreUrl};
+use crate::config::InstanceConfig;
 
 /// An instance's data, opened and migrated.
 #[derive(Debug, Clone)]
@@ -16,7 +18,9 @@ pub struct Instance {
     /// The event log on it.
     pub log: EventLog,
     /// Where blobs live.
-    pub store: StoreUrl,
+    pub store: BlobStore,
+    /// How it was configured: limits and tokens.
+    pub config: Arc<InstanceConfig>,
 }
 
 impl Instance {
@@ -24,11 +28,13 @@ impl Instance {
     pub async fn open(config: &InstanceConfig) -> anyhow::Result<Instance> {
         let db = connect_and_migrate(config).await?;
         let log = EventLog::open(db.clone(), LogOptions::default()).await.context("open the event log")?;
-        match &config.store {
-            StoreUrl::File(dir) => std::fs::create_dir_all(dir)
-                .with_context(|| format!("create the blob store directory {}", dir.display()))?,
-        }
-        Ok(Instance { db, log, store: config.store.clone() })
+        Instance::assemble(db, log, config.clone())
+    }
+
+    /// An instance from an open database and log; opens (and creates, on a filesystem) the blob store.
+    pub fn assemble(db: Database, log: EventLog, config: InstanceConfig) -> anyhow::Result<Instance> {
+        let store = BlobStore::open(&config.store).with_context(|| format!("open the blob store {}", config.store))?;
+        Ok(Instance { db, log, store, config: Arc::new(config) })
     }
 }
 

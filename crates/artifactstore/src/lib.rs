@@ -3,9 +3,11 @@
 //! The binary is `src/main.rs`; this library exposes the pieces so tests can run the server in-process.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod instance;
+pub mod names;
 pub mod problem;
 pub mod server;

@@ -15,7 +15,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
         Self { status, code, title, detail: detail.into(), extra: Map::new() }
     }
 
@@ -44,6 +44,66 @@ impl ApiError {
         Self::new(StatusCode::GONE, "cursor_expired", "Cursor expired", detail)
     }
 
+    /// 401: no credentials, or credentials this instance does not know.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail)
+    }
+
+    /// 403: the credentials do not allow this.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+    }
+
+    /// 409: the request contradicts the current state.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+    }
+
+    /// 409: an upload chunk does not start where the session is; carries the true offset.
+    pub fn offset_mismatch(offset: u64, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "offset_mismatch", "Offset mismatch", detail).with("offset", offset)
+    }
+
+    /// 413: a body or a blob is over a configured limit.
+    pub fn too_large(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "Too large", detail)
+    }
+
+    /// 415: the body's media type is not one this call reads.
+    pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type", detail)
+    }
+
+    /// 416: the `Range` cannot be served.
+    pub fn range_not_satisfiable(size: u64) -> Self {
+        Self::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range_not_satisfiable",
+            "Range not satisfiable",
+            format!("the blob is {size} bytes long"),
+        )
+    }
+
+    /// 422: the digests computed from the bytes are not the ones the client named.
+    pub fn digest_mismatch(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "digest_mismatch", "Digest mismatch", detail)
+    }
+
+    /// 422: a package manifest breaks the rules.
+    pub fn invalid_manifest(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_manifest", "Invalid manifest", detail)
+    }
+
+    /// 429: too many of something are open at once.
+    pub fn too_many(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, code, "Too many requests", detail)
+    }
+
+    /// 410: the thing existed and is gone.
+    pub fn gone(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::GONE, "gone", "Gone", detail)
+    }
+
     /// 503: a dependency is down.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail)
@@ -65,6 +125,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The machine code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -79,12 +144,42 @@ impl IntoResponse for ApiError {
         if let Value::Object(map) = &mut body {
             map.extend(self.extra);
         }
-        (self.status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+        let mut response =
+            (self.status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"artifactstore\""));
+        }
+        response
     }
 }
 
 impl From<artifactstore_eventlog::Error> for ApiError {
     fn from(err: artifactstore_eventlog::Error) -> Self {
         ApiError::internal(&err)
+    }
+}
+
+impl From<artifactstore_views::Error> for ApiError {
+    fn from(err: artifactstore_views::Error) -> Self {
+        ApiError::internal(&err)
+    }
+}
+
+impl From<artifactstore_db::sqlx::Error> for ApiError {
+    fn from(err: artifactstore_db::sqlx::Error) -> Self {
+        ApiError::internal(&err)
+    }
+}
+
+impl From<artifactstore_blobstore::Error> for ApiError {
+    fn from(err: artifactstore_blobstore::Error) -> Self {
+        match err {
+            artifactstore_blobstore::Error::NotFound(what) => {
+                ApiError::not_found(format!("blob {what} is not in the store"))
+            }
+            other => ApiError::internal(&other),
+        }
     }
 }

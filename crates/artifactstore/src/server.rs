@@ -27,11 +27,33 @@ pub async fn serve(
     instance: Instance,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let housekeeping = tokio::spawn(housekeeping(instance.clone()));
-    let app = crate::api::router(AppState { instance }).layer(TraceLayer::new_for_http());
+    let state = AppState { instance };
+    let housekeeping = tokio::spawn(housekeeping(state.instance.clone()));
+    let sweeper = tokio::spawn(sweeper(state.clone()));
+    let app = crate::api::router(state).layer(TraceLayer::new_for_http());
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     housekeeping.abort();
+    sweeper.abort();
     served
+}
+
+/// How often expired upload sessions and orphaned staged bytes are reclaimed.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Reclaims expired upload sessions; staged bytes no session owns are reclaimed once they are as old as the idle
+/// limit, so a request still writing them (on this or another instance) is never cut short.
+async fn sweeper(state: AppState) {
+    let orphan_age = state.instance.config.uploads.session_idle;
+    let mut ticks = tokio::time::interval(SWEEP_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match crate::api::sweep(&state, orphan_age).await {
+            Ok((0, 0)) => {}
+            Ok((sessions, orphans)) => tracing::info!(sessions, orphans, "reclaimed expired upload sessions"),
+            Err(err) => tracing::warn!(error = ?err, "sweeping upload sessions failed"),
+        }
+    }
 }
 
 /// Background work of a running instance: WAL checkpoints on SQLite, head polling on PostgreSQL.

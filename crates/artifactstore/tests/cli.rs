@@ -31,7 +31,9 @@ async fn populate(dir: &Path) -> u64 {
     let config = InstanceConfig {
         data: dir.join("data"),
         database: format!("sqlite://{}", dir.join("data/artifactstore.db").display()),
-        store: artifactstore::config::StoreUrl::File(dir.join("data/blobs")),
+        store: artifactstore_blobstore::Location::File(dir.join("data/blobs")),
+        uploads: artifactstore::config::UploadLimits::default(),
+        tokens: Vec::new(),
     };
     let instance = Instance::open(&config).await.unwrap();
     let file = FileIngested {

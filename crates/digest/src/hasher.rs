@@ -1,8 +1,7 @@
 //! `DualHasher`: BLAKE3 and SHA-256 over one stream of chunks.
 
-use sha2::Digest as _;
-
-use crate::Digest;
+use crate::resumable::{self, Blake3State, Sha256State};
+use crate::{Digest, StateError};
 
 /// Chunks at least this long are hashed by BLAKE3 and SHA-256 on two threads at once.
 pub const PARALLEL_THRESHOLD: usize = 256 * 1024;
@@ -28,10 +27,13 @@ impl DualDigest {
 }
 
 /// A streaming hasher fed once per chunk that yields BLAKE3 and SHA-256 together.
+///
+/// Its state can be saved (`save`) and restored (`restore`), so a stream hashed in several requests can continue
+/// in another process; a saved state is at most about 66 KiB.
 #[derive(Clone, Default)]
 pub struct DualHasher {
-    blake3: blake3::Hasher,
-    sha256: sha2::Sha256,
+    blake3: Blake3State,
+    sha256: Sha256State,
     size: u64,
 }
 
@@ -72,9 +74,20 @@ impl DualHasher {
     /// The digests of everything fed so far.
     pub fn finalize(self) -> DualDigest {
         DualDigest {
-            blake3: Digest::blake3(*self.blake3.finalize().as_bytes()),
-            sha256: Digest::sha256(self.sha256.finalize().into()),
+            blake3: Digest::blake3(self.blake3.finalize()),
+            sha256: Digest::sha256(self.sha256.finalize()),
             size: self.size,
         }
+    }
+
+    /// The complete state, in a compact versioned binary form.
+    pub fn save(&self) -> Vec<u8> {
+        resumable::save(self.size, &self.sha256, &self.blake3)
+    }
+
+    /// A hasher continuing from a saved state; anything malformed is refused, never trusted.
+    pub fn restore(state: &[u8]) -> Result<DualHasher, StateError> {
+        let (size, sha256, blake3) = resumable::restore(state)?;
+        Ok(DualHasher { blake3, sha256, size })
     }
 }

@@ -3,6 +3,8 @@
 
 mod digest;
 mod hasher;
+mod resumable;
 
 pub use digest::{Algorithm, Digest, ParseDigestError};
 pub use hasher::{DualDigest, DualHasher, PARALLEL_THRESHOLD};
+pub use resumable::StateError;

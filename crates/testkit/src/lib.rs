@@ -5,6 +5,10 @@ use std::path::{Path, PathBuf};
 
 use artifactstore_db::{Backend, ConnectOptions, Database};
 
+mod s3;
+
+pub use s3::S3Server;
+
 /// The PostgreSQL server the tests use unless `ARTIFACTSTORE_TEST_POSTGRES` names another.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://root@127.0.0.1:5432/test";
 

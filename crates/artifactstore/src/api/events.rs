@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::envelope::{envelope_json, head_json};
 use super::extract::{ApiPath, ApiQuery};
+use crate::auth::{Caller, Scope};
 use crate::problem::ApiError;
 use crate::server::AppState;
 
@@ -125,8 +126,10 @@ fn check_cursor(request: &FeedRequest, head: &Head) -> Result<(), ApiError> {
 /// `GET /v1/events`: events after `since`, in order; with `wait`, held until one arrives or the wait runs out.
 pub(crate) async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<FeedQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require_any(Scope::Read)?;
     let request = FeedRequest::try_from(query)?;
     let log = &state.instance.log;
     // Subscribe before reading the head, so a commit between the two still wakes us.
@@ -164,8 +167,10 @@ pub(crate) async fn list(
 /// `GET /v1/events/{sequence}`: one event.
 pub(crate) async fn one(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(sequence): ApiPath<u64>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require_any(Scope::Read)?;
     match state.instance.log.get(sequence).await? {
         Some(event) => Ok(Json(envelope_json(&event))),
         None => Err(ApiError::not_found(format!("no event has sequence {sequence}"))),
@@ -173,7 +178,8 @@ pub(crate) async fn one(
 }
 
 /// `GET /v1/events/head`: `{log_id, sequence, chain_hash}`.
-pub(crate) async fn head(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn head(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require_any(Scope::Read)?;
     let head = state.instance.log.read_head().await?;
     Ok(Json(head_json(&head)))
 }

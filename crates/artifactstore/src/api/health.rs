@@ -4,7 +4,6 @@ use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::config::StoreUrl;
 use crate::problem::ApiError;
 use crate::server::AppState;
 
@@ -21,15 +20,8 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
         .ping()
         .await
         .map_err(|err| ApiError::unavailable(format!("the database does not answer: {err}")))?;
-    match &state.instance.store {
-        StoreUrl::File(dir) => {
-            let meta = tokio::fs::metadata(dir).await.map_err(|err| {
-                ApiError::unavailable(format!("the blob store {} is not reachable: {err}", dir.display()))
-            })?;
-            if !meta.is_dir() {
-                return Err(ApiError::unavailable(format!("the blob store {} is not a directory", dir.display())));
-            }
-        }
-    }
+    state.instance.store.ready().await.map_err(|err| {
+        ApiError::unavailable(format!("the blob store {} is not reachable: {err}", state.instance.store.location()))
+    })?;
     Ok(Json(json!({"status": "ready", "head": state.instance.log.head().sequence})))
 }

@@ -1,17 +1,23 @@
 //! The HTTP API: one route table per version, merged by `router`, which never binds a socket.
 
+mod blobs;
+mod body;
 mod envelope;
 mod events;
 mod extract;
 mod health;
+mod packages;
+mod uploads;
 
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, get, post};
 use axum::Router;
 
 use crate::problem::ApiError;
 use crate::server::AppState;
 
 pub use envelope::{envelope_json, payload_json};
+pub use uploads::sweep;
 
 /// Every route of the service.
 pub fn router(state: AppState) -> Router {
@@ -21,6 +27,8 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1())
         .fallback(|| async { ApiError::not_found("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        // Every body is streamed or read with a limit of its own, answered as a problem.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -29,4 +37,12 @@ fn v1() -> Router<AppState> {
         .route("/events", get(events::list))
         .route("/events/head", get(events::head))
         .route("/events/{sequence}", get(events::one))
+        .route("/uploads", post(uploads::open))
+        .route(
+            "/uploads/{id}",
+            axum::routing::patch(uploads::append).head(uploads::status).put(uploads::commit).delete(uploads::abort),
+        )
+        .route("/blobs/{digest}", get(blobs::get))
+        .route("/packages", get(packages::list))
+        .route("/packages/{*rest}", any(packages::dispatch))
 }

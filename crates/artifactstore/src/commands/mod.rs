@@ -2,6 +2,7 @@
 
 mod maintain;
 mod serve;
+mod upload;
 
 use std::process::ExitCode;
 
@@ -14,6 +15,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => maintain::migrate(&args).await,
         Command::Replay(args) => maintain::replay(&args).await,
         Command::Verify(args) => maintain::verify(&args).await,
+        Command::Upload(args) => upload::run(&args).await,
     }
 }
 

@@ -23,6 +23,13 @@ pub(crate) async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         head = head.sequence,
         "artifactstore is serving"
     );
+    if config.instance.tokens.is_empty() {
+        tracing::warn!(
+            "NO TOKENS ARE CONFIGURED: this instance is OPEN. Anyone who can reach {} may upload, publish, \
+             delete and change retention. Add [[tokens]] to the configuration file to require bearer tokens.",
+            config.listen
+        );
+    }
     crate::server::serve(listener, instance, shutdown_signal()).await.context("serve HTTP")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,164 @@
+//! `GET|HEAD /v1/blobs/{digest}`: a blob's bytes, whole or by range, streamed from the store.
+
+use artifactstore_db::fetch_optional;
+use artifactstore_digest::{Algorithm, Digest};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use base64::Engine as _;
+
+use super::extract::ApiPath;
+use crate::auth::{Caller, Scope};
+use crate::problem::ApiError;
+use crate::server::AppState;
+
+/// A stored blob as the views know it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct BlobRow {
+    pub(crate) blake3: String,
+    pub(crate) sha256: String,
+    pub(crate) size: i64,
+    pub(crate) media_type: Option<String>,
+}
+
+/// Looks a blob up by either of its digests.
+pub(crate) async fn find_blob(state: &AppState, digest: &Digest) -> Result<Option<BlobRow>, ApiError> {
+    let column = match digest.algorithm() {
+        Algorithm::Blake3 => "blake3",
+        Algorithm::Sha256 => "sha256",
+    };
+    let mut conn = state.instance.db.acquire().await?;
+    let sql = format!("SELECT blake3, sha256, size, media_type FROM artifact_files WHERE {column} = $1");
+    Ok(fetch_optional!(&mut conn, BlobRow, &sql, digest.to_string())?)
+}
+
+/// `GET|HEAD /v1/blobs/{digest}`.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    method: Method,
+    headers: HeaderMap,
+    ApiPath(digest): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    caller.require_any(Scope::Read)?;
+    let digest: Digest = digest.parse().map_err(|err| ApiError::bad_request(format!("digest: {err}")))?;
+    let blob =
+        find_blob(&state, &digest).await?.ok_or_else(|| ApiError::not_found(format!("no blob has digest {digest}")))?;
+    serve_blob(&state, &blob, None, &method, &headers).await
+}
+
+/// Answers with a blob's bytes: `Range` (one range) gives 206, `If-None-Match` on its ETag gives 304.
+pub(crate) async fn serve_blob(
+    state: &AppState,
+    blob: &BlobRow,
+    media_type: Option<&str>,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let size = u64::try_from(blob.size).unwrap_or(0);
+    let blake3: Digest = blob.blake3.parse().map_err(|err| ApiError::internal(&err))?;
+    let sha256: Digest = blob.sha256.parse().map_err(|err| ApiError::internal(&err))?;
+    let etag = format!("\"{blake3}\"");
+    let b64 = |d: &Digest| base64::engine::general_purpose::STANDARD.encode(d.bytes());
+    let repr_digest = format!("sha-256=:{}:, blake3=:{}:", b64(&sha256), b64(&blake3));
+    let content_type = media_type.or(blob.media_type.as_deref()).unwrap_or("application/octet-stream");
+
+    let mut builder = Response::builder()
+        .header(header::ETAG, &etag)
+        .header("repr-digest", repr_digest)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        );
+
+    if if_none_match(headers, &etag) {
+        return builder.status(StatusCode::NOT_MODIFIED).body(Body::empty()).map_err(|err| ApiError::internal(&err));
+    }
+    let range = match headers.get(header::RANGE) {
+        Some(value) if if_range_allows(headers, &etag) => parse_range(value.to_str().unwrap_or(""), size)?,
+        _ => None,
+    };
+    let (status, span) = match range {
+        Some(span) => {
+            builder = builder.header(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", span.start, span.end - 1));
+            (StatusCode::PARTIAL_CONTENT, span)
+        }
+        None => (StatusCode::OK, 0..size),
+    };
+    builder = builder.status(status).header(header::CONTENT_LENGTH, span.end - span.start);
+    if *method == Method::HEAD {
+        return builder.body(Body::empty()).map_err(|err| ApiError::internal(&err));
+    }
+    let stream = match state.instance.store.read(&blake3.hex(), span).await {
+        Ok(stream) => stream,
+        Err(artifactstore_blobstore::Error::NotFound(_)) => {
+            return Err(ApiError::gone(format!("blob {blake3} was registered but its bytes are no longer stored")))
+        }
+        Err(err) => return Err(err.into()),
+    };
+    builder.body(Body::from_stream(stream)).map_err(|err| ApiError::internal(&err))
+}
+
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"))
+}
+
+fn if_range_allows(headers: &HeaderMap, etag: &str) -> bool {
+    headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()).is_none_or(|v| v.trim() == etag)
+}
+
+/// Parses one `bytes=` range against a blob of `size` bytes. `None` means "serve it all": several ranges, or a
+/// unit other than bytes. A range that cannot be satisfied is a 416 problem.
+fn parse_range(text: &str, size: u64) -> Result<Option<std::ops::Range<u64>>, ApiError> {
+    let Some(spec) = text.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let bad = || ApiError::bad_request(format!("Range `{text}` is malformed"));
+    let (first, last) = spec.trim().split_once('-').ok_or_else(bad)?;
+    let range = if first.is_empty() {
+        let suffix: u64 = last.parse().map_err(|_| bad())?;
+        if suffix == 0 || size == 0 {
+            return Err(ApiError::range_not_satisfiable(size));
+        }
+        size.saturating_sub(suffix)..size
+    } else {
+        let first: u64 = first.parse().map_err(|_| bad())?;
+        let end =
+            if last.is_empty() { size } else { last.parse::<u64>().map_err(|_| bad())?.saturating_add(1).min(size) };
+        if !last.is_empty() && end <= first && first < size {
+            return Err(bad());
+        }
+        if first >= size {
+            return Err(ApiError::range_not_satisfiable(size));
+        }
+        first..end
+    };
+    Ok(Some(range))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), Some(0..10));
+        assert_eq!(parse_range("bytes=90-", 100).unwrap(), Some(90..100));
+        assert_eq!(parse_range("bytes=-10", 100).unwrap(), Some(90..100));
+        assert_eq!(parse_range("bytes=-500", 100).unwrap(), Some(0..100));
+        assert_eq!(parse_range("bytes=50-1000", 100).unwrap(), Some(50..100));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100).unwrap(), None);
+        assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
+        assert_eq!(parse_range("bytes=100-", 100).unwrap_err().status(), 416);
+        assert_eq!(parse_range("bytes=-0", 100).unwrap_err().status(), 416);
+        assert_eq!(parse_range("bytes=9-3", 100).unwrap_err().status(), 400);
+        assert_eq!(parse_range("bytes=x-3", 100).unwrap_err().status(), 400);
+    }
+}

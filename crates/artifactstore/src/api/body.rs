@@ -1,0 +1,68 @@
+//! Request bodies of the control plane: JSON by default, CBOR on request, always bounded.
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::problem::ApiError;
+
+/// The most a manifest or other control-plane body may hold.
+pub(crate) const MAX_CONTROL_BODY: usize = 16 * 1024 * 1024;
+
+/// How a request body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFormat {
+    Json,
+    Cbor,
+}
+
+impl BodyFormat {
+    /// From `Content-Type`: none or JSON is JSON, `application/cbor` is CBOR, anything else is refused.
+    pub(crate) fn of(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
+        let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(BodyFormat::Json) };
+        let text = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match text.as_str() {
+            "" | "application/json" => Ok(BodyFormat::Json),
+            t if t.starts_with("application/") && t.ends_with("+json") => Ok(BodyFormat::Json),
+            "application/cbor" => Ok(BodyFormat::Cbor),
+            other => Err(ApiError::unsupported_media_type(format!(
+                "bodies here are application/json or application/cbor, not `{other}`"
+            ))),
+        }
+    }
+
+    /// Decodes `bytes`; CBOR may arrive in any valid encoding and is canonicalised first.
+    pub(crate) fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, ApiError> {
+        match self {
+            BodyFormat::Json => serde_json::from_slice(bytes)
+                .map_err(|err| ApiError::bad_request(format!("the JSON body is malformed: {err}"))),
+            BodyFormat::Cbor => {
+                let canonical = artifactstore_cbor::canonicalize(bytes)
+                    .map_err(|err| ApiError::bad_request(format!("the CBOR body is malformed: {err}")))?;
+                artifactstore_cbor::from_slice(&canonical)
+                    .map_err(|err| ApiError::bad_request(format!("the CBOR body does not fit: {err}")))
+            }
+        }
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes; more is a 413 problem.
+pub(crate) async fn read_small_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        // axum wraps http-body's `LengthLimitError`, whose message is stable.
+        let too_long = format!("{err:?} {err}").contains("length limit");
+        if too_long {
+            ApiError::too_large(format!("this body may be at most {limit} bytes"))
+        } else {
+            ApiError::bad_request(format!("the request body broke off: {err}"))
+        }
+    })
+}
+
+/// Whether the client asked for canonical CBOR.
+pub(crate) fn wants_cbor(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| {
+        accept.split(',').any(|part| part.split(';').next().unwrap_or("").trim() == "application/cbor")
+    })
+}

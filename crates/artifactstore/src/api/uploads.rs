@@ -1,0 +1,713 @@
+//! Upload sessions: open, append at an offset, resume, commit with a digest, abort.
+//!
+//! A session is a row of bookkeeping (offset, the hashers' saved state, where its bytes are staged) and the staged
+//! bytes in the blob store. Each request that writes claims the row with a short lease, streams its body into the
+//! store and both hashers, and saves the new state when the body is complete. A request that breaks off saves
+//! nothing: the session stays at its last acknowledged offset, which `HEAD` reports, and the next request
+//! overwrites whatever the broken one staged. Any instance can serve any request of a session.
+
+use std::time::Duration;
+
+use artifactstore_blobstore::StagingState;
+use artifactstore_db::{execute, fetch_one, fetch_optional, Database};
+use artifactstore_digest::{Algorithm, Digest, DualDigest, DualHasher};
+use artifactstore_views::vocab::{FileIngested, RegistryEvent};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::body::{read_small_body, BodyFormat};
+use super::extract::{ApiPath, ApiQuery};
+use crate::auth::{Caller, Scope};
+use crate::problem::ApiError;
+use crate::server::AppState;
+
+/// How long a writing request holds its session before another request may take it over.
+const LEASE: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Debug, sqlx::FromRow)]
+struct SessionRow {
+    actor: String,
+    expires_ms: i64,
+    offset_bytes: i64,
+    declared_size: Option<i64>,
+    declared_blake3: Option<String>,
+    declared_sha256: Option<String>,
+    media_type: Option<String>,
+    hasher: Vec<u8>,
+    staging: String,
+}
+
+/// What the client may declare when it opens a session.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Declared {
+    size: Option<u64>,
+    sha256: Option<String>,
+    blake3: Option<String>,
+    media_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CommitQuery {
+    digest: Option<String>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+fn parse_digest(text: &str, what: &str) -> Result<Digest, ApiError> {
+    text.parse::<Digest>().map_err(|err| ApiError::bad_request(format!("{what}: {err}")))
+}
+
+fn parse_session_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| ApiError::not_found(format!("no upload session `{text}`")))
+}
+
+/// `POST /v1/uploads`: opens a session; with `?digest=`, the body is the whole blob and is committed at once.
+pub(crate) async fn open(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<CommitQuery>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    caller.require_any(Scope::Write)?;
+    let limits = &state.instance.config.uploads;
+    let (parts, body) = request.into_parts();
+    let commit_digest = query.digest.as_deref().map(|d| parse_digest(d, "digest")).transpose()?;
+    let mut blob_body = None;
+    let declared = if commit_digest.is_some() {
+        blob_body = Some(body);
+        Declared::default()
+    } else {
+        let format = BodyFormat::of(&parts.headers)?;
+        let bytes = read_small_body(body, 64 * 1024).await?;
+        if bytes.is_empty() {
+            Declared::default()
+        } else {
+            format.decode::<Declared>(&bytes)?
+        }
+    };
+    let declared_blake3 = declared.blake3.as_deref().map(|d| parse_digest(d, "blake3")).transpose()?;
+    let declared_sha256 = declared.sha256.as_deref().map(|d| parse_digest(d, "sha256")).transpose()?;
+    if declared_blake3.is_some_and(|d| d.algorithm() != Algorithm::Blake3) {
+        return Err(ApiError::bad_request("blake3 must be a `blake3:` digest"));
+    }
+    if declared_sha256.is_some_and(|d| d.algorithm() != Algorithm::Sha256) {
+        return Err(ApiError::bad_request("sha256 must be a `sha256:` digest"));
+    }
+    if let Some(size) = declared.size {
+        if size > limits.max_blob_bytes {
+            return Err(too_big_blob(limits.max_blob_bytes));
+        }
+    }
+    if let Some(media_type) = &declared.media_type {
+        check_media_type(media_type)?;
+    }
+    let db = &state.instance.db;
+    let now = now_ms();
+    let open: i64 = {
+        let mut conn = db.acquire().await?;
+        fetch_one!(&mut conn, (i64,), "SELECT COUNT(*) FROM upload_sessions WHERE expires_ms > $1", now)?.0
+    };
+    if u64::try_from(open).unwrap_or(0) >= limits.max_open_sessions {
+        return Err(ApiError::too_many(
+            "too_many_sessions",
+            format!("{open} upload sessions are open, the most this instance allows; finish or abort some"),
+        ));
+    }
+    let id = Uuid::now_v7();
+    let staging = state.instance.store.stage_open(id).await?;
+    let expires_ms = now + i64::try_from(limits.session_idle.as_millis()).unwrap_or(i64::MAX / 2);
+    {
+        let mut conn = db.acquire().await?;
+        execute!(
+            &mut conn,
+            "INSERT INTO upload_sessions (id, actor, created_ms, expires_ms, offset_bytes, declared_size, \
+             declared_blake3, declared_sha256, media_type, hasher, staging) \
+             VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10)",
+            id,
+            caller.actor(),
+            now,
+            expires_ms,
+            declared.size.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+            declared_blake3.map(|d| d.to_string()),
+            declared_sha256.map(|d| d.to_string()),
+            declared.media_type.as_deref(),
+            DualHasher::new().save(),
+            staging.to_json(),
+        )?;
+    }
+    if let Some(digest) = commit_digest {
+        let result = commit_session(&state, &caller, id, None, digest, blob_body).await;
+        if result.is_err() {
+            // A one-request upload that failed leaves nothing behind.
+            let _ = abort_session(&state, id).await;
+        }
+        return result;
+    }
+    let location = format!("/v1/uploads/{id}");
+    let mut response = (
+        StatusCode::CREATED,
+        axum::Json(json!({"id": id.to_string(), "offset": 0, "expires_at": rfc3339_ms(expires_ms)})),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, header_value(&location));
+    headers.insert("upload-offset", HeaderValue::from(0));
+    headers.insert("upload-expires", header_value(&rfc3339_ms(expires_ms)));
+    Ok(response)
+}
+
+/// `HEAD /v1/uploads/{id}`: where to resume.
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    caller.require_any(Scope::Write)?;
+    let id = parse_session_id(&id)?;
+    let row = load(&state.instance.db, id).await?;
+    check_owner(&caller, &row)?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert("upload-offset", HeaderValue::from(row.offset_bytes));
+    headers.insert("upload-expires", header_value(&rfc3339_ms(row.expires_ms)));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(size) = row.declared_size {
+        headers.insert("upload-length", HeaderValue::from(size));
+    }
+    Ok(response)
+}
+
+/// `PATCH /v1/uploads/{id}`: appends one chunk at the session's offset.
+pub(crate) async fn append(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    caller.require_any(Scope::Write)?;
+    let id = parse_session_id(&id)?;
+    let (parts, body) = request.into_parts();
+    let offset = requested_offset(&parts.headers)?
+        .ok_or_else(|| ApiError::bad_request("a chunk needs `Upload-Offset: N` or `Content-Range: bytes N-M/*`"))?;
+    let lease = Lease::claim(&state.instance.db, id).await?;
+    let written = match load(&state.instance.db, id).await {
+        Ok(row) => match check_owner(&caller, &row) {
+            Ok(()) => write_chunk(&state, &lease, &row, Some(offset), &parts.headers, body).await,
+            Err(err) => Err(err),
+        },
+        Err(err) => Err(err),
+    };
+    // Release before answering, so the client's next request finds the session free.
+    lease.release().await;
+    let (offset, expires_ms) = written?;
+    let mut response = StatusCode::ACCEPTED.into_response();
+    let headers = response.headers_mut();
+    headers.insert("upload-offset", HeaderValue::from(offset));
+    headers.insert("upload-expires", header_value(&rfc3339_ms(expires_ms)));
+    Ok(response)
+}
+
+/// `PUT /v1/uploads/{id}?digest=`: appends an optional last chunk, then commits.
+pub(crate) async fn commit(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<CommitQuery>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    caller.require_any(Scope::Write)?;
+    let id = parse_session_id(&id)?;
+    let digest = query
+        .digest
+        .as_deref()
+        .map(|d| parse_digest(d, "digest"))
+        .transpose()?
+        .ok_or_else(|| ApiError::bad_request("commit needs `?digest=blake3:<hex>` or `?digest=sha256:<hex>`"))?;
+    let (parts, body) = request.into_parts();
+    let offset = requested_offset(&parts.headers)?;
+    commit_session(&state, &caller, id, offset, digest, Some(body)).await
+}
+
+/// `DELETE /v1/uploads/{id}`: aborts the session and frees its staged bytes.
+pub(crate) async fn abort(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    caller.require_any(Scope::Write)?;
+    let id = parse_session_id(&id)?;
+    let lease = Lease::claim(&state.instance.db, id).await?;
+    if let Err(err) = load(&state.instance.db, id).await.and_then(|row| check_owner(&caller, &row)) {
+        lease.release().await;
+        return Err(err);
+    }
+    lease.disarm();
+    abort_session(&state, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Deletes a session's row, then its staged bytes (a crash in between leaves bytes the sweeper reclaims).
+pub(crate) async fn abort_session(state: &AppState, id: Uuid) -> Result<(), ApiError> {
+    let staging: Option<(String,)> = {
+        let mut conn = state.instance.db.acquire().await?;
+        fetch_optional!(&mut conn, (String,), "DELETE FROM upload_sessions WHERE id = $1 RETURNING staging", id)?
+    };
+    if let Some((staging,)) = staging {
+        let staging = StagingState::from_json(id, &staging)?;
+        state.instance.store.stage_abort(id, &staging).await?;
+    }
+    Ok(())
+}
+
+async fn commit_session(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    offset: Option<u64>,
+    digest: Digest,
+    body: Option<Body>,
+) -> Result<Response, ApiError> {
+    let lease = Lease::claim(&state.instance.db, id).await?;
+    match commit_claimed(state, caller, &lease, offset, digest, body).await {
+        Ok(response) => {
+            lease.disarm();
+            Ok(response)
+        }
+        Err(err) => {
+            lease.release().await;
+            Err(err)
+        }
+    }
+}
+
+async fn commit_claimed(
+    state: &AppState,
+    caller: &Caller,
+    lease: &Lease,
+    offset: Option<u64>,
+    digest: Digest,
+    body: Option<Body>,
+) -> Result<Response, ApiError> {
+    let db = &state.instance.db;
+    let id = lease.id;
+    let mut row = load(db, id).await?;
+    check_owner(caller, &row)?;
+    if let Some(body) = body {
+        write_chunk(state, lease, &row, offset, &HeaderMap::new(), body).await?;
+        row = load(db, id).await?;
+    }
+    let hasher = DualHasher::restore(&row.hasher).map_err(|err| ApiError::internal(&err))?;
+    let computed = hasher.finalize();
+    check_digests(&row, digest, &computed)?;
+    let blake3_hex = computed.blake3.hex();
+    let staging = StagingState::from_json(id, &row.staging)?;
+    let known = file_known(db, &computed.blake3.to_string()).await?;
+    if !known {
+        // Bytes first: the blob is durable at its content address before the event that names it commits.
+        let placed = state.instance.store.stage_commit(id, &staging, &blake3_hex).await?;
+        tracing::debug!(session = %id, blob = %computed.blake3, ?placed, "staged bytes placed");
+    } else {
+        state.instance.store.stage_abort(id, &staging).await?;
+    }
+    let event = RegistryEvent::FileIngested(FileIngested {
+        blake3: computed.blake3.to_string(),
+        sha256: computed.sha256.to_string(),
+        size: computed.size,
+        media_type: row.media_type.clone(),
+    });
+    let actor = caller.actor().to_owned();
+    let logged = state
+        .instance
+        .log
+        .transact(move |wtx| {
+            Box::pin(async move {
+                execute!(wtx.tx(), "DELETE FROM upload_sessions WHERE id = $1", id)?;
+                let RegistryEvent::FileIngested(payload) = &event else { unreachable!("built above") };
+                let exists = fetch_optional!(
+                    wtx.tx(),
+                    (String,),
+                    "SELECT blake3 FROM artifact_files WHERE blake3 = $1",
+                    payload.blake3.as_str()
+                )?;
+                if exists.is_some() {
+                    return Ok::<_, ApiError>(None);
+                }
+                let appended = artifactstore_views::record(wtx, &actor, &event).await?;
+                Ok(Some(appended.sequence))
+            })
+        })
+        .await?;
+    let status = if logged.is_some() { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(blob_created(status, &computed, logged))
+}
+
+fn blob_created(status: StatusCode, digest: &DualDigest, sequence: Option<u64>) -> Response {
+    let mut body = json!({
+        "blake3": digest.blake3.to_string(),
+        "sha256": digest.sha256.to_string(),
+        "size": digest.size,
+    });
+    if let Some(sequence) = sequence {
+        body["sequence"] = json!(sequence);
+    }
+    let mut response = (status, axum::Json(body)).into_response();
+    response.headers_mut().insert(header::LOCATION, header_value(&format!("/v1/blobs/{}", digest.blake3)));
+    response
+}
+
+fn check_digests(row: &SessionRow, digest: Digest, computed: &DualDigest) -> Result<(), ApiError> {
+    let mismatch = |what: String| {
+        ApiError::digest_mismatch(what)
+            .with("blake3", computed.blake3.to_string())
+            .with("sha256", computed.sha256.to_string())
+            .with("size", computed.size)
+    };
+    let matches = |d: &Digest| match d.algorithm() {
+        Algorithm::Blake3 => *d == computed.blake3,
+        Algorithm::Sha256 => *d == computed.sha256,
+    };
+    if !matches(&digest) {
+        return Err(mismatch(format!("the {} bytes received do not have digest {digest}", computed.size)));
+    }
+    for declared in [&row.declared_blake3, &row.declared_sha256].into_iter().flatten() {
+        let declared = parse_digest(declared, "declared digest")?;
+        if !matches(&declared) {
+            return Err(mismatch(format!("the bytes received do not have the declared digest {declared}")));
+        }
+    }
+    if let Some(size) = row.declared_size {
+        if u64::try_from(size).ok() != Some(computed.size) {
+            return Err(mismatch(format!("{} bytes were received but {size} were declared", computed.size)));
+        }
+    }
+    Ok(())
+}
+
+async fn file_known(db: &Database, blake3: &str) -> Result<bool, ApiError> {
+    let mut conn = db.acquire().await?;
+    Ok(fetch_optional!(&mut conn, (String,), "SELECT blake3 FROM artifact_files WHERE blake3 = $1", blake3)?.is_some())
+}
+
+/// Streams `body` into the session's staging and hashers at `offset`; saves the new state when the body is complete.
+/// Returns the new offset and expiry.
+async fn write_chunk(
+    state: &AppState,
+    lease: &Lease,
+    row: &SessionRow,
+    offset: Option<u64>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(u64, i64), ApiError> {
+    let limits = &state.instance.config.uploads;
+    let current = u64::try_from(row.offset_bytes).unwrap_or(0);
+    if let Some(offset) = offset {
+        if offset != current {
+            return Err(ApiError::offset_mismatch(
+                current,
+                format!("the session is at offset {current}, not {offset}; send the bytes from {current}"),
+            ));
+        }
+    }
+    let ceiling = row.declared_size.and_then(|s| u64::try_from(s).ok()).unwrap_or(limits.max_blob_bytes);
+    if let Some(length) = content_length(headers)? {
+        if length > limits.max_chunk_bytes {
+            return Err(ApiError::too_large(format!(
+                "a chunk may carry at most {} bytes; this one has {length}",
+                limits.max_chunk_bytes
+            )));
+        }
+        if current + length > ceiling {
+            return Err(too_big(row, limits.max_blob_bytes));
+        }
+    }
+    let id = lease.id;
+    let staging = StagingState::from_json(id, &row.staging)?;
+    let mut hasher = DualHasher::restore(&row.hasher).map_err(|err| ApiError::internal(&err))?;
+    let mut writer = None;
+    let mut stream = body.into_data_stream();
+    let mut received: u64 = 0;
+    while let Some(frame) = stream.next().await {
+        let frame = frame.map_err(|err| ApiError::bad_request(format!("the request body broke off: {err}")))?;
+        if frame.is_empty() {
+            continue;
+        }
+        received += frame.len() as u64;
+        if received > limits.max_chunk_bytes {
+            return Err(ApiError::too_large(format!("a chunk may carry at most {} bytes", limits.max_chunk_bytes)));
+        }
+        if current + received > ceiling {
+            return Err(too_big(row, limits.max_blob_bytes));
+        }
+        if writer.is_none() {
+            writer = Some(state.instance.store.stage_writer(id, &staging, current).await?);
+        }
+        let frame = hash_frame(&mut hasher, frame).await;
+        writer.as_mut().expect("opened above").write(frame).await?;
+    }
+    let new_staging = match writer {
+        Some(writer) => writer.finish().await?,
+        None => staging,
+    };
+    let new_offset = current + received;
+    let expires_ms = now_ms() + i64::try_from(limits.session_idle.as_millis()).unwrap_or(i64::MAX / 2);
+    let mut conn = state.instance.db.acquire().await?;
+    let saved = execute!(
+        &mut conn,
+        "UPDATE upload_sessions SET offset_bytes = $2, hasher = $3, staging = $4, expires_ms = $5 \
+         WHERE id = $1 AND lease = $6",
+        id,
+        i64::try_from(new_offset).unwrap_or(i64::MAX),
+        hasher.save(),
+        new_staging.to_json(),
+        expires_ms,
+        lease.token,
+    )?;
+    if saved == 0 {
+        return Err(ApiError::conflict("another request took this session over; ask HEAD for its offset"));
+    }
+    Ok((new_offset, expires_ms))
+}
+
+/// Hashes a frame, off the async threads when it is large.
+async fn hash_frame(hasher: &mut DualHasher, frame: bytes::Bytes) -> bytes::Bytes {
+    if frame.len() < 1024 * 1024 {
+        hasher.update(&frame);
+        return frame;
+    }
+    let mut moved = std::mem::take(hasher);
+    let (moved, frame) = tokio::task::spawn_blocking(move || {
+        moved.update(&frame);
+        (moved, frame)
+    })
+    .await
+    .expect("hashing does not panic");
+    *hasher = moved;
+    frame
+}
+
+fn too_big(row: &SessionRow, max_blob: u64) -> ApiError {
+    match row.declared_size {
+        Some(size) => ApiError::too_large(format!("the session declared {size} bytes; this chunk goes past them")),
+        None => too_big_blob(max_blob),
+    }
+}
+
+fn too_big_blob(max_blob: u64) -> ApiError {
+    ApiError::too_large(format!("a blob may be at most {max_blob} bytes"))
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Content-Length is not a number"))
+        })
+        .transpose()
+}
+
+/// The offset a chunk says it starts at: `Upload-Offset: N`, or `Content-Range: bytes N-M/*`.
+fn requested_offset(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    if let Some(value) = headers.get("upload-offset") {
+        let offset = value
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| ApiError::bad_request("Upload-Offset must be a non-negative integer"))?;
+        return Ok(Some(offset));
+    }
+    if let Some(value) = headers.get(header::CONTENT_RANGE) {
+        let bad = || ApiError::bad_request("Content-Range must look like `bytes N-M/*` or `bytes N-M/TOTAL`");
+        let text = value.to_str().map_err(|_| bad())?.trim();
+        let range = text.strip_prefix("bytes ").ok_or_else(bad)?;
+        let (span, _total) = range.split_once('/').ok_or_else(bad)?;
+        let (first, last) = span.split_once('-').ok_or_else(bad)?;
+        let first: u64 = first.parse().map_err(|_| bad())?;
+        let last: u64 = last.parse().map_err(|_| bad())?;
+        if last < first {
+            return Err(bad());
+        }
+        if let Some(length) = content_length(headers)? {
+            if length != last - first + 1 {
+                return Err(ApiError::bad_request("Content-Range and Content-Length disagree"));
+            }
+        }
+        return Ok(Some(first));
+    }
+    Ok(None)
+}
+
+fn check_owner(caller: &Caller, row: &SessionRow) -> Result<(), ApiError> {
+    if caller.actor() != row.actor {
+        return Err(ApiError::forbidden("this upload session belongs to another subject"));
+    }
+    Ok(())
+}
+
+fn check_media_type(media_type: &str) -> Result<(), ApiError> {
+    let valid = !media_type.is_empty()
+        && media_type.len() <= 255
+        && media_type.contains('/')
+        && media_type.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!("media_type `{media_type}` is not a media type")))
+    }
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+async fn load(db: &Database, id: Uuid) -> Result<SessionRow, ApiError> {
+    let mut conn = db.acquire().await?;
+    let row = fetch_optional!(
+        &mut conn,
+        SessionRow,
+        "SELECT actor, expires_ms, offset_bytes, declared_size, declared_blake3, declared_sha256, media_type, \
+         hasher, staging FROM upload_sessions WHERE id = $1",
+        id
+    )?;
+    match row {
+        Some(row) if row.expires_ms > now_ms() => Ok(row),
+        Some(_) => Err(ApiError::not_found(format!("upload session {id} has expired"))),
+        None => Err(ApiError::not_found(format!("no upload session {id}"))),
+    }
+}
+
+/// A claim on a session for one writing request, released when dropped.
+#[derive(Debug)]
+struct Lease {
+    db: Database,
+    id: Uuid,
+    token: Uuid,
+    armed: bool,
+}
+
+impl Lease {
+    async fn claim(db: &Database, id: Uuid) -> Result<Lease, ApiError> {
+        let token = Uuid::new_v4();
+        let now = now_ms();
+        let until = now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut conn = db.acquire().await?;
+        let claimed = execute!(
+            &mut conn,
+            "UPDATE upload_sessions SET lease = $2, lease_until_ms = $3 \
+             WHERE id = $1 AND expires_ms > $4 AND (lease IS NULL OR lease_until_ms < $4)",
+            id,
+            token,
+            until,
+            now,
+        )?;
+        if claimed == 1 {
+            return Ok(Lease { db: db.clone(), id, token, armed: true });
+        }
+        drop(conn);
+        // Tell a missing or expired session apart from a busy one.
+        load(db, id).await?;
+        Err(ApiError::conflict("another request is writing to this upload session; retry when it is done"))
+    }
+
+    async fn release(mut self) {
+        self.armed = false;
+        if let Err(err) = release(&self.db, self.id, self.token).await {
+            tracing::warn!(session = %self.id, error = %err, "could not release an upload lease");
+        }
+    }
+
+    /// The session row is gone (committed or aborted); nothing to release.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.armed {
+            let (db, id, token) = (self.db.clone(), self.id, self.token);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Err(err) = release(&db, id, token).await {
+                        tracing::warn!(session = %id, error = %err, "could not release an upload lease");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn release(db: &Database, id: Uuid, token: Uuid) -> Result<(), artifactstore_db::sqlx::Error> {
+    let mut conn = db.acquire().await?;
+    execute!(
+        &mut conn,
+        "UPDATE upload_sessions SET lease = NULL, lease_until_ms = NULL WHERE id = $1 AND lease = $2",
+        id,
+        token
+    )?;
+    Ok(())
+}
+
+/// Deletes expired sessions (those no request holds) and frees their bytes; then frees staged bytes that no
+/// session owns and that have sat untouched for `orphan_age`. Returns how many sessions and orphans it reclaimed.
+pub async fn sweep(state: &AppState, orphan_age: Duration) -> Result<(u64, u64), ApiError> {
+    let now = now_ms();
+    let expired: Vec<(Uuid, String)> = {
+        let mut conn = state.instance.db.acquire().await?;
+        artifactstore_db::fetch_all!(
+            &mut conn,
+            (Uuid, String),
+            "DELETE FROM upload_sessions WHERE expires_ms <= $1 AND (lease IS NULL OR lease_until_ms < $1) \
+             RETURNING id, staging",
+            now
+        )?
+    };
+    let mut sessions = 0;
+    for (id, staging) in expired {
+        match StagingState::from_json(id, &staging) {
+            Ok(staging) => state.instance.store.stage_abort(id, &staging).await?,
+            Err(err) => tracing::warn!(session = %id, error = %err, "expired session with unreadable staging"),
+        }
+        sessions += 1;
+    }
+    let mut orphans = 0;
+    let staged = state.instance.store.staged().await?;
+    let cutoff = std::time::SystemTime::now() - orphan_age;
+    for object in staged.into_iter().filter(|o| o.modified < cutoff) {
+        let live = {
+            let mut conn = state.instance.db.acquire().await?;
+            fetch_optional!(
+                &mut conn,
+                (i64,),
+                "SELECT offset_bytes FROM upload_sessions WHERE id = $1",
+                object.session
+            )?
+        };
+        if live.is_none() {
+            let state_guess = if state.instance.store.is_s3() {
+                StagingState::S3 { upload_id: String::new(), parts: Vec::new(), pending_start: 0, pending_len: 0 }
+            } else {
+                StagingState::File
+            };
+            state.instance.store.stage_abort(object.session, &state_guess).await?;
+            orphans += 1;
+        }
+    }
+    Ok((sessions, orphans))
+}

@@ -1,0 +1,181 @@
+//! Who may do what: bearer tokens with scopes over package-name prefixes.
+//!
+//! Tokens come from the configuration file. Each has a subject (the `actor` of the events it causes), scopes
+//! (`read` < `write` < `admin`: each includes the ones before it) and package-name prefixes the scopes apply to.
+//! Calls that name no package (uploads, blobs, the event feed) need the scope on at least one prefix.
+//! With no tokens configured the instance is open: every call is allowed and acts as `anonymous`.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use crate::problem::ApiError;
+use crate::server::AppState;
+
+/// The actor recorded for calls on an open instance.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// What a token may do, in increasing power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// Read packages, blobs and events.
+    Read,
+    /// Upload blobs and publish package versions.
+    Write,
+    /// Delete package versions and change their retention.
+    Admin,
+}
+
+impl Scope {
+    /// Parses `read`, `write` or `admin`.
+    pub fn parse(text: &str) -> anyhow::Result<Scope> {
+        match text {
+            "read" => Ok(Scope::Read),
+            "write" => Ok(Scope::Write),
+            "admin" => Ok(Scope::Admin),
+            other => anyhow::bail!("unknown scope `{other}`; use read, write or admin"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// One configured token. Only the BLAKE3 digest of the secret is kept, and compared in constant time.
+#[derive(Clone)]
+pub struct TokenConfig {
+    digest: blake3::Hash,
+    subject: String,
+    scope: Scope,
+    prefixes: Vec<String>,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("subject", &self.subject)
+            .field("scope", &self.scope)
+            .field("prefixes", &self.prefixes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenConfig {
+    /// A token with the strongest of `scopes` over `prefixes`.
+    pub fn new(token: &str, subject: &str, scopes: Vec<Scope>, prefixes: Vec<String>) -> TokenConfig {
+        TokenConfig {
+            digest: blake3::hash(token.as_bytes()),
+            subject: subject.to_owned(),
+            scope: scopes.into_iter().max().unwrap_or(Scope::Read),
+            prefixes,
+        }
+    }
+}
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    subject: String,
+    /// `None` on an open instance: everything is allowed.
+    grant: Option<(Scope, Vec<String>)>,
+}
+
+impl Caller {
+    /// The caller's subject, written as the `actor` of the events it causes.
+    pub fn actor(&self) -> &str {
+        &self.subject
+    }
+
+    /// Allows the call if the caller holds `scope` over `package`.
+    pub fn require(&self, scope: Scope, package: &str) -> Result<(), ApiError> {
+        match &self.grant {
+            None => Ok(()),
+            Some((held, prefixes)) if *held >= scope && prefixes.iter().any(|p| package.starts_with(p.as_str())) => {
+                Ok(())
+            }
+            Some(_) => Err(ApiError::forbidden(format!(
+                "{} may not {} package `{package}`: that needs the `{}` scope over a prefix of its name",
+                self.subject,
+                verb(scope),
+                scope.name()
+            ))),
+        }
+    }
+
+    /// Allows a call that names no package if the caller holds `scope` over any prefix.
+    pub fn require_any(&self, scope: Scope) -> Result<(), ApiError> {
+        match &self.grant {
+            None => Ok(()),
+            Some((held, _)) if *held >= scope => Ok(()),
+            Some(_) => Err(ApiError::forbidden(format!("{} lacks the `{}` scope", self.subject, scope.name()))),
+        }
+    }
+}
+
+fn verb(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Read => "read",
+        Scope::Write => "publish to",
+        Scope::Admin => "administer",
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let tokens = &state.instance.config.tokens;
+        if tokens.is_empty() {
+            return Ok(Caller { subject: ANONYMOUS.to_owned(), grant: None });
+        }
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("this instance needs `Authorization: Bearer <token>`"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        let digest = blake3::hash(token.as_bytes());
+        // `blake3::Hash` compares in constant time; look at every token so timing says nothing of which matched.
+        let mut found = None;
+        for config in tokens {
+            if config.digest == digest {
+                found = Some(config);
+            }
+        }
+        let config = found.ok_or_else(|| ApiError::unauthorized("this token is not known here"))?;
+        Ok(Caller { subject: config.subject.clone(), grant: Some((config.scope, config.prefixes.clone())) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(scope: Scope, prefixes: &[&str]) -> Caller {
+        Caller { subject: "ci".into(), grant: Some((scope, prefixes.iter().map(|p| (*p).to_owned()).collect())) }
+    }
+
+    #[test]
+    fn scopes_nest_and_prefixes_bound_them() {
+        let writer = caller(Scope::Write, &["team/"]);
+        assert!(writer.require(Scope::Read, "team/app").is_ok());
+        assert!(writer.require(Scope::Write, "team/app").is_ok());
+        assert_eq!(writer.require(Scope::Admin, "team/app").unwrap_err().status(), 403);
+        assert_eq!(writer.require(Scope::Read, "other/app").unwrap_err().status(), 403);
+        assert!(writer.require_any(Scope::Write).is_ok());
+        assert!(writer.require_any(Scope::Admin).is_err());
+        let open = Caller { subject: ANONYMOUS.into(), grant: None };
+        assert!(open.require(Scope::Admin, "anything").is_ok());
+        assert!(caller(Scope::Admin, &[""]).require(Scope::Admin, "x").is_ok());
+    }
+}

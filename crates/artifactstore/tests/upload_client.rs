@@ -1,0 +1,143 @@
+//! `artifactstore upload` against a live server behind a proxy that cuts connections mid-chunk.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use artifactstore::config::{InstanceConfig, UploadLimits};
+use artifactstore::instance::Instance;
+use artifactstore_blobstore::Location;
+use artifactstore_digest::DualDigest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Starts the service on a loopback port over a fresh SQLite database and filesystem store.
+async fn serve(dir: &Path) -> String {
+    let config = InstanceConfig {
+        data: dir.join("data"),
+        database: format!("sqlite://{}", dir.join("data/artifactstore.db").display()),
+        store: Location::File(dir.join("data/blobs")),
+        uploads: UploadLimits::default(),
+        tokens: Vec::new(),
+    };
+    let instance = Instance::open(&config).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(artifactstore::server::serve(listener, instance, std::future::pending()));
+    address
+}
+
+/// A TCP proxy to `upstream` that drops the first `cuts` connections once `after` bytes have gone upstream on them.
+async fn cutting_proxy(upstream: String, after: usize, cuts: u32) -> (String, Arc<AtomicU32>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let done = Arc::new(AtomicU32::new(0));
+    let counter = done.clone();
+    tokio::spawn(async move {
+        loop {
+            let (client, _) = listener.accept().await.unwrap();
+            let server = TcpStream::connect(&upstream).await.unwrap();
+            let cut_this = counter.load(Ordering::SeqCst) < cuts;
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let down = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                });
+                let mut sent = 0usize;
+                let mut buffer = vec![0; 64 * 1024];
+                loop {
+                    let n = match client_read.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if cut_this && sent + n > after {
+                        let keep = after - sent;
+                        let _ = server_write.write_all(&buffer[..keep]).await;
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        // Dropping both halves resets the connection in the middle of a request body.
+                        down.abort();
+                        return;
+                    }
+                    if server_write.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                    sent += n;
+                }
+                let _ = server_write.shutdown().await;
+                let _ = down.await;
+            });
+        }
+    });
+    (address, done)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_resumes_after_cut_connections_and_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path()).await;
+    let mib = 1024 * 1024;
+    // Cut twice, each time in the middle of the third 1 MiB chunk on that connection.
+    let (proxy, cuts) = cutting_proxy(server.clone(), 2 * mib + mib / 2, 2).await;
+
+    let data: Vec<u8> = (0..5 * mib + 12_345).map(|i| (i % 251) as u8 ^ (i / 4096) as u8).collect();
+    let file = dir.path().join("model.bin");
+    std::fs::write(&file, &data).unwrap();
+    let other = dir.path().join("README.txt");
+    std::fs::write(&other, b"read me").unwrap();
+
+    let output = tokio::task::spawn_blocking({
+        let (file, other, proxy) = (file.clone(), other.clone(), proxy.clone());
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_artifactstore"))
+                .args(["upload", "--server", &format!("http://{proxy}"), "--chunk-size", "1048576"])
+                .args(["--package", "ml/model@1.0.0"])
+                .arg(&file)
+                .arg(&other)
+                .env_remove("ARTIFACTSTORE_TOKEN")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "upload failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(cuts.load(Ordering::SeqCst), 2, "the proxy cut two connections\n{stderr}");
+    assert!(stderr.contains("resuming"), "{stderr}");
+
+    let digest = DualDigest::of(&data);
+    assert!(stdout.contains(&format!("stored   {}", digest.blake3)), "{stdout}");
+    assert!(stdout.contains("published ml/model@1.0.0"), "{stdout}");
+
+    // The bytes on the server are the file's, and the package names both files.
+    let http = reqwest::Client::new();
+    let got = http.get(format!("http://{server}/v1/blobs/{}", digest.sha256)).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), data.as_slice());
+    let manifest: serde_json::Value = http
+        .get(format!("http://{server}/v1/packages/ml/model/versions/1.0.0"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths: Vec<&str> = manifest["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["README.txt", "model.bin"]);
+
+    // A second run finds everything in place and changes nothing.
+    let output = Command::new(env!("CARGO_BIN_EXE_artifactstore"))
+        .args(["upload", "--server", &format!("http://{server}"), "--package", "ml/model@1.0.0"])
+        .arg(&file)
+        .arg(&other)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("present  {}", digest.blake3)), "{stdout}");
+    assert!(stdout.contains("unchanged ml/model@1.0.0"), "{stdout}");
+}

@@ -1,0 +1,13 @@
+//! Content-addressed blob storage on `object_store`: the local filesystem by default, any S3-compatible service
+//! at scale, and the staging of resumable uploads.
+#![doc = include_str!("../README.md")]
+
+mod error;
+mod location;
+mod staging;
+mod store;
+
+pub use error::Error;
+pub use location::Location;
+pub use staging::{Placed, StageWriter, StagedObject, StagingState, MIN_PART_SIZE, PART_SIZE};
+pub use store::{BlobStore, ByteStream};

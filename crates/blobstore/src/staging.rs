@@ -1,0 +1,405 @@
+//! Staged uploads: bytes received for an upload session, kept in the store until they are committed at their
+//! content address or aborted.
+//!
+//! On a filesystem store a session's bytes are one file, `staging/<session>`, appended to and renamed into place.
+//! On S3 they are a multipart upload to `staging/<session>/data`; S3 wants every part but the last to be at least
+//! 5 MiB, so a tail shorter than that waits in `staging/<session>/pending-<start>-<len>` until more bytes (or the
+//! commit) arrive. Every object a session owns lies under `staging/<session>`, so abort and commit clear that prefix.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use futures::TryStreamExt;
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::{ObjectStore, PutPayload};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use uuid::Uuid;
+
+use crate::store::Backend;
+use crate::{BlobStore, Error};
+
+/// S3 parts are sent once this much is buffered.
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// S3's smallest part but the last.
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+
+/// Where a session's bytes are, as its bookkeeping records it between requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StagingState {
+    /// One file in the store's `staging` directory.
+    File,
+    /// An S3 multipart upload plus a short pending tail.
+    S3 {
+        /// The multipart upload's id.
+        upload_id: String,
+        /// The ETags of the parts acknowledged so far, in order.
+        parts: Vec<String>,
+        /// The offset at which the pending tail starts.
+        pending_start: u64,
+        /// The length of the pending tail (0: none).
+        pending_len: u64,
+    },
+}
+
+impl StagingState {
+    /// The state as stored in the session's row.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a staging state always serialises")
+    }
+
+    /// Reads the state back from the session's row.
+    pub fn from_json(session: Uuid, text: &str) -> Result<StagingState, Error> {
+        serde_json::from_str(text).map_err(|err| Error::Staging { session, why: format!("unreadable state: {err}") })
+    }
+}
+
+/// What a commit did with the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    /// The blob is now at its content address.
+    Stored,
+    /// The store already held the blob; the staged bytes were dropped.
+    AlreadyStored,
+}
+
+/// A staged object found in the store, for reclaiming what no session owns any more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedObject {
+    /// The session it belongs to.
+    pub session: Uuid,
+    /// When it was last written.
+    pub modified: SystemTime,
+}
+
+/// Appends one request's bytes to a session's staged upload; nothing counts until `finish` returns.
+#[derive(Debug)]
+pub struct StageWriter {
+    session: Uuid,
+    written: u64,
+    kind: WriterKind,
+}
+
+#[derive(Debug)]
+enum WriterKind {
+    File {
+        file: tokio::fs::File,
+    },
+    S3 {
+        store: std::sync::Arc<object_store::aws::AmazonS3>,
+        data: Path,
+        /// The full key of the session's staging prefix.
+        dir: String,
+        upload_id: String,
+        parts: Vec<String>,
+        /// Offset of the first buffered byte.
+        buffer_start: u64,
+        buffer: BytesMut,
+    },
+}
+
+impl BlobStore {
+    fn staging_file(root: &std::path::Path, session: Uuid) -> PathBuf {
+        root.join("staging").join(session.to_string())
+    }
+
+    fn staging_dir(&self, session: Uuid) -> String {
+        format!("staging/{session}")
+    }
+
+    /// Starts staging for a new session.
+    pub async fn stage_open(&self, session: Uuid) -> Result<StagingState, Error> {
+        match &self.backend {
+            Backend::File { root, .. } => {
+                let path = Self::staging_file(root, session);
+                let dir = path.parent().expect("a staging file has a directory");
+                tokio::fs::create_dir_all(dir).await.map_err(Error::io(format!("create {}", dir.display())))?;
+                let file = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .await
+                    .map_err(Error::io(format!("create {}", path.display())))?;
+                file.sync_all().await.map_err(Error::io(format!("sync {}", path.display())))?;
+                Ok(StagingState::File)
+            }
+            Backend::S3 { store, .. } => {
+                let data = self.key(&format!("{}/data", self.staging_dir(session)));
+                let upload_id = store.create_multipart(&data).await?;
+                Ok(StagingState::S3 { upload_id, parts: Vec::new(), pending_start: 0, pending_len: 0 })
+            }
+        }
+    }
+
+    /// Opens a writer that appends at `offset`, the session's acknowledged length; anything staged beyond it by an
+    /// earlier request that did not finish is overwritten.
+    pub async fn stage_writer(&self, session: Uuid, state: &StagingState, offset: u64) -> Result<StageWriter, Error> {
+        let kind = match (&self.backend, state) {
+            (Backend::File { root, .. }, StagingState::File) => {
+                let path = Self::staging_file(root, session);
+                let mut file = tokio::fs::OpenOptions::new().write(true).open(&path).await.map_err(|err| {
+                    Error::Staging { session, why: format!("the staged bytes at {} are gone: {err}", path.display()) }
+                })?;
+                let len = file.metadata().await.map_err(Error::io(format!("inspect {}", path.display())))?.len();
+                if len < offset {
+                    return Err(Error::Staging {
+                        session,
+                        why: format!("{} holds {len} bytes but {offset} were acknowledged", path.display()),
+                    });
+                }
+                file.set_len(offset).await.map_err(Error::io(format!("truncate {}", path.display())))?;
+                file.seek(std::io::SeekFrom::Start(offset)).await.map_err(Error::io("seek the staged file"))?;
+                WriterKind::File { file }
+            }
+            (Backend::S3 { store, .. }, StagingState::S3 { upload_id, parts, pending_start, pending_len }) => {
+                let dir = self.staging_dir(session);
+                let mut buffer = BytesMut::new();
+                if *pending_len > 0 {
+                    let key = self.key(&format!("{dir}/pending-{pending_start}-{pending_len}"));
+                    let bytes = store.get(&key).await?.bytes().await?;
+                    if bytes.len() as u64 != *pending_len {
+                        return Err(Error::Staging {
+                            session,
+                            why: format!("the pending tail holds {} bytes, not {pending_len}", bytes.len()),
+                        });
+                    }
+                    buffer.extend_from_slice(&bytes);
+                }
+                if pending_start + pending_len != offset {
+                    return Err(Error::Staging {
+                        session,
+                        why: format!("staged {} bytes but {offset} were acknowledged", pending_start + pending_len),
+                    });
+                }
+                WriterKind::S3 {
+                    store: store.clone(),
+                    data: self.key(&format!("{dir}/data")),
+                    dir: self.key(&dir).to_string(),
+                    upload_id: upload_id.clone(),
+                    parts: parts.clone(),
+                    buffer_start: *pending_start,
+                    buffer,
+                }
+            }
+            _ => return Err(Error::Staging { session, why: "the session was staged on another kind of store".into() }),
+        };
+        Ok(StageWriter { session, written: 0, kind })
+    }
+
+    /// Puts the staged bytes at the blob's content address (unless the store holds it already), durably, and
+    /// clears the session's staging.
+    pub async fn stage_commit(&self, session: Uuid, state: &StagingState, blake3_hex: &str) -> Result<Placed, Error> {
+        let blob_key = BlobStore::blob_key(blake3_hex);
+        if self.size_of(blake3_hex).await?.is_some() {
+            self.stage_abort(session, state).await?;
+            return Ok(Placed::AlreadyStored);
+        }
+        match (&self.backend, state) {
+            (Backend::File { root, .. }, StagingState::File) => {
+                let from = Self::staging_file(root, session);
+                let to = root.join(&blob_key);
+                let dir = to.parent().expect("a blob path has a directory").to_path_buf();
+                tokio::fs::create_dir_all(&dir).await.map_err(Error::io(format!("create {}", dir.display())))?;
+                let file = tokio::fs::File::open(&from).await.map_err(|err| Error::Staging {
+                    session,
+                    why: format!("the staged bytes at {} are gone: {err}", from.display()),
+                })?;
+                file.sync_all().await.map_err(Error::io(format!("sync {}", from.display())))?;
+                drop(file);
+                tokio::fs::rename(&from, &to).await.map_err(Error::io(format!(
+                    "move {} to {}",
+                    from.display(),
+                    to.display()
+                )))?;
+                sync_dir(&dir).await?;
+                Ok(Placed::Stored)
+            }
+            (Backend::S3 { store, .. }, StagingState::S3 { upload_id, parts, pending_start, pending_len }) => {
+                let dir = self.staging_dir(session);
+                let data = self.key(&format!("{dir}/data"));
+                let pending = if *pending_len > 0 {
+                    let key = self.key(&format!("{dir}/pending-{pending_start}-{pending_len}"));
+                    store.get(&key).await?.bytes().await?
+                } else {
+                    Bytes::new()
+                };
+                let target = self.key(&blob_key);
+                if parts.is_empty() {
+                    // Shorter than one part: a plain PUT.
+                    store.put(&target, PutPayload::from(pending)).await?;
+                    self.stage_abort(session, state).await?;
+                    return Ok(Placed::Stored);
+                }
+                // A retried commit may find the multipart upload already completed.
+                let completed = match store.head(&data).await {
+                    Ok(_) => true,
+                    Err(object_store::Error::NotFound { .. }) => false,
+                    Err(err) => return Err(err.into()),
+                };
+                if !completed {
+                    let mut ids: Vec<PartId> = parts.iter().map(|etag| PartId { content_id: etag.clone() }).collect();
+                    if !pending.is_empty() {
+                        ids.push(store.put_part(&data, upload_id, parts.len(), PutPayload::from(pending)).await?);
+                    }
+                    store.complete_multipart(&data, upload_id, ids).await?;
+                }
+                store.copy(&data, &target).await?;
+                self.clear_prefix(&dir).await?;
+                Ok(Placed::Stored)
+            }
+            _ => Err(Error::Staging { session, why: "the session was staged on another kind of store".into() }),
+        }
+    }
+
+    /// Frees everything staged for a session; aborting twice, or a session with nothing staged, succeeds.
+    pub async fn stage_abort(&self, session: Uuid, state: &StagingState) -> Result<(), Error> {
+        match &self.backend {
+            Backend::File { root, .. } => {
+                let path = Self::staging_file(root, session);
+                match tokio::fs::remove_file(&path).await {
+                    Ok(()) => Ok(()),
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(err) => Err(Error::Io { what: format!("remove {}", path.display()), source: err }),
+                }
+            }
+            Backend::S3 { store, .. } => {
+                let dir = self.staging_dir(session);
+                if let StagingState::S3 { upload_id, .. } = state {
+                    let data = self.key(&format!("{dir}/data"));
+                    if let Err(err) = store.abort_multipart(&data, upload_id).await {
+                        tracing::debug!(%session, error = %err, "aborting the multipart upload failed; it may be gone");
+                    }
+                }
+                self.clear_prefix(&dir).await
+            }
+        }
+    }
+
+    async fn clear_prefix(&self, dir: &str) -> Result<(), Error> {
+        let store = self.objects();
+        let prefix = self.key(dir);
+        let keys: Vec<Path> = store.list(Some(&prefix)).map_ok(|meta| meta.location).try_collect().await?;
+        for key in keys {
+            match store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every session that has bytes staged, with when they were last written, for reclaiming orphans.
+    pub async fn staged(&self) -> Result<Vec<StagedObject>, Error> {
+        let mut found: Vec<StagedObject> = Vec::new();
+        match &self.backend {
+            Backend::File { root, .. } => {
+                let dir = root.join("staging");
+                let mut entries = match tokio::fs::read_dir(&dir).await {
+                    Ok(entries) => entries,
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+                    Err(err) => return Err(Error::Io { what: format!("list {}", dir.display()), source: err }),
+                };
+                while let Some(entry) = entries.next_entry().await.map_err(Error::io("list the staging directory"))? {
+                    let Some(session) = entry.file_name().to_str().and_then(|n| Uuid::parse_str(n).ok()) else {
+                        continue;
+                    };
+                    let modified = entry
+                        .metadata()
+                        .await
+                        .and_then(|m| m.modified())
+                        .map_err(Error::io("inspect a staged file"))?;
+                    found.push(StagedObject { session, modified });
+                }
+            }
+            Backend::S3 { store, .. } => {
+                let prefix = self.key("staging");
+                let metas: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
+                for meta in metas {
+                    let mut parts = meta.location.parts();
+                    let Some(session) = parts
+                        .find_map(|p| Uuid::parse_str(p.as_ref()).ok())
+                        .filter(|_| meta.location.as_ref().contains("staging/"))
+                    else {
+                        continue;
+                    };
+                    let modified = SystemTime::from(meta.last_modified);
+                    match found.iter_mut().find(|f| f.session == session) {
+                        Some(f) => f.modified = f.modified.max(modified),
+                        None => found.push(StagedObject { session, modified }),
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl StageWriter {
+    /// The session this writer appends to.
+    pub fn session(&self) -> Uuid {
+        self.session
+    }
+
+    /// Bytes written by this writer so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends `chunk`.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), Error> {
+        self.written += chunk.len() as u64;
+        match &mut self.kind {
+            WriterKind::File { file } => file.write_all(&chunk).await.map_err(Error::io("write the staged file")),
+            WriterKind::S3 { buffer, .. } => {
+                buffer.extend_from_slice(&chunk);
+                if buffer.len() >= PART_SIZE {
+                    self.flush_part().await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn flush_part(&mut self) -> Result<(), Error> {
+        if let WriterKind::S3 { store, data, upload_id, parts, buffer_start, buffer, .. } = &mut self.kind {
+            let part = buffer.split().freeze();
+            let len = part.len() as u64;
+            let id = store.put_part(data, upload_id, parts.len(), PutPayload::from(part)).await?;
+            parts.push(id.content_id);
+            *buffer_start += len;
+        }
+        Ok(())
+    }
+
+    /// Makes everything written durable and returns the session's new staging state.
+    pub async fn finish(mut self) -> Result<StagingState, Error> {
+        if let WriterKind::S3 { buffer, .. } = &self.kind {
+            if buffer.len() >= MIN_PART_SIZE {
+                self.flush_part().await?;
+            }
+        }
+        match self.kind {
+            WriterKind::File { mut file } => {
+                file.flush().await.map_err(Error::io("flush the staged file"))?;
+                file.sync_data().await.map_err(Error::io("sync the staged file"))?;
+                Ok(StagingState::File)
+            }
+            WriterKind::S3 { store, dir, upload_id, parts, buffer_start, buffer, .. } => {
+                let pending_len = buffer.len() as u64;
+                if pending_len > 0 {
+                    let key = Path::from(format!("{dir}/pending-{buffer_start}-{pending_len}"));
+                    store.put(&key, PutPayload::from(buffer.freeze())).await?;
+                }
+                Ok(StagingState::S3 { upload_id, parts, pending_start: buffer_start, pending_len })
+            }
+        }
+    }
+}
+
+async fn sync_dir(dir: &std::path::Path) -> Result<(), Error> {
+    let handle = tokio::fs::File::open(dir).await.map_err(Error::io(format!("open {}", dir.display())))?;
+    handle.sync_all().await.map_err(Error::io(format!("sync {}", dir.display())))
+}

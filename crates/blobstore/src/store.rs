@@ -1,0 +1,142 @@
+//! `BlobStore`: blobs at their content address, read whole or by range.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore};
+
+use crate::{Error, Location};
+
+/// The registry's blob storage: one object per blob at `blobs/blake3/ab/cd/<hex>`, and staged uploads beside it.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    pub(crate) backend: Backend,
+    location: Location,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    File { root: PathBuf, store: Arc<LocalFileSystem> },
+    S3 { store: Arc<AmazonS3>, prefix: String },
+}
+
+/// A byte stream read from the store.
+pub type ByteStream = BoxStream<'static, Result<Bytes, Error>>;
+
+impl BlobStore {
+    /// Opens the store at `location`, creating the directory of a filesystem store.
+    ///
+    /// An S3 store takes its endpoint, region and credentials from the environment (`AWS_ENDPOINT_URL` or
+    /// `AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`, ...).
+    pub fn open(location: &Location) -> Result<BlobStore, Error> {
+        Self::open_with(location, &[])
+    }
+
+    /// As `open`, with `AWS_*` settings that take precedence over the process environment (for tests, and for
+    /// several stores in one process).
+    pub fn open_with(location: &Location, overrides: &[(String, String)]) -> Result<BlobStore, Error> {
+        let backend = match location {
+            Location::File(root) => {
+                std::fs::create_dir_all(root)
+                    .map_err(Error::io(format!("create the blob store directory {}", root.display())))?;
+                let root = std::fs::canonicalize(root)
+                    .map_err(Error::io(format!("resolve the blob store directory {}", root.display())))?;
+                let store = LocalFileSystem::new_with_prefix(&root)?;
+                Backend::File { root, store: Arc::new(store) }
+            }
+            Location::S3 { bucket, prefix } => {
+                let mut builder = AmazonS3Builder::from_env();
+                if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                for (key, value) in overrides {
+                    let key = key.to_ascii_lowercase();
+                    if key == "aws_endpoint_url" {
+                        builder = builder.with_endpoint(value);
+                    } else if let Ok(key) = key.parse::<AmazonS3ConfigKey>() {
+                        builder = builder.with_config(key, value);
+                    }
+                }
+                let builder = builder.with_bucket_name(bucket);
+                Backend::S3 { store: Arc::new(builder.build()?), prefix: prefix.clone() }
+            }
+        };
+        Ok(BlobStore { backend, location: location.clone() })
+    }
+
+    /// Where the store lives.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Whether this store keeps its bytes on S3.
+    pub fn is_s3(&self) -> bool {
+        matches!(self.backend, Backend::S3 { .. })
+    }
+
+    pub(crate) fn objects(&self) -> &dyn ObjectStore {
+        match &self.backend {
+            Backend::File { store, .. } => store.as_ref(),
+            Backend::S3 { store, .. } => store.as_ref(),
+        }
+    }
+
+    /// The object path of `relative` (a `/`-separated key below the store's root or prefix).
+    pub(crate) fn key(&self, relative: &str) -> Path {
+        match &self.backend {
+            Backend::S3 { prefix, .. } if !prefix.is_empty() => Path::from(format!("{prefix}/{relative}")),
+            _ => Path::from(relative),
+        }
+    }
+
+    /// The content address of a blob, by the lowercase hex of its BLAKE3 digest.
+    pub fn blob_key(blake3_hex: &str) -> String {
+        let (a, b) = (&blake3_hex[..2.min(blake3_hex.len())], blake3_hex.get(2..4).unwrap_or(""));
+        format!("blobs/blake3/{a}/{b}/{blake3_hex}")
+    }
+
+    /// Checks that the store answers: a lookup of an object that need not exist.
+    pub async fn ready(&self) -> Result<(), Error> {
+        match self.objects().head(&self.key("readyz-probe")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The stored length of a blob, or `None` when the store does not hold it.
+    pub async fn size_of(&self, blake3_hex: &str) -> Result<Option<u64>, Error> {
+        match self.objects().head(&self.key(&Self::blob_key(blake3_hex))).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Streams `range` of a blob (an empty range reads nothing and asks the store nothing).
+    pub async fn read(&self, blake3_hex: &str, range: Range<u64>) -> Result<ByteStream, Error> {
+        if range.is_empty() {
+            return Ok(futures::stream::empty().boxed());
+        }
+        let options = GetOptions { range: Some(GetRange::Bounded(range)), ..GetOptions::default() };
+        let got = match self.objects().get_opts(&self.key(&Self::blob_key(blake3_hex)), options).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Err(Error::NotFound(blake3_hex.to_owned())),
+            Err(err) => return Err(err.into()),
+        };
+        Ok(got.into_stream().map_err(Error::from).boxed())
+    }
+
+    /// Removes a blob's bytes; removing a blob that is not there succeeds.
+    pub async fn remove(&self, blake3_hex: &str) -> Result<(), Error> {
+        match self.objects().delete(&self.key(&Self::blob_key(blake3_hex))).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Staging and committing blobs, on a filesystem store and on a real S3 server (moto).
+
+use artifactstore_blobstore::{BlobStore, Location, Placed, StagingState};
+use artifactstore_testkit::S3Server;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use uuid::Uuid;
+
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8).collect()
+}
+
+async fn read_all(store: &BlobStore, hex: &str, range: std::ops::Range<u64>) -> Vec<u8> {
+    let chunks: Vec<Bytes> = store.read(hex, range).await.unwrap().try_collect().await.unwrap();
+    chunks.concat()
+}
+
+/// Appends `data` in `pieces`, as separate requests, and returns the final state.
+async fn stage(store: &BlobStore, session: Uuid, data: &[u8], piece: usize) -> StagingState {
+    let mut state = store.stage_open(session).await.unwrap();
+    let mut offset = 0u64;
+    for chunk in data.chunks(piece) {
+        let mut writer = store.stage_writer(session, &state, offset).await.unwrap();
+        for frame in chunk.chunks(64 * 1024) {
+            writer.write(Bytes::copy_from_slice(frame)).await.unwrap();
+        }
+        state = writer.finish().await.unwrap();
+        offset += chunk.len() as u64;
+    }
+    state
+}
+
+async fn exercise(store: BlobStore) {
+    let data = bytes(13 * 1024 * 1024 + 5, 1);
+    let hex = blake3::hash(&data).to_hex().to_string();
+    assert_eq!(store.size_of(&hex).await.unwrap(), None);
+
+    // A writer that never finishes leaves the acknowledged state valid, and its bytes are overwritten.
+    let session = Uuid::now_v7();
+    let state = stage(&store, session, &data[..4 * 1024 * 1024], 3 * 1024 * 1024).await;
+    {
+        let mut abandoned = store.stage_writer(session, &state, 4 * 1024 * 1024).await.unwrap();
+        abandoned.write(Bytes::from(vec![0xee; 9 * 1024 * 1024])).await.unwrap();
+    }
+    let mut writer = store.stage_writer(session, &state, 4 * 1024 * 1024).await.unwrap();
+    writer.write(Bytes::copy_from_slice(&data[4 * 1024 * 1024..])).await.unwrap();
+    let state = writer.finish().await.unwrap();
+    assert_eq!(store.staged().await.unwrap().iter().filter(|s| s.session == session).count(), 1);
+
+    assert_eq!(store.stage_commit(session, &state, &hex).await.unwrap(), Placed::Stored);
+    assert_eq!(store.size_of(&hex).await.unwrap(), Some(data.len() as u64));
+    assert_eq!(read_all(&store, &hex, 0..data.len() as u64).await, data);
+    assert_eq!(read_all(&store, &hex, 100..200).await, &data[100..200]);
+    assert!(read_all(&store, &hex, 5..5).await.is_empty());
+    assert!(store.staged().await.unwrap().is_empty(), "commit clears staging");
+
+    // The same bytes again are not written twice.
+    let again = Uuid::now_v7();
+    let state = stage(&store, again, &data, 8 * 1024 * 1024).await;
+    assert_eq!(store.stage_commit(again, &state, &hex).await.unwrap(), Placed::AlreadyStored);
+    assert!(store.staged().await.unwrap().is_empty());
+
+    // Small blobs, an empty blob, and abort.
+    for len in [0, 1, 1000] {
+        let small = bytes(len, 2);
+        let small_hex = blake3::hash(&small).to_hex().to_string();
+        let session = Uuid::now_v7();
+        let state = stage(&store, session, &small, 300).await;
+        assert_eq!(store.stage_commit(session, &state, &small_hex).await.unwrap(), Placed::Stored);
+        assert_eq!(read_all(&store, &small_hex, 0..len as u64).await, small);
+    }
+    let aborted = Uuid::now_v7();
+    // A short tail after a full part: on S3 the part is invisible until completed, the pending tail is not.
+    let state = stage(&store, aborted, &data[..6 * 1024 * 1024 + 10], 6 * 1024 * 1024).await;
+    assert!(!store.staged().await.unwrap().is_empty());
+    store.stage_abort(aborted, &state).await.unwrap();
+    store.stage_abort(aborted, &state).await.unwrap();
+    assert!(store.staged().await.unwrap().is_empty());
+
+    // Missing blobs are NotFound; removal is idempotent.
+    let missing = "00".repeat(32);
+    assert!(matches!(store.read(&missing, 0..1).await, Err(artifactstore_blobstore::Error::NotFound(_))));
+    store.remove(&hex).await.unwrap();
+    store.remove(&hex).await.unwrap();
+    assert_eq!(store.size_of(&hex).await.unwrap(), None);
+    store.ready().await.unwrap();
+}
+
+#[tokio::test]
+async fn filesystem_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(&Location::File(dir.path().join("blobs"))).unwrap();
+    exercise(store).await;
+}
+
+#[tokio::test]
+async fn filesystem_writer_refuses_lost_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(&Location::File(dir.path().join("blobs"))).unwrap();
+    let session = Uuid::now_v7();
+    let state = stage(&store, session, b"hello", 5).await;
+    // The bookkeeping claims more than the staging holds: refuse rather than write a hole.
+    assert!(store.stage_writer(session, &state, 10).await.is_err());
+    assert!(store.stage_writer(Uuid::now_v7(), &state, 0).await.is_err());
+}
+
+#[tokio::test]
+async fn s3_store() {
+    let Some(server) = S3Server::start().await else { return };
+    let location = Location::parse(&server.store_url()).unwrap();
+    let store = BlobStore::open_with(&location, &server.env()).unwrap();
+    exercise(store).await;
+    // Everything left in the bucket is under the store's prefix, and staging is empty.
+    let keys = server.list_keys().await;
+    assert!(keys.iter().all(|k| !k.contains("staging/")), "{keys:?}");
+}

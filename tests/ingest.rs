@@ -1,0 +1,933 @@
+//! Ingestion over real HTTP: upload sessions, blobs, packages, retention and tokens, on SQLite with a filesystem
+//! store and on PostgreSQL with an S3 store (a moto server the test starts).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use artifactstore::auth::{Scope, TokenConfig};
+use artifactstore::config::{InstanceConfig, UploadLimits};
+use artifactstore::instance::Instance;
+use artifactstore::server::AppState;
+use artifactstore_blobstore::{BlobStore, Location};
+use artifactstore_db::Backend;
+use artifactstore_digest::DualDigest;
+use artifactstore_eventlog::{EventLog, LogOptions};
+use artifactstore_testkit::{S3Server, TestDb};
+use reqwest::{Method, Response};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreKind {
+    File,
+    S3,
+}
+
+/// The two setups every behaviour runs on.
+const SETUPS: [(Backend, StoreKind); 2] = [(Backend::Sqlite, StoreKind::File), (Backend::Postgres, StoreKind::S3)];
+
+struct App {
+    base: String,
+    client: reqwest::Client,
+    log: EventLog,
+    state: AppState,
+    store_dir: Option<std::path::PathBuf>,
+    s3: Option<S3Server>,
+    token: Option<String>,
+    _test: TestDb,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+#[derive(Default)]
+struct Options {
+    limits: UploadLimits,
+    tokens: Vec<TokenConfig>,
+}
+
+impl App {
+    async fn start(backend: Backend, kind: StoreKind, options: Options) -> Option<App> {
+        let test = TestDb::of(backend).await?;
+        let (location, overrides, s3, store_dir) = match kind {
+            StoreKind::File => {
+                let dir = test.dir().join("blobs");
+                (Location::File(dir.clone()), Vec::new(), None, Some(dir))
+            }
+            StoreKind::S3 => {
+                let server = S3Server::start().await?;
+                let location = Location::parse(&server.store_url()).unwrap();
+                (location, server.env(), Some(server), None)
+            }
+        };
+        let log = EventLog::open(test.db.clone(), LogOptions::default()).await.unwrap();
+        let store = BlobStore::open_with(&location, &overrides).unwrap();
+        let config = InstanceConfig {
+            data: test.dir().to_path_buf(),
+            database: test.url.clone(),
+            store: location,
+            uploads: options.limits,
+            tokens: options.tokens,
+        };
+        let instance = Instance { db: test.db.clone(), log: log.clone(), store, config: Arc::new(config) };
+        let state = AppState { instance: instance.clone() };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(artifactstore::server::serve(listener, instance, async {
+            let _ = stopped.await;
+        }));
+        Some(App {
+            base,
+            client: reqwest::Client::new(),
+            log,
+            state,
+            store_dir,
+            s3,
+            token: None,
+            _test: test,
+            _stop: stop,
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
+        let builder = self.client.request(method, url);
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    fn head_sequence(&self) -> u64 {
+        self.log.head().sequence
+    }
+
+    async fn head_now(&self) -> u64 {
+        self.log.read_head().await.unwrap().sequence
+    }
+
+    /// Opens a session and returns its path.
+    async fn open(&self, declared: Option<Value>) -> String {
+        let mut request = self.request(Method::POST, "/v1/uploads");
+        if let Some(declared) = declared {
+            request = request.json(&declared);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 201);
+        response.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    async fn patch(&self, session: &str, offset: u64, bytes: Vec<u8>) -> Response {
+        self.request(Method::PATCH, session)
+            .header("upload-offset", offset)
+            .header("content-type", "application/offset+octet-stream")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Uploads `bytes` in chunks of `chunk` and commits; returns the commit response.
+    async fn upload(&self, bytes: &[u8], chunk: usize) -> Response {
+        let session = self.open(None).await;
+        let mut offset = 0;
+        for piece in bytes.chunks(chunk.max(1)) {
+            let response = self.patch(&session, offset, piece.to_vec()).await;
+            assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+            offset += piece.len() as u64;
+            assert_eq!(header_u64(&response, "upload-offset"), offset);
+        }
+        let digest = DualDigest::of(bytes).blake3;
+        self.request(Method::PUT, &format!("{session}?digest={digest}")).send().await.unwrap()
+    }
+
+    /// Keys below the store's `staging/`.
+    async fn staged(&self) -> Vec<String> {
+        match (&self.store_dir, &self.s3) {
+            (Some(dir), _) => match std::fs::read_dir(dir.join("staging")) {
+                Ok(entries) => entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+                Err(_) => Vec::new(),
+            },
+            (None, Some(s3)) => s3.list_keys().await.into_iter().filter(|k| k.contains("staging/")).collect(),
+            _ => unreachable!(),
+        }
+    }
+
+    async fn stored_blob(&self, blake3_hex: &str) -> bool {
+        self.state.instance.store.size_of(blake3_hex).await.unwrap().is_some()
+    }
+}
+
+fn header_u64(response: &Response, name: &str) -> u64 {
+    response.headers()[name].to_str().unwrap().parse().unwrap()
+}
+
+async fn problem(response: Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "expected {status} {code}");
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status);
+    assert!(body["type"].as_str().unwrap().ends_with(code));
+    body
+}
+
+/// Deterministic, incompressible-looking test bytes.
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = blake3::hash(&[seed]);
+    while out.len() < len {
+        out.extend_from_slice(block.as_bytes());
+        block = blake3::hash(block.as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[tokio::test]
+async fn upload_sessions_from_open_to_commit() {
+    for (backend, kind) in SETUPS {
+        let Some(app) = App::start(backend, kind, Options::default()).await else { continue };
+        // Over one S3 part, with chunks under S3's part minimum, so the pending tail is exercised.
+        let data = bytes(12 * 1024 * 1024 + 100, 1);
+        let digest = DualDigest::of(&data);
+        let before = app.head_now().await;
+
+        let response =
+            app.request(Method::POST, "/v1/uploads").json(&json!({"size": data.len()})).send().await.unwrap();
+        assert_eq!(response.status(), 201);
+        assert_eq!(header_u64(&response, "upload-offset"), 0);
+        let session = response.headers()["location"].to_str().unwrap().to_owned();
+        assert!(session.starts_with("/v1/uploads/"));
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["offset"], 0);
+        assert!(session.ends_with(body["id"].as_str().unwrap()));
+        assert!(body["expires_at"].as_str().unwrap().ends_with('Z'));
+
+        let chunk = 3 * 1024 * 1024;
+        let first = app.patch(&session, 0, data[..chunk].to_vec()).await;
+        assert_eq!(first.status(), 202);
+        assert_eq!(header_u64(&first, "upload-offset"), chunk as u64);
+
+        // HEAD says where to resume.
+        let head = app.request(Method::HEAD, &session).send().await.unwrap();
+        assert_eq!(head.status(), 204);
+        assert_eq!(header_u64(&head, "upload-offset"), chunk as u64);
+        assert_eq!(header_u64(&head, "upload-length"), data.len() as u64);
+
+        // A chunk at the wrong offset is refused with the true offset.
+        let wrong = app.patch(&session, 0, data[..10].to_vec()).await;
+        let body = problem(wrong, 409, "offset_mismatch").await;
+        assert_eq!(body["offset"], chunk);
+
+        // Content-Range works as well as Upload-Offset.
+        let second = &data[chunk..2 * chunk];
+        let response = app
+            .request(Method::PATCH, &session)
+            .header("content-range", format!("bytes {}-{}/*", chunk, 2 * chunk - 1))
+            .body(second.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let mut offset = 2 * chunk;
+        while data.len() - offset > chunk {
+            let response = app.patch(&session, offset as u64, data[offset..offset + chunk].to_vec()).await;
+            assert_eq!(response.status(), 202);
+            offset += chunk;
+        }
+        assert_eq!(app.head_now().await, before, "session bookkeeping logs nothing");
+
+        // The last chunk rides on the commit.
+        let response = app
+            .request(Method::PUT, &format!("{session}?digest={}", digest.sha256))
+            .header("upload-offset", offset)
+            .body(data[offset..].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        assert_eq!(response.headers()["location"], format!("/v1/blobs/{}", digest.blake3).as_str());
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["blake3"], digest.blake3.to_string());
+        assert_eq!(body["sha256"], digest.sha256.to_string());
+        assert_eq!(body["size"], data.len());
+        assert_eq!(app.head_now().await, before + 1);
+        assert!(app.stored_blob(&digest.blake3.hex()).await);
+        assert!(app.staged().await.is_empty(), "commit clears staging: {:?}", app.staged().await);
+        let event: Value =
+            app.request(Method::GET, &format!("/v1/events/{}", before + 1)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(event["event_type"], "v1.file.ingested");
+        assert_eq!(event["actor"], "anonymous");
+        assert_eq!(event["payload"]["blake3"], digest.blake3.to_string());
+        assert_eq!(event["payload"]["size"], data.len());
+
+        // The session is gone.
+        assert_eq!(app.request(Method::HEAD, &session).send().await.unwrap().status(), 404);
+
+        // The bytes come back whole.
+        let got = app.request(Method::GET, &format!("/v1/blobs/{}", digest.blake3)).send().await.unwrap();
+        assert_eq!(got.status(), 200);
+        assert_eq!(got.bytes().await.unwrap().as_ref(), data.as_slice());
+
+        // The same content again: 200, no new event, nothing written twice.
+        let again = app.upload(&data, 5 * 1024 * 1024).await;
+        assert_eq!(again.status(), 200);
+        assert_eq!(again.headers()["location"], format!("/v1/blobs/{}", digest.blake3).as_str());
+        assert_eq!(app.head_now().await, before + 1);
+        assert!(app.staged().await.is_empty());
+
+        // One-request upload: the whole blob on the POST.
+        let small = bytes(1000, 2);
+        let small_digest = DualDigest::of(&small);
+        let response = app
+            .request(Method::POST, &format!("/v1/uploads?digest={}", small_digest.blake3))
+            .header("content-type", "application/octet-stream")
+            .body(small.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        assert_eq!(app.head_now().await, before + 2);
+        let response = app
+            .request(Method::POST, &format!("/v1/uploads?digest={}", small_digest.sha256))
+            .body(small.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(app.head_now().await, before + 2);
+
+        // An empty blob is a blob.
+        let response = app.upload(&[], 1).await;
+        assert_eq!(response.status(), 201);
+        assert_eq!(app.head_now().await, before + 3);
+        assert!(app.staged().await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn mismatches_aborts_and_expiry_store_nothing() {
+    for (backend, kind) in SETUPS {
+        let Some(app) = App::start(backend, kind, Options::default()).await else { continue };
+        let data = bytes(6 * 1024 * 1024, 3);
+        let digest = DualDigest::of(&data);
+        let other = DualDigest::of(b"something else");
+        let before = app.head_now().await;
+
+        // Wrong digest at commit: 422, nothing stored, nothing logged.
+        let session = app.open(None).await;
+        assert_eq!(app.patch(&session, 0, data.clone()).await.status(), 202);
+        let response = app.request(Method::PUT, &format!("{session}?digest={}", other.blake3)).send().await.unwrap();
+        let body = problem(response, 422, "digest_mismatch").await;
+        assert_eq!(body["blake3"], digest.blake3.to_string());
+        assert!(!app.stored_blob(&digest.blake3.hex()).await);
+        assert_eq!(app.head_now().await, before);
+
+        // Declared digests are checked too.
+        let declared = app.open(Some(json!({"sha256": other.sha256.to_string()}))).await;
+        assert_eq!(app.patch(&declared, 0, data.clone()).await.status(), 202);
+        let response = app.request(Method::PUT, &format!("{declared}?digest={}", digest.blake3)).send().await.unwrap();
+        problem(response, 422, "digest_mismatch").await;
+        assert_eq!(app.head_now().await, before);
+
+        // Abort frees the staged bytes.
+        for session in [&session, &declared] {
+            assert_eq!(app.request(Method::DELETE, session).send().await.unwrap().status(), 204);
+            problem(app.request(Method::DELETE, session).send().await.unwrap(), 404, "not_found").await;
+        }
+        assert!(app.staged().await.is_empty(), "{:?}", app.staged().await);
+
+        // Expired sessions answer 404 and the sweeper reclaims their bytes.
+        let session = app.open(None).await;
+        assert_eq!(app.patch(&session, 0, data[..1000].to_vec()).await.status(), 202);
+        assert!(!app.staged().await.is_empty());
+        let id = uuid::Uuid::parse_str(session.rsplit('/').next().unwrap()).unwrap();
+        let mut conn = app.state.instance.db.acquire().await.unwrap();
+        artifactstore_db::execute!(&mut conn, "UPDATE upload_sessions SET expires_ms = 0 WHERE id = $1", id).unwrap();
+        drop(conn);
+        problem(app.patch(&session, 1000, vec![1]).await, 404, "not_found").await;
+        let (sessions, _) = artifactstore::api::sweep(&app.state, Duration::from_secs(3600)).await.unwrap();
+        assert_eq!(sessions, 1);
+        assert!(app.staged().await.is_empty(), "{:?}", app.staged().await);
+        assert_eq!(app.head_now().await, before);
+    }
+}
+
+#[tokio::test]
+async fn blobs_by_either_digest_with_ranges() {
+    for (backend, kind) in SETUPS {
+        let Some(app) = App::start(backend, kind, Options::default()).await else { continue };
+        let data = bytes(100_000, 4);
+        let digest = DualDigest::of(&data);
+        assert_eq!(app.upload(&data, 30_000).await.status(), 201);
+        for d in [digest.blake3, digest.sha256] {
+            let response = app.request(Method::GET, &format!("/v1/blobs/{d}")).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.headers()["etag"], format!("\"{}\"", digest.blake3).as_str());
+            assert_eq!(header_u64(&response, "content-length"), 100_000);
+            let repr = response.headers()["repr-digest"].to_str().unwrap().to_owned();
+            assert!(repr.contains("sha-256=:") && repr.contains("blake3=:"), "{repr}");
+            assert_eq!(response.bytes().await.unwrap().as_ref(), data.as_slice());
+        }
+        let path = format!("/v1/blobs/{}", digest.blake3);
+        let head = app.request(Method::HEAD, &path).send().await.unwrap();
+        assert_eq!(head.status(), 200);
+        assert_eq!(header_u64(&head, "content-length"), 100_000);
+
+        let ranged = app.request(Method::GET, &path).header("range", "bytes=10-19").send().await.unwrap();
+        assert_eq!(ranged.status(), 206);
+        assert_eq!(ranged.headers()["content-range"], "bytes 10-19/100000");
+        assert_eq!(ranged.bytes().await.unwrap().as_ref(), &data[10..20]);
+        let suffix = app.request(Method::GET, &path).header("range", "bytes=-5").send().await.unwrap();
+        assert_eq!(suffix.status(), 206);
+        assert_eq!(suffix.bytes().await.unwrap().as_ref(), &data[99_995..]);
+        let open_ended = app.request(Method::GET, &path).header("range", "bytes=99990-").send().await.unwrap();
+        assert_eq!(open_ended.bytes().await.unwrap().as_ref(), &data[99_990..]);
+        problem(
+            app.request(Method::GET, &path).header("range", "bytes=100000-").send().await.unwrap(),
+            416,
+            "range_not_satisfiable",
+        )
+        .await;
+
+        let etag = format!("\"{}\"", digest.blake3);
+        let cached = app.request(Method::GET, &path).header("if-none-match", etag).send().await.unwrap();
+        assert_eq!(cached.status(), 304);
+
+        let unknown = DualDigest::of(b"never uploaded");
+        problem(
+            app.request(Method::GET, &format!("/v1/blobs/{}", unknown.sha256)).send().await.unwrap(),
+            404,
+            "not_found",
+        )
+        .await;
+        problem(app.request(Method::GET, "/v1/blobs/md5:abc").send().await.unwrap(), 400, "bad_request").await;
+        problem(app.request(Method::GET, "/v1/blobs/blake3:XYZ").send().await.unwrap(), 400, "bad_request").await;
+    }
+}
+
+#[tokio::test]
+async fn packages_publish_read_list_delete_and_retention() {
+    for (backend, kind) in SETUPS {
+        let Some(app) = App::start(backend, kind, Options::default()).await else { continue };
+        let a = bytes(5000, 5);
+        let b = bytes(7000, 6);
+        let (da, db) = (DualDigest::of(&a), DualDigest::of(&b));
+        assert_eq!(app.upload(&a, 5000).await.status(), 201);
+        let url = "/v1/packages/team/app/versions/1.0.0";
+
+        // Unknown blobs are listed.
+        let missing = DualDigest::of(b"missing");
+        let manifest = json!({"files": [
+            {"path": "bin/app", "digest": da.blake3.to_string(), "media_type": "application/x-executable"},
+            {"path": "lib/b.so", "digest": db.sha256.to_string()},
+            {"path": "x", "digest": missing.blake3.to_string()},
+        ]});
+        let before = app.head_now().await;
+        let body =
+            problem(app.request(Method::PUT, url).json(&manifest).send().await.unwrap(), 422, "missing_blobs").await;
+        let listed: Vec<&str> = body["missing"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+        assert_eq!(listed.len(), 2);
+        assert!(
+            listed.contains(&db.sha256.to_string().as_str()) && listed.contains(&missing.blake3.to_string().as_str())
+        );
+        assert_eq!(app.head_now().await, before);
+
+        assert_eq!(app.upload(&b, 3000).await.status(), 201);
+        let manifest = json!({
+            "files": [
+                {"path": "bin/app", "digest": da.sha256.to_string(), "media_type": "application/x-executable"},
+                {"path": "lib/b.so", "digest": db.blake3.to_string()},
+            ],
+            "metadata": {"git": {"sha": "abc", "dirty": false}, "build": 42},
+        });
+        let before = app.head_now().await;
+        let created = app.request(Method::PUT, url).json(&manifest).send().await.unwrap();
+        assert_eq!(created.status(), 201);
+        assert_eq!(created.headers()["location"], url);
+        let doc: Value = created.json().await.unwrap();
+        assert_eq!(app.head_now().await, before + 1);
+        assert_eq!(doc["created_sequence"], before + 1);
+        assert_eq!(doc["files"][0]["path"], "bin/app");
+        assert_eq!(doc["files"][0]["blake3"], da.blake3.to_string());
+        assert_eq!(doc["files"][0]["sha256"], da.sha256.to_string());
+        assert_eq!(doc["files"][0]["size"], 5000);
+        assert_eq!(doc["metadata"]["git"]["sha"], "abc");
+        assert_eq!(doc["retention"]["hold"], false);
+
+        // The event carries the manifest with both digests.
+        let event: Value =
+            app.request(Method::GET, &format!("/v1/events/{}", before + 1)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(event["event_type"], "v1.package.created");
+        assert_eq!(event["subject_id"], doc["package_id"]);
+        assert_eq!(event["payload"]["files"][1]["sha256"], db.sha256.to_string());
+
+        // Same manifest (keys in another order): 200, no event. A different one: 409.
+        let same = json!({
+            "metadata": {"build": 42, "git": {"dirty": false, "sha": "abc"}},
+            "files": [
+                {"path": "lib/b.so", "digest": db.sha256.to_string()},
+                {"path": "bin/app", "digest": da.blake3.to_string(), "media_type": "application/x-executable"},
+            ],
+        });
+        assert_eq!(app.request(Method::PUT, url).json(&same).send().await.unwrap().status(), 200);
+        let mut different = manifest.clone();
+        different["metadata"]["build"] = json!(43);
+        problem(app.request(Method::PUT, url).json(&different).send().await.unwrap(), 409, "conflict").await;
+        assert_eq!(app.head_now().await, before + 1);
+
+        // CBOR in, canonical CBOR out.
+        let cbor_manifest =
+            json!({"files": [{"path": "only", "digest": da.blake3.to_string()}], "metadata": {"z": 1, "a": [1, 2]}});
+        let cbor_body = {
+            let mut out = Vec::new();
+            ciborium::into_writer(&cbor_manifest, &mut out).unwrap();
+            out
+        };
+        let response = app
+            .request(Method::PUT, "/v1/packages/team/app/versions/2.0")
+            .header("content-type", "application/cbor")
+            .header("accept", "application/cbor")
+            .body(cbor_body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        assert_eq!(response.headers()["content-type"], "application/cbor");
+        let raw = response.bytes().await.unwrap();
+        let value = artifactstore_cbor::decode_value(&raw).expect("the response is canonical CBOR");
+        assert_eq!(artifactstore_cbor::encode_value(&value).unwrap(), raw.as_ref());
+        let response = app.request(Method::GET, url).header("accept", "application/cbor").send().await.unwrap();
+        let raw = response.bytes().await.unwrap();
+        assert!(artifactstore_cbor::decode_value(&raw).is_ok());
+
+        // Versions, listing and pagination.
+        let versions: Value =
+            app.request(Method::GET, "/v1/packages/team/app").send().await.unwrap().json().await.unwrap();
+        let names: Vec<&str> =
+            versions["versions"].as_array().unwrap().iter().map(|v| v["version"].as_str().unwrap()).collect();
+        assert_eq!(names, ["1.0.0", "2.0"]);
+        for name in ["team/lib", "team/zed", "other/x"] {
+            let response = app
+                .request(Method::PUT, &format!("/v1/packages/{name}/versions/1"))
+                .json(&json!({"files": [{"path": "f", "digest": da.blake3.to_string()}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+        }
+        let page: Value =
+            app.request(Method::GET, "/v1/packages?prefix=team/&limit=2").send().await.unwrap().json().await.unwrap();
+        let first: Vec<&str> =
+            page["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(first, ["team/app", "team/lib"]);
+        assert_eq!(page["packages"][0]["versions"], 2);
+        let cursor = page["next_cursor"].as_str().unwrap();
+        let page: Value = app
+            .request(Method::GET, &format!("/v1/packages?prefix=team/&limit=2&cursor={cursor}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let second: Vec<&str> =
+            page["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(second, ["team/zed"]);
+        assert!(page["next_cursor"].is_null());
+
+        // Files download like blobs, with the manifest's media type.
+        let file = app.request(Method::GET, &format!("{url}/files/bin/app")).send().await.unwrap();
+        assert_eq!(file.status(), 200);
+        assert_eq!(file.headers()["content-type"], "application/x-executable");
+        assert_eq!(file.bytes().await.unwrap().as_ref(), a.as_slice());
+        let ranged = app
+            .request(Method::GET, &format!("{url}/files/lib/b.so"))
+            .header("range", "bytes=0-3")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ranged.status(), 206);
+        assert_eq!(ranged.bytes().await.unwrap().as_ref(), &b[..4]);
+        problem(app.request(Method::GET, &format!("{url}/files/nope")).send().await.unwrap(), 404, "not_found").await;
+
+        // Retention: extend, never shorten; a hold or a future date blocks delete.
+        let retention = format!("{url}/retention");
+        let head = app.head_now().await;
+        let response = app
+            .request(Method::PUT, &retention)
+            .json(&json!({"until": "2999-01-01T00:00:00Z", "hold": true, "reason": "audit"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["sequences"].as_array().unwrap().len(), 2);
+        assert_eq!(body["retention"]["hold"], true);
+        assert_eq!(app.head_now().await, head + 2);
+        problem(
+            app.request(Method::PUT, &retention).json(&json!({"until": "2998-01-01T00:00:00Z"})).send().await.unwrap(),
+            409,
+            "conflict",
+        )
+        .await;
+        problem(app.request(Method::DELETE, url).send().await.unwrap(), 409, "conflict").await;
+        let response = app.request(Method::PUT, &retention).json(&json!({"hold": false})).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(app.head_now().await, head + 3);
+        let types: Vec<String> = {
+            let feed: Value = app
+                .request(Method::GET, &format!("/v1/events?since={head}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            feed["events"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap().to_owned()).collect()
+        };
+        assert_eq!(types, ["v1.retention.extended", "v1.retention.hold_set", "v1.retention.hold_released"]);
+        // Still retained until 2999.
+        problem(app.request(Method::DELETE, url).send().await.unwrap(), 409, "conflict").await;
+
+        // A version with no retention deletes.
+        let response =
+            app.request(Method::DELETE, "/v1/packages/team/app/versions/2.0?reason=superseded").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let event: Value = app
+            .request(Method::GET, &format!("/v1/events/{}", app.head_sequence()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(event["event_type"], "v1.package.deleted");
+        assert_eq!(event["payload"]["reason"], "superseded");
+        problem(app.request(Method::GET, "/v1/packages/team/app/versions/2.0").send().await.unwrap(), 404, "not_found")
+            .await;
+        problem(
+            app.request(Method::DELETE, "/v1/packages/team/app/versions/2.0").send().await.unwrap(),
+            404,
+            "not_found",
+        )
+        .await;
+        problem(app.request(Method::GET, "/v1/packages/nobody").send().await.unwrap(), 404, "not_found").await;
+
+        // The live views equal a replay of the log.
+        let differences = artifactstore_views::verify(&app.log, |_, _| {}).await.unwrap();
+        assert!(differences.is_empty(), "{differences:?}");
+    }
+}
+
+#[tokio::test]
+async fn tokens_scope_every_call_and_name_the_actor() {
+    let tokens = vec![
+        TokenConfig::new("reader-token-0123456789", "reader", vec![Scope::Read], vec![String::new()]),
+        TokenConfig::new("team-writer-0123456789", "ci-team", vec![Scope::Write], vec!["team/".into()]),
+        TokenConfig::new("admin-token-0123456789", "root", vec![Scope::Admin], vec![String::new()]),
+    ];
+    for (backend, kind) in SETUPS {
+        let options = Options { tokens: tokens.clone(), ..Options::default() };
+        let Some(mut app) = App::start(backend, kind, options).await else { continue };
+        let data = bytes(2000, 7);
+        let digest = DualDigest::of(&data);
+
+        let response = app.request(Method::GET, "/v1/events").send().await.unwrap();
+        assert!(response.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+        problem(response, 401, "unauthorized").await;
+        app.token = Some("wrong-token-0123456789".into());
+        problem(app.request(Method::GET, "/v1/events").send().await.unwrap(), 401, "unauthorized").await;
+        assert_eq!(app.request(Method::GET, "/healthz").send().await.unwrap().status(), 200);
+
+        app.token = Some("reader-token-0123456789".into());
+        assert_eq!(app.request(Method::GET, "/v1/events").send().await.unwrap().status(), 200);
+        problem(app.request(Method::POST, "/v1/uploads").send().await.unwrap(), 403, "forbidden").await;
+
+        app.token = Some("team-writer-0123456789".into());
+        let response = app.upload(&data, 1000).await;
+        assert_eq!(response.status(), 201);
+        let manifest = json!({"files": [{"path": "f", "digest": digest.blake3.to_string()}]});
+        let response = app.request(Method::PUT, "/v1/packages/team/x/versions/1").json(&manifest).send().await.unwrap();
+        assert_eq!(response.status(), 201);
+        let doc: Value = response.json().await.unwrap();
+        assert_eq!(doc["created_by"], "ci-team");
+        problem(
+            app.request(Method::PUT, "/v1/packages/other/x/versions/1").json(&manifest).send().await.unwrap(),
+            403,
+            "forbidden",
+        )
+        .await;
+        problem(app.request(Method::DELETE, "/v1/packages/team/x/versions/1").send().await.unwrap(), 403, "forbidden")
+            .await;
+
+        // Sessions belong to their subject.
+        let session = app.open(None).await;
+        app.token = Some("admin-token-0123456789".into());
+        problem(app.patch(&session, 0, vec![1, 2, 3]).await, 403, "forbidden").await;
+        assert_eq!(app.request(Method::DELETE, "/v1/packages/team/x/versions/1").send().await.unwrap().status(), 200);
+
+        let feed: Value = app.request(Method::GET, "/v1/events").send().await.unwrap().json().await.unwrap();
+        let actors: Vec<&str> =
+            feed["events"].as_array().unwrap().iter().map(|e| e["actor"].as_str().unwrap()).collect();
+        assert_eq!(actors, ["ci-team", "ci-team", "root"]);
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_4xx_problems_and_moves_nothing() {
+    for (backend, kind) in SETUPS {
+        let limits = UploadLimits {
+            max_chunk_bytes: 64 * 1024,
+            max_blob_bytes: 256 * 1024,
+            max_open_sessions: 4,
+            ..UploadLimits::default()
+        };
+        let Some(app) = App::start(backend, kind, Options { limits, ..Options::default() }).await else { continue };
+        let data = bytes(1000, 8);
+        let digest = DualDigest::of(&data);
+        assert_eq!(app.upload(&data, 1000).await.status(), 201);
+        let head = app.head_now().await;
+        let session = app.open(None).await;
+        let pkg = "/v1/packages/team/app/versions/1";
+        let good_file = json!({"path": "f", "digest": digest.blake3.to_string()});
+
+        let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+            // Upload sessions.
+            (
+                app.request(Method::POST, "/v1/uploads").header("content-type", "application/json").body("{not json"),
+                400,
+                "bad_request",
+            ),
+            (app.request(Method::POST, "/v1/uploads").json(&json!({"size": "big"})), 400, "bad_request"),
+            (app.request(Method::POST, "/v1/uploads").json(&json!({"sha256": "sha256:zz"})), 400, "bad_request"),
+            (
+                app.request(Method::POST, "/v1/uploads").json(&json!({"blake3": digest.sha256.to_string()})),
+                400,
+                "bad_request",
+            ),
+            (app.request(Method::POST, "/v1/uploads").json(&json!({"size": 10_000_000})), 413, "too_large"),
+            (app.request(Method::POST, "/v1/uploads").json(&json!({"surprise": 1})), 400, "bad_request"),
+            (
+                app.request(Method::POST, "/v1/uploads").header("content-type", "text/plain").body("x"),
+                415,
+                "unsupported_media_type",
+            ),
+            (app.request(Method::POST, "/v1/uploads?digest=nope").body("x"), 400, "bad_request"),
+            (
+                app.request(Method::POST, &format!("/v1/uploads?digest={}", DualDigest::of(b"y").blake3)).body("x"),
+                422,
+                "digest_mismatch",
+            ),
+            (app.request(Method::PATCH, &session).body("x"), 400, "bad_request"),
+            (app.request(Method::PATCH, &session).header("upload-offset", "-1").body("x"), 400, "bad_request"),
+            (app.request(Method::PATCH, &session).header("upload-offset", "5").body("x"), 409, "offset_mismatch"),
+            (app.request(Method::PATCH, &session).header("content-range", "bytes 9-2/*").body("x"), 400, "bad_request"),
+            (
+                app.request(Method::PATCH, &session).header("upload-offset", "0").body(vec![0u8; 65 * 1024]),
+                413,
+                "too_large",
+            ),
+            (
+                app.request(Method::PATCH, "/v1/uploads/not-a-uuid").header("upload-offset", "0").body("x"),
+                404,
+                "not_found",
+            ),
+            (
+                app.request(Method::PATCH, &format!("/v1/uploads/{}", uuid::Uuid::now_v7()))
+                    .header("upload-offset", "0")
+                    .body("x"),
+                404,
+                "not_found",
+            ),
+            (app.request(Method::PUT, &session), 400, "bad_request"),
+            (app.request(Method::PUT, &format!("{session}?digest=sha1:00")), 400, "bad_request"),
+            (app.request(Method::GET, &session), 405, "method_not_allowed"),
+            // Packages.
+            (app.request(Method::PUT, pkg).header("content-type", "application/json").body("[1,"), 400, "bad_request"),
+            (
+                app.request(Method::PUT, pkg).header("content-type", "application/cbor").body(vec![0xa1, 0x61]),
+                400,
+                "bad_request",
+            ),
+            (
+                app.request(Method::PUT, pkg).header("content-type", "application/cbor").body(vec![0x9f, 0x01]),
+                400,
+                "bad_request",
+            ),
+            (app.request(Method::PUT, pkg).json(&json!({"files": []})), 422, "invalid_manifest"),
+            (app.request(Method::PUT, pkg).json(&json!({"files": [good_file, good_file]})), 422, "invalid_manifest"),
+            (
+                app.request(Method::PUT, pkg)
+                    .json(&json!({"files": [{"path": "../etc/passwd", "digest": digest.blake3.to_string()}]})),
+                422,
+                "invalid_manifest",
+            ),
+            (
+                app.request(Method::PUT, pkg)
+                    .json(&json!({"files": [{"path": "/abs", "digest": digest.blake3.to_string()}]})),
+                422,
+                "invalid_manifest",
+            ),
+            (
+                app.request(Method::PUT, pkg)
+                    .json(&json!({"files": [{"path": "a\u{0}b", "digest": digest.blake3.to_string()}]})),
+                422,
+                "invalid_manifest",
+            ),
+            (
+                app.request(Method::PUT, pkg).json(&json!({"files": [{"path": "f", "digest": "md5:00"}]})),
+                422,
+                "invalid_manifest",
+            ),
+            (
+                app.request(Method::PUT, pkg).json(&json!({"files": [good_file], "metadata": [1]})),
+                422,
+                "invalid_manifest",
+            ),
+            (app.request(Method::PUT, pkg).json(&json!({"files": [good_file], "extra": 1})), 400, "bad_request"),
+            (
+                app.request(Method::PUT, pkg)
+                    .header("content-type", "application/json")
+                    .body(vec![b' '; 17 * 1024 * 1024]),
+                413,
+                "too_large",
+            ),
+            (
+                app.request(Method::PUT, "/v1/packages/Team/App/versions/1").json(&json!({"files": [good_file]})),
+                400,
+                "bad_request",
+            ),
+            (
+                app.request(Method::PUT, "/v1/packages/team/app/versions/-1").json(&json!({"files": [good_file]})),
+                400,
+                "bad_request",
+            ),
+            (
+                app.request(Method::PUT, "/v1/packages/team/versions/versions/1").json(&json!({"files": [good_file]})),
+                400,
+                "bad_request",
+            ),
+            (
+                app.request(Method::PUT, "/v1/packages/a%2F..%2Fb/versions/1").json(&json!({"files": [good_file]})),
+                400,
+                "bad_request",
+            ),
+            (app.request(Method::GET, &format!("{pkg}/files/..%2F..%2Fetc%2Fpasswd")), 400, "bad_request"),
+            (
+                app.request(Method::PUT, &format!("{pkg}/retention")).json(&json!({"until": "tomorrow"})),
+                400,
+                "bad_request",
+            ),
+            (app.request(Method::PUT, &format!("{pkg}/retention")).json(&json!({})), 400, "bad_request"),
+            (app.request(Method::PUT, &format!("{pkg}/retention")).json(&json!({"hold": true})), 404, "not_found"),
+            (app.request(Method::POST, pkg), 405, "method_not_allowed"),
+            (app.request(Method::GET, "/v1/packages?limit=0"), 400, "bad_request"),
+            (app.request(Method::GET, "/v1/packages?bogus=1"), 400, "bad_request"),
+        ];
+        for (i, (request, status, code)) in cases.into_iter().enumerate() {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status().as_u16(), status, "case {i}: {}", response.text().await.unwrap());
+            problem(response, status, code).await;
+        }
+        // Too many sessions.
+        let mut last = None;
+        for _ in 0..4 {
+            last = Some(app.request(Method::POST, "/v1/uploads").send().await.unwrap());
+        }
+        problem(last.unwrap(), 429, "too_many_sessions").await;
+
+        assert_eq!(app.request(Method::GET, "/healthz").send().await.unwrap().status(), 200);
+        assert_eq!(app.request(Method::GET, "/readyz").send().await.unwrap().status(), 200);
+        assert_eq!(app.head_now().await, head, "no bad request moved the head");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_commits_of_the_same_bytes_log_one_event() {
+    for (backend, kind) in SETUPS {
+        let Some(app) = App::start(backend, kind, Options::default()).await else { continue };
+        let data = bytes(300_000, 9);
+        let digest = DualDigest::of(&data);
+        let before = app.head_now().await;
+        let mut sessions = Vec::new();
+        for _ in 0..4 {
+            let session = app.open(None).await;
+            assert_eq!(app.patch(&session, 0, data.clone()).await.status(), 202);
+            sessions.push(session);
+        }
+        let commits = sessions
+            .iter()
+            .map(|session| app.request(Method::PUT, &format!("{session}?digest={}", digest.blake3)).send());
+        let responses = futures::future::join_all(commits).await;
+        let mut statuses = Vec::new();
+        for response in responses {
+            let response = response.unwrap();
+            statuses.push(response.status().as_u16());
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["blake3"], digest.blake3.to_string());
+            assert_eq!(body["size"], data.len());
+        }
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 200, 200, 201]);
+        assert_eq!(app.head_now().await, before + 1);
+        assert!(app.staged().await.is_empty());
+    }
+}
+
+/// Makes the log refuse `v1.file.ingested` events, as a crash between the bytes and the event would.
+async fn refuse_ingest_events(app: &App, refuse: bool) {
+    let mut conn = app.state.instance.db.acquire().await.unwrap();
+    let statements: &[&str] = match (app.state.instance.db.backend(), refuse) {
+        (Backend::Sqlite, true) => &["CREATE TRIGGER refuse_ingest BEFORE INSERT ON events \
+             WHEN NEW.event_type = 'v1.file.ingested' BEGIN SELECT RAISE(ABORT, 'injected fault'); END"],
+        (Backend::Sqlite, false) => &["DROP TRIGGER refuse_ingest"],
+        (Backend::Postgres, true) => &[
+            "CREATE FUNCTION refuse_ingest() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.event_type = 'v1.file.ingested' THEN RAISE EXCEPTION 'injected fault'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_ingest BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse_ingest()",
+        ],
+        (Backend::Postgres, false) => &["DROP TRIGGER refuse_ingest ON events", "DROP FUNCTION refuse_ingest()"],
+    };
+    for statement in statements {
+        artifactstore_db::execute!(&mut conn, *statement).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_failure_between_bytes_and_event_leaves_an_orphan_never_a_dangling_event() {
+    for (backend, kind) in SETUPS {
+        let Some(app) = App::start(backend, kind, Options::default()).await else { continue };
+        let data = bytes(6 * 1024 * 1024 + 7, 10);
+        let digest = DualDigest::of(&data);
+        let before = app.head_now().await;
+        let session = app.open(None).await;
+        assert_eq!(app.patch(&session, 0, data.clone()).await.status(), 202);
+
+        refuse_ingest_events(&app, true).await;
+        let response = app.request(Method::PUT, &format!("{session}?digest={}", digest.blake3)).send().await.unwrap();
+        assert_eq!(response.status(), 500);
+        // The bytes are durable at their address, but nothing names them.
+        assert!(app.stored_blob(&digest.blake3.hex()).await);
+        assert_eq!(app.head_now().await, before);
+        problem(
+            app.request(Method::GET, &format!("/v1/blobs/{}", digest.blake3)).send().await.unwrap(),
+            404,
+            "not_found",
+        )
+        .await;
+
+        // The session survived; committing again logs the event for the bytes already in place.
+        refuse_ingest_events(&app, false).await;
+        let response = app
+            .request(Method::PUT, &format!("{session}?digest={}", digest.blake3))
+            .header("upload-offset", data.len())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        assert_eq!(app.head_now().await, before + 1);
+        let got = app.request(Method::GET, &format!("/v1/blobs/{}", digest.sha256)).send().await.unwrap();
+        assert_eq!(got.bytes().await.unwrap().as_ref(), data.as_slice());
+        assert!(app.staged().await.is_empty());
+    }
+}
