@@ -67,7 +67,7 @@ impl App {
             tokens: options.tokens,
         };
         let instance = Instance { db: test.db.clone(), log: log.clone(), store, config: Arc::new(config) };
-        let state = AppState { instance: instance.clone() };
+        let state = AppState::new(instance.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -31,11 +31,59 @@ pub enum Command {
     Verify(InstanceArgs),
     /// Client: push files through resumable upload sessions, and optionally publish them as a package version.
     Upload(UploadArgs),
+    /// Client: follow the event feed and print each event, resumable with `--since`.
+    Tail(TailArgs),
+    /// Publish every event, in order and exactly once, to a NATS JetStream stream.
+    Relay(RelayArgs),
 }
 
-/// Options of `upload`.
+/// Options of `relay`.
 #[derive(Debug, Clone, Args)]
-pub struct UploadArgs {
+pub struct RelayArgs {
+    /// Where the instance keeps its data.
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    /// The NATS server [default: nats://127.0.0.1:4222].
+    #[arg(long, env = "ARTIFACTSTORE_RELAY_NATS")]
+    pub nats: Option<String>,
+
+    /// The JetStream stream, created if absent [default: ARTIFACTSTORE].
+    #[arg(long, env = "ARTIFACTSTORE_RELAY_STREAM")]
+    pub stream: Option<String>,
+
+    /// Subjects are `PREFIX.<event_type>` [default: artifactstore].
+    #[arg(long, env = "ARTIFACTSTORE_RELAY_SUBJECT_PREFIX")]
+    pub subject_prefix: Option<String>,
+}
+
+/// Options of `tail`.
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// Which registry, as whom.
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// Print events after this sequence (0: from the start).
+    #[arg(long, default_value_t = 0)]
+    pub since: u64,
+
+    /// Only events of this type, or a prefix such as `v1.package.*`.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub event_type: Option<String>,
+
+    /// Print each event as one line of JSON (its envelope) instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Stop once the head (as of the last answer) has been reached, instead of waiting for more.
+    #[arg(long)]
+    pub exit_at_head: bool,
+}
+
+/// How a client verb reaches the registry.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
     /// The registry's base URL, e.g. `http://127.0.0.1:8080`.
     #[arg(long, env = "ARTIFACTSTORE_SERVER")]
     pub server: String,
@@ -43,6 +91,14 @@ pub struct UploadArgs {
     /// Bearer token.
     #[arg(long, env = "ARTIFACTSTORE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+/// Options of `upload`.
+#[derive(Debug, Clone, Args)]
+pub struct UploadArgs {
+    /// Which registry, as whom.
+    #[command(flatten)]
+    pub client: ClientArgs,
 
     /// Publish the files as this package version (`NAME@VERSION`); each file is named by its file name.
     #[arg(long, value_name = "NAME@VERSION")]
@@ -91,4 +147,8 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "ARTIFACTSTORE_LISTEN")]
     pub listen: Option<SocketAddr>,
+
+    /// Also relay every event to this NATS server's JetStream, in-process (see `relay`).
+    #[arg(long, env = "ARTIFACTSTORE_RELAY_NATS")]
+    pub relay_nats: Option<String>,
 }

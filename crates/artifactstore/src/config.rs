@@ -33,6 +33,47 @@ pub struct FileConfig {
     /// Bearer tokens; none means an open instance.
     #[serde(default)]
     pub tokens: Vec<TokenFile>,
+    /// The broker relay.
+    #[serde(default)]
+    pub relay: RelayFile,
+}
+
+/// `[relay]` in the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFile {
+    /// The NATS server; setting it makes `serve` relay in-process.
+    pub nats: Option<String>,
+    /// The JetStream stream.
+    pub stream: Option<String>,
+    /// The subject prefix.
+    pub subject_prefix: Option<String>,
+}
+
+impl RelayFile {
+    /// The relay configuration, flags over file over defaults; `None` when no NATS server is named anywhere and
+    /// `required` is false.
+    pub fn resolve(
+        &self,
+        nats: Option<&str>,
+        stream: Option<&str>,
+        prefix: Option<&str>,
+        required: bool,
+    ) -> Option<crate::relay::RelayConfig> {
+        let defaults = crate::relay::RelayConfig::default();
+        let url = nats.map(str::to_owned).or_else(|| self.nats.clone());
+        if url.is_none() && !required {
+            return None;
+        }
+        Some(crate::relay::RelayConfig {
+            url: url.unwrap_or(defaults.url),
+            stream: stream.map(str::to_owned).or_else(|| self.stream.clone()).unwrap_or(defaults.stream),
+            subject_prefix: prefix
+                .map(str::to_owned)
+                .or_else(|| self.subject_prefix.clone())
+                .unwrap_or(defaults.subject_prefix),
+        })
+    }
 }
 
 /// `[uploads]` in the configuration file.
@@ -144,6 +185,14 @@ fn tokens(entries: &[TokenFile]) -> anyhow::Result<Vec<TokenConfig>> {
 }
 
 impl FileConfig {
+    /// Reads the file named by `--config`, or nothing.
+    pub fn for_args(args: &InstanceArgs) -> anyhow::Result<FileConfig> {
+        match &args.config {
+            Some(path) => FileConfig::load(path),
+            None => Ok(FileConfig::default()),
+        }
+    }
+
     fn load(path: &Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parse config file {}", path.display()))
@@ -184,6 +233,8 @@ pub struct ServeConfig {
     pub instance: InstanceConfig,
     /// Where to listen.
     pub listen: SocketAddr,
+    /// The in-process relay, if configured.
+    pub relay: Option<crate::relay::RelayConfig>,
 }
 
 impl InstanceConfig {
@@ -224,7 +275,8 @@ impl ServeConfig {
             Some(addr) => addr,
             None => DEFAULT_LISTEN.parse().expect("the default listen address parses"),
         };
-        Ok(ServeConfig { instance, listen })
+        let relay = file.relay.resolve(args.relay_nats.as_deref(), None, None, false);
+        Ok(ServeConfig { instance, listen, relay })
     }
 }
 

@@ -8,6 +8,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod instance;
+pub mod metrics;
 pub mod names;
 pub mod problem;
+pub mod relay;
 pub mod server;

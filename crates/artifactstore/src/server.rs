@@ -3,17 +3,37 @@
 use std::future::Future;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use artifactstore_db::Backend;
+use artifactstore_eventlog::Broadcaster;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
 use crate::instance::Instance;
+use crate::metrics::Metrics;
+use crate::relay::RelayConfig;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The instance's database, log and store.
     pub instance: Instance,
+    /// The live event feed of this process.
+    pub broadcaster: Broadcaster,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+/// How many events a live subscriber may trail the broadcaster by before it is cut.
+pub const SUBSCRIBER_BUFFER: usize = 1024;
+
+impl AppState {
+    /// The state of a serving instance; starts the event broadcaster, so it must be called inside a runtime.
+    pub fn new(instance: Instance) -> AppState {
+        let broadcaster = Broadcaster::start(instance.log.clone(), SUBSCRIBER_BUFFER);
+        AppState { instance, broadcaster, metrics: Arc::new(Metrics::default()) }
+    }
 }
 
 /// How often SQLite's write-ahead log is checkpointed and truncated.
@@ -27,14 +47,45 @@ pub async fn serve(
     instance: Instance,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = AppState { instance };
+    serve_configured(listener, instance, None, shutdown).await
+}
+
+/// As `serve`, and runs the broker relay in-process when `relay` is given.
+pub async fn serve_configured(
+    listener: TcpListener,
+    instance: Instance,
+    relay: Option<RelayConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = AppState::new(instance);
+    let relay = relay.map(|config| tokio::spawn(supervise_relay(state.clone(), config)));
     let housekeeping = tokio::spawn(housekeeping(state.instance.clone()));
     let sweeper = tokio::spawn(sweeper(state.clone()));
     let app = crate::api::router(state).layer(TraceLayer::new_for_http());
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     housekeeping.abort();
     sweeper.abort();
+    if let Some(relay) = relay {
+        relay.abort();
+    }
     served
+}
+
+/// Keeps the in-process relay running: after an error it starts again (and resumes from the stream) in 5 s.
+async fn supervise_relay(state: AppState, config: RelayConfig) {
+    loop {
+        let log = state.instance.log.clone();
+        let metrics = state.metrics.clone();
+        let progress = move |relayed: u64| {
+            let lag = log.head().sequence.saturating_sub(relayed);
+            metrics.relay_lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
+        };
+        match crate::relay::run(state.instance.log.clone(), config.clone(), progress, std::future::pending()).await {
+            Ok(()) => return,
+            Err(err) => tracing::error!(error = %format!("{err:#}"), "the broker relay stopped; restarting in 5 s"),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }
 
 /// How often expired upload sessions and orphaned staged bytes are reclaimed.

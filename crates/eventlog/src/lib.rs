@@ -1,6 +1,7 @@
 //! The append-only, hash-chained event log.
 #![doc = include_str!("../README.md")]
 
+mod broadcast;
 mod chain;
 mod committer;
 mod error;
@@ -9,6 +10,7 @@ mod log;
 mod store;
 mod write_tx;
 
+pub use broadcast::{BroadcastStats, Broadcaster, Subscription};
 pub use chain::{chain_hash, ChainFault, ChainReport, GENESIS_CHAIN_HASH};
 pub use error::Error;
 pub use event::{Event, Head, NewEvent, SubjectKind};

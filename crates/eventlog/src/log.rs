@@ -47,6 +47,25 @@ pub struct Filter {
     pub subject_id: Option<Uuid>,
 }
 
+impl Filter {
+    /// Whether `event` passes the filter (the same test `EventLog::read` applies in the database).
+    pub fn matches(&self, event: &Event) -> bool {
+        let type_ok = match &self.event_type {
+            None => true,
+            Some(TypeFilter::Exact(t)) => event.event_type == *t,
+            Some(TypeFilter::Prefix(p)) => event.event_type.starts_with(p.as_str()),
+        };
+        type_ok
+            && self.subject_kind.as_deref().is_none_or(|k| event.subject_kind.as_str() == k)
+            && self.subject_id.is_none_or(|id| event.subject_id == Some(id))
+    }
+
+    /// Whether the filter lets every event through.
+    pub fn is_everything(&self) -> bool {
+        *self == Filter::default()
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     db: Database,

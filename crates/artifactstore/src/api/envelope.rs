@@ -21,6 +21,25 @@ pub fn envelope_json(event: &Event) -> Json {
     })
 }
 
+/// The canonical CBOR envelope of one event, as `application/cbor-seq` serves it: the same members as the JSON
+/// envelope, with `payload` as the exact canonical payload bytes, so a client can check `payload_digest` and
+/// recompute `chain_hash` from what it received.
+pub fn envelope_cbor(event: &Event) -> Vec<u8> {
+    let text = |s: &str| Value::Text(s.to_owned());
+    let map = Value::Map(vec![
+        (text("sequence"), Value::Integer(event.sequence.into())),
+        (text("created_at"), text(&event.created_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())),
+        (text("event_type"), text(&event.event_type)),
+        (text("subject_kind"), text(event.subject_kind.as_str())),
+        (text("subject_id"), event.subject_id.map_or(Value::Null, |id| text(&id.to_string()))),
+        (text("actor"), text(&event.actor)),
+        (text("payload"), Value::Bytes(event.payload.clone())),
+        (text("payload_digest"), text(&format!("blake3:{}", hex::encode(event.payload_digest)))),
+        (text("chain_hash"), text(&format!("blake3:{}", hex::encode(event.chain_hash)))),
+    ]);
+    artifactstore_cbor::encode_value(&map).expect("an envelope of text, integers and bytes always encodes")
+}
+
 /// The head as `GET /v1/events/head` serves it.
 pub(crate) fn head_json(head: &Head) -> Json {
     json!({

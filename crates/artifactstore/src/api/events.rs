@@ -4,12 +4,14 @@ use std::time::Duration;
 
 use artifactstore_eventlog::{Filter, Head, SubjectKind, TypeFilter};
 use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::envelope::{envelope_json, head_json};
+use super::envelope::{envelope_cbor, envelope_json, head_json};
 use super::extract::{ApiPath, ApiQuery};
 use crate::auth::{Caller, Scope};
 use crate::problem::ApiError;
@@ -38,11 +40,11 @@ pub(crate) struct FeedQuery {
 }
 
 /// A validated feed request.
-struct FeedRequest {
-    since: u64,
+pub(crate) struct FeedRequest {
+    pub(crate) since: u64,
     limit: u32,
     wait: Duration,
-    filter: Filter,
+    pub(crate) filter: Filter,
     log_id: Option<Uuid>,
 }
 
@@ -87,6 +89,13 @@ impl TryFrom<FeedQuery> for FeedRequest {
     }
 }
 
+/// Whether the client asked for `application/cbor-seq`.
+fn wants_cbor_seq(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| {
+        accept.split(',').any(|part| part.split(';').next().unwrap_or("").trim() == "application/cbor-seq")
+    })
+}
+
 /// `v1.package.*` is a prefix filter; anything else must be one exact event type.
 fn parse_type_filter(text: String) -> Result<TypeFilter, ApiError> {
     let valid = |s: &str| s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_');
@@ -101,7 +110,7 @@ fn parse_type_filter(text: String) -> Result<TypeFilter, ApiError> {
 }
 
 /// Refuses a cursor that belongs to another log or lies beyond the head.
-fn check_cursor(request: &FeedRequest, head: &Head) -> Result<(), ApiError> {
+pub(crate) fn check_cursor(request: &FeedRequest, head: &Head) -> Result<(), ApiError> {
     if let Some(log_id) = request.log_id {
         if log_id != head.log_id {
             return Err(ApiError::cursor_expired(format!(
@@ -127,8 +136,9 @@ fn check_cursor(request: &FeedRequest, head: &Head) -> Result<(), ApiError> {
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     ApiQuery(query): ApiQuery<FeedQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require_any(Scope::Read)?;
     let request = FeedRequest::try_from(query)?;
     let log = &state.instance.log;
@@ -148,12 +158,22 @@ pub(crate) async fn list(
         };
         let done = !events.is_empty() || next < head.sequence || tokio::time::Instant::now() >= deadline;
         if done {
+            if wants_cbor_seq(&headers) {
+                let body: Vec<u8> = events.iter().flat_map(envelope_cbor).collect();
+                let mut response = ([(header::CONTENT_TYPE, "application/cbor-seq")], body).into_response();
+                let h = response.headers_mut();
+                h.insert("log-id", HeaderValue::from_str(&head.log_id.to_string()).expect("a UUID is a header value"));
+                h.insert("feed-next", HeaderValue::from(next));
+                h.insert("feed-head", HeaderValue::from(head.sequence));
+                return Ok(response);
+            }
             return Ok(Json(json!({
                 "events": events.iter().map(envelope_json).collect::<Vec<_>>(),
                 "next": next,
                 "head": head.sequence,
                 "log_id": head.log_id.to_string(),
-            })));
+            }))
+            .into_response());
         }
         since = next;
         // Nothing matched up to the head: wait for the head to move, or for the deadline.

@@ -7,6 +7,7 @@ mod events;
 mod extract;
 mod health;
 mod packages;
+mod stream;
 mod uploads;
 
 use axum::extract::DefaultBodyLimit;
@@ -16,7 +17,8 @@ use axum::Router;
 use crate::problem::ApiError;
 use crate::server::AppState;
 
-pub use envelope::{envelope_json, payload_json};
+pub use envelope::{envelope_cbor, envelope_json, payload_json};
+pub(crate) use uploads::now_ms;
 pub use uploads::sweep;
 
 /// Every route of the service.
@@ -24,11 +26,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(crate::metrics::render))
         .nest("/v1", v1())
         .fallback(|| async { ApiError::not_found("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         // Every body is streamed or read with a limit of its own, answered as a problem.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .with_state(state)
 }
 
@@ -36,6 +40,7 @@ fn v1() -> Router<AppState> {
     Router::new()
         .route("/events", get(events::list))
         .route("/events/head", get(events::head))
+        .route("/events/stream", get(stream::stream))
         .route("/events/{sequence}", get(events::one))
         .route("/uploads", post(uploads::open))
         .route(

@@ -1,8 +1,12 @@
 //! The verbs of the command line.
 
 mod maintain;
+mod relay;
 mod serve;
+mod tail;
 mod upload;
+
+use serve::shutdown_signal;
 
 use std::process::ExitCode;
 
@@ -16,6 +20,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => maintain::replay(&args).await,
         Command::Verify(args) => maintain::verify(&args).await,
         Command::Upload(args) => upload::run(&args).await,
+        Command::Tail(args) => tail::run(&args).await,
+        Command::Relay(args) => relay::run(&args).await,
     }
 }
 

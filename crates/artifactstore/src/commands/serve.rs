@@ -30,13 +30,15 @@ pub(crate) async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             config.listen
         );
     }
-    crate::server::serve(listener, instance, shutdown_signal()).await.context("serve HTTP")?;
+    crate::server::serve_configured(listener, instance, config.relay.clone(), shutdown_signal())
+        .await
+        .context("serve HTTP")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
 /// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };

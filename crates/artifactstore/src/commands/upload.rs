@@ -77,8 +77,8 @@ pub(crate) async fn run(args: &UploadArgs) -> anyhow::Result<ExitCode> {
         .context("build the HTTP client")?;
     let client = Client {
         http,
-        base: args.server.trim_end_matches('/').to_owned(),
-        token: args.token.clone(),
+        base: args.client.server.trim_end_matches('/').to_owned(),
+        token: args.client.token.clone(),
         retries: args.retries,
     };
     let interactive = std::io::stderr().is_terminal();
