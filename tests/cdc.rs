@@ -250,9 +250,15 @@ async fn a_slow_consumer_is_cut_counted_and_resumes_to_completeness() {
             }
         }
     }
-    let metrics = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
-    let cut = metric(&metrics, "artifactstore_feed_subscribers_cut_total");
-    assert!(cut >= 1.0, "the slow subscriber was cut:\n{metrics}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
+        if metric(&metrics, "artifactstore_feed_subscribers_cut_total") >= 1.0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the slow subscriber was never cut:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // The stream ends after what was already buffered; resuming from its last id completes it.
     let mut seen = Vec::new();

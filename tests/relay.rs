@@ -47,10 +47,16 @@ async fn a_killed_relay_resumes_and_the_stream_holds_every_event_once() {
     // First run: killed once it has relayed some, but not all, events.
     let relayed = Arc::new(AtomicU64::new(0));
     let seen = relayed.clone();
+    // Past event 120 the first run dawdles after each acknowledgement, so the kill lands mid-run.
     let first = tokio::spawn(artifactstore::relay::run(
         log.clone(),
         config.clone(),
-        move |n| seen.store(n, Ordering::SeqCst),
+        move |n| {
+            seen.store(n, Ordering::SeqCst);
+            if n >= 120 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        },
         std::future::pending(),
     ));
     while relayed.load(Ordering::SeqCst) < 120 {

@@ -28,33 +28,41 @@ async fn serve(dir: &Path) -> String {
     address
 }
 
-/// A TCP proxy to `upstream` that drops the first `cuts` connections once `after` bytes have gone upstream on them.
-async fn cutting_proxy(upstream: String, after: usize, cuts: u32) -> (String, Arc<AtomicU32>) {
+/// A TCP proxy to `upstream` that resets whichever connection carries the byte at each of `cut_at` (counted over
+/// everything sent upstream, whatever connections the client uses), in the middle of a request body.
+async fn cutting_proxy(upstream: String, cut_at: Vec<usize>) -> (String, Arc<AtomicU32>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let done = Arc::new(AtomicU32::new(0));
     let counter = done.clone();
+    let forwarded = Arc::new(std::sync::Mutex::new(0usize));
+    let cut_at = Arc::new(cut_at);
     tokio::spawn(async move {
         loop {
             let (client, _) = listener.accept().await.unwrap();
             let server = TcpStream::connect(&upstream).await.unwrap();
-            let cut_this = counter.load(Ordering::SeqCst) < cuts;
-            let counter = counter.clone();
+            let (counter, forwarded, cut_at) = (counter.clone(), forwarded.clone(), cut_at.clone());
             tokio::spawn(async move {
                 let (mut client_read, mut client_write) = client.into_split();
                 let (mut server_read, mut server_write) = server.into_split();
                 let down = tokio::spawn(async move {
                     let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
                 });
-                let mut sent = 0usize;
                 let mut buffer = vec![0; 64 * 1024];
                 loop {
                     let n = match client_read.read(&mut buffer).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
-                    if cut_this && sent + n > after {
-                        let keep = after - sent;
+                    // Decide under the lock, so each threshold is crossed by exactly one connection.
+                    let keep = {
+                        let mut total = forwarded.lock().unwrap();
+                        let before = *total;
+                        let crossed = cut_at.iter().find(|&&at| before < at && at <= before + n).copied();
+                        *total += crossed.map_or(n, |at| at - before);
+                        crossed.map(|at| at - before)
+                    };
+                    if let Some(keep) = keep {
                         let _ = server_write.write_all(&buffer[..keep]).await;
                         counter.fetch_add(1, Ordering::SeqCst);
                         // Dropping both halves resets the connection in the middle of a request body.
@@ -64,7 +72,6 @@ async fn cutting_proxy(upstream: String, after: usize, cuts: u32) -> (String, Ar
                     if server_write.write_all(&buffer[..n]).await.is_err() {
                         break;
                     }
-                    sent += n;
                 }
                 let _ = server_write.shutdown().await;
                 let _ = down.await;
@@ -79,8 +86,8 @@ async fn upload_resumes_after_cut_connections_and_publishes() {
     let dir = tempfile::tempdir().unwrap();
     let server = serve(dir.path()).await;
     let mib = 1024 * 1024;
-    // Cut twice, each time in the middle of the third 1 MiB chunk on that connection.
-    let (proxy, cuts) = cutting_proxy(server.clone(), 2 * mib + mib / 2, 2).await;
+    // Cut twice: 2.5 MiB and 4.5 MiB into the traffic, each in the middle of a 1 MiB chunk.
+    let (proxy, cuts) = cutting_proxy(server.clone(), vec![2 * mib + mib / 2, 4 * mib + mib / 2]).await;
 
     let data: Vec<u8> = (0..5 * mib + 12_345).map(|i| (i % 251) as u8 ^ (i / 4096) as u8).collect();
     let file = dir.path().join("model.bin");
