@@ -26,9 +26,9 @@ pub enum Command {
     /// Apply database migrations and exit.
     Migrate(InstanceArgs),
     /// Rebuild every materialised view from the event log.
-    Replay(InstanceArgs),
+    Replay(ReplayArgs),
     /// Check the hash chain and that the views equal a fresh replay of the log.
-    Verify(InstanceArgs),
+    Verify(VerifyArgs),
     /// Client: push files through resumable upload sessions, and optionally publish them as a package version.
     Upload(UploadArgs),
     /// Client: follow the event feed and print each event, resumable with `--since`.
@@ -91,6 +91,31 @@ pub struct ClientArgs {
     /// Bearer token.
     #[arg(long, env = "ARTIFACTSTORE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+/// Options of `replay`.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// Where the instance keeps its data.
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    /// Rebuild aside and report every difference from the live views instead of replacing them (exit 1 on any).
+    #[arg(long)]
+    pub verify: bool,
+}
+
+/// Options of `verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Where the instance keeps its data.
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    /// Also read every stored blob and check both digests and its size, check that every blob the views name is
+    /// stored, and list orphan blobs (stored, named by no event).
+    #[arg(long)]
+    pub blobs: bool,
 }
 
 /// Options of `upload`.

@@ -132,6 +132,36 @@ impl BlobStore {
         Ok(got.into_stream().map_err(Error::from).boxed())
     }
 
+    /// Every blob the store holds, as (BLAKE3 hex, size), found by listing `blobs/blake3/`.
+    pub async fn list_blobs(&self) -> Result<Vec<(String, u64)>, Error> {
+        let prefix = self.key("blobs/blake3");
+        let metas: Vec<object_store::ObjectMeta> = self.objects().list(Some(&prefix)).try_collect().await?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|meta| {
+                let name = meta.location.filename()?.to_owned();
+                (name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+                    .then_some((name, meta.size))
+            })
+            .collect())
+    }
+
+    /// Streams a whole blob through both hash functions.
+    pub async fn digest_of(&self, blake3_hex: &str, size: u64) -> Result<artifactstore_digest::DualDigest, Error> {
+        if size == 0 {
+            return match self.size_of(blake3_hex).await? {
+                Some(_) => Ok(artifactstore_digest::DualDigest::of(&[])),
+                None => Err(Error::NotFound(blake3_hex.to_owned())),
+            };
+        }
+        let mut stream = self.read(blake3_hex, 0..size).await?;
+        let mut hasher = artifactstore_digest::DualHasher::new();
+        while let Some(chunk) = stream.try_next().await? {
+            hasher.update(&chunk);
+        }
+        Ok(hasher.finalize())
+    }
+
     /// Removes a blob's bytes; removing a blob that is not there succeeds.
     pub async fn remove(&self, blake3_hex: &str) -> Result<(), Error> {
         match self.objects().delete(&self.key(&Self::blob_key(blake3_hex))).await {

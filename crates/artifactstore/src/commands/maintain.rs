@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use artifactstore_db::redact_url;
 
-use crate::cli::InstanceArgs;
+use crate::cli::{InstanceArgs, VerifyArgs};
 use crate::config::InstanceConfig;
 use crate::instance::{connect_and_migrate, Instance};
 
@@ -37,7 +37,115 @@ pub(crate) async fn replay(args: &InstanceArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn verify(args: &InstanceArgs) -> anyhow::Result<ExitCode> {
+/// `replay --verify`: rebuild aside (in a transaction that is rolled back) and report the differences.
+pub(crate) async fn verify_views(args: &InstanceArgs) -> anyhow::Result<ExitCode> {
+    let config = InstanceConfig::resolve(args)?;
+    let instance = Instance::open(&config).await?;
+    let mut progress = Progress::new("replay");
+    let differences = artifactstore_views::verify(&instance.log, |done, total| progress.update(done, total))
+        .await
+        .context("compare the views with a fresh replay")?;
+    progress.finish();
+    Ok(if report_views(&differences) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn report_views(differences: &[artifactstore_views::Difference]) -> bool {
+    if differences.is_empty() {
+        println!("views: ok, equal to a fresh replay of the log");
+        return true;
+    }
+    println!("views: {} difference(s) from a fresh replay of the log", differences.len());
+    for difference in differences {
+        println!("  {difference}");
+    }
+    println!("  (`artifactstore replay` rebuilds the views from the log)");
+    false
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct StoredFile {
+    blake3: String,
+    sha256: String,
+    size: i64,
+}
+
+/// Checks every blob the views know against the store, and lists what the store holds that no event names.
+/// Returns whether nothing is missing or corrupt (orphans are reported, not faults).
+async fn verify_blobs(instance: &Instance) -> anyhow::Result<bool> {
+    let files = {
+        let mut conn = instance.db.acquire().await?;
+        artifactstore_db::fetch_all!(
+            &mut conn,
+            StoredFile,
+            "SELECT blake3, sha256, size FROM artifact_files ORDER BY blake3"
+        )?
+    };
+    let named: Vec<String> = {
+        let mut conn = instance.db.acquire().await?;
+        artifactstore_db::fetch_all!(
+            &mut conn,
+            (String,),
+            "SELECT DISTINCT f.blake3 FROM artifact_package_files f \
+             LEFT JOIN artifact_files a ON a.blake3 = f.blake3 WHERE a.blake3 IS NULL"
+        )?
+        .into_iter()
+        .map(|(b,)| b)
+        .collect()
+    };
+    let stored: std::collections::HashMap<String, u64> =
+        instance.store.list_blobs().await.context("list the blob store")?.into_iter().collect();
+    let mut faults = Vec::new();
+    let mut progress = Progress::new("blobs");
+    let total = files.len() as u64;
+    for (i, file) in files.iter().enumerate() {
+        progress.update(i as u64, total);
+        let hex = file.blake3.trim_start_matches("blake3:");
+        let size = u64::try_from(file.size).unwrap_or(0);
+        match stored.get(hex) {
+            None => faults.push(format!("{}: missing from the store", file.blake3)),
+            Some(&have) if have != size => {
+                faults.push(format!("{}: {have} bytes stored, {size} recorded", file.blake3));
+            }
+            Some(_) => match instance.store.digest_of(hex, size).await {
+                Ok(digest) if digest.blake3.to_string() == file.blake3 && digest.sha256.to_string() == file.sha256 => {}
+                Ok(digest) => faults.push(format!(
+                    "{}: corrupt, the stored bytes hash to {} and {}",
+                    file.blake3, digest.blake3, digest.sha256
+                )),
+                Err(err) => faults.push(format!("{}: unreadable: {err}", file.blake3)),
+            },
+        }
+    }
+    progress.finish();
+    for blake3 in &named {
+        faults.push(format!("{blake3}: named by a package but never ingested"));
+    }
+    let known: std::collections::HashSet<&str> = files.iter().map(|f| f.blake3.trim_start_matches("blake3:")).collect();
+    let mut orphans: Vec<&String> = stored.keys().filter(|hex| !known.contains(hex.as_str())).collect();
+    orphans.sort();
+    if faults.is_empty() {
+        println!("blobs: ok, {} checked against both digests", files.len());
+    } else {
+        println!("blobs: {} fault(s) in {} blobs", faults.len(), files.len());
+        for fault in &faults {
+            println!("  {fault}");
+        }
+    }
+    if !orphans.is_empty() {
+        println!(
+            "orphans: {} stored blob(s) named by no event (left by interrupted commits; safe to collect)",
+            orphans.len()
+        );
+        for hex in orphans {
+            println!("  blake3:{hex}");
+        }
+    }
+    Ok(faults.is_empty())
+}
+
+pub(crate) async fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let check_blobs = args.blobs;
+    let args = &args.instance;
     let config = InstanceConfig::resolve(args)?;
     let instance = Instance::open(&config).await?;
     let mut chain_progress = Progress::new("chain");
@@ -62,16 +170,9 @@ pub(crate) async fn verify(args: &InstanceArgs) -> anyhow::Result<ExitCode> {
             println!("  event {}: {}", fault.sequence, fault.problem);
         }
     }
-    if differences.is_empty() {
-        println!("views: ok, equal to a fresh replay of the log");
-    } else {
-        println!("views: {} difference(s) from a fresh replay of the log", differences.len());
-        for difference in &differences {
-            println!("  {difference}");
-        }
-        println!("  (`artifactstore replay` rebuilds the views from the log)");
-    }
-    Ok(if chain.is_ok() && differences.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    let views_ok = report_views(&differences);
+    let blobs_ok = if check_blobs { verify_blobs(&instance).await? } else { true };
+    Ok(if chain.is_ok() && views_ok && blobs_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// Progress lines on standard error: rewritten in place on a terminal, one every few seconds otherwise.

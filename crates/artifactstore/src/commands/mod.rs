@@ -17,7 +17,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(&args).await,
         Command::Migrate(args) => maintain::migrate(&args).await,
-        Command::Replay(args) => maintain::replay(&args).await,
+        Command::Replay(args) if args.verify => maintain::verify_views(&args.instance).await,
+        Command::Replay(args) => maintain::replay(&args.instance).await,
         Command::Verify(args) => maintain::verify(&args).await,
         Command::Upload(args) => upload::run(&args).await,
         Command::Tail(args) => tail::run(&args).await,
