@@ -1,0 +1,190 @@
+//! Crash safety: a real `serve` process under concurrent upload+publish load is killed with SIGKILL again and again;
+//! everything it acknowledged must survive each kill.
+//!
+//! The short version below runs in CI (10 kills per backend). `ARTIFACTSTORE_CRASH_KILLS=100` runs longer.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use artifactstore_digest::DualDigest;
+use artifactstore_testkit::{postgres_url, skip_or_panic};
+use serde_json::{json, Value};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start(data: &Path, database: &str, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_artifactstore"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database", database, "--log", "warn"])
+        .arg("--data")
+        .arg(data)
+        .env_remove("ARTIFACTSTORE_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    for _ in 0..300 {
+        if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the server at {base} did not become ready");
+}
+
+/// What the server acknowledged with a 2xx: blobs by BLAKE3, and package versions with their one file.
+#[derive(Default)]
+struct Acknowledged {
+    blobs: HashMap<String, Vec<u8>>,
+    packages: Vec<(String, String, String)>,
+}
+
+async fn worker(id: usize, base: Arc<RwLock<String>>, acked: Arc<Mutex<Acknowledged>>, stop: Arc<RwLock<bool>>) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let mut n = 0u64;
+    while !*stop.read().unwrap() {
+        n += 1;
+        let bytes: Vec<u8> = format!("worker {id} blob {n} ").repeat(1 + (n as usize * 37) % 3000).into_bytes();
+        let digest = DualDigest::of(&bytes);
+        let url = base.read().unwrap().clone();
+        let uploaded = http.post(format!("{url}/v1/uploads?digest={}", digest.sha256)).body(bytes.clone()).send().await;
+        match uploaded {
+            Ok(r) if r.status().is_success() => {
+                acked.lock().unwrap().blobs.insert(digest.blake3.to_string(), bytes);
+            }
+            _ => continue,
+        }
+        let name = format!("crash/w{id}");
+        let version = n.to_string();
+        let manifest = json!({"files": [{"path": "blob", "digest": digest.blake3.to_string()}]});
+        let published = http.put(format!("{url}/v1/packages/{name}/versions/{version}")).json(&manifest).send().await;
+        if let Ok(r) = published {
+            if r.status().is_success() {
+                acked.lock().unwrap().packages.push((name, version, digest.blake3.to_string()));
+            }
+        }
+    }
+}
+
+async fn crash_loop(data: &Path, database: &str, kills: usize) {
+    let http = reqwest::Client::new();
+    let port = free_port();
+    let base = Arc::new(RwLock::new(format!("http://127.0.0.1:{port}")));
+    let mut server = start(data, database, port);
+    let url = base.read().unwrap().clone();
+    wait_ready(&http, &url).await;
+    let acked = Arc::new(Mutex::new(Acknowledged::default()));
+    let stop = Arc::new(RwLock::new(false));
+    let workers: Vec<_> =
+        (0..4).map(|id| tokio::spawn(worker(id, base.clone(), acked.clone(), stop.clone()))).collect();
+    for kill in 0..kills {
+        tokio::time::sleep(Duration::from_millis(150 + (kill as u64 * 97) % 400)).await;
+        server.kill().unwrap(); // SIGKILL
+        server.wait().unwrap();
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        *base.write().unwrap() = url.clone();
+        server = start(data, database, port);
+        wait_ready(&http, &url).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    *stop.write().unwrap() = true;
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let url = base.read().unwrap().clone();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(acked.blobs.len() > kills, "the workers got work acknowledged between kills: {}", acked.blobs.len());
+
+    // Every acknowledged blob is whole, by either digest.
+    for (blake3, bytes) in &acked.blobs {
+        let got = http.get(format!("{url}/v1/blobs/{blake3}")).send().await.unwrap();
+        assert_eq!(got.status(), 200, "{blake3} was acknowledged");
+        assert_eq!(got.bytes().await.unwrap().as_ref(), bytes.as_slice(), "{blake3}");
+    }
+    // Every acknowledged package version is intact.
+    for (name, version, blake3) in &acked.packages {
+        let manifest: Value = http
+            .get(format!("{url}/v1/packages/{name}/versions/{version}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(manifest["files"][0]["blake3"], blake3.as_str(), "{name}@{version}");
+    }
+    // The feed is contiguous from 1 to the head.
+    let mut since = 0;
+    let mut expected = 1;
+    loop {
+        let page: Value =
+            http.get(format!("{url}/v1/events?since={since}&limit=1000")).send().await.unwrap().json().await.unwrap();
+        for event in page["events"].as_array().unwrap() {
+            assert_eq!(event["sequence"], expected);
+            expected += 1;
+        }
+        since = page["next"].as_u64().unwrap();
+        if since >= page["head"].as_u64().unwrap() {
+            break;
+        }
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    // The chain, the views and every blob check out (orphans allowed, missing blobs never).
+    let output = Command::new(env!("CARGO_BIN_EXE_artifactstore"))
+        .args(["verify", "--blobs", "--database", database])
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{text}");
+    println!(
+        "{} blobs and {} package versions acknowledged across {kills} kills; {text}",
+        acked.blobs.len(),
+        acked.packages.len()
+    );
+}
+
+fn kills() -> usize {
+    std::env::var("ARTIFACTSTORE_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(10)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_survives_sigkill_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let database = format!("sqlite://{}", data.join("artifactstore.db").display());
+    crash_loop(&data, &database, kills()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_survives_sigkill_under_load() {
+    use sqlx::Connection as _;
+    let admin_url = postgres_url();
+    let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
+        Ok(conn) => conn,
+        Err(err) => {
+            skip_or_panic(&format!("PostgreSQL at {admin_url} is unreachable: {err}"));
+            return;
+        }
+    };
+    let name = format!("crash_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    let database = match admin_url.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("unexpected PostgreSQL URL {admin_url}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    crash_loop(&dir.path().join("data"), &database, kills()).await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin).await.unwrap();
+}
