@@ -29,6 +29,8 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Check the hash chain and that the views equal a fresh replay of the log.
     Verify(VerifyArgs),
+    /// Write the views, stamped with the head's sequence and chain hash, as canonical CBOR into the blob store.
+    Snapshot(InstanceArgs),
     /// Client: push files through resumable upload sessions, and optionally publish them as a package version.
     Upload(UploadArgs),
     /// Client: follow the event feed and print each event, resumable with `--since`.
@@ -103,6 +105,10 @@ pub struct ReplayArgs {
     /// Rebuild aside and report every difference from the live views instead of replacing them (exit 1 on any).
     #[arg(long)]
     pub verify: bool,
+
+    /// Start from the newest snapshot that matches the log (see `snapshot`) and replay only what follows it.
+    #[arg(long, conflicts_with = "verify")]
+    pub from_snapshot: bool,
 }
 
 /// Options of `verify`.

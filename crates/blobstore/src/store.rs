@@ -162,6 +162,30 @@ impl BlobStore {
         Ok(hasher.finalize())
     }
 
+    /// Writes a small object (a snapshot, a manifest) at `relative`, durably, replacing what was there.
+    pub async fn put_object(&self, relative: &str, bytes: Vec<u8>) -> Result<(), Error> {
+        self.objects().put(&self.key(relative), object_store::PutPayload::from(bytes)).await?;
+        Ok(())
+    }
+
+    /// Reads a whole small object.
+    pub async fn get_object(&self, relative: &str) -> Result<Bytes, Error> {
+        match self.objects().get(&self.key(relative)).await {
+            Ok(got) => Ok(got.bytes().await?),
+            Err(object_store::Error::NotFound { .. }) => Err(Error::NotFound(relative.to_owned())),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The names of the objects directly below `relative_dir`, sorted.
+    pub async fn list_names(&self, relative_dir: &str) -> Result<Vec<String>, Error> {
+        let prefix = self.key(relative_dir);
+        let metas: Vec<object_store::ObjectMeta> = self.objects().list(Some(&prefix)).try_collect().await?;
+        let mut names: Vec<String> = metas.iter().filter_map(|m| m.location.filename().map(str::to_owned)).collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Removes a blob's bytes; removing a blob that is not there succeeds.
     pub async fn remove(&self, blake3_hex: &str) -> Result<(), Error> {
         match self.objects().delete(&self.key(&Self::blob_key(blake3_hex))).await {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::Error;
 
 /// A row of `artifact_files`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct FileRow {
     pub blake3: String,
     pub sha256: String,
@@ -22,11 +22,12 @@ pub struct FileRow {
 }
 
 /// A row of `artifact_packages`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct PackageRow {
     pub package_id: Uuid,
     pub name: String,
     pub version: String,
+    #[serde(with = "serde_bytes")]
     pub metadata: Vec<u8>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
@@ -35,7 +36,7 @@ pub struct PackageRow {
 }
 
 /// A row of `artifact_package_files`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct PackageFileRow {
     pub package_id: Uuid,
     pub path: String,
@@ -47,7 +48,7 @@ pub struct PackageFileRow {
 }
 
 /// A row of `retention_state`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct RetentionRow {
     pub package_id: Uuid,
     pub until: Option<DateTime<Utc>>,
@@ -58,7 +59,7 @@ pub struct RetentionRow {
 }
 
 /// A row of `storage_locations`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct StorageRow {
     pub blake3: String,
     pub location: String,
@@ -67,7 +68,7 @@ pub struct StorageRow {
 }
 
 /// The whole content of the views, each table ordered by its key.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ViewsDump {
     pub files: Vec<FileRow>,
     pub packages: Vec<PackageRow>,

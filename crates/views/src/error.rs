@@ -30,4 +30,7 @@ pub enum Error {
         /// The subject that was looked for.
         subject: String,
     },
+    /// A snapshot cannot be read or does not fit this log.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
 }

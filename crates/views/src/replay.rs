@@ -29,7 +29,17 @@ pub async fn clear(tx: &mut Tx) -> Result<(), Error> {
 
 /// Applies every event with `sequence <= upto` in order, in batches.
 async fn replay_into(tx: &mut Tx, upto: u64, progress: &mut impl FnMut(u64, u64)) -> Result<u64, Error> {
-    let mut after = 0;
+    replay_after(tx, 0, upto, progress).await
+}
+
+/// Applies every event with `from < sequence <= upto` in order, in batches.
+pub(crate) async fn replay_after(
+    tx: &mut Tx,
+    from: u64,
+    upto: u64,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<u64, Error> {
+    let mut after = from;
     let mut applied = 0;
     while after < upto {
         let events = read_range(tx, after, BATCH).await?;

@@ -1,0 +1,175 @@
+//! Snapshots: the views at one sequence, stamped with that sequence, the log's id and the chain hash there, as
+//! canonical CBOR; and a rebuild that loads a snapshot and replays only what follows it.
+
+use artifactstore_db::{execute, Tx};
+use artifactstore_eventlog::{EventLog, Head};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::replay::{clear, replay_after};
+use crate::{dump, Error, RebuildStats, ViewsDump};
+
+/// The format tag every snapshot carries.
+pub const SNAPSHOT_FORMAT: &str = "artifactstore-views-snapshot-v1";
+
+/// A snapshot of the views.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Always `SNAPSHOT_FORMAT`.
+    pub format: String,
+    /// The log the views were built from.
+    pub log_id: Uuid,
+    /// The last event the views reflect.
+    pub sequence: u64,
+    /// The chain hash of that event (32 zero bytes at sequence 0).
+    #[serde(with = "serde_bytes")]
+    pub chain_hash: Vec<u8>,
+    /// Every row.
+    pub views: ViewsDump,
+}
+
+impl Snapshot {
+    /// Canonical CBOR bytes.
+    pub fn to_cbor(&self) -> Result<Vec<u8>, Error> {
+        artifactstore_cbor::to_vec(self).map_err(|err| Error::Snapshot(err.to_string()))
+    }
+
+    /// Reads canonical CBOR bytes back, refusing another format.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Snapshot, Error> {
+        let snapshot: Snapshot =
+            artifactstore_cbor::from_slice(bytes).map_err(|err| Error::Snapshot(err.to_string()))?;
+        if snapshot.format != SNAPSHOT_FORMAT {
+            return Err(Error::Snapshot(format!("unknown snapshot format `{}`", snapshot.format)));
+        }
+        Ok(snapshot)
+    }
+
+    /// The object name: sequence first (zero-padded, so names sort by sequence), then the chain hash.
+    pub fn file_name(&self) -> String {
+        format!("{:020}-{}.cbor", self.sequence, hex(&self.chain_hash))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Takes a snapshot of the views as they are at the head, holding the log's write lock while it reads so the
+/// views and the stamp agree.
+pub async fn take(log: &EventLog) -> Result<Snapshot, Error> {
+    let mut wtx = log.begin().await?;
+    let head: Head = wtx.head();
+    let views = dump(wtx.tx()).await?;
+    wtx.rollback().await?;
+    Ok(Snapshot {
+        format: SNAPSHOT_FORMAT.to_owned(),
+        log_id: head.log_id,
+        sequence: head.sequence,
+        chain_hash: head.chain_hash.to_vec(),
+        views,
+    })
+}
+
+/// Whether `snapshot` belongs to this log and its stamp matches the event at its sequence.
+pub async fn matches_log(log: &EventLog, snapshot: &Snapshot) -> Result<bool, Error> {
+    if snapshot.log_id != log.head().log_id {
+        return Ok(false);
+    }
+    if snapshot.sequence == 0 {
+        return Ok(snapshot.chain_hash == [0u8; 32]);
+    }
+    Ok(log.get(snapshot.sequence).await?.is_some_and(|event| event.chain_hash.as_slice() == snapshot.chain_hash))
+}
+
+/// Rebuilds the views from `snapshot` and the events after it, in one transaction (readers see the old views
+/// until it commits; a failure leaves them untouched).
+pub async fn rebuild_from(
+    log: &EventLog,
+    snapshot: &Snapshot,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<RebuildStats, Error> {
+    if !matches_log(log, snapshot).await? {
+        return Err(Error::Snapshot(format!(
+            "the snapshot at sequence {} does not belong to this log (another log id, or another chain hash there)",
+            snapshot.sequence
+        )));
+    }
+    let mut wtx = log.begin().await?;
+    let head = wtx.head();
+    clear(wtx.tx()).await?;
+    load(wtx.tx(), &snapshot.views).await?;
+    let events = replay_after(wtx.tx(), snapshot.sequence, head.sequence, &mut progress).await?;
+    log.commit(wtx).await?;
+    Ok(RebuildStats { events, head_sequence: head.sequence })
+}
+
+/// Inserts every row of `views` (into views that are empty).
+pub async fn load(tx: &mut Tx, views: &ViewsDump) -> Result<(), Error> {
+    for f in &views.files {
+        execute!(
+            tx,
+            "INSERT INTO artifact_files (blake3, sha256, size, media_type, file_id, ingested_sequence, sequence) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            f.blake3.as_str(),
+            f.sha256.as_str(),
+            f.size,
+            f.media_type.as_deref(),
+            f.file_id,
+            f.ingested_sequence,
+            f.sequence,
+        )?;
+    }
+    for p in &views.packages {
+        execute!(
+            tx,
+            "INSERT INTO artifact_packages (package_id, name, version, metadata, created_by, created_at, \
+             created_sequence, sequence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            p.package_id,
+            p.name.as_str(),
+            p.version.as_str(),
+            p.metadata.as_slice(),
+            p.created_by.as_str(),
+            p.created_at,
+            p.created_sequence,
+            p.sequence,
+        )?;
+    }
+    for f in &views.package_files {
+        execute!(
+            tx,
+            "INSERT INTO artifact_package_files (package_id, path, blake3, sha256, size, media_type, sequence) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            f.package_id,
+            f.path.as_str(),
+            f.blake3.as_str(),
+            f.sha256.as_str(),
+            f.size,
+            f.media_type.as_deref(),
+            f.sequence,
+        )?;
+    }
+    for r in &views.retention {
+        execute!(
+            tx,
+            "INSERT INTO retention_state (package_id, until, hold, reason, expired, sequence) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            r.package_id,
+            r.until,
+            r.hold,
+            r.reason.as_deref(),
+            r.expired,
+            r.sequence,
+        )?;
+    }
+    for s in &views.storage {
+        execute!(
+            tx,
+            "INSERT INTO storage_locations (blake3, location, tier, sequence) VALUES ($1, $2, $3, $4)",
+            s.blake3.as_str(),
+            s.location.as_str(),
+            s.tier.as_str(),
+            s.sequence,
+        )?;
+    }
+    Ok(())
+}
