@@ -31,6 +31,10 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Write the views, stamped with the head's sequence and chain hash, as canonical CBOR into the blob store.
     Snapshot(InstanceArgs),
+    /// Seal every event not yet archived into archive segments in the blob store, then exit.
+    Archive(InstanceArgs),
+    /// Rebuild an empty database from the event archive in a blob store: events, verified chain, then views.
+    Restore(RestoreArgs),
     /// Client: push files through resumable upload sessions, and optionally publish them as a package version.
     Upload(UploadArgs),
     /// Client: follow the event feed and print each event, resumable with `--since`.
@@ -109,6 +113,22 @@ pub struct ReplayArgs {
     /// Start from the newest snapshot that matches the log (see `snapshot`) and replay only what follows it.
     #[arg(long, conflicts_with = "verify")]
     pub from_snapshot: bool,
+}
+
+/// Options of `restore`.
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// The instance to restore into (its database must be empty or new).
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    /// The blob store holding the archive [default: the instance's store].
+    #[arg(long, value_name = "STORE_URL")]
+    pub from: Option<String>,
+
+    /// Which archived log, when the archive holds several.
+    #[arg(long)]
+    pub log_id: Option<uuid::Uuid>,
 }
 
 /// Options of `verify`.

@@ -36,6 +36,21 @@ pub struct FileConfig {
     /// The broker relay.
     #[serde(default)]
     pub relay: RelayFile,
+    /// The event archive.
+    #[serde(default)]
+    pub archive: ArchiveFile,
+}
+
+/// `[archive]` in the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveFile {
+    /// Archive the log into the blob store [default: on for S3 stores, off otherwise].
+    pub enabled: Option<bool>,
+    /// Events per sealed segment.
+    pub segment_events: Option<u64>,
+    /// Seconds an unarchived event may wait before a shorter segment is sealed.
+    pub segment_seconds: Option<u64>,
 }
 
 /// `[relay]` in the configuration file.
@@ -235,6 +250,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// The in-process relay, if configured.
     pub relay: Option<crate::relay::RelayConfig>,
+    /// The archiver, if on.
+    pub archive: Option<crate::archive::ArchiveConfig>,
 }
 
 impl InstanceConfig {
@@ -276,7 +293,15 @@ impl ServeConfig {
             None => DEFAULT_LISTEN.parse().expect("the default listen address parses"),
         };
         let relay = file.relay.resolve(args.relay_nats.as_deref(), None, None, false);
-        Ok(ServeConfig { instance, listen, relay })
+        let s3 = matches!(instance.store, Location::S3 { .. });
+        let archive = file.archive.enabled.unwrap_or(s3).then(|| {
+            let defaults = crate::archive::ArchiveConfig::default();
+            crate::archive::ArchiveConfig {
+                segment_events: file.archive.segment_events.unwrap_or(defaults.segment_events).max(1),
+                segment_age: file.archive.segment_seconds.map_or(defaults.segment_age, std::time::Duration::from_secs),
+            }
+        });
+        Ok(ServeConfig { instance, listen, relay, archive })
     }
 }
 

@@ -3,6 +3,7 @@
 //! The binary is `src/main.rs`; this library exposes the pieces so tests can run the server in-process.
 
 pub mod api;
+pub mod archive;
 pub mod auth;
 pub mod cli;
 pub mod commands;

@@ -47,26 +47,36 @@ pub async fn serve(
     instance: Instance,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_configured(listener, instance, None, shutdown).await
+    serve_configured(listener, instance, Background::default(), shutdown).await
 }
 
-/// As `serve`, and runs the broker relay in-process when `relay` is given.
+/// Optional background work of `serve`.
+#[derive(Debug, Clone, Default)]
+pub struct Background {
+    /// Relay every event to NATS JetStream.
+    pub relay: Option<RelayConfig>,
+    /// Archive the log into the blob store.
+    pub archive: Option<crate::archive::ArchiveConfig>,
+}
+
+/// As `serve`, with the background work `background` asks for.
 pub async fn serve_configured(
     listener: TcpListener,
     instance: Instance,
-    relay: Option<RelayConfig>,
+    background: Background,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = AppState::new(instance);
-    let relay = relay.map(|config| tokio::spawn(supervise_relay(state.clone(), config)));
+    let relay = background.relay.map(|config| tokio::spawn(supervise_relay(state.clone(), config)));
+    let archiver = background.archive.map(|config| tokio::spawn(supervise_archive(state.clone(), config)));
     let housekeeping = tokio::spawn(housekeeping(state.instance.clone()));
     let sweeper = tokio::spawn(sweeper(state.clone()));
     let app = crate::api::router(state).layer(TraceLayer::new_for_http());
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     housekeeping.abort();
     sweeper.abort();
-    if let Some(relay) = relay {
-        relay.abort();
+    for task in [relay, archiver].into_iter().flatten() {
+        task.abort();
     }
     served
 }
@@ -83,6 +93,18 @@ async fn supervise_relay(state: AppState, config: RelayConfig) {
         match crate::relay::run(state.instance.log.clone(), config.clone(), progress, std::future::pending()).await {
             Ok(()) => return,
             Err(err) => tracing::error!(error = %format!("{err:#}"), "the broker relay stopped; restarting in 5 s"),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// Keeps the archiver running; after an error it starts again (continuing after the last segment) in 5 s.
+async fn supervise_archive(state: AppState, config: crate::archive::ArchiveConfig) {
+    loop {
+        let (log, store) = (state.instance.log.clone(), state.instance.store.clone());
+        match crate::archive::run(log, store, config, std::future::pending()).await {
+            Ok(()) => return,
+            Err(err) => tracing::error!(error = %format!("{err:#}"), "the archiver stopped; restarting in 5 s"),
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }

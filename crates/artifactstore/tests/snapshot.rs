@@ -1,7 +1,8 @@
 //! `artifactstore snapshot` and `replay --from-snapshot`: the same views as a replay from the first event.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 use artifactstore::config::{InstanceConfig, UploadLimits};
 use artifactstore::instance::Instance;
@@ -23,16 +24,8 @@ fn config(dir: &Path) -> InstanceConfig {
 }
 
 fn run(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_artifactstore"))
-        .args(args)
-        .arg("--data")
-        .arg(dir.join("data"))
-        .env_remove("ARTIFACTSTORE_DATABASE")
-        .env_remove("ARTIFACTSTORE_STORE")
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "{args:?}: {text}");
+    let (ok, _, text) = common::run_cli(&dir.join("data"), args);
+    assert!(ok, "{args:?}: {text}");
     text
 }
 

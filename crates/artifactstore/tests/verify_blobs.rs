@@ -1,7 +1,8 @@
 //! `artifactstore verify --blobs` and `replay --verify` on the data of a live instance.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 use artifactstore::config::{InstanceConfig, UploadLimits};
 use artifactstore::instance::Instance;
@@ -9,16 +10,8 @@ use artifactstore_blobstore::{BlobStore, Location};
 use artifactstore_digest::DualDigest;
 
 fn run(data: &Path, args: &[&str]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_artifactstore"))
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .env_remove("ARTIFACTSTORE_DATABASE")
-        .env_remove("ARTIFACTSTORE_STORE")
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.code().unwrap_or(-1), text)
+    let (_, code, text) = common::run_cli(data, args);
+    (code, text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -186,6 +186,15 @@ impl BlobStore {
         Ok(names)
     }
 
+    /// The names of the "directories" directly below `relative_dir`, sorted.
+    pub async fn list_dirs(&self, relative_dir: &str) -> Result<Vec<String>, Error> {
+        let listed = self.objects().list_with_delimiter(Some(&self.key(relative_dir))).await?;
+        let mut names: Vec<String> =
+            listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_owned)).collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Removes a blob's bytes; removing a blob that is not there succeeds.
     pub async fn remove(&self, blake3_hex: &str) -> Result<(), Error> {
         match self.objects().delete(&self.key(&Self::blob_key(blake3_hex))).await {

@@ -86,6 +86,12 @@ impl WriteTx {
         Ok((self.head, self.appended))
     }
 
+    /// Commits the transaction as it stands, without touching the head (the caller wrote it).
+    pub(crate) async fn tx_commit(self) -> Result<(), Error> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
     /// Undoes everything this transaction did, appends included.
     pub async fn rollback(self) -> Result<(), Error> {
         self.tx.rollback().await?;

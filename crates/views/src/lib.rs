@@ -11,6 +11,6 @@ pub mod vocab;
 pub use apply::{apply, record};
 pub use dump::{diff, dump, Difference, FileRow, PackageFileRow, PackageRow, RetentionRow, StorageRow, ViewsDump};
 pub use error::Error;
-pub use replay::{clear, rebuild, verify, RebuildStats};
+pub use replay::{clear, mark_stale, rebuild, stale_reason, verify, RebuildStats};
 pub use snapshot::{load, matches_log, rebuild_from, take, Snapshot, SNAPSHOT_FORMAT};
 pub use vocab::RegistryEvent;

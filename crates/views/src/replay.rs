@@ -63,8 +63,31 @@ pub async fn rebuild(log: &EventLog, mut progress: impl FnMut(u64, u64)) -> Resu
     let head = wtx.head();
     clear(wtx.tx()).await?;
     let events = replay_into(wtx.tx(), head.sequence, &mut progress).await?;
+    mark_current(wtx.tx()).await?;
     log.commit(wtx).await?;
     Ok(RebuildStats { events, head_sequence: head.sequence })
+}
+
+/// Records that the views are behind the log and why (until the next completed rebuild).
+pub async fn mark_stale(tx: &mut Tx, reason: &str) -> Result<(), Error> {
+    execute!(tx, "UPDATE views_status SET stale = TRUE, reason = $1 WHERE id = 1", reason)?;
+    Ok(())
+}
+
+/// Records that the views reflect the whole log.
+pub(crate) async fn mark_current(tx: &mut Tx) -> Result<(), Error> {
+    execute!(tx, "UPDATE views_status SET stale = FALSE, reason = NULL WHERE id = 1")?;
+    Ok(())
+}
+
+/// Why the views are behind the log, if they are known to be.
+pub async fn stale_reason<E: artifactstore_db::AsExec>(target: &mut E) -> Result<Option<String>, Error> {
+    let row = artifactstore_db::fetch_optional!(
+        target,
+        (bool, Option<String>),
+        "SELECT stale, reason FROM views_status WHERE id = 1"
+    )?;
+    Ok(row.filter(|(stale, _)| *stale).map(|(_, reason)| reason.unwrap_or_else(|| "unknown".into())))
 }
 
 /// Replays the whole log inside a transaction that is then rolled back, and lists every difference from the live views.

@@ -99,6 +99,7 @@ pub async fn rebuild_from(
     clear(wtx.tx()).await?;
     load(wtx.tx(), &snapshot.views).await?;
     let events = replay_after(wtx.tx(), snapshot.sequence, head.sequence, &mut progress).await?;
+    crate::replay::mark_current(wtx.tx()).await?;
     log.commit(wtx).await?;
     Ok(RebuildStats { events, head_sequence: head.sequence })
 }

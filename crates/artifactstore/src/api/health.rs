@@ -20,6 +20,15 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
         .ping()
         .await
         .map_err(|err| ApiError::unavailable(format!("the database does not answer: {err}")))?;
+    let stale = {
+        let mut conn = state.instance.db.acquire().await?;
+        artifactstore_views::stale_reason(&mut conn).await?
+    };
+    if let Some(reason) = stale {
+        return Err(ApiError::unavailable(format!(
+            "the views are behind the log ({reason}); run `artifactstore replay`"
+        )));
+    }
     state.instance.store.ready().await.map_err(|err| {
         ApiError::unavailable(format!("the blob store {} is not reachable: {err}", state.instance.store.location()))
     })?;

@@ -1,6 +1,7 @@
 //! The verbs of the command line.
 
 mod maintain;
+mod recover;
 mod relay;
 mod serve;
 mod tail;
@@ -21,6 +22,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) if args.from_snapshot => maintain::replay_from_snapshot(&args.instance).await,
         Command::Replay(args) => maintain::replay(&args.instance).await,
         Command::Snapshot(args) => maintain::snapshot(&args).await,
+        Command::Archive(args) => recover::archive(&args).await,
+        Command::Restore(args) => recover::restore(&args).await,
         Command::Verify(args) => maintain::verify(&args).await,
         Command::Upload(args) => upload::run(&args).await,
         Command::Tail(args) => tail::run(&args).await,

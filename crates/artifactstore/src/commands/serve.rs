@@ -30,9 +30,11 @@ pub(crate) async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             config.listen
         );
     }
-    crate::server::serve_configured(listener, instance, config.relay.clone(), shutdown_signal())
-        .await
-        .context("serve HTTP")?;
+    let background = crate::server::Background { relay: config.relay.clone(), archive: config.archive };
+    if let Some(archive) = &config.archive {
+        tracing::info!(segment_events = archive.segment_events, "archiving the log into the blob store");
+    }
+    crate::server::serve_configured(listener, instance, background, shutdown_signal()).await.context("serve HTTP")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
