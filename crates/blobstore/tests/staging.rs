@@ -77,6 +77,20 @@ async fn exercise(store: BlobStore) {
     store.stage_abort(aborted, &state).await.unwrap();
     assert!(store.staged().await.unwrap().is_empty());
 
+    // Small named objects (snapshots, archive segments) and listings by directory.
+    store.put_object("archive/log-a/0001.cborseq", b"one".to_vec()).await.unwrap();
+    store.put_object("archive/log-a/0002.cborseq", b"two".to_vec()).await.unwrap();
+    store.put_object("archive/log-b/0001.cborseq", b"three".to_vec()).await.unwrap();
+    assert_eq!(store.get_object("archive/log-a/0002.cborseq").await.unwrap().as_ref(), b"two");
+    assert!(matches!(store.get_object("archive/none").await, Err(artifactstore_blobstore::Error::NotFound(_))));
+    assert_eq!(store.list_names("archive/log-a").await.unwrap(), ["0001.cborseq", "0002.cborseq"]);
+    assert_eq!(store.list_dirs("archive").await.unwrap(), ["log-a", "log-b"]);
+    assert!(store.list_names("archive/nothing").await.unwrap().is_empty());
+    let listed = store.list_blobs().await.unwrap();
+    assert!(listed.iter().any(|(h, size)| *h == hex && *size == data.len() as u64), "{listed:?}");
+    let digest = store.digest_of(&hex, data.len() as u64).await.unwrap();
+    assert_eq!(digest.blake3.hex(), hex);
+
     // Missing blobs are NotFound; removal is idempotent.
     let missing = "00".repeat(32);
     assert!(matches!(store.read(&missing, 0..1).await, Err(artifactstore_blobstore::Error::NotFound(_))));
