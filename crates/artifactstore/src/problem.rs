@@ -12,11 +12,12 @@ pub struct ApiError {
     title: &'static str,
     detail: String,
     extra: Map<String, Value>,
+    headers: Vec<(header::HeaderName, header::HeaderValue)>,
 }
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, title, detail: detail.into(), extra: Map::new() }
+        Self { status, code, title, detail: detail.into(), extra: Map::new(), headers: Vec::new() }
     }
 
     /// 400: the request is malformed.
@@ -76,12 +77,16 @@ impl ApiError {
 
     /// 416: the `Range` cannot be served.
     pub fn range_not_satisfiable(size: u64) -> Self {
-        Self::new(
+        let mut problem = Self::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
             "range_not_satisfiable",
             "Range not satisfiable",
             format!("the blob is {size} bytes long"),
-        )
+        );
+        if let Ok(value) = header::HeaderValue::from_str(&format!("bytes */{size}")) {
+            problem.headers.push((header::CONTENT_RANGE, value));
+        }
+        problem
     }
 
     /// 422: the digests computed from the bytes are not the ones the client named.
@@ -146,6 +151,9 @@ impl IntoResponse for ApiError {
         }
         let mut response =
             (self.status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
