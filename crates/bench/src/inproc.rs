@@ -1,0 +1,189 @@
+//! Workloads run inside this process against the kernel crates: event append (c) and replay (d).
+
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use artifactstore_db::{Backend, ConnectOptions, Database};
+use artifactstore_eventlog::{EventLog, LogOptions, NewEvent};
+use artifactstore_views::vocab::{FileIngested, PackageCreated, PackageFile, RetentionChange, RetentionKind};
+use artifactstore_views::RegistryEvent;
+use uuid::Uuid;
+
+/// A fresh, migrated database of one backend; a PostgreSQL one lives in a schema of its own, dropped by `close`.
+pub(crate) struct ScratchDb {
+    pub(crate) db: Database,
+    schema: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl ScratchDb {
+    pub(crate) async fn open(
+        backend: Backend,
+        postgres_url: &str,
+        work: &std::path::Path,
+    ) -> anyhow::Result<ScratchDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir_in(work)?;
+                let url = format!("sqlite://{}", dir.path().join("registry.db").display());
+                let db = Database::connect(&url, &ConnectOptions::default()).await?;
+                db.migrate().await?;
+                Ok(ScratchDb { db, schema: None, _dir: Some(dir) })
+            }
+            Backend::Postgres => {
+                let schema = format!("bench_{}", Uuid::new_v4().simple());
+                let options = ConnectOptions { postgres_schema: Some(schema.clone()), ..ConnectOptions::default() };
+                let db = Database::connect(postgres_url, &options).await?;
+                db.migrate().await?;
+                Ok(ScratchDb { db, schema: Some((postgres_url.to_owned(), schema)), _dir: None })
+            }
+        }
+    }
+
+    pub(crate) async fn close(self) -> anyhow::Result<()> {
+        self.db.close().await;
+        if let Some((url, schema)) = self.schema {
+            let admin =
+                Database::connect(&url, &ConnectOptions { max_connections: 1, ..ConnectOptions::default() }).await?;
+            if let Some(pool) = admin.as_postgres() {
+                artifactstore_db::sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(pool).await?;
+            }
+            admin.close().await;
+        }
+        Ok(())
+    }
+}
+
+/// What one append run measured.
+#[derive(Debug, Clone)]
+pub(crate) struct AppendRun {
+    pub(crate) events: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies: Vec<Duration>,
+    pub(crate) commits: u64,
+}
+
+fn ingested(n: u64) -> RegistryEvent {
+    let blake3 = format!("blake3:{:064x}", n);
+    let sha256 = format!("sha256:{:064x}", n);
+    RegistryEvent::FileIngested(FileIngested { blake3, sha256, size: 4096 + n % 1000, media_type: None })
+}
+
+/// `appenders` tasks append `events` events in all through `EventLog::append`, each waiting for its own to be durable.
+pub(crate) async fn append(db: &Database, appenders: usize, events: u64) -> anyhow::Result<AppendRun> {
+    let log = EventLog::open(db.clone(), LogOptions::default()).await?;
+    let before = log.stats();
+    let first = log.head().sequence;
+    let per = events / appenders as u64;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for a in 0..appenders as u64 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per as usize);
+            for i in 0..per {
+                let event: NewEvent = ingested(first + a * per + i).to_new_event("bench")?;
+                let t = Instant::now();
+                log.append(event).await?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = start.elapsed();
+    let total = per * appenders as u64;
+    let head = log.read_head().await?;
+    ensure!(head.sequence == first + total, "head at {} after {total} appends from {first}", head.sequence);
+    let report = log.verify_chain(|_, _| {}).await?;
+    ensure!(report.faults.is_empty(), "the chain has faults: {:?}", report.faults.first());
+    let after = log.stats();
+    Ok(AppendRun { events: total, elapsed, latencies, commits: after.commits - before.commits })
+}
+
+/// Fills the log (and, through the live path, the views) with `events` events: per ten, eight blobs ingested, one
+/// package version naming two of them and one hold on it.
+pub(crate) async fn fill(db: &Database, events: u64) -> anyhow::Result<EventLog> {
+    const PER_TRANSACTION: u64 = 2_000;
+    let log = EventLog::open(db.clone(), LogOptions::default()).await?;
+    let mut n = 0u64;
+    while n < events {
+        let mut batch = Vec::new();
+        let end = (n + PER_TRANSACTION).min(events);
+        let mut last_package = None;
+        while n < end {
+            let event = match n % 10 {
+                8 => {
+                    let file = |k: u64, path: &str| PackageFile {
+                        path: path.into(),
+                        blake3: format!("blake3:{:064x}", k),
+                        sha256: format!("sha256:{:064x}", k),
+                        size: 4096 + k % 1000,
+                        media_type: Some("application/octet-stream".into()),
+                    };
+                    let package_id = Uuid::now_v7();
+                    last_package = Some(package_id);
+                    RegistryEvent::PackageCreated {
+                        package_id,
+                        payload: PackageCreated {
+                            name: format!("bench/pkg-{}", n / 1000),
+                            version: format!("1.0.{n}"),
+                            files: vec![file(n - 1, "bin/tool"), file(n - 2, "lib/libtool.so")],
+                            metadata: artifactstore_cbor::Value::Map(vec![]),
+                        },
+                    }
+                }
+                9 if last_package.is_some() => RegistryEvent::Retention {
+                    kind: RetentionKind::HoldSet,
+                    payload: RetentionChange {
+                        package_id: last_package.take().map(|p| p.to_string()).unwrap_or_default(),
+                        until: None,
+                        reason: Some("release candidate".into()),
+                    },
+                },
+                _ => ingested(n),
+            };
+            batch.push(event);
+            n += 1;
+        }
+        log.transact(move |wtx| {
+            Box::pin(async move {
+                for event in &batch {
+                    artifactstore_views::record(wtx, "bench", event).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .await?;
+    }
+    Ok(log)
+}
+
+/// What a replay measured.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplayRun {
+    pub(crate) events: u64,
+    pub(crate) elapsed: Duration,
+}
+
+/// Rebuilds the views of a filled log from nothing and checks they equal the live ones.
+pub(crate) async fn replay(log: &EventLog) -> anyhow::Result<ReplayRun> {
+    let live = {
+        let mut tx = log.database().begin_read().await?;
+        let dump = artifactstore_views::dump(&mut tx).await?;
+        tx.rollback().await?;
+        dump
+    };
+    let start = Instant::now();
+    let stats = artifactstore_views::rebuild(log, |_, _| {}).await?;
+    let elapsed = start.elapsed();
+    let mut tx = log.database().begin_read().await?;
+    let replayed = artifactstore_views::dump(&mut tx).await?;
+    tx.rollback().await?;
+    let differences = artifactstore_views::diff(&live, &replayed);
+    ensure!(differences.is_empty(), "replayed views differ from the live ones: {:?}", differences.first());
+    Ok(ReplayRun { events: stats.events, elapsed })
+}

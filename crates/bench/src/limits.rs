@@ -1,0 +1,171 @@
+//! The machine's own limits, measured in the same run as the workloads they bound.
+
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use artifactstore_db::{sqlx, Database};
+use artifactstore_digest::DualHasher;
+
+/// BLAKE3 and SHA-256 together over `size` bytes in 8 MiB chunks, as the server feeds them; MiB/s.
+pub(crate) fn dual_digest_speed(size: usize) -> f64 {
+    let data = vec![0x5au8; 8 * 1024 * 1024];
+    let start = Instant::now();
+    let mut hasher = DualHasher::new();
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(data.len());
+        hasher.update(&data[..n]);
+        left -= n;
+    }
+    std::hint::black_box(hasher.finalize());
+    size as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64()
+}
+
+/// Writes `size` bytes to a new file under `dir` in 8 MiB writes, then fsyncs it; MiB/s.
+pub(crate) fn disk_write_speed(dir: &Path, size: usize) -> anyhow::Result<f64> {
+    let data = vec![0xa5u8; 8 * 1024 * 1024];
+    let path = dir.join("disk-write.bin");
+    let start = Instant::now();
+    let mut file = std::fs::File::create(&path)?;
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(data.len());
+        file.write_all(&data[..n])?;
+        left -= n;
+    }
+    file.sync_all()?;
+    let speed = size as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64();
+    std::fs::remove_file(&path)?;
+    Ok(speed)
+}
+
+/// `threads` threads each create 4 KiB files and fsync them for `duration`; fsyncs per second in total.
+pub(crate) fn fsync_rate(dir: &Path, threads: usize, duration: Duration) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let counts = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || -> anyhow::Result<u64> {
+                    let data = [7u8; 4096];
+                    let mut n = 0u64;
+                    while start.elapsed() < duration {
+                        let path = dir.join(format!("fsync-{t}-{n}"));
+                        let mut file = std::fs::File::create(&path)?;
+                        file.write_all(&data)?;
+                        file.sync_all()?;
+                        std::fs::remove_file(&path)?;
+                        n += 1;
+                    }
+                    Ok(n)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("fsync thread")).collect::<Vec<_>>()
+    });
+    let mut total = 0;
+    for count in counts {
+        total += count?;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+/// `threads` threads each read every file (already in the page cache) `rounds` times; MiB/s in total.
+pub(crate) fn page_cache_read_speed(
+    files: &[std::path::PathBuf],
+    threads: usize,
+    rounds: usize,
+) -> anyhow::Result<f64> {
+    for path in files {
+        std::fs::read(path)?;
+    }
+    let start = Instant::now();
+    let bytes = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(move || -> anyhow::Result<u64> {
+                    let mut buf = vec![0u8; 256 * 1024];
+                    let mut total = 0u64;
+                    for _ in 0..rounds {
+                        for path in files {
+                            let mut file = std::fs::File::open(path)?;
+                            loop {
+                                let n = file.read(&mut buf)?;
+                                if n == 0 {
+                                    break;
+                                }
+                                total += n as u64;
+                            }
+                        }
+                    }
+                    Ok(total)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("read thread")).collect::<Vec<_>>()
+    });
+    let mut total = 0;
+    for b in bytes {
+        total += b?;
+    }
+    Ok(total as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64())
+}
+
+/// Inserts `rows` rows shaped like a stored blob's into a scratch table in one transaction, 100 rows per statement
+/// through the same driver the product uses; rows per second.
+pub(crate) async fn raw_insert_speed(db: &Database, rows: usize) -> anyhow::Result<f64> {
+    const PER_STATEMENT: usize = 100;
+    let mut tx = db.begin_write().await?;
+    sqlx_exec(&mut tx, "DROP TABLE IF EXISTS bench_raw_insert").await?;
+    sqlx_exec(
+        &mut tx,
+        "CREATE TABLE bench_raw_insert (k TEXT PRIMARY KEY, s TEXT NOT NULL, n BIGINT NOT NULL, q BIGINT NOT NULL)",
+    )
+    .await?;
+    let placeholders: Vec<String> = (0..PER_STATEMENT)
+        .map(|i| format!("(${}, ${}, ${}, ${})", 4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4))
+        .collect();
+    let sql = format!("INSERT INTO bench_raw_insert (k, s, n, q) VALUES {}", placeholders.join(", "));
+    let start = Instant::now();
+    let mut done = 0;
+    while done < rows {
+        let keys: Vec<(String, String)> = (done..done + PER_STATEMENT)
+            .map(|i| (format!("blake3:{:064x}", i), format!("sha256:{:064x}", i)))
+            .collect();
+        match &mut tx {
+            artifactstore_db::Tx::Sqlite(t) => {
+                let mut q = sqlx::query(&sql);
+                for (i, (k, s)) in keys.iter().enumerate() {
+                    q = q.bind(k).bind(s).bind(4096i64).bind((done + i) as i64);
+                }
+                q.execute(&mut **t).await?;
+            }
+            artifactstore_db::Tx::Postgres(t) => {
+                let mut q = sqlx::query(&sql);
+                for (i, (k, s)) in keys.iter().enumerate() {
+                    q = q.bind(k).bind(s).bind(4096i64).bind((done + i) as i64);
+                }
+                q.execute(&mut **t).await?;
+            }
+        }
+        done += PER_STATEMENT;
+    }
+    tx.commit().await?;
+    let speed = done as f64 / start.elapsed().as_secs_f64();
+    let mut tx = db.begin_write().await?;
+    sqlx_exec(&mut tx, "DROP TABLE bench_raw_insert").await?;
+    tx.commit().await?;
+    Ok(speed)
+}
+
+async fn sqlx_exec(tx: &mut artifactstore_db::Tx, sql: &str) -> anyhow::Result<()> {
+    match tx {
+        artifactstore_db::Tx::Sqlite(t) => {
+            sqlx::query(sql).execute(&mut **t).await?;
+        }
+        artifactstore_db::Tx::Postgres(t) => {
+            sqlx::query(sql).execute(&mut **t).await?;
+        }
+    }
+    Ok(())
+}

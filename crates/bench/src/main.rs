@@ -1,0 +1,420 @@
+//! `artifactstore-bench`: artifactstore measured side by side with the CNCF distribution registry and with the
+//! machine's own limits, in one run. `scripts/bench.sh` builds and runs it and writes `docs/BENCHMARKS.md`.
+//!
+//! Every workload also checks its results (digests the servers answer, bytes downloaded, a gapless feed, a chain
+//! without faults, replayed views equal to the live ones), so `--quick` is a correctness run of the harness.
+
+mod inproc;
+mod limits;
+mod push;
+mod report;
+mod servers;
+mod sse;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use artifactstore_db::Backend;
+use clap::Parser;
+
+use crate::push::{Blob, Client};
+use crate::report::{mib, percentile, Report, Row};
+use crate::servers::{Kind, Server};
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks artifactstore against the OCI reference registry and the machine's limits")]
+struct Args {
+    /// The artifactstore binary to serve (default: the one next to this program).
+    #[arg(long)]
+    artifactstore: Option<PathBuf>,
+    /// The distribution registry binary (Debian's docker-registry).
+    #[arg(long, default_value = "/usr/bin/docker-registry")]
+    registry: PathBuf,
+    /// The PostgreSQL server for the append workload; each run works in a schema of its own.
+    #[arg(long, env = "ARTIFACTSTORE_TEST_POSTGRES", default_value = "postgres://root@127.0.0.1:5432/test")]
+    postgres: String,
+    /// Small counts: checks the harness and the results in seconds, measures nothing worth quoting.
+    #[arg(long)]
+    quick: bool,
+    /// Only these workloads (letters a to g, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<char>,
+    /// A scratch directory for the servers' data (default: a temporary one under target/).
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Put the results into this Markdown file, between its bench markers.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The command line to quote in the results.
+    #[arg(long, default_value = "scripts/bench.sh")]
+    command: String,
+}
+
+/// Workload sizes: full, or quick.
+struct Sizes {
+    a_blobs: usize,
+    a_blob: usize,
+    a_chunk: usize,
+    big_blob: usize,
+    b_blobs: usize,
+    c_events: u64,
+    d_events: u64,
+    e_subscribers: usize,
+    e_events: u64,
+    e_rate: u64,
+    g_blobs: usize,
+    g_blob: usize,
+    g_rounds: usize,
+    limit_bytes: usize,
+}
+
+const MIB: usize = 1024 * 1024;
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                a_blobs: 4,
+                a_blob: 4 * MIB,
+                a_chunk: MIB,
+                big_blob: 16 * MIB,
+                b_blobs: 320,
+                c_events: 640,
+                d_events: 5_000,
+                e_subscribers: 20,
+                e_events: 100,
+                e_rate: 200,
+                g_blobs: 4,
+                g_blob: MIB,
+                g_rounds: 1,
+                limit_bytes: 32 * MIB,
+            }
+        } else {
+            Sizes {
+                a_blobs: 8,
+                a_blob: 64 * MIB,
+                a_chunk: 8 * MIB,
+                big_blob: 1024 * MIB,
+                b_blobs: 8_000,
+                c_events: 64_000,
+                d_events: 1_000_000,
+                e_subscribers: 1_000,
+                e_events: 10_000,
+                e_rate: 1_000,
+                g_blobs: 16,
+                g_blob: 16 * MIB,
+                g_rounds: 4,
+                limit_bytes: 1024 * MIB,
+            }
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let sizes = Sizes::new(args.quick);
+    let artifactstore = match &args.artifactstore {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("artifactstore"),
+    };
+    anyhow::ensure!(artifactstore.exists(), "{} is missing: build it first", artifactstore.display());
+    anyhow::ensure!(args.registry.exists(), "{} is missing: apt-get install docker-registry", args.registry.display());
+    let work = match &args.work {
+        Some(dir) => tempfile::tempdir_in(dir)?,
+        None => {
+            std::fs::create_dir_all("target/bench")?;
+            tempfile::tempdir_in("target/bench")?
+        }
+    };
+    let wants = |w: char| args.only.is_empty() || args.only.contains(&w);
+    let mut report = Report::default();
+    let bins = (artifactstore.as_path(), args.registry.as_path());
+
+    if wants('a') || wants('f') {
+        workload_a_f(&mut report, &sizes, bins, work.path(), wants('a')).await.context("workload a/f")?;
+    }
+    if wants('b') {
+        workload_b(&mut report, &sizes, bins, work.path()).await.context("workload b")?;
+    }
+    if wants('c') {
+        workload_c(&mut report, &sizes, &args.postgres, work.path()).await.context("workload c")?;
+    }
+    if wants('d') {
+        workload_d(&mut report, &sizes, work.path()).await.context("workload d")?;
+    }
+    if wants('e') {
+        workload_e(&mut report, &sizes, bins.0, work.path()).await.context("workload e")?;
+    }
+    if wants('g') {
+        workload_g(&mut report, &sizes, bins, work.path()).await.context("workload g")?;
+    }
+
+    let markdown = report.markdown(&args.command, args.quick);
+    println!("{markdown}");
+    if let Some(out) = &args.out {
+        report::write_between_markers(out, &markdown)?;
+        eprintln!("wrote {}", out.display());
+    }
+    let missed = report.missed();
+    if !missed.is_empty() {
+        eprintln!("targets missed: {}", missed.join(", "));
+    }
+    Ok(())
+}
+
+type Bins<'a> = (&'a std::path::Path, &'a std::path::Path);
+
+async fn start(kind: Kind, bins: Bins<'_>, dir: &std::path::Path) -> anyhow::Result<Server> {
+    match kind {
+        Kind::Artifactstore => Server::artifactstore(bins.0, dir).await,
+        Kind::Distribution => Server::distribution(bins.1, dir).await,
+    }
+}
+
+async fn workload_a_f(
+    report: &mut Report,
+    sizes: &Sizes,
+    bins: Bins<'_>,
+    work: &std::path::Path,
+    a: bool,
+) -> anyhow::Result<()> {
+    let hash = limits::dual_digest_speed(sizes.limit_bytes);
+    let disk = limits::disk_write_speed(work, sizes.limit_bytes)?;
+    eprintln!("a: dual digest {hash:.0} MiB/s, disk write+fsync {disk:.0} MiB/s");
+    let blobs: Arc<Vec<Blob>> = Arc::new((0..sizes.a_blobs as u64).map(|n| Blob::random(n, sizes.a_blob)).collect());
+    let big = Arc::new(vec![Blob::random(1 << 40, sizes.big_blob)]);
+    let mut speeds = Vec::new();
+    let mut big_speeds = Vec::new();
+    let mut rss = Vec::new();
+    for kind in [Kind::Artifactstore, Kind::Distribution] {
+        if a {
+            let server = start(kind, bins, &work.join(format!("a-{}", kind.name()))).await?;
+            let client = Client::new(kind, &server.base)?;
+            let run = push::push_all(&client, blobs.clone(), 2, sizes.a_chunk).await?;
+            eprintln!("a: {}: {:.0} MiB/s", kind.name(), run.mib_per_second());
+            speeds.push(run.mib_per_second());
+        }
+        // The big blob goes to a fresh server, so its peak memory is that of this one upload.
+        let server = start(kind, bins, &work.join(format!("f-{}", kind.name()))).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (idle, _) = server.rss()?;
+        let client = Client::new(kind, &server.base)?;
+        let run = push::push_all(&client, big.clone(), 1, sizes.a_chunk).await?;
+        let (_, peak) = server.rss()?;
+        eprintln!(
+            "a: {} big blob: {:.0} MiB/s, RSS idle {} peak {}",
+            kind.name(),
+            run.mib_per_second(),
+            mib(idle),
+            mib(peak)
+        );
+        big_speeds.push(run.mib_per_second());
+        rss.push((idle, peak));
+    }
+    let big_label = format!("{} MiB", sizes.big_blob / MIB);
+    if a {
+        let label =
+            format!("{} × {} MiB in {} MiB chunks, 2 clients", sizes.a_blobs, sizes.a_blob / MIB, sizes.a_chunk / MIB);
+        report.limit("a", "dual-digest speed in-process (BLAKE3 + SHA-256, 8 MiB chunks)", format!("{hash:.0} MiB/s"));
+        report.limit("a", "disk write speed with fsync", format!("{disk:.0} MiB/s"));
+        for (what, ours, theirs) in
+            [(label, speeds[0], speeds[1]), (format!("one {big_label} blob"), big_speeds[0], big_speeds[1])]
+        {
+            report.push(
+                Row::compare("a", &what, ours, theirs, "MiB/s", 1.5).with_floor(300.0).with_limit(disk.min(hash)),
+            );
+        }
+    }
+    let (idle, peak) = rss[0];
+    let growth = peak.saturating_sub(idle);
+    report.push(Row {
+        workload: "f",
+        what: format!("server peak RSS ingesting one {big_label} blob"),
+        ours: format!("{} (idle {}, +{})", mib(peak), mib(idle), mib(growth)),
+        reference: format!("distribution: {} (idle {})", mib(rss[1].1), mib(rss[1].0)),
+        ratio: format!("+{} over idle", mib(growth)),
+        target: "≤ idle + 64 MiB".into(),
+        met: Some(growth <= 64 * MIB as u64),
+    });
+    Ok(())
+}
+
+async fn workload_b(report: &mut Report, sizes: &Sizes, bins: Bins<'_>, work: &std::path::Path) -> anyhow::Result<()> {
+    let fsync_dir = work.join("fsync");
+    std::fs::create_dir_all(&fsync_dir)?;
+    let fsync_1 = limits::fsync_rate(&fsync_dir, 1, Duration::from_secs(2))?;
+    let fsync_16 = limits::fsync_rate(&fsync_dir, 16, Duration::from_secs(2))?;
+    eprintln!("b: fsyncs/s: {fsync_1:.0} (1 thread), {fsync_16:.0} (16 threads)");
+    let blobs: Arc<Vec<Blob>> = Arc::new((0..sizes.b_blobs as u64).map(|n| Blob::random(n, 4096)).collect());
+    let mut rates = Vec::new();
+    let mut p99 = Vec::new();
+    for kind in [Kind::Artifactstore, Kind::Distribution] {
+        let server = start(kind, bins, &work.join(format!("b-{}", kind.name()))).await?;
+        let client = Client::new(kind, &server.base)?;
+        let mut run = push::push_all(&client, blobs.clone(), 16, 4096).await?;
+        eprintln!("b: {}: {:.0} blobs/s", kind.name(), run.per_second());
+        rates.push(run.per_second());
+        p99.push(percentile(&mut run.latencies, 0.99));
+    }
+    report.limit(
+        "b",
+        "fsyncs per second of this disk (4 KiB file each), 1 / 16 threads",
+        format!("{fsync_1:.0} / {fsync_16:.0}"),
+    );
+    report.push(
+        Row::compare("b", "4 KiB blobs, upload + commit, 16 clients", rates[0], rates[1], "blobs/s", 5.0)
+            .with_floor(1500.0)
+            .with_limit(fsync_16)
+            .with_note(format!("p99 {} ms vs {} ms", p99[0].as_millis(), p99[1].as_millis())),
+    );
+    Ok(())
+}
+
+async fn workload_c(report: &mut Report, sizes: &Sizes, postgres: &str, work: &std::path::Path) -> anyhow::Result<()> {
+    let fsync_1 = limits::fsync_rate(work, 1, Duration::from_secs(1))?;
+    report.limit(
+        "c",
+        "one fsync per event (a 4 KiB file fsynced per event, 1 thread)",
+        format!("{fsync_1:.0} events/s"),
+    );
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        for appenders in [1usize, 16, 64] {
+            let scratch = inproc::ScratchDb::open(backend, postgres, work).await?;
+            let events = if appenders == 1 { sizes.c_events / 8 } else { sizes.c_events };
+            let mut run = inproc::append(&scratch.db, appenders, events).await?;
+            scratch.close().await?;
+            let rate = run.events as f64 / run.elapsed.as_secs_f64();
+            let (p50, p99) = (percentile(&mut run.latencies, 0.50), percentile(&mut run.latencies, 0.99));
+            eprintln!(
+                "c: {backend:?} {appenders}: {rate:.0} events/s p50 {p50:?} p99 {p99:?}, {} commits",
+                run.commits
+            );
+            let (floor, p99_cap) = match (backend, appenders) {
+                (Backend::Sqlite, 64) => (Some(50_000.0), Some(Duration::from_millis(10))),
+                (Backend::Postgres, 64) => (Some(20_000.0), None),
+                _ => (None, None),
+            };
+            let met = floor.map(|f| rate >= f && p99_cap.is_none_or(|cap| p99 < cap));
+            report.push(Row {
+                workload: "c",
+                what: format!("{backend:?}, {appenders} appender{}", if appenders == 1 { "" } else { "s" }),
+                ours: format!(
+                    "{rate:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, {:.0} events per commit",
+                    p50.as_secs_f64() * 1e3,
+                    p99.as_secs_f64() * 1e3,
+                    run.events as f64 / run.commits.max(1) as f64
+                ),
+                reference: String::new(),
+                ratio: format!("{:.1}× one fsync per event", rate / fsync_1),
+                target: match (floor, p99_cap) {
+                    (Some(f), Some(cap)) => format!("≥ {f:.0}/s, p99 < {} ms", cap.as_millis()),
+                    (Some(f), None) => format!("≥ {f:.0}/s"),
+                    _ => "—".into(),
+                },
+                met,
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn workload_d(report: &mut Report, sizes: &Sizes, work: &std::path::Path) -> anyhow::Result<()> {
+    let scratch = inproc::ScratchDb::open(Backend::Sqlite, "", work).await?;
+    let raw = limits::raw_insert_speed(&scratch.db, (sizes.d_events as usize).min(1_000_000)).await?;
+    eprintln!("d: raw insert {raw:.0} rows/s; filling {} events", sizes.d_events);
+    let log = inproc::fill(&scratch.db, sizes.d_events).await?;
+    let run = inproc::replay(&log).await?;
+    let rate = run.events as f64 / run.elapsed.as_secs_f64();
+    eprintln!("d: replay {rate:.0} events/s");
+    drop(log);
+    scratch.close().await?;
+    report.limit(
+        "d",
+        "raw insert speed, SQLite (one transaction, 100-row INSERTs of a blob-shaped row)",
+        format!("{raw:.0} rows/s"),
+    );
+    report.push(Row {
+        workload: "d",
+        what: format!(
+            "replay of {} events into empty views (SQLite; 80% blobs, 10% packages of 2 files, 10% holds)",
+            run.events
+        ),
+        ours: format!("{rate:.0} events/s ({:.1} s)", run.elapsed.as_secs_f64()),
+        reference: String::new(),
+        ratio: format!("{:.2}× raw insert", rate / raw),
+        target: "≥ 250000 events/s".into(),
+        met: Some(rate >= 250_000.0),
+    });
+    Ok(())
+}
+
+async fn workload_e(
+    report: &mut Report,
+    sizes: &Sizes,
+    bin: &std::path::Path,
+    work: &std::path::Path,
+) -> anyhow::Result<()> {
+    let server = Server::artifactstore(bin, &work.join("e")).await?;
+    let mut run = sse::run(&server.base, sizes.e_subscribers, sizes.e_events, sizes.e_rate).await?;
+    let (p50, p99, max) = (
+        percentile(&mut run.latencies, 0.5),
+        percentile(&mut run.latencies, 0.99),
+        percentile(&mut run.latencies, 1.0),
+    );
+    eprintln!("e: p50 {p50:?} p99 {p99:?} max {max:?}, reconnects {}", run.reconnects);
+    report.push(Row {
+        workload: "e",
+        what: format!("{} SSE subscribers, {} events committed at {}/s", run.subscribers, run.events, sizes.e_rate),
+        ours: format!(
+            "commit → delivery p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} deliveries, none missed or repeated, {} reconnects",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3,
+            run.latencies.len(),
+            run.reconnects
+        ),
+        reference: format!("offered {:.0} events/s over {:.1} s", run.events as f64 / run.elapsed.as_secs_f64(), run.elapsed.as_secs_f64()),
+        ratio: String::new(),
+        target: "p99 ≤ 50 ms, none missed".into(),
+        met: Some(p99 <= Duration::from_millis(50)),
+    });
+    Ok(())
+}
+
+async fn workload_g(report: &mut Report, sizes: &Sizes, bins: Bins<'_>, work: &std::path::Path) -> anyhow::Result<()> {
+    let blobs: Arc<Vec<Blob>> = Arc::new((0..sizes.g_blobs as u64).map(|n| Blob::random(n, sizes.g_blob)).collect());
+    let mut speeds = Vec::new();
+    let mut files = Vec::new();
+    for kind in [Kind::Artifactstore, Kind::Distribution] {
+        let server = start(kind, bins, &work.join(format!("g-{}", kind.name()))).await?;
+        let client = Client::new(kind, &server.base)?;
+        push::push_all(&client, blobs.clone(), 4, 8 * MIB).await?;
+        let run = push::download_all(&client, blobs.clone(), 4, sizes.g_rounds).await?;
+        eprintln!("g: {}: {:.0} MiB/s", kind.name(), run.mib_per_second());
+        speeds.push(run.mib_per_second());
+        if kind == Kind::Artifactstore {
+            files = report::files_under(&server.dir.join("data"), sizes.g_blob as u64)?;
+        }
+    }
+    let cache = limits::page_cache_read_speed(&files, 4, sizes.g_rounds)?;
+    report.limit("g", "page-cache read of the same blob files, 4 threads, 256 KiB reads", format!("{cache:.0} MiB/s"));
+    report.push(
+        Row::compare(
+            "g",
+            &format!("download {} × {} MiB blobs, 4 clients", sizes.g_blobs, sizes.g_blob / MIB),
+            speeds[0],
+            speeds[1],
+            "MiB/s",
+            1.0,
+        )
+        .with_limit(cache),
+    );
+    Ok(())
+}
