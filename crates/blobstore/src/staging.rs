@@ -87,6 +87,8 @@ pub struct StageWriter {
 enum WriterKind {
     File {
         file: tokio::fs::File,
+        /// The staging directory, when this writer starts the file (offset 0): its entry must be synced too.
+        first: Option<PathBuf>,
     },
     S3 {
         store: std::sync::Arc<object_store::aws::AmazonS3>,
@@ -101,6 +103,9 @@ enum WriterKind {
     },
 }
 
+/// The BLAKE3 digest of no bytes at all.
+const EMPTY_BLAKE3: &str = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262";
+
 impl BlobStore {
     fn staging_file(root: &std::path::Path, session: Uuid) -> PathBuf {
         root.join("staging").join(session.to_string())
@@ -114,16 +119,9 @@ impl BlobStore {
     pub async fn stage_open(&self, session: Uuid) -> Result<StagingState, Error> {
         match &self.backend {
             Backend::File { root, .. } => {
-                let path = Self::staging_file(root, session);
-                let dir = path.parent().expect("a staging file has a directory");
-                tokio::fs::create_dir_all(dir).await.map_err(Error::io(format!("create {}", dir.display())))?;
-                let file = tokio::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                    .await
-                    .map_err(Error::io(format!("create {}", path.display())))?;
-                file.sync_all().await.map_err(Error::io(format!("sync {}", path.display())))?;
+                // The file itself is created by the first chunk's writer.
+                let dir = root.join("staging");
+                tokio::fs::create_dir_all(&dir).await.map_err(Error::io(format!("create {}", dir.display())))?;
                 Ok(StagingState::File)
             }
             Backend::S3 { store, .. } => {
@@ -140,9 +138,26 @@ impl BlobStore {
         let kind = match (&self.backend, state) {
             (Backend::File { root, .. }, StagingState::File) => {
                 let path = Self::staging_file(root, session);
-                let mut file = tokio::fs::OpenOptions::new().write(true).open(&path).await.map_err(|err| {
-                    Error::Staging { session, why: format!("the staged bytes at {} are gone: {err}", path.display()) }
-                })?;
+                // Only the first chunk may find no file: a session past offset 0 must have its staged bytes.
+                let mut file = match tokio::fs::OpenOptions::new().write(true).open(&path).await {
+                    Ok(file) => file,
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound && offset == 0 => {
+                        let file = tokio::fs::OpenOptions::new()
+                            .write(true)
+                            .create(true)
+                            .truncate(false)
+                            .open(&path)
+                            .await
+                            .map_err(Error::io(format!("create {}", path.display())))?;
+                        file
+                    }
+                    Err(err) => {
+                        return Err(Error::Staging {
+                            session,
+                            why: format!("the staged bytes at {} are gone: {err}", path.display()),
+                        })
+                    }
+                };
                 let len = file.metadata().await.map_err(Error::io(format!("inspect {}", path.display())))?.len();
                 if len < offset {
                     return Err(Error::Staging {
@@ -152,7 +167,7 @@ impl BlobStore {
                 }
                 file.set_len(offset).await.map_err(Error::io(format!("truncate {}", path.display())))?;
                 file.seek(std::io::SeekFrom::Start(offset)).await.map_err(Error::io("seek the staged file"))?;
-                WriterKind::File { file }
+                WriterKind::File { file, first: (offset == 0).then(|| path.parent().map(PathBuf::from)).flatten() }
             }
             (Backend::S3 { store, .. }, StagingState::S3 { upload_id, parts, pending_start, pending_len }) => {
                 let dir = self.staging_dir(session);
@@ -203,11 +218,22 @@ impl BlobStore {
                 let to = root.join(&blob_key);
                 let dir = to.parent().expect("a blob path has a directory").to_path_buf();
                 tokio::fs::create_dir_all(&dir).await.map_err(Error::io(format!("create {}", dir.display())))?;
-                let file = tokio::fs::File::open(&from).await.map_err(|err| Error::Staging {
-                    session,
-                    why: format!("the staged bytes at {} are gone: {err}", from.display()),
-                })?;
-                file.sync_all().await.map_err(Error::io(format!("sync {}", from.display())))?;
+                let file = match tokio::fs::File::open(&from).await {
+                    Ok(file) => file,
+                    // A session that never received a byte has no staged file; only the empty blob has its address.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound && blake3_hex == EMPTY_BLAKE3 => {
+                        tokio::fs::File::create(&from).await.map_err(Error::io(format!("create {}", from.display())))?
+                    }
+                    Err(err) => {
+                        return Err(Error::Staging {
+                            session,
+                            why: format!("the staged bytes at {} are gone: {err}", from.display()),
+                        })
+                    }
+                };
+                // The bytes of an acknowledged chunk are synced already; a last chunk that rode on the commit
+                // is not, and must be before the blob appears at its address.
+                file.sync_data().await.map_err(Error::io(format!("sync {}", from.display())))?;
                 drop(file);
                 tokio::fs::rename(&from, &to).await.map_err(Error::io(format!(
                     "move {} to {}",
@@ -252,6 +278,21 @@ impl BlobStore {
             }
             _ => Err(Error::Staging { session, why: "the session was staged on another kind of store".into() }),
         }
+    }
+
+    /// Makes a session's staged bytes durable (after a chunk that was finished without `durable`).
+    pub async fn stage_sync(&self, session: Uuid, state: &StagingState) -> Result<(), Error> {
+        if let (Backend::File { root, .. }, StagingState::File) = (&self.backend, state) {
+            let path = Self::staging_file(root, session);
+            match tokio::fs::File::open(&path).await {
+                Ok(file) => file.sync_data().await.map_err(Error::io(format!("sync {}", path.display())))?,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(err) => return Err(Error::io(format!("open {}", path.display()))(err)),
+            }
+            let dir = path.parent().expect("a staging file has a directory");
+            sync_dir(dir).await?;
+        }
+        Ok(())
     }
 
     /// Frees everything staged for a session; aborting twice, or a session with nothing staged, succeeds.
@@ -352,7 +393,7 @@ impl StageWriter {
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), Error> {
         self.written += chunk.len() as u64;
         match &mut self.kind {
-            WriterKind::File { file } => file.write_all(&chunk).await.map_err(Error::io("write the staged file")),
+            WriterKind::File { file, .. } => file.write_all(&chunk).await.map_err(Error::io("write the staged file")),
             WriterKind::S3 { buffer, .. } => {
                 buffer.extend_from_slice(&chunk);
                 if buffer.len() >= PART_SIZE {
@@ -374,17 +415,23 @@ impl StageWriter {
         Ok(())
     }
 
-    /// Makes everything written durable and returns the session's new staging state.
-    pub async fn finish(mut self) -> Result<StagingState, Error> {
+    /// Ends the chunk and returns the session's new staging state; with `durable`, everything written survives a
+    /// crash once this returns (a chunk that is committed at once needs no sync of its own: `stage_commit` syncs).
+    pub async fn finish(mut self, durable: bool) -> Result<StagingState, Error> {
         if let WriterKind::S3 { buffer, .. } = &self.kind {
             if buffer.len() >= MIN_PART_SIZE {
                 self.flush_part().await?;
             }
         }
         match self.kind {
-            WriterKind::File { mut file } => {
+            WriterKind::File { mut file, first } => {
                 file.flush().await.map_err(Error::io("flush the staged file"))?;
-                file.sync_data().await.map_err(Error::io("sync the staged file"))?;
+                if durable {
+                    file.sync_data().await.map_err(Error::io("sync the staged file"))?;
+                    if let Some(dir) = first {
+                        sync_dir(&dir).await?;
+                    }
+                }
                 Ok(StagingState::File)
             }
             WriterKind::S3 { store, dir, upload_id, parts, buffer_start, buffer, .. } => {

@@ -24,7 +24,7 @@ async fn stage(store: &BlobStore, session: Uuid, data: &[u8], piece: usize) -> S
         for frame in chunk.chunks(64 * 1024) {
             writer.write(Bytes::copy_from_slice(frame)).await.unwrap();
         }
-        state = writer.finish().await.unwrap();
+        state = writer.finish(true).await.unwrap();
         offset += chunk.len() as u64;
     }
     state
@@ -44,7 +44,7 @@ async fn exercise(store: BlobStore) {
     }
     let mut writer = store.stage_writer(session, &state, 4 * 1024 * 1024).await.unwrap();
     writer.write(Bytes::copy_from_slice(&data[4 * 1024 * 1024..])).await.unwrap();
-    let state = writer.finish().await.unwrap();
+    let state = writer.finish(true).await.unwrap();
     assert_eq!(store.staged().await.unwrap().iter().filter(|s| s.session == session).count(), 1);
 
     assert_eq!(store.stage_commit(session, &state, &hex).await.unwrap(), Placed::Stored);
@@ -115,7 +115,8 @@ async fn filesystem_writer_refuses_lost_bytes() {
     let state = stage(&store, session, b"hello", 5).await;
     // The bookkeeping claims more than the staging holds: refuse rather than write a hole.
     assert!(store.stage_writer(session, &state, 10).await.is_err());
-    assert!(store.stage_writer(Uuid::now_v7(), &state, 0).await.is_err());
+    // A session's first chunk creates its staged file; a later chunk never does.
+    assert!(store.stage_writer(Uuid::now_v7(), &state, 3).await.is_err());
 }
 
 #[tokio::test]

@@ -45,6 +45,9 @@ pub(crate) struct Job {
     pub(crate) run: Run,
     /// Tells the caller the work will never complete.
     pub(crate) abort: Box<dyn FnOnce(Failure) + Send>,
+    /// Whether the work may leave changes behind when it fails, so a group must fence it with a savepoint.
+    /// Plain appends (`WriteTx::push`) change nothing unless they succeed and need none.
+    pub(crate) savepoint: bool,
 }
 
 const SAVEPOINT: &str = "unit_of_work";
@@ -111,22 +114,27 @@ async fn run_batch(db: &Database, jobs: Vec<Job>) -> Result<Option<(Head, u64)>,
     let mut remaining = jobs.into_iter();
     while let Some(job) = remaining.next() {
         let mark = wtx.mark();
-        if grouped {
-            if let Err(err) = wtx.tx().savepoint(SAVEPOINT).await {
-                let err = Arc::new(Error::from(err));
+        let fenced = grouped && job.savepoint;
+        if fenced {
+            let fence = match wtx.flush().await {
+                Ok(()) => wtx.tx().savepoint(SAVEPOINT).await.map_err(Error::from),
+                Err(err) => Err(err),
+            };
+            if let Err(err) = fence {
+                let err = Arc::new(err);
                 (job.abort)(Failure::Batch(err.clone()));
                 abort_all(remaining, &err);
                 return Err(fail_all(delivers, err));
             }
         }
-        let Job { run, abort } = job;
+        let Job { run, abort, .. } = job;
         let outcome = AssertUnwindSafe(run(&mut wtx)).catch_unwind().await;
         let ok = matches!(&outcome, Ok(o) if o.ok);
         match outcome {
             Ok(outcome) => delivers.push(outcome.deliver),
             Err(_) => abort(Failure::Panicked),
         }
-        let step = match (grouped, ok) {
+        let step = match (fenced, ok) {
             (true, true) => wtx.tx().release_savepoint(SAVEPOINT).await,
             (true, false) => {
                 wtx.reset(mark);

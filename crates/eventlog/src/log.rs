@@ -121,6 +121,16 @@ impl EventLog {
         T: Send + 'static,
         E: From<Error> + Send + 'static,
     {
+        self.enqueue(work, true).await
+    }
+
+    /// Queues `work` for the committer; `savepoint` says whether a failure of it may leave changes to undo.
+    async fn enqueue<T, E, F>(&self, work: F, savepoint: bool) -> Result<T, E>
+    where
+        F: for<'a> FnOnce(&'a mut WriteTx) -> BoxFuture<'a, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel::<Result<T, E>>();
         // Whichever of `run` and `abort` the committer calls takes the one reply.
         let reply = Arc::new(Mutex::new(Some(reply)));
@@ -147,13 +157,15 @@ impl EventLog {
             };
             send(&abort_reply, Err(E::from(err)));
         });
-        self.inner.queue.send(Job { run, abort }).await.map_err(|_| E::from(Error::Closed))?;
+        self.inner.queue.send(Job { run, abort, savepoint }).await.map_err(|_| E::from(Error::Closed))?;
         answer.await.unwrap_or_else(|_| Err(E::from(Error::Closed)))
     }
 
     /// Appends one event on its own (grouped with other concurrent writes) and returns it once durable.
+    ///
+    /// The events of a group are inserted together, in multi-row statements, just before it commits.
     pub async fn append(&self, event: NewEvent) -> Result<Event, Error> {
-        self.transact(move |wtx| Box::pin(async move { wtx.append(event).await })).await
+        self.enqueue(move |wtx| Box::pin(std::future::ready(wtx.push(event))), false).await
     }
 
     /// Opens a write transaction outside the committer, holding the head lock until it ends.
@@ -190,10 +202,10 @@ impl EventLog {
             if crate::chain_hash(&head.chain_hash, event) != event.chain_hash {
                 return Err(Error::Corrupt(format!("import: event {} breaks the hash chain", event.sequence)));
             }
-            store::insert_event(wtx.tx(), event).await?;
             head.sequence = event.sequence;
             head.chain_hash = event.chain_hash;
         }
+        store::insert_events(wtx.tx(), events).await?;
         store::write_head(wtx.tx(), &head).await?;
         wtx.tx_commit().await?;
         self.publish(head);

@@ -1,6 +1,6 @@
 //! The SQL behind the log, for both backends.
 
-use artifactstore_db::{fetch_all, fetch_one, fetch_optional, AsExec, Backend, Tx};
+use artifactstore_db::{fetch_all, fetch_one, fetch_optional, sqlx, AsExec, Backend, Exec, Tx};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -127,6 +127,52 @@ pub(crate) async fn insert_event(tx: &mut Tx, event: &Event) -> Result<(), Error
         event.payload_digest.as_slice(),
         event.chain_hash.as_slice(),
     )?;
+    Ok(())
+}
+
+/// Rows per multi-row `INSERT` of events: 9 parameters each, far below either backend's limit.
+const EVENTS_PER_INSERT: usize = 100;
+
+/// Inserts events in order, up to `EVENTS_PER_INSERT` per statement.
+pub(crate) async fn insert_events(tx: &mut Tx, events: &[Event]) -> Result<(), Error> {
+    if let [event] = events {
+        return insert_event(tx, event).await;
+    }
+    for chunk in events.chunks(EVENTS_PER_INSERT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = |k: usize| format!("${}", 9 * i + k);
+                format!("({}, {}, {}, {}, {}, {}, {}, {}, {})", p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8), p(9))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO events (sequence, created_at, event_type, subject_kind, subject_id, actor, payload, \
+             payload_digest, chain_hash) VALUES {}",
+            rows.join(", ")
+        );
+        macro_rules! bind_all {
+            ($query:expr) => {{
+                let mut query = $query;
+                for e in chunk {
+                    query = query
+                        .bind(seq(e.sequence))
+                        .bind(e.created_at)
+                        .bind(e.event_type.as_str())
+                        .bind(e.subject_kind.as_str())
+                        .bind(e.subject_id)
+                        .bind(e.actor.as_str())
+                        .bind(e.payload.as_slice())
+                        .bind(e.payload_digest.as_slice())
+                        .bind(e.chain_hash.as_slice());
+                }
+                query
+            }};
+        }
+        match tx.as_exec() {
+            Exec::Sqlite(c) => bind_all!(sqlx::query(&sql)).execute(c).await.map(drop)?,
+            Exec::Postgres(c) => bind_all!(sqlx::query(&sql)).execute(c).await.map(drop)?,
+        }
+    }
     Ok(())
 }
 

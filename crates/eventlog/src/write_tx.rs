@@ -11,6 +11,8 @@ pub struct WriteTx {
     tx: Tx,
     head: Head,
     appended: Vec<Event>,
+    /// How many of the last `appended` events are not inserted yet (see `push`).
+    pending: usize,
     head_changed: bool,
 }
 
@@ -26,11 +28,19 @@ impl WriteTx {
     pub(crate) async fn begin(db: &Database) -> Result<WriteTx, Error> {
         let mut tx = db.begin_write().await?;
         let head = store::lock_head(&mut tx).await?;
-        Ok(WriteTx { tx, head, appended: Vec::new(), head_changed: false })
+        Ok(WriteTx { tx, head, appended: Vec::new(), pending: 0, head_changed: false })
     }
 
     /// Appends one event after everything appended so far, in this transaction.
     pub async fn append(&mut self, new: NewEvent) -> Result<Event, Error> {
+        let event = self.push(new)?;
+        self.flush().await?;
+        Ok(event)
+    }
+
+    /// Gives `new` the next sequence and chain hash without writing it yet: `flush` (or the commit) inserts
+    /// every pushed event at once. Nothing changes if the event is invalid.
+    pub(crate) fn push(&mut self, new: NewEvent) -> Result<Event, Error> {
         new.validate()?;
         let mut event = Event {
             sequence: self.head.sequence + 1,
@@ -44,12 +54,22 @@ impl WriteTx {
             chain_hash: [0; 32],
         };
         event.chain_hash = chain_hash(&self.head.chain_hash, &event);
-        store::insert_event(&mut self.tx, &event).await?;
         self.head.sequence = event.sequence;
         self.head.chain_hash = event.chain_hash;
         self.head_changed = true;
         self.appended.push(event.clone());
+        self.pending += 1;
         Ok(event)
+    }
+
+    /// Inserts the events pushed but not yet written, in multi-row statements.
+    pub(crate) async fn flush(&mut self) -> Result<(), Error> {
+        if self.pending > 0 {
+            let from = self.appended.len() - self.pending;
+            store::insert_events(&mut self.tx, &self.appended[from..]).await?;
+            self.pending = 0;
+        }
+        Ok(())
     }
 
     /// The database transaction, for changes that must commit together with the events.
@@ -73,12 +93,15 @@ impl WriteTx {
 
     /// Forgets what was appended after `mark` (its rows were rolled back to a savepoint).
     pub(crate) fn reset(&mut self, mark: Mark) {
+        let dropped = self.appended.len().saturating_sub(mark.appended);
+        self.pending = self.pending.saturating_sub(dropped);
         self.head = mark.head;
         self.appended.truncate(mark.appended);
     }
 
     /// Writes the new head and commits; returns the final head and the events that are now durable.
     pub(crate) async fn commit(mut self) -> Result<(Head, Vec<Event>), Error> {
+        self.flush().await?;
         if self.head_changed {
             store::write_head(&mut self.tx, &self.head).await?;
         }

@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use artifactstore_blobstore::StagingState;
-use artifactstore_db::{execute, fetch_one, fetch_optional, Database};
+use artifactstore_db::{execute, fetch_one, fetch_optional, sqlx, Database};
+use artifactstore_eventlog::EventLog;
 use artifactstore_digest::{Algorithm, Digest, DualDigest, DualHasher};
 use artifactstore_views::vocab::{FileIngested, RegistryEvent};
 use axum::body::Body;
@@ -131,23 +132,27 @@ pub(crate) async fn open(
     let staging = state.instance.store.stage_open(id).await?;
     let expires_ms = now + i64::try_from(limits.session_idle.as_millis()).unwrap_or(i64::MAX / 2);
     {
-        let mut conn = db.acquire().await?;
-        execute!(
-            &mut conn,
+        let actor = caller.actor().to_owned();
+        let declared_size = declared.size.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
+        let (declared_blake3, declared_sha256) = (declared_blake3.map(|d| d.to_string()), declared_sha256.map(|d| d.to_string()));
+        let media_type = declared.media_type.clone();
+        let staging = staging.to_json();
+        write(&state, move |tx| Box::pin(async move { execute!(
+            tx,
             "INSERT INTO upload_sessions (id, actor, created_ms, expires_ms, offset_bytes, declared_size, \
              declared_blake3, declared_sha256, media_type, hasher, staging) \
              VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10)",
             id,
-            caller.actor(),
+            actor,
             now,
             expires_ms,
-            declared.size.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
-            declared_blake3.map(|d| d.to_string()),
-            declared_sha256.map(|d| d.to_string()),
-            declared.media_type.as_deref(),
+            declared_size,
+            declared_blake3,
+            declared_sha256,
+            media_type,
             DualHasher::new().save(),
-            staging.to_json(),
-        )?;
+            staging,
+        ) })).await?;
     }
     if let Some(digest) = commit_digest {
         let result = commit_session(&state, &caller, id, None, digest, blob_body).await;
@@ -203,10 +208,13 @@ pub(crate) async fn append(
     let (parts, body) = request.into_parts();
     let offset = requested_offset(&parts.headers)?
         .ok_or_else(|| ApiError::bad_request("a chunk needs `Upload-Offset: N` or `Content-Range: bytes N-M/*`"))?;
-    let lease = Lease::claim(&state.instance.db, id).await?;
+    let lease = Lease::claim(&state, id).await?;
     let written = match load(&state.instance.db, id).await {
         Ok(row) => match check_owner(&caller, &row) {
-            Ok(()) => write_chunk(&state, &lease, &row, Some(offset), &parts.headers, body).await,
+            Ok(()) => match write_chunk(&state, &row, id, Some(offset), &parts.headers, body, true).await {
+                Ok(chunk) => save_chunk(&state, &lease, &chunk).await.map(|()| (chunk.offset, chunk.expires_ms)),
+                Err(err) => Err(err),
+            },
             Err(err) => Err(err),
         },
         Err(err) => Err(err),
@@ -250,7 +258,7 @@ pub(crate) async fn abort(
 ) -> Result<Response, ApiError> {
     caller.require_any(Scope::Write)?;
     let id = parse_session_id(&id)?;
-    let lease = Lease::claim(&state.instance.db, id).await?;
+    let lease = Lease::claim(&state, id).await?;
     if let Err(err) = load(&state.instance.db, id).await.and_then(|row| check_owner(&caller, &row)) {
         lease.release().await;
         return Err(err);
@@ -262,10 +270,12 @@ pub(crate) async fn abort(
 
 /// Deletes a session's row, then its staged bytes (a crash in between leaves bytes the sweeper reclaims).
 pub(crate) async fn abort_session(state: &AppState, id: Uuid) -> Result<(), ApiError> {
-    let staging: Option<(String,)> = {
-        let mut conn = state.instance.db.acquire().await?;
-        fetch_optional!(&mut conn, (String,), "DELETE FROM upload_sessions WHERE id = $1 RETURNING staging", id)?
-    };
+    let staging: Option<(String,)> = write(state, move |tx| {
+        Box::pin(async move {
+            fetch_optional!(tx, (String,), "DELETE FROM upload_sessions WHERE id = $1 RETURNING staging", id)
+        })
+    })
+    .await?;
     if let Some((staging,)) = staging {
         let staging = StagingState::from_json(id, &staging)?;
         state.instance.store.stage_abort(id, &staging).await?;
@@ -281,7 +291,7 @@ async fn commit_session(
     digest: Digest,
     body: Option<Body>,
 ) -> Result<Response, ApiError> {
-    let lease = Lease::claim(&state.instance.db, id).await?;
+    let lease = Lease::claim(state, id).await?;
     match commit_claimed(state, caller, &lease, offset, digest, body).await {
         Ok(response) => {
             lease.disarm();
@@ -304,17 +314,30 @@ async fn commit_claimed(
 ) -> Result<Response, ApiError> {
     let db = &state.instance.db;
     let id = lease.id;
-    let mut row = load(db, id).await?;
+    let row = load(db, id).await?;
     check_owner(caller, &row)?;
-    if let Some(body) = body {
-        write_chunk(state, lease, &row, offset, &HeaderMap::new(), body).await?;
-        row = load(db, id).await?;
+    // A last chunk riding on the commit is made durable and recorded only if the commit does not happen; when it
+    // does, the staged file is synced as it moves to its content address.
+    let chunk = match body {
+        Some(body) => write_chunk(state, &row, id, offset, &HeaderMap::new(), body, false).await?,
+        None => Chunk {
+            offset: u64::try_from(row.offset_bytes).unwrap_or(0),
+            expires_ms: row.expires_ms,
+            hasher: DualHasher::restore(&row.hasher).map_err(|err| ApiError::internal(&err))?,
+            staging: StagingState::from_json(id, &row.staging)?,
+            written: false,
+        },
+    };
+    let computed = chunk.hasher.clone().finalize();
+    if let Err(mismatch) = check_digests(&row, digest, &computed) {
+        if chunk.written {
+            state.instance.store.stage_sync(id, &chunk.staging).await?;
+            save_chunk(state, lease, &chunk).await?;
+        }
+        return Err(mismatch);
     }
-    let hasher = DualHasher::restore(&row.hasher).map_err(|err| ApiError::internal(&err))?;
-    let computed = hasher.finalize();
-    check_digests(&row, digest, &computed)?;
     let blake3_hex = computed.blake3.hex();
-    let staging = StagingState::from_json(id, &row.staging)?;
+    let staging = chunk.staging;
     let known = file_known(db, &computed.blake3.to_string()).await?;
     if !known {
         // Bytes first: the blob is durable at its content address before the event that names it commits.
@@ -406,12 +429,13 @@ async fn file_known(db: &Database, blake3: &str) -> Result<bool, ApiError> {
 /// Returns the new offset and expiry.
 async fn write_chunk(
     state: &AppState,
-    lease: &Lease,
     row: &SessionRow,
+    id: Uuid,
     offset: Option<u64>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(u64, i64), ApiError> {
+    durable: bool,
+) -> Result<Chunk, ApiError> {
     let limits = &state.instance.config.uploads;
     let current = u64::try_from(row.offset_bytes).unwrap_or(0);
     if let Some(offset) = offset {
@@ -434,7 +458,6 @@ async fn write_chunk(
             return Err(too_big(row, limits.max_blob_bytes));
         }
     }
-    let id = lease.id;
     let staging = StagingState::from_json(id, &row.staging)?;
     let mut hasher = DualHasher::restore(&row.hasher).map_err(|err| ApiError::internal(&err))?;
     let mut writer = None;
@@ -458,28 +481,73 @@ async fn write_chunk(
         let frame = hash_frame(&mut hasher, frame).await;
         writer.as_mut().expect("opened above").write(frame).await?;
     }
+    let written = writer.is_some();
     let new_staging = match writer {
-        Some(writer) => writer.finish().await?,
+        Some(writer) => writer.finish(durable).await?,
         None => staging,
     };
     let new_offset = current + received;
     let expires_ms = now_ms() + i64::try_from(limits.session_idle.as_millis()).unwrap_or(i64::MAX / 2);
-    let mut conn = state.instance.db.acquire().await?;
-    let saved = execute!(
-        &mut conn,
-        "UPDATE upload_sessions SET offset_bytes = $2, hasher = $3, staging = $4, expires_ms = $5 \
-         WHERE id = $1 AND lease = $6",
-        id,
-        i64::try_from(new_offset).unwrap_or(i64::MAX),
-        hasher.save(),
-        new_staging.to_json(),
-        expires_ms,
-        lease.token,
-    )?;
+    Ok(Chunk { offset: new_offset, expires_ms, hasher, staging: new_staging, written })
+}
+
+/// A session's state after a chunk was staged, before it is recorded.
+struct Chunk {
+    offset: u64,
+    expires_ms: i64,
+    hasher: DualHasher,
+    staging: StagingState,
+    /// Whether the chunk carried any bytes.
+    written: bool,
+}
+
+/// Records a staged chunk in the session row, if the lease still holds it.
+async fn save_chunk(state: &AppState, lease: &Lease, chunk: &Chunk) -> Result<(), ApiError> {
+    let (id, token) = (lease.id, lease.token);
+    let (offset, hasher, staging, expires_ms) =
+        (i64::try_from(chunk.offset).unwrap_or(i64::MAX), chunk.hasher.save(), chunk.staging.to_json(), chunk.expires_ms);
+    let saved = write(state, move |tx| {
+        Box::pin(async move {
+            execute!(
+                tx,
+                "UPDATE upload_sessions SET offset_bytes = $2, hasher = $3, staging = $4, expires_ms = $5 \
+                 WHERE id = $1 AND lease = $6",
+                id,
+                offset,
+                hasher,
+                staging,
+                expires_ms,
+                token,
+            )
+        })
+    })
+    .await?;
     if saved == 0 {
         return Err(ApiError::conflict("another request took this session over; ask HEAD for its offset"));
     }
-    Ok((new_offset, expires_ms))
+    Ok(())
+}
+
+/// Runs one statement's worth of session bookkeeping through the log's committer, grouped with other writes, so
+/// writers never contend for the database's write lock.
+async fn write<T, F>(state: &AppState, work: F) -> Result<T, ApiError>
+where
+    F: for<'a> FnOnce(&'a mut artifactstore_db::Tx) -> futures::future::BoxFuture<'a, Result<T, sqlx::Error>>
+        + Send
+        + 'static,
+    T: Send + 'static,
+{
+    write_log(&state.instance.log, work).await
+}
+
+async fn write_log<T, F>(log: &EventLog, work: F) -> Result<T, ApiError>
+where
+    F: for<'a> FnOnce(&'a mut artifactstore_db::Tx) -> futures::future::BoxFuture<'a, Result<T, sqlx::Error>>
+        + Send
+        + 'static,
+    T: Send + 'static,
+{
+    log.transact(move |wtx| Box::pin(async move { work(wtx.tx()).await.map_err(ApiError::from) })).await
 }
 
 /// Hashes a frame, off the async threads when it is large.
@@ -595,40 +663,43 @@ async fn load(db: &Database, id: Uuid) -> Result<SessionRow, ApiError> {
 /// A claim on a session for one writing request, released when dropped.
 #[derive(Debug)]
 struct Lease {
-    db: Database,
+    log: EventLog,
     id: Uuid,
     token: Uuid,
     armed: bool,
 }
 
 impl Lease {
-    async fn claim(db: &Database, id: Uuid) -> Result<Lease, ApiError> {
+    async fn claim(state: &AppState, id: Uuid) -> Result<Lease, ApiError> {
         let token = Uuid::new_v4();
         let now = now_ms();
         let until = now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX / 2);
-        let mut conn = db.acquire().await?;
-        let claimed = execute!(
-            &mut conn,
-            "UPDATE upload_sessions SET lease = $2, lease_until_ms = $3 \
-             WHERE id = $1 AND expires_ms > $4 AND (lease IS NULL OR lease_until_ms < $4)",
-            id,
-            token,
-            until,
-            now,
-        )?;
+        let claimed = write(state, move |tx| {
+            Box::pin(async move {
+                execute!(
+                    tx,
+                    "UPDATE upload_sessions SET lease = $2, lease_until_ms = $3 \
+                     WHERE id = $1 AND expires_ms > $4 AND (lease IS NULL OR lease_until_ms < $4)",
+                    id,
+                    token,
+                    until,
+                    now,
+                )
+            })
+        })
+        .await?;
         if claimed == 1 {
-            return Ok(Lease { db: db.clone(), id, token, armed: true });
+            return Ok(Lease { log: state.instance.log.clone(), id, token, armed: true });
         }
-        drop(conn);
         // Tell a missing or expired session apart from a busy one.
-        load(db, id).await?;
+        load(&state.instance.db, id).await?;
         Err(ApiError::conflict("another request is writing to this upload session; retry when it is done"))
     }
 
     async fn release(mut self) {
         self.armed = false;
-        if let Err(err) = release(&self.db, self.id, self.token).await {
-            tracing::warn!(session = %self.id, error = %err, "could not release an upload lease");
+        if let Err(err) = release(&self.log, self.id, self.token).await {
+            tracing::warn!(session = %self.id, error = ?err, "could not release an upload lease");
         }
     }
 
@@ -641,11 +712,11 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if self.armed {
-            let (db, id, token) = (self.db.clone(), self.id, self.token);
+            let (log, id, token) = (self.log.clone(), self.id, self.token);
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
-                    if let Err(err) = release(&db, id, token).await {
-                        tracing::warn!(session = %id, error = %err, "could not release an upload lease");
+                    if let Err(err) = release(&log, id, token).await {
+                        tracing::warn!(session = %id, error = ?err, "could not release an upload lease");
                     }
                 });
             }
@@ -653,14 +724,18 @@ impl Drop for Lease {
     }
 }
 
-async fn release(db: &Database, id: Uuid, token: Uuid) -> Result<(), artifactstore_db::sqlx::Error> {
-    let mut conn = db.acquire().await?;
-    execute!(
-        &mut conn,
-        "UPDATE upload_sessions SET lease = NULL, lease_until_ms = NULL WHERE id = $1 AND lease = $2",
-        id,
-        token
-    )?;
+async fn release(log: &EventLog, id: Uuid, token: Uuid) -> Result<(), ApiError> {
+    write_log(log, move |tx| {
+        Box::pin(async move {
+            execute!(
+                tx,
+                "UPDATE upload_sessions SET lease = NULL, lease_until_ms = NULL WHERE id = $1 AND lease = $2",
+                id,
+                token
+            )
+        })
+    })
+    .await?;
     Ok(())
 }
 
@@ -668,16 +743,18 @@ async fn release(db: &Database, id: Uuid, token: Uuid) -> Result<(), artifactsto
 /// session owns and that have sat untouched for `orphan_age`. Returns how many sessions and orphans it reclaimed.
 pub async fn sweep(state: &AppState, orphan_age: Duration) -> Result<(u64, u64), ApiError> {
     let now = now_ms();
-    let expired: Vec<(Uuid, String)> = {
-        let mut conn = state.instance.db.acquire().await?;
-        artifactstore_db::fetch_all!(
-            &mut conn,
-            (Uuid, String),
-            "DELETE FROM upload_sessions WHERE expires_ms <= $1 AND (lease IS NULL OR lease_until_ms < $1) \
-             RETURNING id, staging",
-            now
-        )?
-    };
+    let expired: Vec<(Uuid, String)> = write(state, move |tx| {
+        Box::pin(async move {
+            artifactstore_db::fetch_all!(
+                tx,
+                (Uuid, String),
+                "DELETE FROM upload_sessions WHERE expires_ms <= $1 AND (lease IS NULL OR lease_until_ms < $1) \
+                 RETURNING id, staging",
+                now
+            )
+        })
+    })
+    .await?;
     let mut sessions = 0;
     for (id, staging) in expired {
         match StagingState::from_json(id, &staging) {
