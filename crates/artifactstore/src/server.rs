@@ -23,6 +23,8 @@ pub struct AppState {
     pub broadcaster: Broadcaster,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// SSE frames of recent events, rendered once and shared by every stream.
+    pub frames: Arc<crate::api::FrameCache>,
 }
 
 /// How many events a live subscriber may trail the broadcaster by before it is cut.
@@ -32,7 +34,7 @@ impl AppState {
     /// The state of a serving instance; starts the event broadcaster, so it must be called inside a runtime.
     pub fn new(instance: Instance) -> AppState {
         let broadcaster = Broadcaster::start(instance.log.clone(), SUBSCRIBER_BUFFER);
-        AppState { instance, broadcaster, metrics: Arc::new(Metrics::default()) }
+        AppState { instance, broadcaster, metrics: Arc::new(Metrics::default()), frames: Arc::default() }
     }
 }
 

@@ -17,138 +17,272 @@ pub async fn record(wtx: &mut WriteTx, actor: &str, event: &RegistryEvent) -> Re
 
 /// Folds one stored event into the views; events of types the views do not interpret change nothing.
 pub async fn apply(tx: &mut Tx, event: &Event) -> Result<(), Error> {
+    for op in plan(event)? {
+        op.execute(tx, event).await?;
+    }
+    Ok(())
+}
+
+/// One change to one view row: what an event means for the views, before any SQL runs.
+///
+/// `plan` is the one place that interprets events. The live path executes its changes one by one (`Op::execute`);
+/// replay hands them to a `Batch`, which writes runs of them as multi-row statements with the same outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Op {
+    /// A blob's row; a blob is ingested once, and should the log name it twice the first event stays its origin.
+    InsertFile {
+        blake3: String,
+        sha256: String,
+        size: i64,
+        media_type: Option<String>,
+        file_id: Uuid,
+        seq: i64,
+    },
+    InsertPackage {
+        package_id: Uuid,
+        name: String,
+        version: String,
+        metadata: Vec<u8>,
+        created_by: String,
+        created_at: DateTime<Utc>,
+        seq: i64,
+    },
+    InsertPackageFile {
+        package_id: Uuid,
+        path: String,
+        blake3: String,
+        sha256: String,
+        size: i64,
+        media_type: Option<String>,
+        seq: i64,
+    },
+    InsertRetention {
+        package_id: Uuid,
+        seq: i64,
+    },
+    /// A package version with its files and retention; it must exist.
+    DeletePackage {
+        package_id: Uuid,
+    },
+    /// A change to a package version's retention; it must exist.
+    UpdateRetention {
+        package_id: Uuid,
+        change: RetentionSet,
+        reason: Option<String>,
+        seq: i64,
+    },
+    DeleteLocation {
+        blake3: String,
+        location: String,
+    },
+    UpsertLocation {
+        blake3: String,
+        location: String,
+        tier: String,
+        seq: i64,
+    },
+}
+
+/// What a retention event sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RetentionSet {
+    Until(Option<DateTime<Utc>>),
+    Hold(bool),
+    Expired,
+}
+
+/// The row changes one event makes, in order.
+pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, Error> {
     let Some(typed) = RegistryEvent::from_event(event)? else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let seq = i64::try_from(event.sequence).unwrap_or(i64::MAX);
-    match typed {
-        RegistryEvent::FileIngested(p) => {
-            // A blob is ingested once; should the log name it twice, the first event stays its origin.
-            execute!(
-                tx,
-                "INSERT INTO artifact_files (blake3, sha256, size, media_type, file_id, ingested_sequence, sequence) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (blake3) DO NOTHING",
-                p.blake3.as_str(),
-                p.sha256.as_str(),
-                size(event, p.size)?,
-                p.media_type.as_deref(),
-                vocab::file_id(&p.blake3),
-                seq,
-            )?;
-        }
+    let ops = match typed {
+        RegistryEvent::FileIngested(p) => vec![Op::InsertFile {
+            size: size(event, p.size)?,
+            file_id: vocab::file_id(&p.blake3),
+            blake3: p.blake3,
+            sha256: p.sha256,
+            media_type: p.media_type,
+            seq,
+        }],
         RegistryEvent::PackageCreated { package_id, payload } => {
             let metadata = artifactstore_cbor::encode_value(&payload.metadata)
                 .map_err(|err| crate::vocab::bad_payload(&event.event_type, event.sequence, &err.to_string()))?;
-            execute!(
-                tx,
-                "INSERT INTO artifact_packages (package_id, name, version, metadata, created_by, created_at, created_sequence, sequence) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            let mut ops = Vec::with_capacity(payload.files.len() + 2);
+            ops.push(Op::InsertPackage {
                 package_id,
-                payload.name.as_str(),
-                payload.version.as_str(),
+                name: payload.name,
+                version: payload.version,
                 metadata,
-                event.actor.as_str(),
-                event.created_at,
+                created_by: event.actor.clone(),
+                created_at: event.created_at,
                 seq,
-            )?;
-            for file in &payload.files {
+            });
+            for file in payload.files {
+                ops.push(Op::InsertPackageFile {
+                    package_id,
+                    size: size(event, file.size)?,
+                    path: file.path,
+                    blake3: file.blake3,
+                    sha256: file.sha256,
+                    media_type: file.media_type,
+                    seq,
+                });
+            }
+            ops.push(Op::InsertRetention { package_id, seq });
+            ops
+        }
+        RegistryEvent::PackageDeleted { package_id, .. } => vec![Op::DeletePackage { package_id }],
+        RegistryEvent::Retention { kind, payload } => {
+            let package_id = Uuid::parse_str(&payload.package_id)
+                .map_err(|err| crate::vocab::bad_payload(&event.event_type, event.sequence, &err.to_string()))?;
+            let change = match kind {
+                RetentionKind::Extended => RetentionSet::Until(parse_time(event, payload.until.as_deref())?),
+                RetentionKind::HoldSet => RetentionSet::Hold(true),
+                RetentionKind::HoldReleased => RetentionSet::Hold(false),
+                RetentionKind::Expired => RetentionSet::Expired,
+            };
+            vec![Op::UpdateRetention { package_id, change, reason: payload.reason, seq }]
+        }
+        RegistryEvent::Storage { kind, payload } => {
+            let mut ops = Vec::new();
+            if kind == StorageKind::Moved {
+                if let Some(from) = payload.from {
+                    ops.push(Op::DeleteLocation { blake3: payload.blake3.clone(), location: from });
+                }
+            }
+            if kind == StorageKind::Removed {
+                ops.push(Op::DeleteLocation { blake3: payload.blake3, location: payload.location });
+            } else {
+                ops.push(Op::UpsertLocation {
+                    blake3: payload.blake3,
+                    location: payload.location,
+                    tier: payload.tier,
+                    seq,
+                });
+            }
+            ops
+        }
+    };
+    Ok(ops)
+}
+
+impl Op {
+    /// Runs this one change; `event` names the cause in errors.
+    pub(crate) async fn execute(&self, tx: &mut Tx, event: &Event) -> Result<(), Error> {
+        match self {
+            Op::InsertFile { blake3, sha256, size, media_type, file_id, seq } => {
+                execute!(
+                    tx,
+                    "INSERT INTO artifact_files (blake3, sha256, size, media_type, file_id, ingested_sequence, sequence) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (blake3) DO NOTHING",
+                    blake3.as_str(),
+                    sha256.as_str(),
+                    *size,
+                    media_type.as_deref(),
+                    *file_id,
+                    *seq,
+                )?;
+            }
+            Op::InsertPackage { package_id, name, version, metadata, created_by, created_at, seq } => {
+                execute!(
+                    tx,
+                    "INSERT INTO artifact_packages (package_id, name, version, metadata, created_by, created_at, created_sequence, sequence) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                    *package_id,
+                    name.as_str(),
+                    version.as_str(),
+                    metadata.as_slice(),
+                    created_by.as_str(),
+                    *created_at,
+                    *seq,
+                )?;
+            }
+            Op::InsertPackageFile { package_id, path, blake3, sha256, size, media_type, seq } => {
                 execute!(
                     tx,
                     "INSERT INTO artifact_package_files (package_id, path, blake3, sha256, size, media_type, sequence) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    package_id,
-                    file.path.as_str(),
-                    file.blake3.as_str(),
-                    file.sha256.as_str(),
-                    size(event, file.size)?,
-                    file.media_type.as_deref(),
-                    seq,
+                    *package_id,
+                    path.as_str(),
+                    blake3.as_str(),
+                    sha256.as_str(),
+                    *size,
+                    media_type.as_deref(),
+                    *seq,
                 )?;
             }
-            execute!(
-                tx,
-                "INSERT INTO retention_state (package_id, until, hold, reason, expired, sequence) \
-                 VALUES ($1, NULL, FALSE, NULL, FALSE, $2)",
-                package_id,
-                seq,
-            )?;
-        }
-        RegistryEvent::PackageDeleted { package_id, .. } => {
-            execute!(tx, "DELETE FROM retention_state WHERE package_id = $1", package_id)?;
-            execute!(tx, "DELETE FROM artifact_package_files WHERE package_id = $1", package_id)?;
-            let deleted = execute!(tx, "DELETE FROM artifact_packages WHERE package_id = $1", package_id)?;
-            if deleted == 0 {
-                return Err(missing(event, package_id.to_string()));
+            Op::InsertRetention { package_id, seq } => {
+                execute!(
+                    tx,
+                    "INSERT INTO retention_state (package_id, until, hold, reason, expired, sequence) \
+                     VALUES ($1, NULL, FALSE, NULL, FALSE, $2)",
+                    *package_id,
+                    *seq,
+                )?;
             }
-        }
-        RegistryEvent::Retention { kind, payload } => {
-            let package_id = Uuid::parse_str(&payload.package_id)
-                .map_err(|err| crate::vocab::bad_payload(&event.event_type, event.sequence, &err.to_string()))?;
-            let reason = payload.reason.as_deref();
-            let updated = match kind {
-                RetentionKind::Extended => {
-                    let until = parse_time(event, payload.until.as_deref())?;
-                    execute!(
+            Op::DeletePackage { package_id } => {
+                execute!(tx, "DELETE FROM retention_state WHERE package_id = $1", *package_id)?;
+                execute!(tx, "DELETE FROM artifact_package_files WHERE package_id = $1", *package_id)?;
+                let deleted = execute!(tx, "DELETE FROM artifact_packages WHERE package_id = $1", *package_id)?;
+                if deleted == 0 {
+                    return Err(missing(event, package_id.to_string()));
+                }
+            }
+            Op::UpdateRetention { package_id, change, reason, seq } => {
+                let reason = reason.as_deref();
+                let updated = match change {
+                    RetentionSet::Until(until) => execute!(
                         tx,
                         "UPDATE retention_state SET until = $2, reason = $3, sequence = $4 WHERE package_id = $1",
-                        package_id,
-                        until,
+                        *package_id,
+                        *until,
                         reason,
-                        seq,
-                    )?
-                }
-                RetentionKind::HoldSet | RetentionKind::HoldReleased => execute!(
-                    tx,
-                    "UPDATE retention_state SET hold = $2, reason = $3, sequence = $4 WHERE package_id = $1",
-                    package_id,
-                    kind == RetentionKind::HoldSet,
-                    reason,
-                    seq,
-                )?,
-                RetentionKind::Expired => execute!(
-                    tx,
-                    "UPDATE retention_state SET expired = TRUE, reason = $2, sequence = $3 WHERE package_id = $1",
-                    package_id,
-                    reason,
-                    seq,
-                )?,
-            };
-            if updated == 0 {
-                return Err(missing(event, package_id.to_string()));
-            }
-        }
-        RegistryEvent::Storage { kind, payload } => {
-            if kind == StorageKind::Moved {
-                if let Some(from) = payload.from.as_deref() {
-                    execute!(
+                        *seq,
+                    )?,
+                    RetentionSet::Hold(hold) => execute!(
                         tx,
-                        "DELETE FROM storage_locations WHERE blake3 = $1 AND location = $2",
-                        payload.blake3.as_str(),
-                        from,
-                    )?;
+                        "UPDATE retention_state SET hold = $2, reason = $3, sequence = $4 WHERE package_id = $1",
+                        *package_id,
+                        *hold,
+                        reason,
+                        *seq,
+                    )?,
+                    RetentionSet::Expired => execute!(
+                        tx,
+                        "UPDATE retention_state SET expired = TRUE, reason = $2, sequence = $3 WHERE package_id = $1",
+                        *package_id,
+                        reason,
+                        *seq,
+                    )?,
+                };
+                if updated == 0 {
+                    return Err(missing(event, package_id.to_string()));
                 }
             }
-            if kind == StorageKind::Removed {
+            Op::DeleteLocation { blake3, location } => {
                 execute!(
                     tx,
                     "DELETE FROM storage_locations WHERE blake3 = $1 AND location = $2",
-                    payload.blake3.as_str(),
-                    payload.location.as_str(),
+                    blake3.as_str(),
+                    location.as_str(),
                 )?;
-            } else {
+            }
+            Op::UpsertLocation { blake3, location, tier, seq } => {
                 execute!(
                     tx,
                     "INSERT INTO storage_locations (blake3, location, tier, sequence) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (blake3, location) DO UPDATE SET tier = excluded.tier, sequence = excluded.sequence",
-                    payload.blake3.as_str(),
-                    payload.location.as_str(),
-                    payload.tier.as_str(),
-                    seq,
+                    blake3.as_str(),
+                    location.as_str(),
+                    tier.as_str(),
+                    *seq,
                 )?;
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn size(event: &Event, size: u64) -> Result<i64, Error> {
@@ -164,6 +298,6 @@ fn parse_time(event: &Event, text: Option<&str>) -> Result<Option<DateTime<Utc>>
     .transpose()
 }
 
-fn missing(event: &Event, subject: String) -> Error {
+pub(crate) fn missing(event: &Event, subject: String) -> Error {
     Error::MissingSubject { sequence: event.sequence, event_type: event.event_type.clone(), subject }
 }

@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 
 mod apply;
+mod batch;
 mod dump;
 mod error;
 mod replay;

@@ -3,7 +3,9 @@
 use artifactstore_db::{execute, Tx};
 use artifactstore_eventlog::{read_range, EventLog};
 
-use crate::{apply, diff, dump, Difference, Error};
+use crate::apply::plan;
+use crate::batch::Batch;
+use crate::{diff, dump, Difference, Error};
 
 /// How many events replay reads per round trip.
 const BATCH: u32 = 5_000;
@@ -41,18 +43,22 @@ pub(crate) async fn replay_after(
 ) -> Result<u64, Error> {
     let mut after = from;
     let mut applied = 0;
+    let mut batch = Batch::default();
     while after < upto {
         let events = read_range(tx, after, BATCH).await?;
         if events.is_empty() {
             break;
         }
         for event in events.iter().take_while(|e| e.sequence <= upto) {
-            apply(tx, event).await?;
+            for op in plan(event)? {
+                batch.add(tx, op, event).await?;
+            }
             after = event.sequence;
             applied += 1;
         }
         progress(after, upto);
     }
+    batch.flush(tx).await?;
     Ok(applied)
 }
 

@@ -18,6 +18,7 @@ use crate::problem::ApiError;
 use crate::server::AppState;
 
 pub use envelope::{envelope_cbor, envelope_json, payload_json};
+pub use stream::FrameCache;
 pub(crate) use uploads::now_ms;
 pub use uploads::sweep;
 

@@ -5,14 +5,18 @@
 //! duplicate at the hand-over. A stream the broadcaster cuts for falling behind simply ends; the client
 //! reconnects with its last id and catches up from the database again.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use artifactstore_eventlog::{Event, Subscription};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt as _;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -27,12 +31,55 @@ use crate::server::AppState;
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// A filtered stream sends a bookmark at most this often while it skips events.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
-/// How long a client should wait before reconnecting.
-const RETRY: Duration = Duration::from_secs(1);
+/// How long a client should wait before reconnecting, in milliseconds.
+const RETRY_MS: u64 = 1000;
 /// Events read per round trip while catching up.
 const CATCH_UP_BATCH: u32 = 500;
-/// SSE frames waiting for the connection; beyond this the stream stops reading its subscription.
+/// Writes waiting for the connection; beyond this the stream stops reading its subscription.
 const FRAME_BUFFER: usize = 16;
+/// Live events already waiting are sent together, up to this many per write.
+const COALESCE: usize = 64;
+/// Rendered frames kept for other streams to reuse.
+const CACHED_FRAMES: usize = 4096;
+
+/// The SSE frames of the newest events, rendered once: with many subscribers, each live event is turned into JSON
+/// one time, not once per stream.
+#[derive(Debug, Default)]
+pub struct FrameCache {
+    frames: Mutex<BTreeMap<u64, Bytes>>,
+}
+
+impl FrameCache {
+    fn frame(&self, event: &Event) -> Bytes {
+        let lock = || self.frames.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(frame) = lock().get(&event.sequence) {
+            return frame.clone();
+        }
+        let frame = render(event);
+        let mut frames = lock();
+        frames.insert(event.sequence, frame.clone());
+        while frames.len() > CACHED_FRAMES {
+            frames.pop_first();
+        }
+        frame
+    }
+}
+
+/// `id`, `event` and `data` lines of one event (the JSON envelope holds no line breaks).
+fn render(event: &Event) -> Bytes {
+    let data = envelope_json(event).to_string();
+    let mut frame = BytesMut::with_capacity(data.len() + event.event_type.len() + 40);
+    frame.extend_from_slice(format!("id: {}\nevent: {}\ndata: ", event.sequence, event.event_type).as_bytes());
+    frame.extend_from_slice(data.as_bytes());
+    frame.extend_from_slice(b"\n\n");
+    frame.freeze()
+}
+
+fn bookmark(sequence: u64) -> Bytes {
+    Bytes::from(format!("id: {sequence}\nevent: bookmark\ndata: {{\"sequence\":{sequence}}}\n\n"))
+}
+
+const HEARTBEAT_FRAME: &[u8] = b": heartbeat\n\n";
 
 /// `GET /v1/events/stream?since=&type=&subject_kind=&subject_id=&log_id=`.
 pub(crate) async fn stream(
@@ -53,41 +100,25 @@ pub(crate) async fn stream(
     let head = state.instance.log.read_head().await?;
     check_cursor(&request, &head)?;
     let subscription = state.broadcaster.subscribe();
-    let (frames, body) = mpsc::channel::<Result<SseEvent, Infallible>>(FRAME_BUFFER);
+    let (frames, body) = mpsc::channel::<Bytes>(FRAME_BUFFER);
     state.metrics.sse_streams.inc();
     tokio::spawn(follow(state, request, subscription, frames));
-    let sse = Sse::new(tokio_stream::wrappers::ReceiverStream::new(body))
-        .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"));
-    let mut response = sse.into_response();
+    let body = tokio_stream::wrappers::ReceiverStream::new(body).map(Ok::<_, Infallible>);
+    let mut response = Body::from_stream(body).into_response();
     let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     h.insert("log-id", HeaderValue::from_str(&head.log_id.to_string()).expect("a UUID is a header value"));
     Ok(response)
 }
 
-fn frame(event: &Event) -> SseEvent {
-    SseEvent::default()
-        .id(event.sequence.to_string())
-        .event(event.event_type.clone())
-        .data(envelope_json(event).to_string())
-}
-
-fn bookmark(sequence: u64) -> SseEvent {
-    SseEvent::default().id(sequence.to_string()).event("bookmark").data(format!("{{\"sequence\":{sequence}}}"))
-}
-
 /// Feeds one stream until the client goes away, the broadcaster cuts it, or the log cannot be read.
-async fn follow(
-    state: AppState,
-    request: FeedRequest,
-    mut subscription: Subscription,
-    frames: mpsc::Sender<Result<SseEvent, Infallible>>,
-) {
+async fn follow(state: AppState, request: FeedRequest, mut subscription: Subscription, frames: mpsc::Sender<Bytes>) {
     let _open = scopeguard(&state);
     let filtered = !request.filter.is_everything();
-    let opening = SseEvent::default().comment("artifactstore event stream").retry(RETRY);
-    if frames.send(Ok(opening)).await.is_err() {
+    let opening = Bytes::from(format!(": artifactstore event stream\nretry: {RETRY_MS}\n\n"));
+    if frames.send(opening).await.is_err() {
         return;
     }
     let mut cursor = request.since;
@@ -107,15 +138,19 @@ async fn follow(
             Some(last) if events.len() == CATCH_UP_BATCH as usize => last.sequence,
             _ => subscription.start,
         };
-        for event in &events {
-            if frames.send(Ok(frame(event))).await.is_err() {
+        for batch in events.chunks(COALESCE) {
+            let mut out = BytesMut::new();
+            for event in batch {
+                out.extend_from_slice(&render(event));
+                marked = event.sequence;
+            }
+            if frames.send(out.freeze()).await.is_err() {
                 return;
             }
-            marked = event.sequence;
         }
         cursor = next;
         if filtered && marked < cursor && Instant::now() >= next_mark {
-            if frames.send(Ok(bookmark(cursor))).await.is_err() {
+            if frames.send(bookmark(cursor)).await.is_err() {
                 return;
             }
             marked = cursor;
@@ -124,32 +159,53 @@ async fn follow(
     }
 
     // Live.
+    let mut next_heartbeat = Instant::now() + HEARTBEAT;
     loop {
         let wants_mark = filtered && marked < cursor;
         tokio::select! {
             () = frames.closed() => return,
             received = subscription.events.recv() => {
-                let Some(event) = received else {
+                let Some(first) = received else {
                     // Cut for falling behind (or shutting down): end the stream, the client resumes from its last id.
                     return;
                 };
-                if event.sequence <= cursor {
-                    continue;
+                // Whatever else is already waiting goes out in the same write.
+                let mut out = BytesMut::new();
+                let mut next = Some(first);
+                let mut taken = 0;
+                while let Some(event) = next.take() {
+                    taken += 1;
+                    if event.sequence > cursor {
+                        cursor = event.sequence;
+                        if request.filter.matches(&event) {
+                            out.extend_from_slice(&state.frames.frame(&event));
+                            marked = cursor;
+                        }
+                    }
+                    if taken < COALESCE {
+                        next = subscription.events.try_recv().ok();
+                    }
                 }
-                cursor = event.sequence;
-                if request.filter.matches(&event) {
-                    if frames.send(Ok(frame(&event))).await.is_err() {
+                if !out.is_empty() {
+                    if frames.send(out.freeze()).await.is_err() {
                         return;
                     }
-                    marked = cursor;
+                    next_heartbeat = Instant::now() + HEARTBEAT;
                 }
             }
             () = tokio::time::sleep_until(next_mark), if wants_mark => {
-                if frames.send(Ok(bookmark(cursor))).await.is_err() {
+                if frames.send(bookmark(cursor)).await.is_err() {
                     return;
                 }
                 marked = cursor;
                 next_mark = Instant::now() + BOOKMARK_EVERY;
+                next_heartbeat = Instant::now() + HEARTBEAT;
+            }
+            () = tokio::time::sleep_until(next_heartbeat) => {
+                if frames.send(Bytes::from_static(HEARTBEAT_FRAME)).await.is_err() {
+                    return;
+                }
+                next_heartbeat = Instant::now() + HEARTBEAT;
             }
         }
         if !wants_mark && marked < cursor {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use artifactstore_blobstore::StagingState;
 use artifactstore_db::{execute, fetch_one, fetch_optional, sqlx, Database};
-use artifactstore_eventlog::EventLog;
 use artifactstore_digest::{Algorithm, Digest, DualDigest, DualHasher};
+use artifactstore_eventlog::EventLog;
 use artifactstore_views::vocab::{FileIngested, RegistryEvent};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -134,25 +134,31 @@ pub(crate) async fn open(
     {
         let actor = caller.actor().to_owned();
         let declared_size = declared.size.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
-        let (declared_blake3, declared_sha256) = (declared_blake3.map(|d| d.to_string()), declared_sha256.map(|d| d.to_string()));
+        let (declared_blake3, declared_sha256) =
+            (declared_blake3.map(|d| d.to_string()), declared_sha256.map(|d| d.to_string()));
         let media_type = declared.media_type.clone();
         let staging = staging.to_json();
-        write(&state, move |tx| Box::pin(async move { execute!(
-            tx,
-            "INSERT INTO upload_sessions (id, actor, created_ms, expires_ms, offset_bytes, declared_size, \
+        write(&state, move |tx| {
+            Box::pin(async move {
+                execute!(
+                    tx,
+                    "INSERT INTO upload_sessions (id, actor, created_ms, expires_ms, offset_bytes, declared_size, \
              declared_blake3, declared_sha256, media_type, hasher, staging) \
              VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10)",
-            id,
-            actor,
-            now,
-            expires_ms,
-            declared_size,
-            declared_blake3,
-            declared_sha256,
-            media_type,
-            DualHasher::new().save(),
-            staging,
-        ) })).await?;
+                    id,
+                    actor,
+                    now,
+                    expires_ms,
+                    declared_size,
+                    declared_blake3,
+                    declared_sha256,
+                    media_type,
+                    DualHasher::new().save(),
+                    staging,
+                )
+            })
+        })
+        .await?;
     }
     if let Some(digest) = commit_digest {
         let result = commit_session(&state, &caller, id, None, digest, blob_body).await;
@@ -504,8 +510,12 @@ struct Chunk {
 /// Records a staged chunk in the session row, if the lease still holds it.
 async fn save_chunk(state: &AppState, lease: &Lease, chunk: &Chunk) -> Result<(), ApiError> {
     let (id, token) = (lease.id, lease.token);
-    let (offset, hasher, staging, expires_ms) =
-        (i64::try_from(chunk.offset).unwrap_or(i64::MAX), chunk.hasher.save(), chunk.staging.to_json(), chunk.expires_ms);
+    let (offset, hasher, staging, expires_ms) = (
+        i64::try_from(chunk.offset).unwrap_or(i64::MAX),
+        chunk.hasher.save(),
+        chunk.staging.to_json(),
+        chunk.expires_ms,
+    );
     let saved = write(state, move |tx| {
         Box::pin(async move {
             execute!(
