@@ -63,9 +63,14 @@ pub(crate) struct AppendRun {
     pub(crate) commits: u64,
 }
 
+/// The digests of the `n`th made-up blob: random-looking, as real digests are.
+fn digests(n: u64) -> (String, String) {
+    let hex = blake3::hash(&n.to_le_bytes()).to_hex();
+    (format!("blake3:{hex}"), format!("sha256:{hex}"))
+}
+
 fn ingested(n: u64) -> RegistryEvent {
-    let blake3 = format!("blake3:{:064x}", n);
-    let sha256 = format!("sha256:{:064x}", n);
+    let (blake3, sha256) = digests(n);
     RegistryEvent::FileIngested(FileIngested { blake3, sha256, size: 4096 + n % 1000, media_type: None })
 }
 
@@ -119,8 +124,8 @@ pub(crate) async fn fill(db: &Database, events: u64) -> anyhow::Result<EventLog>
                 8 => {
                     let file = |k: u64, path: &str| PackageFile {
                         path: path.into(),
-                        blake3: format!("blake3:{:064x}", k),
-                        sha256: format!("sha256:{:064x}", k),
+                        blake3: digests(k).0,
+                        sha256: digests(k).1,
                         size: 4096 + k % 1000,
                         media_type: Some("application/octet-stream".into()),
                     };
@@ -160,6 +165,25 @@ pub(crate) async fn fill(db: &Database, events: u64) -> anyhow::Result<EventLog>
         .await?;
     }
     Ok(log)
+}
+
+/// Reads every event of the log in replay's batches and decodes each payload into its typed form; events/s.
+pub(crate) async fn read_speed(log: &EventLog) -> anyhow::Result<f64> {
+    let mut tx = log.database().begin_read().await?;
+    let start = Instant::now();
+    let (mut after, mut count) = (0, 0u64);
+    loop {
+        let events = artifactstore_eventlog::read_range(&mut tx, after, 5_000).await?;
+        let Some(last) = events.last() else { break };
+        after = last.sequence;
+        for event in &events {
+            std::hint::black_box(RegistryEvent::from_event(event)?);
+            count += 1;
+        }
+    }
+    let speed = count as f64 / start.elapsed().as_secs_f64();
+    tx.rollback().await?;
+    Ok(speed)
 }
 
 /// What a replay measured.

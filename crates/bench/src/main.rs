@@ -47,6 +47,9 @@ struct Args {
     /// Put the results into this Markdown file, between its bench markers.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Override the number of events of the replay workload (d).
+    #[arg(long)]
+    replay_events: Option<u64>,
     /// The command line to quote in the results.
     #[arg(long, default_value = "scripts/bench.sh")]
     command: String,
@@ -119,7 +122,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let sizes = Sizes::new(args.quick);
+    let mut sizes = Sizes::new(args.quick);
+    if let Some(events) = args.replay_events {
+        sizes.d_events = events;
+    }
     let artifactstore = match &args.artifactstore {
         Some(path) => path.clone(),
         None => std::env::current_exe()?.with_file_name("artifactstore"),
@@ -330,6 +336,8 @@ async fn workload_d(report: &mut Report, sizes: &Sizes, work: &std::path::Path) 
     let raw = limits::raw_insert_speed(&scratch.db, (sizes.d_events as usize).min(1_000_000)).await?;
     eprintln!("d: raw insert {raw:.0} rows/s; filling {} events", sizes.d_events);
     let log = inproc::fill(&scratch.db, sizes.d_events).await?;
+    let read = inproc::read_speed(&log).await?;
+    eprintln!("d: read and decode {read:.0} events/s");
     let run = inproc::replay(&log).await?;
     let rate = run.events as f64 / run.elapsed.as_secs_f64();
     eprintln!("d: replay {rate:.0} events/s");

@@ -12,3 +12,37 @@ pub use tx::{AsExec, Conn, Exec, Tx};
 
 #[doc(hidden)]
 pub use sqlx;
+
+/// The `(..), (..)` value lists of a multi-row `INSERT` of `rows` rows of `columns` parameters.
+///
+/// PostgreSQL takes numbered parameters (`$1`); SQLite gets anonymous ones (`?`), which it binds in order: numbered
+/// ones cost a scan of the statement's parameter list per bind, quadratic in the size of a large statement.
+pub fn placeholders(backend: Backend, rows: usize, columns: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        out.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            match backend {
+                Backend::Sqlite => out.push('?'),
+                Backend::Postgres => out.push_str(&format!("${}", row * columns + column + 1)),
+            }
+        }
+        out.push(')');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_postgres_and_not_sqlite() {
+        assert_eq!(placeholders(Backend::Postgres, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
+        assert_eq!(placeholders(Backend::Sqlite, 0, 2), "");
+    }
+}

@@ -139,16 +139,10 @@ pub(crate) async fn insert_events(tx: &mut Tx, events: &[Event]) -> Result<(), E
         return insert_event(tx, event).await;
     }
     for chunk in events.chunks(EVENTS_PER_INSERT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let p = |k: usize| format!("${}", 9 * i + k);
-                format!("({}, {}, {}, {}, {}, {}, {}, {}, {})", p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8), p(9))
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO events (sequence, created_at, event_type, subject_kind, subject_id, actor, payload, \
              payload_digest, chain_hash) VALUES {}",
-            rows.join(", ")
+            artifactstore_db::placeholders(tx.backend(), chunk.len(), 9)
         );
         macro_rules! bind_all {
             ($query:expr) => {{

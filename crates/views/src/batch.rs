@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use artifactstore_db::{sqlx, AsExec as _, Exec, Tx};
+use artifactstore_db::{placeholders, sqlx, AsExec as _, Exec, Tx};
 use artifactstore_eventlog::Event;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -249,13 +249,7 @@ async fn insert_rows<R>(
     bind_pg: for<'q> fn(PgQuery<'q>, &'q R) -> PgQuery<'q>,
 ) -> Result<(), Error> {
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let params: Vec<String> = (1..=columns).map(|k| format!("${}", i * columns + k)).collect();
-                format!("({})", params.join(", "))
-            })
-            .collect();
-        let sql = format!("INSERT INTO {into} VALUES {}{tail}", values.join(", "));
+        let sql = format!("INSERT INTO {into} VALUES {}{tail}", placeholders(tx.backend(), chunk.len(), columns));
         match tx.as_exec() {
             Exec::Sqlite(c) => {
                 let mut query = sqlx::query(&sql);

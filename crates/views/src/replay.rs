@@ -3,7 +3,11 @@
 use artifactstore_db::{execute, Tx};
 use artifactstore_eventlog::{read_range, EventLog};
 
-use crate::apply::plan;
+use artifactstore_db::Database;
+use artifactstore_eventlog::Event;
+use tokio::sync::mpsc;
+
+use crate::apply::{plan, Op};
 use crate::batch::Batch;
 use crate::{diff, dump, Difference, Error};
 
@@ -30,28 +34,100 @@ pub async fn clear(tx: &mut Tx) -> Result<(), Error> {
 }
 
 /// Applies every event with `sequence <= upto` in order, in batches.
-async fn replay_into(tx: &mut Tx, upto: u64, progress: &mut impl FnMut(u64, u64)) -> Result<u64, Error> {
-    replay_after(tx, 0, upto, progress).await
+async fn replay_into(db: &Database, tx: &mut Tx, upto: u64, progress: &mut impl FnMut(u64, u64)) -> Result<u64, Error> {
+    replay_after(db, tx, 0, upto, progress).await
 }
 
+/// Events read ahead of the writer, each with its planned row changes.
+type Planned = Result<Vec<(Event, Vec<Op>)>, Error>;
+
 /// Applies every event with `from < sequence <= upto` in order, in batches.
+///
+/// A reader task fetches the (committed, immutable) events on a connection of its own and plans their row changes
+/// while `tx` writes the previous batch's.
 pub(crate) async fn replay_after(
+    db: &Database,
     tx: &mut Tx,
     from: u64,
     upto: u64,
     progress: &mut impl FnMut(u64, u64),
 ) -> Result<u64, Error> {
+    let cache = ReplayCache::enlarge(tx).await?;
+    let applied = replay_planned(db, tx, from, upto, progress).await;
+    cache.restore(tx).await?;
+    applied
+}
+
+/// SQLite's page cache, enlarged while a replay writes: inserting rows keyed by random digests touches index pages
+/// all over, and the default cache (2 MB) would have them written out and read back again and again.
+struct ReplayCache {
+    previous: Option<i64>,
+}
+
+/// The page cache of a replaying connection, in KiB (SQLite takes negative sizes as KiB).
+const REPLAY_CACHE_KIB: i64 = 256 * 1024;
+
+impl ReplayCache {
+    async fn enlarge(tx: &mut Tx) -> Result<ReplayCache, Error> {
+        if tx.backend() != artifactstore_db::Backend::Sqlite {
+            return Ok(ReplayCache { previous: None });
+        }
+        let (previous,): (i64,) = artifactstore_db::fetch_one!(tx, (i64,), "PRAGMA cache_size")?;
+        execute!(tx, &format!("PRAGMA cache_size = {}", -REPLAY_CACHE_KIB))?;
+        Ok(ReplayCache { previous: Some(previous) })
+    }
+
+    async fn restore(self, tx: &mut Tx) -> Result<(), Error> {
+        if let Some(previous) = self.previous {
+            execute!(tx, &format!("PRAGMA cache_size = {previous}"))?;
+        }
+        Ok(())
+    }
+}
+
+async fn replay_planned(
+    db: &Database,
+    tx: &mut Tx,
+    from: u64,
+    upto: u64,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<u64, Error> {
+    let (batches, mut planned) = mpsc::channel::<Planned>(2);
+    let reader = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let read = async {
+                let mut conn = db.acquire().await?;
+                let mut after = from;
+                while after < upto {
+                    let events = read_range(&mut conn, after, BATCH).await?;
+                    if events.is_empty() {
+                        break;
+                    }
+                    let mut batch = Vec::with_capacity(events.len());
+                    for event in events.into_iter().take_while(|e| e.sequence <= upto) {
+                        after = event.sequence;
+                        let ops = plan(&event)?;
+                        batch.push((event, ops));
+                    }
+                    if batches.send(Ok(batch)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok::<_, Error>(())
+            };
+            if let Err(err) = read.await {
+                let _ = batches.send(Err(err)).await;
+            }
+        })
+    };
     let mut after = from;
     let mut applied = 0;
     let mut batch = Batch::default();
-    while after < upto {
-        let events = read_range(tx, after, BATCH).await?;
-        if events.is_empty() {
-            break;
-        }
-        for event in events.iter().take_while(|e| e.sequence <= upto) {
-            for op in plan(event)? {
-                batch.add(tx, op, event).await?;
+    while let Some(events) = planned.recv().await {
+        for (event, ops) in events? {
+            for op in ops {
+                batch.add(tx, op, &event).await?;
             }
             after = event.sequence;
             applied += 1;
@@ -59,6 +135,12 @@ pub(crate) async fn replay_after(
         progress(after, upto);
     }
     batch.flush(tx).await?;
+    reader.await.map_err(|_| Error::Log(artifactstore_eventlog::Error::WorkPanicked))?;
+    if after < upto {
+        return Err(Error::Log(artifactstore_eventlog::Error::Corrupt(format!(
+            "replay stopped at event {after}, before the head at {upto}"
+        ))));
+    }
     Ok(applied)
 }
 
@@ -68,7 +150,7 @@ pub async fn rebuild(log: &EventLog, mut progress: impl FnMut(u64, u64)) -> Resu
     let mut wtx = log.begin().await?;
     let head = wtx.head();
     clear(wtx.tx()).await?;
-    let events = replay_into(wtx.tx(), head.sequence, &mut progress).await?;
+    let events = replay_into(log.database(), wtx.tx(), head.sequence, &mut progress).await?;
     mark_current(wtx.tx()).await?;
     log.commit(wtx).await?;
     Ok(RebuildStats { events, head_sequence: head.sequence })
@@ -102,7 +184,7 @@ pub async fn verify(log: &EventLog, mut progress: impl FnMut(u64, u64)) -> Resul
     let head = wtx.head();
     let live = dump(wtx.tx()).await?;
     clear(wtx.tx()).await?;
-    replay_into(wtx.tx(), head.sequence, &mut progress).await?;
+    replay_into(log.database(), wtx.tx(), head.sequence, &mut progress).await?;
     let replayed = dump(wtx.tx()).await?;
     wtx.rollback().await?;
     Ok(diff(&live, &replayed))

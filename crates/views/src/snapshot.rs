@@ -98,7 +98,7 @@ pub async fn rebuild_from(
     let head = wtx.head();
     clear(wtx.tx()).await?;
     load(wtx.tx(), &snapshot.views).await?;
-    let events = replay_after(wtx.tx(), snapshot.sequence, head.sequence, &mut progress).await?;
+    let events = replay_after(log.database(), wtx.tx(), snapshot.sequence, head.sequence, &mut progress).await?;
     crate::replay::mark_current(wtx.tx()).await?;
     log.commit(wtx).await?;
     Ok(RebuildStats { events, head_sequence: head.sequence })
