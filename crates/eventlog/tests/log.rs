@@ -262,3 +262,51 @@ async fn closed_log_answers_closed_not_hang() {
     let err = log.append(event(2)).await.unwrap_err();
     assert!(matches!(err, Error::Batch(_)), "{err}");
 }
+
+/// Plain appends from many tasks are inserted together, one multi-row statement per group; invalid ones among
+/// them are refused alone and take no sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_plain_appends_are_grouped_and_invalid_ones_take_no_sequence() {
+    for backend in BACKENDS {
+        let Some(test) = TestDb::of(backend).await else { continue };
+        let log = open(&test).await;
+        let mut tasks = Vec::new();
+        for task in 0..64u64 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut sequences = Vec::new();
+                for i in 0..40u64 {
+                    let n = task * 1_000 + i;
+                    if i % 10 == 9 {
+                        let mut bad = event(n);
+                        bad.actor.clear();
+                        assert!(matches!(log.append(bad).await, Err(Error::InvalidActor)));
+                    } else {
+                        let appended = log.append(event(n)).await.unwrap();
+                        assert_eq!(appended.actor, "tester");
+                        sequences.push((appended.sequence, n));
+                    }
+                }
+                sequences
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        all.sort_unstable();
+        let expected = 64 * 36;
+        assert_eq!(all.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=expected).collect::<Vec<_>>());
+        let stats = log.stats();
+        assert!(stats.commits < stats.events, "some appends shared a commit: {stats:?}");
+        let mut conn = test.db.acquire().await.unwrap();
+        let stored = read_range(&mut conn, 0, 10_000).await.unwrap();
+        assert_eq!(stored.len() as u64, expected);
+        for (event, (sequence, n)) in stored.iter().zip(&all) {
+            assert_eq!(event.sequence, *sequence);
+            assert_eq!(payload_n(&event.payload), *n, "event {sequence} holds what its append was given");
+        }
+        let report = log.verify_chain(|_, _| {}).await.unwrap();
+        assert!(report.faults.is_empty(), "{:?}", report.faults);
+    }
+}
