@@ -116,6 +116,10 @@ pub(crate) async fn open(
     if let Some(media_type) = &declared.media_type {
         check_media_type(media_type)?;
     }
+    if let Some(digest) = commit_digest {
+        let body = blob_body.take().expect("kept above");
+        return commit_direct(&state, &caller, digest, &parts.headers, body).await;
+    }
     let db = &state.instance.db;
     let now = now_ms();
     let open: i64 = {
@@ -160,14 +164,6 @@ pub(crate) async fn open(
         })
         .await?;
     }
-    if let Some(digest) = commit_digest {
-        let result = commit_session(&state, &caller, id, None, digest, blob_body).await;
-        if result.is_err() {
-            // A one-request upload that failed leaves nothing behind.
-            let _ = abort_session(&state, id).await;
-        }
-        return result;
-    }
     let location = format!("/v1/uploads/{id}");
     let mut response = (
         StatusCode::CREATED,
@@ -179,6 +175,44 @@ pub(crate) async fn open(
     headers.insert("upload-offset", HeaderValue::from(0));
     headers.insert("upload-expires", header_value(&rfc3339_ms(expires_ms)));
     Ok(response)
+}
+
+/// `POST /v1/uploads?digest=`: the body is the whole blob. Nothing can resume or join such an upload, so it keeps
+/// no session row: the bytes are staged, checked and committed in this one request, and a failure leaves nothing
+/// behind (a crash leaves staged bytes without a session, which the sweeper reclaims).
+async fn commit_direct(
+    state: &AppState,
+    caller: &Caller,
+    digest: Digest,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = Uuid::now_v7();
+    let staging = state.instance.store.stage_open(id).await?;
+    let row = SessionRow {
+        actor: caller.actor().to_owned(),
+        expires_ms: i64::MAX,
+        offset_bytes: 0,
+        declared_size: None,
+        declared_blake3: None,
+        declared_sha256: None,
+        media_type: None,
+        hasher: DualHasher::new().save(),
+        staging: staging.to_json(),
+    };
+    let result = async {
+        let chunk = write_chunk(state, &row, id, Some(0), headers, body, false).await?;
+        let computed = chunk.hasher.finalize();
+        check_digests(&row, digest, &computed)?;
+        place_and_record(state, caller, id, chunk.staging, None, computed).await
+    }
+    .await;
+    if result.is_err() {
+        if let Err(err) = state.instance.store.stage_abort(id, &staging).await {
+            tracing::warn!(upload = %id, error = %err, "could not free the bytes of a failed one-request upload");
+        }
+    }
+    result
 }
 
 /// `HEAD /v1/uploads/{id}`: where to resume.
@@ -342,8 +376,21 @@ async fn commit_claimed(
         }
         return Err(mismatch);
     }
+    place_and_record(state, caller, id, chunk.staging, row.media_type.clone(), computed).await
+}
+
+/// The end of every commit: the staged bytes move to their content address (unless already stored), then one
+/// transaction deletes the session's row (if it has one) and records `v1.file.ingested` (if new).
+async fn place_and_record(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    staging: StagingState,
+    media_type: Option<String>,
+    computed: DualDigest,
+) -> Result<Response, ApiError> {
+    let db = &state.instance.db;
     let blake3_hex = computed.blake3.hex();
-    let staging = chunk.staging;
     let known = file_known(db, &computed.blake3.to_string()).await?;
     if !known {
         // Bytes first: the blob is durable at its content address before the event that names it commits.
@@ -356,7 +403,7 @@ async fn commit_claimed(
         blake3: computed.blake3.to_string(),
         sha256: computed.sha256.to_string(),
         size: computed.size,
-        media_type: row.media_type.clone(),
+        media_type,
     });
     let actor = caller.actor().to_owned();
     let logged = state
