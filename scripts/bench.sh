@@ -36,4 +36,4 @@ fi
 cargo build --release --locked -q -p artifactstore -p artifactstore-bench
 # Many SSE subscribers need many descriptors, in the harness and in the server it starts.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-target/release/artifactstore-bench --out docs/BENCHMARKS.md --command "scripts/bench.sh ${args[*]}" "${args[@]}"
+target/release/artifactstore-bench --out docs/BENCHMARKS.md --command "scripts/bench.sh${args[*]:+ ${args[*]}}" "${args[@]}"

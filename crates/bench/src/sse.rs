@@ -54,7 +54,7 @@ async fn subscribe(
             let now = Utc::now();
             pending.extend_from_slice(&chunk);
             let mut start = 0;
-            while let Some(end) = pending[start..].iter().position(|&b| b == b'\n') {
+            while let Some(end) = memchr::memchr(b'\n', &pending[start..]) {
                 let line = &pending[start..start + end];
                 start += end + 1;
                 if let Some(id) = line.strip_prefix(b"id: ") {
@@ -79,8 +79,8 @@ async fn subscribe(
 
 fn created_at(data: &[u8]) -> Option<DateTime<Utc>> {
     const KEY: &[u8] = b"\"created_at\":\"";
-    let at = data.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    let end = data[at..].iter().position(|&b| b == b'"')? + at;
+    let at = memchr::memmem::find(data, KEY)? + KEY.len();
+    let end = memchr::memchr(b'"', &data[at..])? + at;
     DateTime::parse_from_rfc3339(std::str::from_utf8(&data[at..end]).ok()?).ok().map(|t| t.with_timezone(&Utc))
 }
 
