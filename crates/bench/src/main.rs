@@ -71,6 +71,8 @@ struct Sizes {
     g_blob: usize,
     g_rounds: usize,
     limit_bytes: usize,
+    /// Each comparison runs this many times, alternating which server goes first; medians are reported.
+    repeats: usize,
 }
 
 const MIB: usize = 1024 * 1024;
@@ -93,6 +95,7 @@ impl Sizes {
                 g_blob: MIB,
                 g_rounds: 1,
                 limit_bytes: 32 * MIB,
+                repeats: 1,
             }
         } else {
             Sizes {
@@ -100,7 +103,7 @@ impl Sizes {
                 a_blob: 64 * MIB,
                 a_chunk: 8 * MIB,
                 big_blob: 1024 * MIB,
-                b_blobs: 8_000,
+                b_blobs: 5_000,
                 c_events: 64_000,
                 d_events: 1_000_000,
                 e_subscribers: 1_000,
@@ -110,6 +113,7 @@ impl Sizes {
                 g_blob: 16 * MIB,
                 g_rounds: 4,
                 limit_bytes: 1024 * MIB,
+                repeats: 3,
             }
         }
     }
@@ -196,17 +200,22 @@ async fn workload_a_f(
     eprintln!("a: dual digest {hash:.0} MiB/s, disk write+fsync {disk:.0} MiB/s");
     let blobs: Arc<Vec<Blob>> = Arc::new((0..sizes.a_blobs as u64).map(|n| Blob::random(n, sizes.a_blob)).collect());
     let big = Arc::new(vec![Blob::random(1 << 40, sizes.big_blob)]);
-    let mut speeds = Vec::new();
+    let mut speeds = [Vec::new(), Vec::new()];
+    if a {
+        for round in 0..sizes.repeats {
+            for kind in order(round) {
+                let server = start(kind, bins, &work.join(format!("a-{}-{round}", kind.name()))).await?;
+                let client = Client::new(kind, &server.base)?;
+                let run = push::push_all(&client, blobs.clone(), 2, sizes.a_chunk).await?;
+                eprintln!("a: {}: {:.0} MiB/s", kind.name(), run.mib_per_second());
+                speeds[kind as usize].push(run.mib_per_second());
+            }
+        }
+    }
+    let speeds = speeds.map(median);
     let mut big_speeds = Vec::new();
     let mut rss = Vec::new();
     for kind in [Kind::Artifactstore, Kind::Distribution] {
-        if a {
-            let server = start(kind, bins, &work.join(format!("a-{}", kind.name()))).await?;
-            let client = Client::new(kind, &server.base)?;
-            let run = push::push_all(&client, blobs.clone(), 2, sizes.a_chunk).await?;
-            eprintln!("a: {}: {:.0} MiB/s", kind.name(), run.mib_per_second());
-            speeds.push(run.mib_per_second());
-        }
         // The big blob goes to a fresh server, so its peak memory is that of this one upload.
         let server = start(kind, bins, &work.join(format!("f-{}", kind.name()))).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -226,8 +235,13 @@ async fn workload_a_f(
     }
     let big_label = format!("{} MiB", sizes.big_blob / MIB);
     if a {
-        let label =
-            format!("{} × {} MiB in {} MiB chunks, 2 clients", sizes.a_blobs, sizes.a_blob / MIB, sizes.a_chunk / MIB);
+        let label = format!(
+            "{} × {} MiB in {} MiB chunks, 2 clients (median of {})",
+            sizes.a_blobs,
+            sizes.a_blob / MIB,
+            sizes.a_chunk / MIB,
+            sizes.repeats
+        );
         report.limit("a", "dual-digest speed in-process (BLAKE3 + SHA-256, 8 MiB chunks)", format!("{hash:.0} MiB/s"));
         report.limit("a", "disk write speed with fsync", format!("{disk:.0} MiB/s"));
         for (what, ours, theirs) in
@@ -259,26 +273,37 @@ async fn workload_b(report: &mut Report, sizes: &Sizes, bins: Bins<'_>, work: &s
     let fsync_16 = limits::fsync_rate(&fsync_dir, 16, Duration::from_secs(2))?;
     eprintln!("b: fsyncs/s: {fsync_1:.0} (1 thread), {fsync_16:.0} (16 threads)");
     let blobs: Arc<Vec<Blob>> = Arc::new((0..sizes.b_blobs as u64).map(|n| Blob::random(n, 4096)).collect());
-    let mut rates = Vec::new();
-    let mut p99 = Vec::new();
-    for kind in [Kind::Artifactstore, Kind::Distribution] {
-        let server = start(kind, bins, &work.join(format!("b-{}", kind.name()))).await?;
-        let client = Client::new(kind, &server.base)?;
-        let mut run = push::push_all(&client, blobs.clone(), 16, 4096).await?;
-        eprintln!("b: {}: {:.0} blobs/s", kind.name(), run.per_second());
-        rates.push(run.per_second());
-        p99.push(percentile(&mut run.latencies, 0.99));
+    let mut rates = [Vec::new(), Vec::new()];
+    let mut latencies = [Vec::new(), Vec::new()];
+    for round in 0..sizes.repeats {
+        for kind in order(round) {
+            let server = start(kind, bins, &work.join(format!("b-{}-{round}", kind.name()))).await?;
+            let client = Client::new(kind, &server.base)?;
+            let run = push::push_all(&client, blobs.clone(), 16, 4096).await?;
+            eprintln!("b: {}: {:.0} blobs/s", kind.name(), run.per_second());
+            rates[kind as usize].push(run.per_second());
+            latencies[kind as usize].extend(run.latencies);
+        }
     }
+    let rates = rates.map(median);
+    let p99 = latencies.map(|mut l| percentile(&mut l, 0.99));
     report.limit(
         "b",
         "fsyncs per second of this disk (4 KiB file each), 1 / 16 threads",
         format!("{fsync_1:.0} / {fsync_16:.0}"),
     );
     report.push(
-        Row::compare("b", "4 KiB blobs, upload + commit, 16 clients", rates[0], rates[1], "blobs/s", 5.0)
-            .with_floor(1500.0)
-            .with_limit(fsync_16)
-            .with_note(format!("p99 {} ms vs {} ms", p99[0].as_millis(), p99[1].as_millis())),
+        Row::compare(
+            "b",
+            &format!("4 KiB blobs, upload + commit, 16 clients (median of {})", sizes.repeats),
+            rates[0],
+            rates[1],
+            "blobs/s",
+            5.0,
+        )
+        .with_floor(1500.0)
+        .with_limit(fsync_16)
+        .with_note(format!("p99 {} ms vs {} ms", p99[0].as_millis(), p99[1].as_millis())),
     );
     Ok(())
 }
@@ -414,9 +439,13 @@ async fn workload_g(report: &mut Report, sizes: &Sizes, bins: Bins<'_>, work: &s
         let server = start(kind, bins, &work.join(format!("g-{}", kind.name()))).await?;
         let client = Client::new(kind, &server.base)?;
         push::push_all(&client, blobs.clone(), 4, 8 * MIB).await?;
-        let run = push::download_all(&client, blobs.clone(), 4, sizes.g_rounds).await?;
-        eprintln!("g: {}: {:.0} MiB/s", kind.name(), run.mib_per_second());
-        speeds.push(run.mib_per_second());
+        let mut runs = Vec::new();
+        for _ in 0..sizes.repeats {
+            let run = push::download_all(&client, blobs.clone(), 4, sizes.g_rounds).await?;
+            eprintln!("g: {}: {:.0} MiB/s", kind.name(), run.mib_per_second());
+            runs.push(run.mib_per_second());
+        }
+        speeds.push(median(runs));
         if kind == Kind::Artifactstore {
             files = report::files_under(&server.dir.join("data"), sizes.g_blob as u64)?;
         }
@@ -426,7 +455,12 @@ async fn workload_g(report: &mut Report, sizes: &Sizes, bins: Bins<'_>, work: &s
     report.push(
         Row::compare(
             "g",
-            &format!("download {} × {} MiB blobs, 4 clients", sizes.g_blobs, sizes.g_blob / MIB),
+            &format!(
+                "download {} × {} MiB blobs, 4 clients (median of {})",
+                sizes.g_blobs,
+                sizes.g_blob / MIB,
+                sizes.repeats
+            ),
             speeds[0],
             speeds[1],
             "MiB/s",
@@ -442,4 +476,19 @@ fn backend_name(backend: Backend) -> &'static str {
         Backend::Sqlite => "SQLite",
         Backend::Postgres => "PostgreSQL",
     }
+}
+
+/// Which server goes first in a round: they take turns, so neither always meets a cold or a warm machine.
+fn order(round: usize) -> [Kind; 2] {
+    if round % 2 == 0 {
+        [Kind::Artifactstore, Kind::Distribution]
+    } else {
+        [Kind::Distribution, Kind::Artifactstore]
+    }
+}
+
+/// The median of some measurements (the upper one of an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }

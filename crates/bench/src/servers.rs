@@ -10,9 +10,9 @@ use anyhow::{bail, Context as _};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     /// This product, over its upload sessions.
-    Artifactstore,
+    Artifactstore = 0,
     /// The CNCF distribution registry, over the OCI upload protocol.
-    Distribution,
+    Distribution = 1,
 }
 
 impl Kind {
