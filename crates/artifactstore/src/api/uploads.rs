@@ -585,8 +585,9 @@ async fn save_chunk(state: &AppState, lease: &Lease, chunk: &Chunk) -> Result<()
     Ok(())
 }
 
-/// Runs one statement's worth of session bookkeeping through the log's committer, grouped with other writes, so
-/// writers never contend for the database's write lock.
+/// Runs one statement's worth of session bookkeeping. On SQLite it goes through the log's committer, grouped with
+/// other writes, so writers never contend for the one write lock (and sleep in SQLite's busy handler). On
+/// PostgreSQL rows lock one by one, so it runs in a transaction of its own and never waits for the log's head.
 async fn write<T, F>(state: &AppState, work: F) -> Result<T, ApiError>
 where
     F: for<'a> FnOnce(&'a mut artifactstore_db::Tx) -> futures::future::BoxFuture<'a, Result<T, sqlx::Error>>
@@ -604,6 +605,13 @@ where
         + 'static,
     T: Send + 'static,
 {
+    let db = log.database();
+    if db.backend() == artifactstore_db::Backend::Postgres {
+        let mut tx = db.begin_write().await?;
+        let value = work(&mut tx).await?;
+        tx.commit().await?;
+        return Ok(value);
+    }
     log.transact(move |wtx| Box::pin(async move { work(wtx.tx()).await.map_err(ApiError::from) })).await
 }
 
