@@ -37,10 +37,13 @@ const RETRY_MS: u64 = 1000;
 const CATCH_UP_BATCH: u32 = 500;
 /// Writes waiting for the connection; beyond this the stream stops reading its subscription.
 const FRAME_BUFFER: usize = 16;
-/// Live events already waiting are sent together, up to this many per write.
+/// Live events already waiting are sent together, up to this many per write...
 const COALESCE: usize = 64;
-/// Rendered frames kept for other streams to reuse.
-const CACHED_FRAMES: usize = 4096;
+/// ...and up to about this many bytes, so a stream's queue stays small (`FRAME_BUFFER` writes of this size).
+const COALESCE_BYTES: usize = 32 * 1024;
+/// Rendered frames kept for other streams to reuse: the newest events, which streams that keep up all send; one
+/// further behind renders its own.
+const CACHED_FRAMES: usize = 256;
 
 /// The SSE frames of the newest events, rendered once: with many subscribers, each live event is turned into JSON
 /// one time, not once per stream.
@@ -138,15 +141,16 @@ async fn follow(state: AppState, request: FeedRequest, mut subscription: Subscri
             Some(last) if events.len() == CATCH_UP_BATCH as usize => last.sequence,
             _ => subscription.start,
         };
-        for batch in events.chunks(COALESCE) {
-            let mut out = BytesMut::new();
-            for event in batch {
-                out.extend_from_slice(&render(event));
-                marked = event.sequence;
-            }
-            if frames.send(out.freeze()).await.is_err() {
+        let mut out = BytesMut::new();
+        for event in &events {
+            out.extend_from_slice(&render(event));
+            marked = event.sequence;
+            if out.len() >= COALESCE_BYTES && frames.send(out.split().freeze()).await.is_err() {
                 return;
             }
+        }
+        if !out.is_empty() && frames.send(out.freeze()).await.is_err() {
+            return;
         }
         cursor = next;
         if filtered && marked < cursor && Instant::now() >= next_mark {
@@ -182,7 +186,7 @@ async fn follow(state: AppState, request: FeedRequest, mut subscription: Subscri
                             marked = cursor;
                         }
                     }
-                    if taken < COALESCE {
+                    if taken < COALESCE && out.len() < COALESCE_BYTES {
                         next = subscription.events.try_recv().ok();
                     }
                 }
