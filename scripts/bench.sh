@@ -6,7 +6,8 @@
 #   scripts/bench.sh --quick    seconds, debug build, checks every workload's results; writes nothing
 #   scripts/bench.sh --only a,g (any workload letters; with the full sizes)
 #
-# Needs PostgreSQL for workload c (ARTIFACTSTORE_TEST_POSTGRES, default postgres://root@127.0.0.1:5432/test) and
+# Needs PostgreSQL for workload c (ARTIFACTSTORE_TEST_POSTGRES, default postgres://root@127.0.0.1:5432/test; skipped
+# loudly without it unless CI=true) and
 # installs docker-registry with apt-get when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -3,56 +3,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
-use artifactstore_db::{Backend, ConnectOptions, Database};
+use artifactstore_db::Database;
 use artifactstore_eventlog::{EventLog, LogOptions, NewEvent};
 use artifactstore_views::vocab::{FileIngested, PackageCreated, PackageFile, RetentionChange, RetentionKind};
 use artifactstore_views::RegistryEvent;
 use uuid::Uuid;
-
-/// A fresh, migrated database of one backend; a PostgreSQL one lives in a schema of its own, dropped by `close`.
-pub(crate) struct ScratchDb {
-    pub(crate) db: Database,
-    schema: Option<(String, String)>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl ScratchDb {
-    pub(crate) async fn open(
-        backend: Backend,
-        postgres_url: &str,
-        work: &std::path::Path,
-    ) -> anyhow::Result<ScratchDb> {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir_in(work)?;
-                let url = format!("sqlite://{}", dir.path().join("registry.db").display());
-                let db = Database::connect(&url, &ConnectOptions::default()).await?;
-                db.migrate().await?;
-                Ok(ScratchDb { db, schema: None, _dir: Some(dir) })
-            }
-            Backend::Postgres => {
-                let schema = format!("bench_{}", Uuid::new_v4().simple());
-                let options = ConnectOptions { postgres_schema: Some(schema.clone()), ..ConnectOptions::default() };
-                let db = Database::connect(postgres_url, &options).await?;
-                db.migrate().await?;
-                Ok(ScratchDb { db, schema: Some((postgres_url.to_owned(), schema)), _dir: None })
-            }
-        }
-    }
-
-    pub(crate) async fn close(self) -> anyhow::Result<()> {
-        self.db.close().await;
-        if let Some((url, schema)) = self.schema {
-            let admin =
-                Database::connect(&url, &ConnectOptions { max_connections: 1, ..ConnectOptions::default() }).await?;
-            if let Some(pool) = admin.as_postgres() {
-                artifactstore_db::sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(pool).await?;
-            }
-            admin.close().await;
-        }
-        Ok(())
-    }
-}
 
 /// What one append run measured.
 #[derive(Debug, Clone)]

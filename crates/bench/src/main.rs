@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use artifactstore_db::Backend;
+use artifactstore_testkit::TestDb;
 use clap::Parser;
 
 use crate::push::{Blob, Client};
@@ -32,9 +33,6 @@ struct Args {
     /// The distribution registry binary (Debian's docker-registry).
     #[arg(long, default_value = "/usr/bin/docker-registry")]
     registry: PathBuf,
-    /// The PostgreSQL server for the append workload; each run works in a schema of its own.
-    #[arg(long, env = "ARTIFACTSTORE_TEST_POSTGRES", default_value = "postgres://root@127.0.0.1:5432/test")]
-    postgres: String,
     /// Small counts: checks the harness and the results in seconds, measures nothing worth quoting.
     #[arg(long)]
     quick: bool,
@@ -154,10 +152,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         workload_b(&mut report, &sizes, bins, work.path()).await.context("workload b")?;
     }
     if wants('c') {
-        workload_c(&mut report, &sizes, &args.postgres, work.path()).await.context("workload c")?;
+        workload_c(&mut report, &sizes, work.path()).await.context("workload c")?;
     }
     if wants('d') {
-        workload_d(&mut report, &sizes, work.path()).await.context("workload d")?;
+        workload_d(&mut report, &sizes).await.context("workload d")?;
     }
     if wants('e') {
         workload_e(&mut report, &sizes, bins.0, work.path()).await.context("workload e")?;
@@ -308,7 +306,7 @@ async fn workload_b(report: &mut Report, sizes: &Sizes, bins: Bins<'_>, work: &s
     Ok(())
 }
 
-async fn workload_c(report: &mut Report, sizes: &Sizes, postgres: &str, work: &std::path::Path) -> anyhow::Result<()> {
+async fn workload_c(report: &mut Report, sizes: &Sizes, work: &std::path::Path) -> anyhow::Result<()> {
     let fsync_1 = limits::fsync_rate(work, 1, Duration::from_secs(1))?;
     report.limit(
         "c",
@@ -317,10 +315,11 @@ async fn workload_c(report: &mut Report, sizes: &Sizes, postgres: &str, work: &s
     );
     for backend in [Backend::Sqlite, Backend::Postgres] {
         for appenders in [1usize, 16, 64] {
-            let scratch = inproc::ScratchDb::open(backend, postgres, work).await?;
+            // A database of its own (PostgreSQL: a schema, dropped afterwards), from the tests' kit.
+            let Some(scratch) = TestDb::of(backend).await else { continue };
             let events = if appenders == 1 { sizes.c_events / 8 } else { sizes.c_events };
             let mut run = inproc::append(&scratch.db, appenders, events).await?;
-            scratch.close().await?;
+            drop(scratch);
             let rate = run.events as f64 / run.elapsed.as_secs_f64();
             let (p50, p99) = (percentile(&mut run.latencies, 0.50), percentile(&mut run.latencies, 0.99));
             eprintln!(
@@ -360,8 +359,8 @@ async fn workload_c(report: &mut Report, sizes: &Sizes, postgres: &str, work: &s
     Ok(())
 }
 
-async fn workload_d(report: &mut Report, sizes: &Sizes, work: &std::path::Path) -> anyhow::Result<()> {
-    let scratch = inproc::ScratchDb::open(Backend::Sqlite, "", work).await?;
+async fn workload_d(report: &mut Report, sizes: &Sizes) -> anyhow::Result<()> {
+    let scratch = TestDb::sqlite().await;
     let raw = limits::raw_insert_speed(&scratch.db, (sizes.d_events as usize).min(1_000_000)).await?;
     eprintln!("d: raw insert {raw:.0} rows/s; filling {} events", sizes.d_events);
     let log = inproc::fill(&scratch.db, sizes.d_events).await?;
@@ -371,7 +370,7 @@ async fn workload_d(report: &mut Report, sizes: &Sizes, work: &std::path::Path) 
     let rate = run.events as f64 / run.elapsed.as_secs_f64();
     eprintln!("d: replay {rate:.0} events/s");
     drop(log);
-    scratch.close().await?;
+    drop(scratch);
     report.limit(
         "d",
         "reading the log and decoding every payload (replay's reads alone)",

@@ -30,32 +30,9 @@ pub async fn apply(tx: &mut Tx, event: &Event) -> Result<(), Error> {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Op {
     /// A blob's row; a blob is ingested once, and should the log name it twice the first event stays its origin.
-    InsertFile {
-        blake3: String,
-        sha256: String,
-        size: i64,
-        media_type: Option<String>,
-        file_id: Uuid,
-        seq: i64,
-    },
-    InsertPackage {
-        package_id: Uuid,
-        name: String,
-        version: String,
-        metadata: Vec<u8>,
-        created_by: String,
-        created_at: DateTime<Utc>,
-        seq: i64,
-    },
-    InsertPackageFile {
-        package_id: Uuid,
-        path: String,
-        blake3: String,
-        sha256: String,
-        size: i64,
-        media_type: Option<String>,
-        seq: i64,
-    },
+    InsertFile(NewFile),
+    InsertPackage(NewPackage),
+    InsertPackageFile(NewPackageFile),
     InsertRetention {
         package_id: Uuid,
         seq: i64,
@@ -83,6 +60,41 @@ pub(crate) enum Op {
     },
 }
 
+/// A new `artifact_files` row.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NewFile {
+    pub(crate) blake3: String,
+    pub(crate) sha256: String,
+    pub(crate) size: i64,
+    pub(crate) media_type: Option<String>,
+    pub(crate) file_id: Uuid,
+    pub(crate) seq: i64,
+}
+
+/// A new `artifact_packages` row.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NewPackage {
+    pub(crate) package_id: Uuid,
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) metadata: Vec<u8>,
+    pub(crate) created_by: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) seq: i64,
+}
+
+/// A new `artifact_package_files` row.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NewPackageFile {
+    pub(crate) package_id: Uuid,
+    pub(crate) path: String,
+    pub(crate) blake3: String,
+    pub(crate) sha256: String,
+    pub(crate) size: i64,
+    pub(crate) media_type: Option<String>,
+    pub(crate) seq: i64,
+}
+
 /// What a retention event sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RetentionSet {
@@ -98,19 +110,19 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, Error> {
     };
     let seq = i64::try_from(event.sequence).unwrap_or(i64::MAX);
     let ops = match typed {
-        RegistryEvent::FileIngested(p) => vec![Op::InsertFile {
+        RegistryEvent::FileIngested(p) => vec![Op::InsertFile(NewFile {
             size: size(event, p.size)?,
             file_id: vocab::file_id(&p.blake3),
             blake3: p.blake3,
             sha256: p.sha256,
             media_type: p.media_type,
             seq,
-        }],
+        })],
         RegistryEvent::PackageCreated { package_id, payload } => {
             let metadata = artifactstore_cbor::encode_value(&payload.metadata)
                 .map_err(|err| crate::vocab::bad_payload(&event.event_type, event.sequence, &err.to_string()))?;
             let mut ops = Vec::with_capacity(payload.files.len() + 2);
-            ops.push(Op::InsertPackage {
+            ops.push(Op::InsertPackage(NewPackage {
                 package_id,
                 name: payload.name,
                 version: payload.version,
@@ -118,9 +130,9 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, Error> {
                 created_by: event.actor.clone(),
                 created_at: event.created_at,
                 seq,
-            });
+            }));
             for file in payload.files {
-                ops.push(Op::InsertPackageFile {
+                ops.push(Op::InsertPackageFile(NewPackageFile {
                     package_id,
                     size: size(event, file.size)?,
                     path: file.path,
@@ -128,7 +140,7 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, Error> {
                     sha256: file.sha256,
                     media_type: file.media_type,
                     seq,
-                });
+                }));
             }
             ops.push(Op::InsertRetention { package_id, seq });
             ops
@@ -172,7 +184,7 @@ impl Op {
     /// Runs this one change; `event` names the cause in errors.
     pub(crate) async fn execute(&self, tx: &mut Tx, event: &Event) -> Result<(), Error> {
         match self {
-            Op::InsertFile { blake3, sha256, size, media_type, file_id, seq } => {
+            Op::InsertFile(NewFile { blake3, sha256, size, media_type, file_id, seq }) => {
                 execute!(
                     tx,
                     "INSERT INTO artifact_files (blake3, sha256, size, media_type, file_id, ingested_sequence, sequence) \
@@ -185,7 +197,7 @@ impl Op {
                     *seq,
                 )?;
             }
-            Op::InsertPackage { package_id, name, version, metadata, created_by, created_at, seq } => {
+            Op::InsertPackage(NewPackage { package_id, name, version, metadata, created_by, created_at, seq }) => {
                 execute!(
                     tx,
                     "INSERT INTO artifact_packages (package_id, name, version, metadata, created_by, created_at, created_sequence, sequence) \
@@ -199,7 +211,7 @@ impl Op {
                     *seq,
                 )?;
             }
-            Op::InsertPackageFile { package_id, path, blake3, sha256, size, media_type, seq } => {
+            Op::InsertPackageFile(NewPackageFile { package_id, path, blake3, sha256, size, media_type, seq }) => {
                 execute!(
                     tx,
                     "INSERT INTO artifact_package_files (package_id, path, blake3, sha256, size, media_type, sequence) \

@@ -142,7 +142,7 @@ pub(crate) async fn open(
             (declared_blake3.map(|d| d.to_string()), declared_sha256.map(|d| d.to_string()));
         let media_type = declared.media_type.clone();
         let staging = staging.to_json();
-        write(&state, move |tx| {
+        write(&state.instance.log, move |tx| {
             Box::pin(async move {
                 execute!(
                     tx,
@@ -310,7 +310,7 @@ pub(crate) async fn abort(
 
 /// Deletes a session's row, then its staged bytes (a crash in between leaves bytes the sweeper reclaims).
 pub(crate) async fn abort_session(state: &AppState, id: Uuid) -> Result<(), ApiError> {
-    let staging: Option<(String,)> = write(state, move |tx| {
+    let staging: Option<(String,)> = write(&state.instance.log, move |tx| {
         Box::pin(async move {
             fetch_optional!(tx, (String,), "DELETE FROM upload_sessions WHERE id = $1 RETURNING staging", id)
         })
@@ -563,7 +563,7 @@ async fn save_chunk(state: &AppState, lease: &Lease, chunk: &Chunk) -> Result<()
         chunk.staging.to_json(),
         chunk.expires_ms,
     );
-    let saved = write(state, move |tx| {
+    let saved = write(&state.instance.log, move |tx| {
         Box::pin(async move {
             execute!(
                 tx,
@@ -588,17 +588,7 @@ async fn save_chunk(state: &AppState, lease: &Lease, chunk: &Chunk) -> Result<()
 /// Runs one statement's worth of session bookkeeping. On SQLite it goes through the log's committer, grouped with
 /// other writes, so writers never contend for the one write lock (and sleep in SQLite's busy handler). On
 /// PostgreSQL rows lock one by one, so it runs in a transaction of its own and never waits for the log's head.
-async fn write<T, F>(state: &AppState, work: F) -> Result<T, ApiError>
-where
-    F: for<'a> FnOnce(&'a mut artifactstore_db::Tx) -> futures::future::BoxFuture<'a, Result<T, sqlx::Error>>
-        + Send
-        + 'static,
-    T: Send + 'static,
-{
-    write_log(&state.instance.log, work).await
-}
-
-async fn write_log<T, F>(log: &EventLog, work: F) -> Result<T, ApiError>
+async fn write<T, F>(log: &EventLog, work: F) -> Result<T, ApiError>
 where
     F: for<'a> FnOnce(&'a mut artifactstore_db::Tx) -> futures::future::BoxFuture<'a, Result<T, sqlx::Error>>
         + Send
@@ -739,7 +729,7 @@ impl Lease {
         let token = Uuid::new_v4();
         let now = now_ms();
         let until = now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX / 2);
-        let claimed = write(state, move |tx| {
+        let claimed = write(&state.instance.log, move |tx| {
             Box::pin(async move {
                 execute!(
                     tx,
@@ -790,7 +780,7 @@ impl Drop for Lease {
 }
 
 async fn release(log: &EventLog, id: Uuid, token: Uuid) -> Result<(), ApiError> {
-    write_log(log, move |tx| {
+    write(log, move |tx| {
         Box::pin(async move {
             execute!(
                 tx,
@@ -808,7 +798,7 @@ async fn release(log: &EventLog, id: Uuid, token: Uuid) -> Result<(), ApiError> 
 /// session owns and that have sat untouched for `orphan_age`. Returns how many sessions and orphans it reclaimed.
 pub async fn sweep(state: &AppState, orphan_age: Duration) -> Result<(u64, u64), ApiError> {
     let now = now_ms();
-    let expired: Vec<(Uuid, String)> = write(state, move |tx| {
+    let expired: Vec<(Uuid, String)> = write(&state.instance.log, move |tx| {
         Box::pin(async move {
             artifactstore_db::fetch_all!(
                 tx,
