@@ -80,22 +80,52 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let Some(schema) = self.schema.clone() else { return };
         let url = self.url.clone();
-        // Drop the schema from a thread of its own: this may run inside a runtime that is shutting down.
+        // Drop the schema from a thread of its own: this may run inside a runtime that is shutting down, or one
+        // this very drop blocks. A task of that runtime may hold a transaction open on the schema (a background
+        // sweep in flight, a rollback sqlx has queued but not sent), and it cannot end it while we wait: so the
+        // drop waits for locks a bounded time, then ends the sessions that hold them and tries again.
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(async {
-                use sqlx::Connection as _;
-                let mut conn = sqlx::PgConnection::connect(&url).await.map_err(std::io::Error::other)?;
-                sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                    .execute(&mut conn)
-                    .await
-                    .map_err(std::io::Error::other)?;
-                Ok::<_, std::io::Error>(())
-            })
+            runtime.block_on(drop_schema(&url, &schema))
         })
         .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("warning: could not drop test schema {}", self.schema.as_deref().unwrap_or(""));
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                eprintln!("warning: could not drop test schema {}: {err}", self.schema.as_deref().unwrap_or(""))
+            }
+            Err(_) => eprintln!("warning: dropping test schema {} panicked", self.schema.as_deref().unwrap_or("")),
+        }
+    }
+}
+
+/// `DROP SCHEMA .. CASCADE`, ending the sessions that hold locks on its tables if it has to wait for them.
+async fn drop_schema(url: &str, schema: &str) -> std::io::Result<()> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url).await.map_err(std::io::Error::other)?;
+    sqlx::query("SET lock_timeout = '2s'").execute(&mut conn).await.map_err(std::io::Error::other)?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await {
+            Ok(_) => return Ok(()),
+            // 55P03: lock_not_available.
+            Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("55P03") && attempt < 5 => {
+                let ended: Vec<(bool,)> = sqlx::query_as(
+                    "SELECT pg_terminate_backend(pid) FROM (SELECT DISTINCT l.pid FROM pg_locks l \
+                     JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()) holders",
+                )
+                .bind(schema)
+                .fetch_all(&mut conn)
+                .await
+                .map_err(std::io::Error::other)?;
+                eprintln!(
+                    "note: test schema {schema} was still locked by {} session(s) of the finished test; ended them",
+                    ended.len()
+                );
+            }
+            Err(err) => return Err(std::io::Error::other(err)),
         }
     }
 }
