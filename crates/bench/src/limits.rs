@@ -160,3 +160,47 @@ async fn sqlx_exec(tx: &mut artifactstore_db::Tx, sql: &str) -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// Commits `groups` transactions of `group` event rows each, one after another, straight into the (empty) `events`
+/// table through the same driver the product uses: one multi-row `INSERT` and the commit, nothing else (no head, no
+/// hashing, no queue). The most events per second a log that commits groups of this size one at a time can reach.
+pub(crate) async fn grouped_commit_speed(db: &Database, group: usize, groups: usize) -> anyhow::Result<f64> {
+    let sql = format!(
+        "INSERT INTO events (sequence, created_at, event_type, subject_kind, subject_id, actor, payload, \
+         payload_digest, chain_hash) VALUES {}",
+        artifactstore_db::placeholders(db.backend(), group, 9)
+    );
+    // Rows shaped like the c workload's: a file-ingested payload of about 170 bytes, 32-byte digests.
+    let payload = vec![0xa5u8; 170];
+    let created_at = chrono::Utc::now();
+    let start = Instant::now();
+    for g in 0..groups {
+        let mut tx = db.begin_write().await?;
+        macro_rules! bind_all {
+            ($query:expr) => {{
+                let mut query = $query;
+                for i in 0..group {
+                    let seq = (g * group + i + 1) as i64;
+                    let digest = blake3::hash(&seq.to_le_bytes());
+                    query = query
+                        .bind(seq)
+                        .bind(created_at)
+                        .bind("v1.file.ingested")
+                        .bind("blob")
+                        .bind(None::<uuid::Uuid>)
+                        .bind("bench")
+                        .bind(payload.as_slice())
+                        .bind(digest.as_bytes().to_vec())
+                        .bind(digest.as_bytes().to_vec());
+                }
+                query
+            }};
+        }
+        match &mut tx {
+            artifactstore_db::Tx::Sqlite(t) => bind_all!(sqlx::query(&sql)).execute(&mut **t).await.map(drop)?,
+            artifactstore_db::Tx::Postgres(t) => bind_all!(sqlx::query(&sql)).execute(&mut **t).await.map(drop)?,
+        }
+        tx.commit().await?;
+    }
+    Ok((group * groups) as f64 / start.elapsed().as_secs_f64())
+}

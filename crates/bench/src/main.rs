@@ -314,6 +314,21 @@ async fn workload_c(report: &mut Report, sizes: &Sizes, work: &std::path::Path) 
         format!("{fsync_1:.0} events/s"),
     );
     for backend in [Backend::Sqlite, Backend::Postgres] {
+        // The database and driver alone, committing the largest groups 64 appenders can form.
+        let Some(scratch) = TestDb::of(backend).await else { continue };
+        let groups = (sizes.c_events / 64).max(10) as usize;
+        let alone = limits::grouped_commit_speed(&scratch.db, 64, groups).await?;
+        drop(scratch);
+        eprintln!("c: {backend:?} alone, groups of 64: {alone:.0} events/s");
+        report.limit(
+            "c",
+            &format!(
+                "{}: 64 event rows per transaction committed one after another, one multi-row INSERT and the commit \
+                 alone (no head, hashing or queue)",
+                backend_name(backend)
+            ),
+            format!("{alone:.0} events/s"),
+        );
         for appenders in [1usize, 16, 64] {
             // A database of its own (PostgreSQL: a schema, dropped afterwards), from the tests' kit.
             let Some(scratch) = TestDb::of(backend).await else { continue };
@@ -346,7 +361,15 @@ async fn workload_c(report: &mut Report, sizes: &Sizes, work: &std::path::Path) 
                     run.events as f64 / run.commits.max(1) as f64
                 ),
                 reference: String::new(),
-                ratio: format!("{:.1}× one fsync per event", rate / fsync_1),
+                ratio: if appenders == 64 {
+                    format!(
+                        "{:.1}× one fsync per event; {:.0}% of the database alone",
+                        rate / fsync_1,
+                        100.0 * rate / alone
+                    )
+                } else {
+                    format!("{:.1}× one fsync per event", rate / fsync_1)
+                },
                 target: match (floor, p99_cap) {
                     (Some(f), Some(cap)) => format!("≥ {f:.0}/s, p99 < {} ms", cap.as_millis()),
                     (Some(f), None) => format!("≥ {f:.0}/s"),

@@ -18,6 +18,11 @@ pub use sqlx;
 /// PostgreSQL takes numbered parameters (`$1`); SQLite gets anonymous ones (`?`), which it binds in order: numbered
 /// ones cost a scan of the statement's parameter list per bind, quadratic in the size of a large statement.
 pub fn placeholders(backend: Backend, rows: usize, columns: usize) -> String {
+    placeholders_after(backend, 0, rows, columns)
+}
+
+/// As `placeholders`, for a statement that binds `before` parameters ahead of these (PostgreSQL numbers on from there).
+pub fn placeholders_after(backend: Backend, before: usize, rows: usize, columns: usize) -> String {
     let mut out = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         out.push_str(if row == 0 { "(" } else { ", (" });
@@ -27,7 +32,7 @@ pub fn placeholders(backend: Backend, rows: usize, columns: usize) -> String {
             }
             match backend {
                 Backend::Sqlite => out.push('?'),
-                Backend::Postgres => out.push_str(&format!("${}", row * columns + column + 1)),
+                Backend::Postgres => out.push_str(&format!("${}", before + row * columns + column + 1)),
             }
         }
         out.push(')');
@@ -44,5 +49,7 @@ mod tests {
         assert_eq!(placeholders(Backend::Postgres, 2, 3), "($1, $2, $3), ($4, $5, $6)");
         assert_eq!(placeholders(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
         assert_eq!(placeholders(Backend::Sqlite, 0, 2), "");
+        assert_eq!(placeholders_after(Backend::Postgres, 4, 1, 2), "($5, $6)");
+        assert_eq!(placeholders_after(Backend::Sqlite, 4, 1, 2), "(?, ?)");
     }
 }

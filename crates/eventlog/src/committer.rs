@@ -7,9 +7,10 @@ use std::sync::Arc;
 use artifactstore_db::Database;
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::{Error, Head, WriteTx};
+use crate::write_tx::next_event;
+use crate::{store, Error, Event, Head, NewEvent, WriteTx};
 
 /// Hands a finished unit of work the outcome of the transaction it ran in.
 pub(crate) type Deliver = Box<dyn FnOnce(Result<(), Arc<Error>>) + Send>;
@@ -39,20 +40,47 @@ where
     Box::new(f)
 }
 
-/// A unit of work, type-erased for the queue.
-pub(crate) struct Job {
-    /// Runs the work in the shared transaction.
-    pub(crate) run: Run,
-    /// Tells the caller the work will never complete.
-    pub(crate) abort: Box<dyn FnOnce(Failure) + Send>,
-    /// Whether the work may leave changes behind when it fails, so a group must fence it with a savepoint.
-    /// Plain appends (`WriteTx::push`) change nothing unless they succeed and need none.
-    pub(crate) savepoint: bool,
+/// What waits for the committer.
+pub(crate) enum Job {
+    /// A plain append: only data, so a group of nothing but appends can be written in one checked statement.
+    Append {
+        /// The event to append.
+        event: NewEvent,
+        /// Where the appended event (or the error) goes once the group is durable.
+        reply: oneshot::Sender<Result<Event, Error>>,
+    },
+    /// Code that runs in the shared transaction; a group fences it with a savepoint, since it may fail after writing.
+    Unit {
+        /// Runs the work in the shared transaction.
+        run: Run,
+        /// Tells the caller the work will never complete.
+        abort: Box<dyn FnOnce(Failure) + Send>,
+    },
+}
+
+impl Job {
+    /// Tells the caller the job will never complete.
+    fn abort(self, failure: Failure) {
+        match self {
+            Job::Append { reply, .. } => {
+                let err = match failure {
+                    Failure::Panicked => Error::WorkPanicked,
+                    Failure::Batch(err) => Error::Batch(err),
+                };
+                let _ = reply.send(Err(err));
+            }
+            Job::Unit { abort, .. } => abort(failure),
+        }
+    }
 }
 
 const SAVEPOINT: &str = "unit_of_work";
 
 /// Runs until every sender is gone: takes all waiting jobs, runs them in one transaction, commits once.
+///
+/// A group of nothing but appends, on top of a head this committer already knows, skips the transaction: it goes out
+/// as one statement that checks the head is unchanged (ADR 0011). If another writer moved the head meanwhile, nothing
+/// was written and the group runs the ordinary way.
 pub(crate) async fn run(
     db: Database,
     mut queue: mpsc::Receiver<Job>,
@@ -61,23 +89,110 @@ pub(crate) async fn run(
     counters: Arc<Counters>,
 ) {
     let mut jobs = Vec::with_capacity(max_batch);
+    // The head as this committer last committed or read it under lock.
+    let mut known: Option<Head> = None;
     while queue.recv_many(&mut jobs, max_batch).await > 0 {
         let batch = std::mem::take(&mut jobs);
         counters.units.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        match run_batch(&db, batch).await {
+        let all_appends = batch.iter().all(|job| matches!(job, Job::Append { .. }));
+        let outcome = match known {
+            Some(from) if all_appends => match append_only(&db, from, batch, &counters).await {
+                Ok(Checked::Written(done)) => Ok(done),
+                Ok(Checked::Moved(batch)) => {
+                    counters.moved.fetch_add(1, Ordering::Relaxed);
+                    run_batch(&db, batch).await
+                }
+                Err(err) => Err(err),
+            },
+            _ => run_batch(&db, batch).await,
+        };
+        match outcome {
             Ok(Some((new_head, appended))) => {
-                counters.commits.fetch_add(1, Ordering::Relaxed);
-                counters.events.fetch_add(appended, Ordering::Relaxed);
-                head.send_if_modified(|current| {
-                    let advanced = new_head.sequence > current.sequence;
-                    if advanced {
-                        *current = new_head;
-                    }
-                    advanced
-                });
+                known = Some(new_head);
+                if appended > 0 {
+                    counters.commits.fetch_add(1, Ordering::Relaxed);
+                    counters.events.fetch_add(appended, Ordering::Relaxed);
+                    head.send_if_modified(|current| {
+                        let advanced = new_head.sequence > current.sequence;
+                        if advanced {
+                            *current = new_head;
+                        }
+                        advanced
+                    });
+                }
             }
             Ok(None) => {}
-            Err(err) => tracing::warn!(error = %err, "a group of writes failed as a whole"),
+            Err(err) => {
+                known = None;
+                tracing::warn!(error = %err, "a group of writes failed as a whole");
+            }
+        }
+    }
+}
+
+/// What a checked group append did.
+enum Checked {
+    /// Written (or nothing to write): the head after it, and how many events it appended.
+    Written(Option<(Head, u64)>),
+    /// The head had moved: nothing was written, and these jobs are to run the ordinary way.
+    Moved(Vec<Job>),
+}
+
+/// Appends a group of plain appends on top of `from` in one statement that checks the head is still `from`.
+async fn append_only(db: &Database, from: Head, batch: Vec<Job>, counters: &Counters) -> Result<Checked, Arc<Error>> {
+    let mut to = from;
+    let mut events = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for job in batch {
+        let Job::Append { event, reply } = job else {
+            // The caller sends only appends; anything else is refused rather than dropped.
+            job.abort(Failure::Batch(Arc::new(Error::Corrupt("not an append".into()))));
+            continue;
+        };
+        match next_event(&mut to, event) {
+            Ok(event) => {
+                events.push(event);
+                replies.push(reply);
+            }
+            // Invalid: refused alone, and it takes no sequence.
+            Err(err) => drop(reply.send(Err(err))),
+        }
+    }
+    if events.is_empty() {
+        return Ok(Checked::Written(Some((from, 0))));
+    }
+    match store::append_group(db, &from, &to, &events).await {
+        Ok(true) => {
+            // Counted before anyone hears back, so a caller's next look at the stats includes its own group.
+            counters.checked.fetch_add(1, Ordering::Relaxed);
+            let appended = events.len() as u64;
+            for (event, reply) in events.into_iter().zip(replies) {
+                let _ = reply.send(Ok(event));
+            }
+            Ok(Checked::Written(Some((to, appended))))
+        }
+        Ok(false) => Ok(Checked::Moved(
+            events
+                .into_iter()
+                .zip(replies)
+                .map(|(event, reply)| Job::Append {
+                    event: NewEvent {
+                        event_type: event.event_type,
+                        subject_kind: event.subject_kind,
+                        subject_id: event.subject_id,
+                        actor: event.actor,
+                        payload: event.payload,
+                    },
+                    reply,
+                })
+                .collect(),
+        )),
+        Err(err) => {
+            let err = Arc::new(err);
+            for reply in replies {
+                let _ = reply.send(Err(Error::Batch(err.clone())));
+            }
+            Err(err)
         }
     }
 }
@@ -88,9 +203,12 @@ pub(crate) struct Counters {
     pub(crate) units: AtomicU64,
     pub(crate) commits: AtomicU64,
     pub(crate) events: AtomicU64,
+    pub(crate) checked: AtomicU64,
+    pub(crate) moved: AtomicU64,
 }
 
-/// Runs one group of jobs; returns the committed head and the number of events if the group appended anything.
+/// Runs one group of jobs in one transaction; returns the head it committed and how many events it appended, or
+/// `None` if every job failed and nothing was committed.
 async fn run_batch(db: &Database, jobs: Vec<Job>) -> Result<Option<(Head, u64)>, Arc<Error>> {
     let mut delivers = Vec::with_capacity(jobs.len());
     let fail_all = |delivers: Vec<Deliver>, err: Arc<Error>| {
@@ -103,9 +221,7 @@ async fn run_batch(db: &Database, jobs: Vec<Job>) -> Result<Option<(Head, u64)>,
         Ok(wtx) => wtx,
         Err(err) => {
             let err = Arc::new(err);
-            for job in jobs {
-                (job.abort)(Failure::Batch(err.clone()));
-            }
+            abort_all(jobs.into_iter(), &err);
             return Err(err);
         }
     };
@@ -113,28 +229,42 @@ async fn run_batch(db: &Database, jobs: Vec<Job>) -> Result<Option<(Head, u64)>,
     let mut any_ok = false;
     let mut remaining = jobs.into_iter();
     while let Some(job) = remaining.next() {
+        let (run, abort) = match job {
+            Job::Append { event, reply } => {
+                // Nothing is written until the commit, and an invalid event changes nothing: no savepoint.
+                let result = wtx.push(event);
+                any_ok |= result.is_ok();
+                delivers.push(Box::new(move |committed: Result<(), Arc<Error>>| {
+                    let _ = reply.send(match (result, committed) {
+                        (Ok(event), Ok(())) => Ok(event),
+                        (Ok(_), Err(err)) => Err(Error::Batch(err)),
+                        (Err(err), _) => Err(err),
+                    });
+                }) as Deliver);
+                continue;
+            }
+            Job::Unit { run, abort } => (run, abort),
+        };
         let mark = wtx.mark();
-        let fenced = grouped && job.savepoint;
-        if fenced {
+        if grouped {
             let fence = match wtx.flush().await {
                 Ok(()) => wtx.tx().savepoint(SAVEPOINT).await.map_err(Error::from),
                 Err(err) => Err(err),
             };
             if let Err(err) = fence {
                 let err = Arc::new(err);
-                (job.abort)(Failure::Batch(err.clone()));
+                abort(Failure::Batch(err.clone()));
                 abort_all(remaining, &err);
                 return Err(fail_all(delivers, err));
             }
         }
-        let Job { run, abort, .. } = job;
         let outcome = AssertUnwindSafe(run(&mut wtx)).catch_unwind().await;
         let ok = matches!(&outcome, Ok(o) if o.ok);
         match outcome {
             Ok(outcome) => delivers.push(outcome.deliver),
             Err(_) => abort(Failure::Panicked),
         }
-        let step = match (fenced, ok) {
+        let step = match (grouped, ok) {
             (true, true) => wtx.tx().release_savepoint(SAVEPOINT).await,
             (true, false) => {
                 wtx.reset(mark);
@@ -162,7 +292,7 @@ async fn run_batch(db: &Database, jobs: Vec<Job>) -> Result<Option<(Head, u64)>,
             for deliver in delivers {
                 deliver(Ok(()));
             }
-            Ok((!appended.is_empty()).then_some((head, appended.len() as u64)))
+            Ok(Some((head, appended.len() as u64)))
         }
         Err(err) => Err(fail_all(delivers, Arc::new(err))),
     }
@@ -170,6 +300,6 @@ async fn run_batch(db: &Database, jobs: Vec<Job>) -> Result<Option<(Head, u64)>,
 
 fn abort_all(jobs: impl Iterator<Item = Job>, err: &Arc<Error>) {
     for job in jobs {
-        (job.abort)(Failure::Batch(err.clone()));
+        job.abort(Failure::Batch(err.clone()));
     }
 }

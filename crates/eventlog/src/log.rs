@@ -83,6 +83,10 @@ pub struct LogStats {
     pub commits: u64,
     /// Events appended by those transactions.
     pub events: u64,
+    /// Groups of plain appends written in one statement that checked the head was where this committer left it.
+    pub checked: u64,
+    /// Groups of plain appends that found the head moved by another writer and ran as a transaction instead.
+    pub moved: u64,
 }
 
 /// The event log of one registry: appends (grouped), reads, and the head.
@@ -121,16 +125,6 @@ impl EventLog {
         T: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        self.enqueue(work, true).await
-    }
-
-    /// Queues `work` for the committer; `savepoint` says whether a failure of it may leave changes to undo.
-    async fn enqueue<T, E, F>(&self, work: F, savepoint: bool) -> Result<T, E>
-    where
-        F: for<'a> FnOnce(&'a mut WriteTx) -> BoxFuture<'a, Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: From<Error> + Send + 'static,
-    {
         let (reply, answer) = oneshot::channel::<Result<T, E>>();
         // Whichever of `run` and `abort` the committer calls takes the one reply.
         let reply = Arc::new(Mutex::new(Some(reply)));
@@ -157,15 +151,18 @@ impl EventLog {
             };
             send(&abort_reply, Err(E::from(err)));
         });
-        self.inner.queue.send(Job { run, abort, savepoint }).await.map_err(|_| E::from(Error::Closed))?;
+        self.inner.queue.send(Job::Unit { run, abort }).await.map_err(|_| E::from(Error::Closed))?;
         answer.await.unwrap_or_else(|_| Err(E::from(Error::Closed)))
     }
 
     /// Appends one event on its own (grouped with other concurrent writes) and returns it once durable.
     ///
-    /// The events of a group are inserted together, in multi-row statements, just before it commits.
+    /// A group of nothing but plain appends goes out as one statement that checks the head has not moved (one round
+    /// trip); in a group with other work, its events are inserted together just before the group commits.
     pub async fn append(&self, event: NewEvent) -> Result<Event, Error> {
-        self.enqueue(move |wtx| Box::pin(std::future::ready(wtx.push(event))), false).await
+        let (reply, answer) = oneshot::channel();
+        self.inner.queue.send(Job::Append { event, reply }).await.map_err(|_| Error::Closed)?;
+        answer.await.unwrap_or(Err(Error::Closed))
     }
 
     /// Opens a write transaction outside the committer, holding the head lock until it ends.
@@ -219,6 +216,8 @@ impl EventLog {
             units: c.units.load(Ordering::Relaxed),
             commits: c.commits.load(Ordering::Relaxed),
             events: c.events.load(Ordering::Relaxed),
+            checked: c.checked.load(Ordering::Relaxed),
+            moved: c.moved.load(Ordering::Relaxed),
         }
     }
 

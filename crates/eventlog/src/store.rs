@@ -1,6 +1,6 @@
 //! The SQL behind the log, for both backends.
 
-use artifactstore_db::{fetch_all, fetch_one, fetch_optional, sqlx, AsExec, Backend, Exec, Tx};
+use artifactstore_db::{fetch_all, fetch_one, fetch_optional, sqlx, AsExec, Backend, Conn, Database, Exec, Tx};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -130,6 +130,23 @@ pub(crate) async fn insert_event(tx: &mut Tx, event: &Event) -> Result<(), Error
     Ok(())
 }
 
+/// Binds the nine columns of `e`, in `EVENT_COLUMNS` order, to a query being built.
+macro_rules! bind_event {
+    ($query:expr, $e:expr) => {{
+        let e = $e;
+        $query
+            .bind(seq(e.sequence))
+            .bind(e.created_at)
+            .bind(e.event_type.as_str())
+            .bind(e.subject_kind.as_str())
+            .bind(e.subject_id)
+            .bind(e.actor.as_str())
+            .bind(e.payload.as_slice())
+            .bind(e.payload_digest.as_slice())
+            .bind(e.chain_hash.as_slice())
+    }};
+}
+
 /// Rows per multi-row `INSERT` of events: 9 parameters each, far below either backend's limit.
 const EVENTS_PER_INSERT: usize = 100;
 
@@ -148,16 +165,7 @@ pub(crate) async fn insert_events(tx: &mut Tx, events: &[Event]) -> Result<(), E
             ($query:expr) => {{
                 let mut query = $query;
                 for e in chunk {
-                    query = query
-                        .bind(seq(e.sequence))
-                        .bind(e.created_at)
-                        .bind(e.event_type.as_str())
-                        .bind(e.subject_kind.as_str())
-                        .bind(e.subject_id)
-                        .bind(e.actor.as_str())
-                        .bind(e.payload.as_slice())
-                        .bind(e.payload_digest.as_slice())
-                        .bind(e.chain_hash.as_slice());
+                    query = bind_event!(query, e);
                 }
                 query
             }};
@@ -168,6 +176,76 @@ pub(crate) async fn insert_events(tx: &mut Tx, events: &[Event]) -> Result<(), E
         }
     }
     Ok(())
+}
+
+/// Appends `events`, which follow `from` and end at `to`, in one atomic write that checks the head is still `from`:
+/// one round trip (SQLite: one hand-over to its thread) instead of a transaction of five statements. Returns
+/// `false`, having changed nothing, when the head has moved (another writer appended meanwhile).
+///
+/// The check is in the statements themselves: the inserts and the head update apply only where the head row still
+/// reads `from`, and the head read back at the end says whether they did. Events another writer put at the same
+/// sequences would also make the inserts fail on the primary key, so nothing can be written twice.
+pub(crate) async fn append_group(db: &Database, from: &Head, to: &Head, events: &[Event]) -> Result<bool, Error> {
+    let mut conn = db.acquire().await?;
+    let from_sequence = seq(from.sequence);
+    let (to_sequence, to_chain) = (seq(to.sequence), to.chain_hash.as_slice());
+    match &mut conn {
+        Conn::Sqlite(c) => {
+            // SQLite runs the statements of one text in order, binding the anonymous parameters across them.
+            let mut sql = String::from("BEGIN IMMEDIATE;");
+            for chunk in events.chunks(EVENTS_PER_INSERT) {
+                sql.push_str(&format!(
+                    " INSERT INTO events ({EVENT_COLUMNS}) SELECT * FROM (VALUES {}) \
+                     WHERE EXISTS (SELECT 1 FROM log_head WHERE id = 1 AND sequence = ? AND chain_hash = ?);",
+                    artifactstore_db::placeholders(Backend::Sqlite, chunk.len(), 9)
+                ));
+            }
+            sql.push_str(
+                " UPDATE log_head SET sequence = ?, chain_hash = ? WHERE id = 1 AND sequence = ? AND chain_hash = ?; \
+                 SELECT sequence, chain_hash FROM log_head WHERE id = 1; COMMIT",
+            );
+            let mut query = sqlx::query_as::<_, (i64, Vec<u8>)>(&sql);
+            for chunk in events.chunks(EVENTS_PER_INSERT) {
+                for e in chunk {
+                    query = bind_event!(query, e);
+                }
+                query = query.bind(from_sequence).bind(from.chain_hash.as_slice());
+            }
+            query = query.bind(to_sequence).bind(to_chain).bind(from_sequence).bind(from.chain_hash.as_slice());
+            match query.fetch_all(&mut **c).await {
+                Ok(rows) => Ok(rows.first().is_some_and(|(s, h)| *s == to_sequence && h.as_slice() == to_chain)),
+                Err(err) => {
+                    // A statement failed inside the transaction the text opened: end it here, or the connection
+                    // would go back to the pool still holding the write lock.
+                    if sqlx::query("ROLLBACK").execute(&mut **c).await.is_err() {
+                        c.close_on_drop();
+                    }
+                    Err(err.into())
+                }
+            }
+        }
+        Conn::Postgres(c) => {
+            // One statement is one transaction: the head moves, and the events go in, only together.
+            let sql = format!(
+                "WITH moved AS (UPDATE log_head SET sequence = $1, chain_hash = $2 \
+                 WHERE id = 1 AND sequence = $3 AND chain_hash = $4 RETURNING 1), \
+                 inserted AS (INSERT INTO events ({EVENT_COLUMNS}) SELECT * FROM (VALUES {}) AS v \
+                 WHERE EXISTS (SELECT 1 FROM moved) RETURNING 1) \
+                 SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM inserted)",
+                artifactstore_db::placeholders_after(Backend::Postgres, 4, events.len(), 9)
+            );
+            let mut query = sqlx::query_as::<_, (i64, i64)>(&sql)
+                .bind(to_sequence)
+                .bind(to_chain)
+                .bind(from_sequence)
+                .bind(from.chain_hash.as_slice());
+            for e in events {
+                query = bind_event!(query, e);
+            }
+            let (moved, inserted) = query.fetch_one(&mut **c).await?;
+            Ok(moved == 1 && inserted == events.len() as i64)
+        }
+    }
 }
 
 /// Reads up to `limit` events with `sequence > after`, in order, on any connection or transaction.

@@ -41,21 +41,7 @@ impl WriteTx {
     /// Gives `new` the next sequence and chain hash without writing it yet: `flush` (or the commit) inserts
     /// every pushed event at once. Nothing changes if the event is invalid.
     pub(crate) fn push(&mut self, new: NewEvent) -> Result<Event, Error> {
-        new.validate()?;
-        let mut event = Event {
-            sequence: self.head.sequence + 1,
-            created_at: crate::event::now(),
-            event_type: new.event_type,
-            subject_kind: new.subject_kind,
-            subject_id: new.subject_id,
-            actor: new.actor,
-            payload_digest: *blake3::hash(&new.payload).as_bytes(),
-            payload: new.payload,
-            chain_hash: [0; 32],
-        };
-        event.chain_hash = chain_hash(&self.head.chain_hash, &event);
-        self.head.sequence = event.sequence;
-        self.head.chain_hash = event.chain_hash;
+        let event = next_event(&mut self.head, new)?;
         self.head_changed = true;
         self.appended.push(event.clone());
         self.pending += 1;
@@ -120,4 +106,25 @@ impl WriteTx {
         self.tx.rollback().await?;
         Ok(())
     }
+}
+
+/// Gives `new` the sequence and chain hash that follow `head`, and moves `head` on past it. Nothing changes if the
+/// event is invalid.
+pub(crate) fn next_event(head: &mut Head, new: NewEvent) -> Result<Event, Error> {
+    new.validate()?;
+    let mut event = Event {
+        sequence: head.sequence + 1,
+        created_at: crate::event::now(),
+        event_type: new.event_type,
+        subject_kind: new.subject_kind,
+        subject_id: new.subject_id,
+        actor: new.actor,
+        payload_digest: *blake3::hash(&new.payload).as_bytes(),
+        payload: new.payload,
+        chain_hash: [0; 32],
+    };
+    event.chain_hash = chain_hash(&head.chain_hash, &event);
+    head.sequence = event.sequence;
+    head.chain_hash = event.chain_hash;
+    Ok(event)
 }

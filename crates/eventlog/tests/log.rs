@@ -299,6 +299,7 @@ async fn concurrent_plain_appends_are_grouped_and_invalid_ones_take_no_sequence(
         assert_eq!(all.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=expected).collect::<Vec<_>>());
         let stats = log.stats();
         assert!(stats.commits < stats.events, "some appends shared a commit: {stats:?}");
+        assert!(stats.checked > 0 && stats.moved == 0, "groups went out as one checked statement: {stats:?}");
         let mut conn = test.db.acquire().await.unwrap();
         let stored = read_range(&mut conn, 0, 10_000).await.unwrap();
         assert_eq!(stored.len() as u64, expected);
@@ -308,5 +309,67 @@ async fn concurrent_plain_appends_are_grouped_and_invalid_ones_take_no_sequence(
         }
         let report = log.verify_chain(|_, _| {}).await.unwrap();
         assert!(report.faults.is_empty(), "{:?}", report.faults);
+    }
+}
+
+/// A committer writes a group of plain appends in one statement that checks the head it last knew; when another
+/// writer (a second instance, or a transaction outside the committer) has moved the head, that statement writes
+/// nothing and the group runs the ordinary way, so no sequence is taken twice and the chain never forks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_stay_gapless_when_another_writer_moves_the_head() {
+    for backend in BACKENDS {
+        let Some(test) = TestDb::of(backend).await else { continue };
+        let first = open(&test).await;
+        let second = EventLog::open(test.connect_again().await, LogOptions::default()).await.unwrap();
+
+        // Deterministic: each log's known head goes stale in turn.
+        assert_eq!(first.append(event(1)).await.unwrap().sequence, 1);
+        assert_eq!(second.append(event(2)).await.unwrap().sequence, 2);
+        assert_eq!(first.append(event(3)).await.unwrap().sequence, 3, "{backend:?}: the first log saw head 1");
+        let mut outside = first.begin().await.unwrap();
+        assert_eq!(outside.append(event(4)).await.unwrap().sequence, 4);
+        first.commit(outside).await.unwrap();
+        assert_eq!(first.append(event(5)).await.unwrap().sequence, 5, "{backend:?}: after a write outside");
+        assert_eq!(second.append(event(6)).await.unwrap().sequence, 6);
+        let (a, b) = (first.stats(), second.stats());
+        assert_eq!((a.moved, b.moved), (2, 1), "{backend:?}: each stale head was noticed: {a:?} {b:?}");
+        assert_eq!(second.append(event(7)).await.unwrap().sequence, 7);
+        assert_eq!(
+            second.stats().checked,
+            b.checked + 1,
+            "{backend:?}: the head it wrote last was current: {b:?} {:?}",
+            second.stats()
+        );
+
+        // Concurrent: both logs, 16 appenders each.
+        let mut tasks = Vec::new();
+        for task in 0..32u64 {
+            let log = if task % 2 == 0 { first.clone() } else { second.clone() };
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for i in 0..25u64 {
+                    let n = 1_000 + task * 100 + i;
+                    got.push((log.append(event(n)).await.unwrap().sequence, n));
+                }
+                got
+            }));
+        }
+        let mut all: Vec<(u64, u64)> = (1..=7).map(|n| (n, n)).collect();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        all.sort_unstable();
+        let total = 7 + 32 * 25;
+        assert_eq!(all.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=total).collect::<Vec<_>>(), "{backend:?}");
+        let mut conn = test.db.acquire().await.unwrap();
+        let stored = read_range(&mut conn, 0, 10_000).await.unwrap();
+        assert_eq!(stored.len() as u64, total);
+        for (event, (sequence, n)) in stored.iter().zip(&all) {
+            assert_eq!(payload_n(&event.payload), *n, "{backend:?}: event {sequence} holds what its append was given");
+        }
+        let head = first.read_head().await.unwrap();
+        assert_eq!(head.sequence, total);
+        let report = first.verify_chain(|_, _| {}).await.unwrap();
+        assert!(report.faults.is_empty(), "{backend:?}: {:?}", report.faults);
     }
 }
