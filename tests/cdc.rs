@@ -278,6 +278,36 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
+/// A client that hangs up on an idle stream (nothing to send, no heartbeat due) is noticed at once: its stream
+/// ends and its subscription is released, so departed clients cost nothing until the next event.
+#[tokio::test]
+async fn a_client_hanging_up_on_an_idle_stream_is_let_go_at_once() {
+    let test = TestDb::sqlite().await;
+    let server = serve(test.db.clone(), test.dir()).await;
+    server.log.append(event(1, "v1.test.before", 0)).await.unwrap();
+    let streams = || async {
+        let text = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
+        metric(&text, "artifactstore_sse_streams")
+    };
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut client = SseClient::connect(&server.address, "?since=0", None).await;
+        assert_eq!(client.collect_until(1).await, [1]);
+        clients.push(client);
+    }
+    assert_eq!(streams().await, 20.0);
+    drop(clients);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while streams().await > 0.0 {
+        assert!(tokio::time::Instant::now() < deadline, "streams still open 5 s after their clients hung up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The feed goes on for whoever connects next.
+    let mut late = SseClient::connect(&server.address, "?since=1", None).await;
+    server.log.append(event(2, "v1.test.after", 0)).await.unwrap();
+    assert_eq!(late.collect_until(2).await, [2]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_idle_subscribers_each_receive_a_new_event() {
     let test = TestDb::sqlite().await;

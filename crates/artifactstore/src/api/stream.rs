@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use artifactstore_eventlog::{Event, Subscription};
@@ -16,8 +16,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt as _;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::envelope::envelope_json;
@@ -35,8 +33,6 @@ const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
 const RETRY_MS: u64 = 1000;
 /// Events read per round trip while catching up.
 const CATCH_UP_BATCH: u32 = 500;
-/// Writes waiting for the connection; beyond this the stream stops reading its subscription.
-const FRAME_BUFFER: usize = 16;
 /// Live events already waiting are sent together, up to this many per write...
 const COALESCE: usize = 64;
 /// ...and up to about this many bytes, so a stream's queue stays small (`FRAME_BUFFER` writes of this size).
@@ -103,11 +99,8 @@ pub(crate) async fn stream(
     let head = state.instance.log.read_head().await?;
     check_cursor(&request, &head)?;
     let subscription = state.broadcaster.subscribe();
-    let (frames, body) = mpsc::channel::<Bytes>(FRAME_BUFFER);
     state.metrics.sse_streams.inc();
-    tokio::spawn(follow(state, request, subscription, frames));
-    let body = tokio_stream::wrappers::ReceiverStream::new(body).map(Ok::<_, Infallible>);
-    let mut response = Body::from_stream(body).into_response();
+    let mut response = Body::from_stream(follow(state, request, subscription)).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -116,104 +109,119 @@ pub(crate) async fn stream(
     Ok(response)
 }
 
-/// Feeds one stream until the client goes away, the broadcaster cuts it, or the log cannot be read.
-async fn follow(state: AppState, request: FeedRequest, mut subscription: Subscription, frames: mpsc::Sender<Bytes>) {
-    let _open = scopeguard(&state);
-    let filtered = !request.filter.is_everything();
-    let opening = Bytes::from(format!(": artifactstore event stream\nretry: {RETRY_MS}\n\n"));
-    if frames.send(opening).await.is_err() {
-        return;
-    }
-    let mut cursor = request.since;
-    let mut marked = cursor;
-    let mut next_mark = Instant::now() + BOOKMARK_EVERY;
+/// What woke a live stream.
+enum Wake {
+    Event(Option<Arc<Event>>),
+    Bookmark,
+    Heartbeat,
+}
 
-    // Catch up from the database to where the subscription begins.
-    while cursor < subscription.start {
-        let events = match state.instance.log.read(cursor, subscription.start, CATCH_UP_BATCH, &request.filter).await {
-            Ok(events) => events,
-            Err(err) => {
-                tracing::warn!(error = %err, "an event stream could not read the log");
-                return;
-            }
-        };
-        let next = match events.last() {
-            Some(last) if events.len() == CATCH_UP_BATCH as usize => last.sequence,
-            _ => subscription.start,
-        };
-        let mut out = BytesMut::new();
-        for event in &events {
-            out.extend_from_slice(&render(event));
-            marked = event.sequence;
-            if out.len() >= COALESCE_BYTES && frames.send(out.split().freeze()).await.is_err() {
-                return;
-            }
-        }
-        if !out.is_empty() && frames.send(out.freeze()).await.is_err() {
-            return;
-        }
-        cursor = next;
-        if filtered && marked < cursor && Instant::now() >= next_mark {
-            if frames.send(bookmark(cursor)).await.is_err() {
-                return;
-            }
-            marked = cursor;
-            next_mark = Instant::now() + BOOKMARK_EVERY;
-        }
-    }
+/// The body of one stream, until the client goes away, the broadcaster cuts it, or the log cannot be read.
+///
+/// The connection's own task polls this stream when it can write, so a live event wakes one task per subscriber
+/// (the connection's), and a client that stops reading stops the polling: its subscription then fills and the
+/// broadcaster cuts it. When the client goes away the connection drops the stream, and with it the subscription.
+fn follow(
+    state: AppState,
+    request: FeedRequest,
+    mut subscription: Subscription,
+) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send {
+    async_stream::stream! {
+        let _open = scopeguard(&state);
+        let filtered = !request.filter.is_everything();
+        yield Ok(Bytes::from(format!(": artifactstore event stream\nretry: {RETRY_MS}\n\n")));
+        let mut cursor = request.since;
+        let mut marked = cursor;
+        let mut next_mark = Instant::now() + BOOKMARK_EVERY;
 
-    // Live.
-    let mut next_heartbeat = Instant::now() + HEARTBEAT;
-    loop {
-        let wants_mark = filtered && marked < cursor;
-        tokio::select! {
-            () = frames.closed() => return,
-            received = subscription.events.recv() => {
-                let Some(first) = received else {
-                    // Cut for falling behind (or shutting down): end the stream, the client resumes from its last id.
-                    return;
-                };
-                // Whatever else is already waiting goes out in the same write.
-                let mut out = BytesMut::new();
-                let mut next = Some(first);
-                let mut taken = 0;
-                while let Some(event) = next.take() {
-                    taken += 1;
-                    if event.sequence > cursor {
-                        cursor = event.sequence;
-                        if request.filter.matches(&event) {
-                            out.extend_from_slice(&state.frames.frame(&event));
-                            marked = cursor;
-                        }
-                    }
-                    if taken < COALESCE && out.len() < COALESCE_BYTES {
-                        next = subscription.events.try_recv().ok();
-                    }
-                }
-                if !out.is_empty() {
-                    if frames.send(out.freeze()).await.is_err() {
-                        return;
-                    }
-                    next_heartbeat = Instant::now() + HEARTBEAT;
-                }
-            }
-            () = tokio::time::sleep_until(next_mark), if wants_mark => {
-                if frames.send(bookmark(cursor)).await.is_err() {
+        // Catch up from the database to where the subscription begins.
+        while cursor < subscription.start {
+            let read = state.instance.log.read(cursor, subscription.start, CATCH_UP_BATCH, &request.filter).await;
+            let events = match read {
+                Ok(events) => events,
+                Err(err) => {
+                    tracing::warn!(error = %err, "an event stream could not read the log");
                     return;
                 }
+            };
+            let next = match events.last() {
+                Some(last) if events.len() == CATCH_UP_BATCH as usize => last.sequence,
+                _ => subscription.start,
+            };
+            let mut out = BytesMut::new();
+            for event in &events {
+                out.extend_from_slice(&render(event));
+                marked = event.sequence;
+                if out.len() >= COALESCE_BYTES {
+                    yield Ok(out.split().freeze());
+                }
+            }
+            if !out.is_empty() {
+                yield Ok(out.freeze());
+            }
+            cursor = next;
+            if filtered && marked < cursor && Instant::now() >= next_mark {
+                yield Ok(bookmark(cursor));
                 marked = cursor;
                 next_mark = Instant::now() + BOOKMARK_EVERY;
-                next_heartbeat = Instant::now() + HEARTBEAT;
-            }
-            () = tokio::time::sleep_until(next_heartbeat) => {
-                if frames.send(Bytes::from_static(HEARTBEAT_FRAME)).await.is_err() {
-                    return;
-                }
-                next_heartbeat = Instant::now() + HEARTBEAT;
             }
         }
-        if !wants_mark && marked < cursor {
-            next_mark = Instant::now() + BOOKMARK_EVERY;
+
+        // Live. One heartbeat timer for the stream's life: a write only notes its time, and the timer, when it
+        // fires, sends a heartbeat if nothing went out for `HEARTBEAT` or sleeps on to that point.
+        let mut last_write = Instant::now();
+        let heartbeat = tokio::time::sleep_until(last_write + HEARTBEAT);
+        tokio::pin!(heartbeat);
+        loop {
+            let wants_mark = filtered && marked < cursor;
+            let wake = tokio::select! {
+                received = subscription.events.recv() => Wake::Event(received),
+                () = tokio::time::sleep_until(next_mark), if wants_mark => Wake::Bookmark,
+                () = &mut heartbeat => Wake::Heartbeat,
+            };
+            match wake {
+                // Cut for falling behind (or shutting down): end the stream, the client resumes from its last id.
+                Wake::Event(None) => return,
+                Wake::Event(Some(first)) => {
+                    // Whatever else is already waiting goes out in the same write.
+                    let mut out = BytesMut::new();
+                    let mut next = Some(first);
+                    let mut taken = 0;
+                    while let Some(event) = next.take() {
+                        taken += 1;
+                        if event.sequence > cursor {
+                            cursor = event.sequence;
+                            if request.filter.matches(&event) {
+                                out.extend_from_slice(&state.frames.frame(&event));
+                                marked = cursor;
+                            }
+                        }
+                        if taken < COALESCE && out.len() < COALESCE_BYTES {
+                            next = subscription.events.try_recv().ok();
+                        }
+                    }
+                    if !out.is_empty() {
+                        yield Ok(out.freeze());
+                        last_write = Instant::now();
+                    }
+                }
+                Wake::Bookmark => {
+                    yield Ok(bookmark(cursor));
+                    marked = cursor;
+                    next_mark = Instant::now() + BOOKMARK_EVERY;
+                    last_write = Instant::now();
+                }
+                Wake::Heartbeat => {
+                    if Instant::now() >= last_write + HEARTBEAT {
+                        yield Ok(Bytes::from_static(HEARTBEAT_FRAME));
+                        last_write = Instant::now();
+                    }
+                    heartbeat.as_mut().reset(last_write + HEARTBEAT);
+                }
+            }
+            if !wants_mark && marked < cursor {
+                next_mark = Instant::now() + BOOKMARK_EVERY;
+            }
         }
     }
 }
