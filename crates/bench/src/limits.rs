@@ -170,7 +170,9 @@ pub(crate) async fn grouped_commit_speed(db: &Database, group: usize, groups: us
          payload_digest, chain_hash) VALUES {}",
         artifactstore_db::placeholders(db.backend(), group, 9)
     );
-    // Rows shaped like the c workload's: a file-ingested payload of about 170 bytes, 32-byte digests.
+    // Rows shaped like the c workload's: a file-ingested payload of about 170 bytes, 32-byte digests, and a subject
+    // id per blob, random-looking as the real ones (derived from digests) are, which scatters the subject index.
+    let subject = |seq: i64| uuid::Uuid::from_slice(&blake3::hash(&(-seq).to_le_bytes()).as_bytes()[..16]).ok();
     let payload = vec![0xa5u8; 170];
     let created_at = chrono::Utc::now();
     let start = Instant::now();
@@ -187,7 +189,7 @@ pub(crate) async fn grouped_commit_speed(db: &Database, group: usize, groups: us
                         .bind(created_at)
                         .bind("v1.file.ingested")
                         .bind("blob")
-                        .bind(None::<uuid::Uuid>)
+                        .bind(subject(seq))
                         .bind("bench")
                         .bind(payload.as_slice())
                         .bind(digest.as_bytes().to_vec())

@@ -324,7 +324,7 @@ async fn workload_c(report: &mut Report, sizes: &Sizes, work: &std::path::Path) 
             "c",
             &format!(
                 "{}: 64 event rows per transaction committed one after another, one multi-row INSERT and the commit \
-                 alone (no head, hashing or queue)",
+                 alone (no head, hashing or queue); rows as the workload's, a random-looking subject id each",
                 backend_name(backend)
             ),
             format!("{alone:.0} events/s"),
