@@ -297,6 +297,12 @@ async fn a_client_hanging_up_on_an_idle_stream_is_let_go_at_once() {
     }
     assert_eq!(streams().await, 20.0);
     drop(clients);
+    // Clients that ask and leave at once, before any of the stream has been written.
+    for _ in 0..20 {
+        let mut stream = TcpStream::connect(&server.address).await.unwrap();
+        let request = format!("GET /v1/events/stream HTTP/1.1\r\nHost: {}\r\n\r\n", server.address);
+        stream.write_all(request.as_bytes()).await.unwrap();
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while streams().await > 0.0 {
         assert!(tokio::time::Instant::now() < deadline, "streams still open 5 s after their clients hung up");

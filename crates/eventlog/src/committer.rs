@@ -178,16 +178,7 @@ async fn append_only(db: &Database, from: Head, batch: Vec<Job>, counters: &Coun
             events
                 .into_iter()
                 .zip(replies)
-                .map(|(event, reply)| Job::Append {
-                    event: NewEvent {
-                        event_type: event.event_type,
-                        subject_kind: event.subject_kind,
-                        subject_id: event.subject_id,
-                        actor: event.actor,
-                        payload: event.payload,
-                    },
-                    reply,
-                })
+                .map(|(event, reply)| Job::Append { event: NewEvent::from(event), reply })
                 .collect(),
         )),
         Err(err) => {

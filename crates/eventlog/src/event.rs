@@ -63,6 +63,19 @@ pub struct NewEvent {
     pub payload: Vec<u8>,
 }
 
+/// What was asked for, without what appending gave it (sequence, time, digests): to append it again elsewhere.
+impl From<Event> for NewEvent {
+    fn from(event: Event) -> NewEvent {
+        NewEvent {
+            event_type: event.event_type,
+            subject_kind: event.subject_kind,
+            subject_id: event.subject_id,
+            actor: event.actor,
+            payload: event.payload,
+        }
+    }
+}
+
 impl NewEvent {
     /// Checks everything the log requires before it accepts an event.
     pub(crate) fn validate(&self) -> Result<(), Error> {

@@ -35,7 +35,7 @@ const RETRY_MS: u64 = 1000;
 const CATCH_UP_BATCH: u32 = 500;
 /// Live events already waiting are sent together, up to this many per write...
 const COALESCE: usize = 64;
-/// ...and up to about this many bytes, so a stream's queue stays small (`FRAME_BUFFER` writes of this size).
+/// ...and up to about this many bytes, so what a stream hands its connection at once stays small.
 const COALESCE_BYTES: usize = 32 * 1024;
 /// Rendered frames kept for other streams to reuse: the newest events, which streams that keep up all send; one
 /// further behind renders its own.
@@ -99,8 +99,8 @@ pub(crate) async fn stream(
     let head = state.instance.log.read_head().await?;
     check_cursor(&request, &head)?;
     let subscription = state.broadcaster.subscribe();
-    state.metrics.sse_streams.inc();
-    let mut response = Body::from_stream(follow(state, request, subscription)).into_response();
+    let open = Open::new(&state.metrics.sse_streams);
+    let mut response = Body::from_stream(follow(state, request, subscription, open)).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -125,9 +125,10 @@ fn follow(
     state: AppState,
     request: FeedRequest,
     mut subscription: Subscription,
+    open: Open,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send {
     async_stream::stream! {
-        let _open = scopeguard(&state);
+        let _open = open;
         let filtered = !request.filter.is_everything();
         yield Ok(Bytes::from(format!(": artifactstore event stream\nretry: {RETRY_MS}\n\n")));
         let mut cursor = request.since;
@@ -227,12 +228,20 @@ fn follow(
 }
 
 /// Counts the stream as open until it ends.
-fn scopeguard(state: &AppState) -> impl Drop + '_ {
-    struct Open<'a>(&'a AppState);
-    impl Drop for Open<'_> {
-        fn drop(&mut self) {
-            self.0.metrics.sse_streams.dec();
-        }
+///
+/// Made with the response and moved into its body, so a body the connection drops without ever polling it (the
+/// client left before the headers went out) still counts down.
+struct Open(prometheus_client::metrics::gauge::Gauge);
+
+impl Open {
+    fn new(streams: &prometheus_client::metrics::gauge::Gauge) -> Open {
+        streams.inc();
+        Open(streams.clone())
     }
-    Open(state)
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
