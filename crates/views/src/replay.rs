@@ -58,10 +58,14 @@ pub(crate) async fn replay_after(
     applied
 }
 
-/// SQLite's page cache, enlarged while a replay writes: inserting rows keyed by random digests touches index pages
-/// all over, and the default cache (2 MB) would have them written out and read back again and again.
+/// SQLite settings of a replaying connection, changed for the replay and put back after it.
+///
+/// The page cache is enlarged: inserting rows keyed by random digests touches index pages all over, and the
+/// default cache (2 MB) would have them written out and read back again and again. Temporary files are kept in
+/// memory: each multi-row `INSERT` inside the replay's transaction keeps a statement journal of the pages it
+/// changes, and on disk that journal is a file written through the kernel for every statement.
 struct ReplayCache {
-    previous: Option<i64>,
+    previous: Option<(i64, i64)>,
 }
 
 /// The page cache of a replaying connection, in KiB (SQLite takes negative sizes as KiB).
@@ -72,14 +76,17 @@ impl ReplayCache {
         if tx.backend() != artifactstore_db::Backend::Sqlite {
             return Ok(ReplayCache { previous: None });
         }
-        let (previous,): (i64,) = artifactstore_db::fetch_one!(tx, (i64,), "PRAGMA cache_size")?;
+        let (cache,): (i64,) = artifactstore_db::fetch_one!(tx, (i64,), "PRAGMA cache_size")?;
+        let (temp,): (i64,) = artifactstore_db::fetch_one!(tx, (i64,), "PRAGMA temp_store")?;
         execute!(tx, &format!("PRAGMA cache_size = {}", -REPLAY_CACHE_KIB))?;
-        Ok(ReplayCache { previous: Some(previous) })
+        execute!(tx, "PRAGMA temp_store = MEMORY")?;
+        Ok(ReplayCache { previous: Some((cache, temp)) })
     }
 
     async fn restore(self, tx: &mut Tx) -> Result<(), Error> {
-        if let Some(previous) = self.previous {
-            execute!(tx, &format!("PRAGMA cache_size = {previous}"))?;
+        if let Some((cache, temp)) = self.previous {
+            execute!(tx, &format!("PRAGMA cache_size = {cache}"))?;
+            execute!(tx, &format!("PRAGMA temp_store = {temp}"))?;
         }
         Ok(())
     }
