@@ -118,10 +118,7 @@ pub(crate) async fn raw_insert_speed(db: &Database, rows: usize) -> anyhow::Resu
     const PER_STATEMENT: usize = 200;
     let sql = format!(
         "{} INTO artifact_files (blake3, sha256, size, media_type, file_id, ingested_sequence, sequence) VALUES {}",
-        match db.backend() {
-            artifactstore_db::Backend::Sqlite => "INSERT OR FAIL",
-            artifactstore_db::Backend::Postgres => "INSERT",
-        },
+        insert_verb(db.backend()),
         artifactstore_db::placeholders(db.backend(), PER_STATEMENT, 7)
     );
     let keys: Vec<(String, String, uuid::Uuid)> = (0..rows.div_ceil(PER_STATEMENT) * PER_STATEMENT)
@@ -197,6 +194,14 @@ pub(crate) fn sqlite_c_insert_speed(dir: &Path, rows: usize) -> anyhow::Result<f
     Ok(speed)
 }
 
+/// The verb the product's bulk inserts use: on SQLite `INSERT OR FAIL`, which needs no statement journal (ADR 0012).
+fn insert_verb(backend: artifactstore_db::Backend) -> &'static str {
+    match backend {
+        artifactstore_db::Backend::Sqlite => "INSERT OR FAIL",
+        artifactstore_db::Backend::Postgres => "INSERT",
+    }
+}
+
 async fn sqlx_exec(tx: &mut artifactstore_db::Tx, sql: &str) -> anyhow::Result<()> {
     match tx {
         artifactstore_db::Tx::Sqlite(t) => sqlx::query(sql).execute(&mut **t).await.map(drop)?,
@@ -207,11 +212,13 @@ async fn sqlx_exec(tx: &mut artifactstore_db::Tx, sql: &str) -> anyhow::Result<(
 
 /// Commits `groups` transactions of `group` event rows each, one after another, straight into the (empty) `events`
 /// table through the same driver the product uses: one multi-row `INSERT` and the commit, nothing else (no head, no
-/// hashing, no queue). The most events per second a log that commits groups of this size one at a time can reach.
+/// hashing, no queue; on SQLite `INSERT OR FAIL`, as the committer writes). The most events per second a log that
+/// commits groups of this size one at a time can reach.
 pub(crate) async fn grouped_commit_speed(db: &Database, group: usize, groups: usize) -> anyhow::Result<f64> {
     let sql = format!(
-        "INSERT INTO events (sequence, created_at, event_type, subject_kind, subject_id, actor, payload, \
+        "{} INTO events (sequence, created_at, event_type, subject_kind, subject_id, actor, payload, \
          payload_digest, chain_hash) VALUES {}",
+        insert_verb(db.backend()),
         artifactstore_db::placeholders(db.backend(), group, 9)
     );
     // Rows shaped like the c workload's: a file-ingested payload of about 170 bytes, 32-byte digests, and a subject

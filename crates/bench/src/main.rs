@@ -323,8 +323,8 @@ async fn workload_c(report: &mut Report, sizes: &Sizes, work: &std::path::Path) 
         report.limit(
             "c",
             &format!(
-                "{}: 64 event rows per transaction committed one after another, one multi-row INSERT and the commit \
-                 alone (no head, hashing or queue); rows as the workload's, a random-looking subject id each",
+                "{}: 64 event rows per transaction committed one after another, one multi-row INSERT (OR FAIL on \
+                 SQLite, as the committer's) and the commit alone (no head, hashing or queue); rows as the workload's, a random-looking subject id each",
                 backend_name(backend)
             ),
             format!("{alone:.0} events/s"),
@@ -403,7 +403,7 @@ async fn workload_d(report: &mut Report, sizes: &Sizes, work: &std::path::Path) 
     report.limit(
         "d",
         "raw insert speed, SQLite: blob rows straight into the artifact_files view, random digests (one transaction, \
-         200-row INSERTs, replay's page cache)",
+         200-row INSERT OR FAIL through sqlx as replay writes them, replay's page cache)",
         format!("{raw:.0} rows/s"),
     );
     report.limit(
