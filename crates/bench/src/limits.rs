@@ -118,7 +118,7 @@ pub(crate) async fn raw_insert_speed(db: &Database, rows: usize) -> anyhow::Resu
     const PER_STATEMENT: usize = 200;
     let sql = format!(
         "{} INTO artifact_files (blake3, sha256, size, media_type, file_id, ingested_sequence, sequence) VALUES {}",
-        insert_verb(db.backend()),
+        artifactstore_db::bulk_insert(db.backend()),
         artifactstore_db::placeholders(db.backend(), PER_STATEMENT, 7)
     );
     let keys: Vec<(String, String, uuid::Uuid)> = (0..rows.div_ceil(PER_STATEMENT) * PER_STATEMENT)
@@ -194,14 +194,6 @@ pub(crate) fn sqlite_c_insert_speed(dir: &Path, rows: usize) -> anyhow::Result<f
     Ok(speed)
 }
 
-/// The verb the product's bulk inserts use: on SQLite `INSERT OR FAIL`, which needs no statement journal (ADR 0012).
-fn insert_verb(backend: artifactstore_db::Backend) -> &'static str {
-    match backend {
-        artifactstore_db::Backend::Sqlite => "INSERT OR FAIL",
-        artifactstore_db::Backend::Postgres => "INSERT",
-    }
-}
-
 async fn sqlx_exec(tx: &mut artifactstore_db::Tx, sql: &str) -> anyhow::Result<()> {
     match tx {
         artifactstore_db::Tx::Sqlite(t) => sqlx::query(sql).execute(&mut **t).await.map(drop)?,
@@ -218,7 +210,7 @@ pub(crate) async fn grouped_commit_speed(db: &Database, group: usize, groups: us
     let sql = format!(
         "{} INTO events (sequence, created_at, event_type, subject_kind, subject_id, actor, payload, \
          payload_digest, chain_hash) VALUES {}",
-        insert_verb(db.backend()),
+        artifactstore_db::bulk_insert(db.backend()),
         artifactstore_db::placeholders(db.backend(), group, 9)
     );
     // Rows shaped like the c workload's: a file-ingested payload of about 170 bytes, 32-byte digests, and a subject

@@ -13,6 +13,19 @@ pub use tx::{AsExec, Conn, Exec, Tx};
 #[doc(hidden)]
 pub use sqlx;
 
+/// The verb of a bulk multi-row `INSERT` whose failure always rolls back the whole transaction it runs in.
+///
+/// On SQLite `INSERT OR FAIL`: a failing statement stops at the failing row and keeps the rows before it, which spares
+/// SQLite a statement journal (a copy, made before the statement changes it, of every page the statement touches).
+/// Only for statements no caller recovers from while the transaction goes on (ADR 0012,
+/// `docs/adr/0012-sqlite-bulk-writes.md`). PostgreSQL has no such clause and needs none: `INSERT`.
+pub fn bulk_insert(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "INSERT OR FAIL",
+        Backend::Postgres => "INSERT",
+    }
+}
+
 /// The `(..), (..)` value lists of a multi-row `INSERT` of `rows` rows of `columns` parameters.
 ///
 /// PostgreSQL takes numbered parameters (`$1`); SQLite gets anonymous ones (`?`), which it binds in order: numbered

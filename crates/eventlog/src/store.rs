@@ -192,13 +192,13 @@ pub(crate) async fn append_group(db: &Database, from: &Head, to: &Head, events: 
     match &mut conn {
         Conn::Sqlite(c) => {
             // SQLite runs the statements of one text in order, binding the anonymous parameters across them.
-            // `OR FAIL`: a failing insert stops where it is instead of undoing its own rows, which spares SQLite a
-            // statement journal (a copy of every page the insert touches); any failure rolls the whole text back.
+            // Any failure rolls the whole text back, so the inserts are bulk ones.
             let mut sql = String::from("BEGIN IMMEDIATE;");
             for chunk in events.chunks(EVENTS_PER_INSERT) {
                 sql.push_str(&format!(
-                    " INSERT OR FAIL INTO events ({EVENT_COLUMNS}) SELECT * FROM (VALUES {}) \
+                    " {} INTO events ({EVENT_COLUMNS}) SELECT * FROM (VALUES {}) \
                      WHERE EXISTS (SELECT 1 FROM log_head WHERE id = 1 AND sequence = ? AND chain_hash = ?);",
+                    artifactstore_db::bulk_insert(Backend::Sqlite),
                     artifactstore_db::placeholders(Backend::Sqlite, chunk.len(), 9)
                 ));
             }

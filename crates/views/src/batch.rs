@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use artifactstore_db::{placeholders, sqlx, AsExec as _, Backend, Exec, Tx};
+use artifactstore_db::{bulk_insert, placeholders, sqlx, AsExec as _, Exec, Tx};
 use artifactstore_eventlog::Event;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -26,13 +26,8 @@ macro_rules! insert_rows {
         let rows = $rows;
         let columns = [$(stringify!($field)),+].len();
         for chunk in rows.chunks(ROWS_PER_INSERT) {
-            // SQLite: `OR FAIL` stops a failing statement where it is instead of undoing its own rows, which spares
-            // a statement journal (a copy of every page each statement touches); any failure ends the replay and
-            // rolls back its whole transaction. PostgreSQL has no such clause and needs none.
-            let verb = match $tx.backend() {
-                Backend::Sqlite => "INSERT OR FAIL",
-                Backend::Postgres => "INSERT",
-            };
+            // Any failure ends the replay and rolls back its whole transaction.
+            let verb = bulk_insert($tx.backend());
             let values = placeholders($tx.backend(), chunk.len(), columns);
             let sql = format!("{verb} INTO {} VALUES {values}{}", $into, $tail);
             match $tx.as_exec() {

@@ -52,9 +52,9 @@ pub(crate) async fn replay_after(
     upto: u64,
     progress: &mut impl FnMut(u64, u64),
 ) -> Result<u64, Error> {
-    let cache = ReplayCache::enlarge(tx).await?;
+    let settings = ReplaySettings::apply(tx).await?;
     let applied = replay_planned(db, tx, from, upto, progress).await;
-    cache.restore(tx).await?;
+    settings.restore(tx).await?;
     applied
 }
 
@@ -62,25 +62,26 @@ pub(crate) async fn replay_after(
 ///
 /// The page cache is enlarged: inserting rows keyed by random digests touches index pages all over, and the
 /// default cache (2 MB) would have them written out and read back again and again. Temporary files are kept in
-/// memory: each multi-row `INSERT` inside the replay's transaction keeps a statement journal of the pages it
-/// changes, and on disk that journal is a file written through the kernel for every statement.
-struct ReplayCache {
+/// memory: the statements a replay runs as the live path does (deletions, updates of written rows) keep a statement
+/// journal of the pages they change, which on disk would be a file written through the kernel for each of them
+/// (the batches' own inserts need none, `db::bulk_insert`).
+struct ReplaySettings {
     previous: Option<(i64, i64)>,
 }
 
 /// The page cache of a replaying connection, in KiB (SQLite takes negative sizes as KiB).
 const REPLAY_CACHE_KIB: i64 = 256 * 1024;
 
-impl ReplayCache {
-    async fn enlarge(tx: &mut Tx) -> Result<ReplayCache, Error> {
+impl ReplaySettings {
+    async fn apply(tx: &mut Tx) -> Result<ReplaySettings, Error> {
         if tx.backend() != artifactstore_db::Backend::Sqlite {
-            return Ok(ReplayCache { previous: None });
+            return Ok(ReplaySettings { previous: None });
         }
         let (cache,): (i64,) = artifactstore_db::fetch_one!(tx, (i64,), "PRAGMA cache_size")?;
         let (temp,): (i64,) = artifactstore_db::fetch_one!(tx, (i64,), "PRAGMA temp_store")?;
         execute!(tx, &format!("PRAGMA cache_size = {}", -REPLAY_CACHE_KIB))?;
         execute!(tx, "PRAGMA temp_store = MEMORY")?;
-        Ok(ReplayCache { previous: Some((cache, temp)) })
+        Ok(ReplaySettings { previous: Some((cache, temp)) })
     }
 
     async fn restore(self, tx: &mut Tx) -> Result<(), Error> {
