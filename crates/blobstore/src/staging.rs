@@ -2,6 +2,8 @@
 //! content address or aborted.
 //!
 //! On a filesystem store a session's bytes are one file, `staging/<session>`, appended to and renamed into place.
+//! Each step on it (open and append, commit) is one trip to a blocking thread: on two cores a request that hops
+//! threads a dozen times spends more time waking threads than moving bytes.
 //! On S3 they are a multipart upload to `staging/<session>/data`; S3 wants every part but the last to be at least
 //! 5 MiB, so a tail shorter than that waits in `staging/<session>/pending-<start>-<len>` until more bytes (or the
 //! commit) arrive. Every object a session owns lies under `staging/<session>`, so abort and commit clear that prefix.
@@ -9,13 +11,14 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+use std::io::{Seek, Write};
+
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use crate::store::Backend;
@@ -25,6 +28,8 @@ use crate::{BlobStore, Error};
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// S3's smallest part but the last.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+/// A filesystem writer writes once this much is pending (and at the end of the chunk).
+const FILE_BATCH: usize = 1024 * 1024;
 
 /// Where a session's bytes are, as its bookkeeping records it between requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,9 +91,14 @@ pub struct StageWriter {
 #[derive(Debug)]
 enum WriterKind {
     File {
-        file: tokio::fs::File,
-        /// The staging directory, when this writer starts the file (offset 0): its entry must be synced too.
-        first: Option<PathBuf>,
+        path: PathBuf,
+        /// Where this writer starts: the session's acknowledged length.
+        start: u64,
+        /// The file, once the first bytes went out (it is opened then, on the same blocking thread).
+        file: Option<std::fs::File>,
+        /// Bytes received and not yet written.
+        pending: Vec<Bytes>,
+        pending_len: usize,
     },
     S3 {
         store: std::sync::Arc<object_store::aws::AmazonS3>,
@@ -118,12 +128,8 @@ impl BlobStore {
     /// Starts staging for a new session.
     pub async fn stage_open(&self, session: Uuid) -> Result<StagingState, Error> {
         match &self.backend {
-            Backend::File { root, .. } => {
-                // The file itself is created by the first chunk's writer.
-                let dir = root.join("staging");
-                tokio::fs::create_dir_all(&dir).await.map_err(Error::io(format!("create {}", dir.display())))?;
-                Ok(StagingState::File)
-            }
+            // The file (and the staging directory, the first time) is created by the first chunk's writer.
+            Backend::File { .. } => Ok(StagingState::File),
             Backend::S3 { store, .. } => {
                 let data = self.key(&format!("{}/data", self.staging_dir(session)));
                 let upload_id = store.create_multipart(&data).await?;
@@ -138,36 +144,16 @@ impl BlobStore {
         let kind = match (&self.backend, state) {
             (Backend::File { root, .. }, StagingState::File) => {
                 let path = Self::staging_file(root, session);
-                // Only the first chunk may find no file: a session past offset 0 must have its staged bytes.
-                let mut file = match tokio::fs::OpenOptions::new().write(true).open(&path).await {
-                    Ok(file) => file,
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound && offset == 0 => {
-                        let file = tokio::fs::OpenOptions::new()
-                            .write(true)
-                            .create(true)
-                            .truncate(false)
-                            .open(&path)
-                            .await
-                            .map_err(Error::io(format!("create {}", path.display())))?;
-                        file
-                    }
-                    Err(err) => {
-                        return Err(Error::Staging {
-                            session,
-                            why: format!("the staged bytes at {} are gone: {err}", path.display()),
-                        })
+                // A session past offset 0 must have its staged bytes: find out before the body is read. The first
+                // chunk's file is created with its first write.
+                let file = match offset {
+                    0 => None,
+                    _ => {
+                        let path = path.clone();
+                        Some(blocking(move || open_staged(session, &path, offset)).await?)
                     }
                 };
-                let len = file.metadata().await.map_err(Error::io(format!("inspect {}", path.display())))?.len();
-                if len < offset {
-                    return Err(Error::Staging {
-                        session,
-                        why: format!("{} holds {len} bytes but {offset} were acknowledged", path.display()),
-                    });
-                }
-                file.set_len(offset).await.map_err(Error::io(format!("truncate {}", path.display())))?;
-                file.seek(std::io::SeekFrom::Start(offset)).await.map_err(Error::io("seek the staged file"))?;
-                WriterKind::File { file, first: (offset == 0).then(|| path.parent().map(PathBuf::from)).flatten() }
+                WriterKind::File { path, start: offset, file, pending: Vec::new(), pending_len: 0 }
             }
             (Backend::S3 { store, .. }, StagingState::S3 { upload_id, parts, pending_start, pending_len }) => {
                 let dir = self.staging_dir(session);
@@ -208,41 +194,16 @@ impl BlobStore {
     /// clears the session's staging.
     pub async fn stage_commit(&self, session: Uuid, state: &StagingState, blake3_hex: &str) -> Result<Placed, Error> {
         let blob_key = BlobStore::blob_key(blake3_hex);
+        if let (Backend::File { root, .. }, StagingState::File) = (&self.backend, state) {
+            let (from, to) = (Self::staging_file(root, session), root.join(&blob_key));
+            let empty = blake3_hex == EMPTY_BLAKE3;
+            return blocking(move || place_file(session, &from, &to, empty)).await;
+        }
         if self.size_of(blake3_hex).await?.is_some() {
             self.stage_abort(session, state).await?;
             return Ok(Placed::AlreadyStored);
         }
         match (&self.backend, state) {
-            (Backend::File { root, .. }, StagingState::File) => {
-                let from = Self::staging_file(root, session);
-                let to = root.join(&blob_key);
-                let dir = to.parent().expect("a blob path has a directory").to_path_buf();
-                tokio::fs::create_dir_all(&dir).await.map_err(Error::io(format!("create {}", dir.display())))?;
-                let file = match tokio::fs::File::open(&from).await {
-                    Ok(file) => file,
-                    // A session that never received a byte has no staged file; only the empty blob has its address.
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound && blake3_hex == EMPTY_BLAKE3 => {
-                        tokio::fs::File::create(&from).await.map_err(Error::io(format!("create {}", from.display())))?
-                    }
-                    Err(err) => {
-                        return Err(Error::Staging {
-                            session,
-                            why: format!("the staged bytes at {} are gone: {err}", from.display()),
-                        })
-                    }
-                };
-                // The bytes of an acknowledged chunk are synced already; a last chunk that rode on the commit
-                // is not, and must be before the blob appears at its address.
-                file.sync_data().await.map_err(Error::io(format!("sync {}", from.display())))?;
-                drop(file);
-                tokio::fs::rename(&from, &to).await.map_err(Error::io(format!(
-                    "move {} to {}",
-                    from.display(),
-                    to.display()
-                )))?;
-                sync_dir(&dir).await?;
-                Ok(Placed::Stored)
-            }
             (Backend::S3 { store, .. }, StagingState::S3 { upload_id, parts, pending_start, pending_len }) => {
                 let dir = self.staging_dir(session);
                 let data = self.key(&format!("{dir}/data"));
@@ -284,13 +245,15 @@ impl BlobStore {
     pub async fn stage_sync(&self, session: Uuid, state: &StagingState) -> Result<(), Error> {
         if let (Backend::File { root, .. }, StagingState::File) = (&self.backend, state) {
             let path = Self::staging_file(root, session);
-            match tokio::fs::File::open(&path).await {
-                Ok(file) => file.sync_data().await.map_err(Error::io(format!("sync {}", path.display())))?,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(err) => return Err(Error::io(format!("open {}", path.display()))(err)),
-            }
-            let dir = path.parent().expect("a staging file has a directory");
-            sync_dir(dir).await?;
+            blocking(move || {
+                match std::fs::File::open(&path) {
+                    Ok(file) => file.sync_data().map_err(Error::io(format!("sync {}", path.display())))?,
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                    Err(err) => return Err(Error::io(format!("open {}", path.display()))(err)),
+                }
+                sync_dir(path.parent().expect("a staging file has a directory"))
+            })
+            .await?;
         }
         Ok(())
     }
@@ -393,7 +356,14 @@ impl StageWriter {
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), Error> {
         self.written += chunk.len() as u64;
         match &mut self.kind {
-            WriterKind::File { file, .. } => file.write_all(&chunk).await.map_err(Error::io("write the staged file")),
+            WriterKind::File { pending, pending_len, .. } => {
+                *pending_len += chunk.len();
+                pending.push(chunk);
+                if *pending_len >= FILE_BATCH {
+                    self.flush_file(false).await?;
+                }
+                Ok(())
+            }
             WriterKind::S3 { buffer, .. } => {
                 buffer.extend_from_slice(&chunk);
                 if buffer.len() >= PART_SIZE {
@@ -402,6 +372,36 @@ impl StageWriter {
                 Ok(())
             }
         }
+    }
+
+    /// Writes the pending bytes to the staged file (opening it first, the first time), and with `durable` syncs
+    /// them, all in one trip to a blocking thread.
+    async fn flush_file(&mut self, durable: bool) -> Result<(), Error> {
+        let session = self.session;
+        if let WriterKind::File { path, start, file, pending, pending_len } = &mut self.kind {
+            let (path, start, opened, batch) = (path.clone(), *start, file.take(), std::mem::take(pending));
+            *pending_len = 0;
+            let written = blocking(move || {
+                let mut file = match opened {
+                    Some(file) => file,
+                    None => open_staged(session, &path, start)?,
+                };
+                for bytes in &batch {
+                    file.write_all(bytes).map_err(Error::io(format!("write {}", path.display())))?;
+                }
+                if durable {
+                    file.sync_data().map_err(Error::io(format!("sync {}", path.display())))?;
+                    if start == 0 {
+                        // This writer created the file: its directory entry must be durable too.
+                        sync_dir(path.parent().expect("a staging file has a directory"))?;
+                    }
+                }
+                Ok(file)
+            })
+            .await?;
+            *file = Some(written);
+        }
+        Ok(())
     }
 
     async fn flush_part(&mut self) -> Result<(), Error> {
@@ -424,14 +424,9 @@ impl StageWriter {
             }
         }
         match self.kind {
-            WriterKind::File { mut file, first } => {
-                file.flush().await.map_err(Error::io("flush the staged file"))?;
-                if durable {
-                    file.sync_data().await.map_err(Error::io("sync the staged file"))?;
-                    if let Some(dir) = first {
-                        sync_dir(&dir).await?;
-                    }
-                }
+            WriterKind::File { .. } => {
+                // Closing the file (when `self` drops at the end of this arm) is cheap: nothing is buffered.
+                self.flush_file(durable).await?;
                 Ok(StagingState::File)
             }
             WriterKind::S3 { store, dir, upload_id, parts, buffer_start, buffer, .. } => {
@@ -446,7 +441,83 @@ impl StageWriter {
     }
 }
 
-async fn sync_dir(dir: &std::path::Path) -> Result<(), Error> {
-    let handle = tokio::fs::File::open(dir).await.map_err(Error::io(format!("open {}", dir.display())))?;
-    handle.sync_all().await.map_err(Error::io(format!("sync {}", dir.display())))
+/// Runs filesystem work on a blocking thread.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(err) => Err(Error::Io { what: "filesystem work".into(), source: std::io::Error::other(err) }),
+    }
+}
+
+/// Opens a session's staged file to append at `offset`, its acknowledged length: anything staged beyond it by an
+/// earlier request that did not finish is cut off. Only the first chunk (offset 0) may find no file.
+fn open_staged(session: Uuid, path: &std::path::Path, offset: u64) -> Result<std::fs::File, Error> {
+    if offset == 0 {
+        let create = || std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(path);
+        let file = match create() {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let dir = path.parent().expect("a staging file has a directory");
+                std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+                create()
+            }
+            other => other,
+        };
+        return file.map_err(Error::io(format!("create {}", path.display())));
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(|err| Error::Staging {
+        session,
+        why: format!("the staged bytes at {} are gone: {err}", path.display()),
+    })?;
+    let len = file.metadata().map_err(Error::io(format!("inspect {}", path.display())))?.len();
+    if len < offset {
+        return Err(Error::Staging {
+            session,
+            why: format!("{} holds {len} bytes but {offset} were acknowledged", path.display()),
+        });
+    }
+    file.set_len(offset).map_err(Error::io(format!("truncate {}", path.display())))?;
+    file.seek(std::io::SeekFrom::Start(offset)).map_err(Error::io(format!("seek {}", path.display())))?;
+    Ok(file)
+}
+
+/// Moves a staged file to its content address, durably: the bytes are synced before the rename and the directory
+/// after it. When the store holds the blob already the staged file is dropped instead.
+fn place_file(session: Uuid, from: &std::path::Path, to: &std::path::Path, empty: bool) -> Result<Placed, Error> {
+    if std::fs::metadata(to).is_ok_and(|meta| meta.is_file()) {
+        match std::fs::remove_file(from) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(Error::io(format!("remove {}", from.display()))(err)),
+        }
+        return Ok(Placed::AlreadyStored);
+    }
+    let dir = to.parent().expect("a blob path has a directory");
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    let file = match std::fs::File::open(from) {
+        Ok(file) => file,
+        // A session that never received a byte has no staged file; only the empty blob has its address.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && empty => {
+            let staging = from.parent().expect("a staging file has a directory");
+            std::fs::create_dir_all(staging).map_err(Error::io(format!("create {}", staging.display())))?;
+            std::fs::File::create(from).map_err(Error::io(format!("create {}", from.display())))?
+        }
+        Err(err) => {
+            return Err(Error::Staging {
+                session,
+                why: format!("the staged bytes at {} are gone: {err}", from.display()),
+            })
+        }
+    };
+    // The bytes of an acknowledged chunk are synced already; a last chunk that rode on the commit is not, and
+    // must be before the blob appears at its address.
+    file.sync_data().map_err(Error::io(format!("sync {}", from.display())))?;
+    drop(file);
+    std::fs::rename(from, to).map_err(Error::io(format!("move {} to {}", from.display(), to.display())))?;
+    sync_dir(dir)?;
+    Ok(Placed::Stored)
+}
+
+fn sync_dir(dir: &std::path::Path) -> Result<(), Error> {
+    let handle = std::fs::File::open(dir).map_err(Error::io(format!("open {}", dir.display())))?;
+    handle.sync_all().map_err(Error::io(format!("sync {}", dir.display())))
 }

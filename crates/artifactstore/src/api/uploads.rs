@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use artifactstore_blobstore::StagingState;
-use artifactstore_db::{execute, fetch_one, fetch_optional, sqlx, Database};
+use artifactstore_db::{execute, fetch_optional, sqlx, Database};
 use artifactstore_digest::{Algorithm, Digest, DualDigest, DualHasher};
 use artifactstore_eventlog::EventLog;
 use artifactstore_views::vocab::{FileIngested, RegistryEvent};
@@ -120,18 +120,7 @@ pub(crate) async fn open(
         let body = blob_body.take().expect("kept above");
         return commit_direct(&state, &caller, digest, &parts.headers, body).await;
     }
-    let db = &state.instance.db;
     let now = now_ms();
-    let open: i64 = {
-        let mut conn = db.acquire().await?;
-        fetch_one!(&mut conn, (i64,), "SELECT COUNT(*) FROM upload_sessions WHERE expires_ms > $1", now)?.0
-    };
-    if u64::try_from(open).unwrap_or(0) >= limits.max_open_sessions {
-        return Err(ApiError::too_many(
-            "too_many_sessions",
-            format!("{open} upload sessions are open, the most this instance allows; finish or abort some"),
-        ));
-    }
     let id = Uuid::now_v7();
     let staging = state.instance.store.stage_open(id).await?;
     let expires_ms = now + i64::try_from(limits.session_idle.as_millis()).unwrap_or(i64::MAX / 2);
@@ -141,14 +130,18 @@ pub(crate) async fn open(
         let (declared_blake3, declared_sha256) =
             (declared_blake3.map(|d| d.to_string()), declared_sha256.map(|d| d.to_string()));
         let media_type = declared.media_type.clone();
+        let staging_state = staging.clone();
         let staging = staging.to_json();
-        write(&state.instance.log, move |tx| {
+        let most = i64::try_from(limits.max_open_sessions).unwrap_or(i64::MAX);
+        // The limit is checked by the statement that opens the session, so concurrent opens cannot overshoot it.
+        let opened = write(&state.instance.log, move |tx| {
             Box::pin(async move {
                 execute!(
                     tx,
                     "INSERT INTO upload_sessions (id, actor, created_ms, expires_ms, offset_bytes, declared_size, \
-             declared_blake3, declared_sha256, media_type, hasher, staging) \
-             VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10)",
+                     declared_blake3, declared_sha256, media_type, hasher, staging) \
+                     SELECT $1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10 \
+                     WHERE (SELECT COUNT(*) FROM upload_sessions WHERE expires_ms > $3) < $11",
                     id,
                     actor,
                     now,
@@ -159,10 +152,23 @@ pub(crate) async fn open(
                     media_type,
                     DualHasher::new().save(),
                     staging,
+                    most,
                 )
             })
         })
         .await?;
+        if opened == 0 {
+            if let Err(err) = state.instance.store.stage_abort(id, &staging_state).await {
+                tracing::warn!(upload = %id, error = %err, "could not free the staging of a refused session");
+            }
+            return Err(ApiError::too_many(
+                "too_many_sessions",
+                format!(
+                    "{most} upload sessions are open, the most this instance allows; finish or abort some (or wait \
+                     for idle ones to expire)"
+                ),
+            ));
+        }
     }
     let location = format!("/v1/uploads/{id}");
     let mut response = (
@@ -248,13 +254,10 @@ pub(crate) async fn append(
     let (parts, body) = request.into_parts();
     let offset = requested_offset(&parts.headers)?
         .ok_or_else(|| ApiError::bad_request("a chunk needs `Upload-Offset: N` or `Content-Range: bytes N-M/*`"))?;
-    let lease = Lease::claim(&state, id).await?;
-    let written = match load(&state.instance.db, id).await {
-        Ok(row) => match check_owner(&caller, &row) {
-            Ok(()) => match write_chunk(&state, &row, id, Some(offset), &parts.headers, body, true).await {
-                Ok(chunk) => save_chunk(&state, &lease, &chunk).await.map(|()| (chunk.offset, chunk.expires_ms)),
-                Err(err) => Err(err),
-            },
+    let (lease, row) = Lease::claim(&state, id).await?;
+    let written = match check_owner(&caller, &row) {
+        Ok(()) => match write_chunk(&state, &row, id, Some(offset), &parts.headers, body, true).await {
+            Ok(chunk) => save_chunk(&state, &lease, &chunk).await.map(|()| (chunk.offset, chunk.expires_ms)),
             Err(err) => Err(err),
         },
         Err(err) => Err(err),
@@ -298,8 +301,8 @@ pub(crate) async fn abort(
 ) -> Result<Response, ApiError> {
     caller.require_any(Scope::Write)?;
     let id = parse_session_id(&id)?;
-    let lease = Lease::claim(&state, id).await?;
-    if let Err(err) = load(&state.instance.db, id).await.and_then(|row| check_owner(&caller, &row)) {
+    let (lease, row) = Lease::claim(&state, id).await?;
+    if let Err(err) = check_owner(&caller, &row) {
         lease.release().await;
         return Err(err);
     }
@@ -331,8 +334,8 @@ async fn commit_session(
     digest: Digest,
     body: Option<Body>,
 ) -> Result<Response, ApiError> {
-    let lease = Lease::claim(state, id).await?;
-    match commit_claimed(state, caller, &lease, offset, digest, body).await {
+    let (lease, row) = Lease::claim(state, id).await?;
+    match commit_claimed(state, caller, &lease, row, offset, digest, body).await {
         Ok(response) => {
             lease.disarm();
             Ok(response)
@@ -348,13 +351,12 @@ async fn commit_claimed(
     state: &AppState,
     caller: &Caller,
     lease: &Lease,
+    row: SessionRow,
     offset: Option<u64>,
     digest: Digest,
     body: Option<Body>,
 ) -> Result<Response, ApiError> {
-    let db = &state.instance.db;
     let id = lease.id;
-    let row = load(db, id).await?;
     check_owner(caller, &row)?;
     // A last chunk riding on the commit is made durable and recorded only if the commit does not happen; when it
     // does, the staged file is synced as it moves to its content address.
@@ -389,16 +391,12 @@ async fn place_and_record(
     media_type: Option<String>,
     computed: DualDigest,
 ) -> Result<Response, ApiError> {
-    let db = &state.instance.db;
     let blake3_hex = computed.blake3.hex();
-    let known = file_known(db, &computed.blake3.to_string()).await?;
-    if !known {
-        // Bytes first: the blob is durable at its content address before the event that names it commits.
-        let placed = state.instance.store.stage_commit(id, &staging, &blake3_hex).await?;
-        tracing::debug!(session = %id, blob = %computed.blake3, ?placed, "staged bytes placed");
-    } else {
-        state.instance.store.stage_abort(id, &staging).await?;
-    }
+    // Bytes first: the blob is durable at its content address before the event that names it commits. The store
+    // drops the staged bytes of a blob it holds already, so a known blob costs no copy (and one whose bytes went
+    // missing gets them back).
+    let placed = state.instance.store.stage_commit(id, &staging, &blake3_hex).await?;
+    tracing::debug!(session = %id, blob = %computed.blake3, ?placed, "staged bytes placed");
     let event = RegistryEvent::FileIngested(FileIngested {
         blake3: computed.blake3.to_string(),
         sha256: computed.sha256.to_string(),
@@ -471,11 +469,6 @@ fn check_digests(row: &SessionRow, digest: Digest, computed: &DualDigest) -> Res
         }
     }
     Ok(())
-}
-
-async fn file_known(db: &Database, blake3: &str) -> Result<bool, ApiError> {
-    let mut conn = db.acquire().await?;
-    Ok(fetch_optional!(&mut conn, (String,), "SELECT blake3 FROM artifact_files WHERE blake3 = $1", blake3)?.is_some())
 }
 
 /// Streams `body` into the session's staging and hashers at `offset`; saves the new state when the body is complete.
@@ -725,16 +718,20 @@ struct Lease {
 }
 
 impl Lease {
-    async fn claim(state: &AppState, id: Uuid) -> Result<Lease, ApiError> {
+    /// Claims the session and reads its row in the same statement.
+    async fn claim(state: &AppState, id: Uuid) -> Result<(Lease, SessionRow), ApiError> {
         let token = Uuid::new_v4();
         let now = now_ms();
         let until = now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX / 2);
         let claimed = write(&state.instance.log, move |tx| {
             Box::pin(async move {
-                execute!(
+                fetch_optional!(
                     tx,
+                    SessionRow,
                     "UPDATE upload_sessions SET lease = $2, lease_until_ms = $3 \
-                     WHERE id = $1 AND expires_ms > $4 AND (lease IS NULL OR lease_until_ms < $4)",
+                     WHERE id = $1 AND expires_ms > $4 AND (lease IS NULL OR lease_until_ms < $4) \
+                     RETURNING actor, expires_ms, offset_bytes, declared_size, declared_blake3, declared_sha256, \
+                     media_type, hasher, staging",
                     id,
                     token,
                     until,
@@ -743,8 +740,8 @@ impl Lease {
             })
         })
         .await?;
-        if claimed == 1 {
-            return Ok(Lease { log: state.instance.log.clone(), id, token, armed: true });
+        if let Some(row) = claimed {
+            return Ok((Lease { log: state.instance.log.clone(), id, token, armed: true }, row));
         }
         // Tell a missing or expired session apart from a busy one.
         load(&state.instance.db, id).await?;
