@@ -353,6 +353,67 @@ async fn mismatches_aborts_and_expiry_store_nothing() {
 }
 
 #[tokio::test]
+async fn a_commit_carrying_the_whole_blob() {
+    for (backend, kind) in SETUPS {
+        let Some(app) = App::start(backend, kind, Options::default()).await else { continue };
+        let data = bytes(5000, 4);
+        let digest = DualDigest::of(&data);
+        let other = DualDigest::of(b"not these bytes");
+        let before = app.head_now().await;
+        let commit = |session: &str, digest: &str, body: Vec<u8>| {
+            app.request(Method::PUT, &format!("{session}?digest={digest}")).header("upload-offset", 0).body(body).send()
+        };
+
+        // A wrong digest: 422, and the bytes stay in the session, so a corrected commit needs no resend.
+        let session = app.open(None).await;
+        let response = commit(&session, &other.blake3.to_string(), data.clone()).await.unwrap();
+        problem(response, 422, "digest_mismatch").await;
+        let head = app.request(Method::HEAD, &session).send().await.unwrap();
+        assert_eq!(header_u64(&head, "upload-offset"), data.len() as u64);
+        assert_eq!(app.head_now().await, before);
+        let response = app.request(Method::PUT, &format!("{session}?digest={}", digest.sha256)).send().await.unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        assert_eq!(app.head_now().await, before + 1);
+        assert!(app.stored_blob(&digest.blake3.hex()).await);
+
+        // The same bytes again: 200, no event, nothing left staged.
+        let session = app.open(None).await;
+        let response = commit(&session, &digest.blake3.to_string(), data.clone()).await.unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        assert_eq!(app.request(Method::HEAD, &session).send().await.unwrap().status(), 404);
+
+        // New bytes in one commit: 201 with the event's sequence.
+        let fresh = bytes(3000, 5);
+        let session = app.open(None).await;
+        let response = commit(&session, &DualDigest::of(&fresh).sha256.to_string(), fresh.clone()).await.unwrap();
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["sequence"], before + 2);
+        assert!(app.staged().await.is_empty(), "{:?}", app.staged().await);
+
+        // A session another request holds is not committed behind its back: 409, nothing stored or logged.
+        let session = app.open(None).await;
+        let id = uuid::Uuid::parse_str(session.rsplit('/').next().unwrap()).unwrap();
+        let mut conn = app.state.instance.db.acquire().await.unwrap();
+        artifactstore_db::execute!(
+            &mut conn,
+            "UPDATE upload_sessions SET lease = $2, lease_until_ms = $3 WHERE id = $1",
+            id,
+            uuid::Uuid::new_v4(),
+            i64::MAX / 2
+        )
+        .unwrap();
+        drop(conn);
+        let held = bytes(2000, 6);
+        let response = commit(&session, &DualDigest::of(&held).blake3.to_string(), held.clone()).await.unwrap();
+        problem(response, 409, "conflict").await;
+        assert!(!app.stored_blob(&DualDigest::of(&held).blake3.hex()).await);
+        assert_eq!(app.head_now().await, before + 2);
+        assert!(app.staged().await.is_empty(), "{:?}", app.staged().await);
+    }
+}
+
+#[tokio::test]
 async fn blobs_by_either_digest_with_ranges() {
     for (backend, kind) in SETUPS {
         let Some(app) = App::start(backend, kind, Options::default()).await else { continue };

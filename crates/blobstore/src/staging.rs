@@ -258,6 +258,27 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Makes the bytes staged under `from` (a filesystem staging of one request's own) the staged bytes of session
+    /// `to`, durably, replacing whatever `to` had staged.
+    pub async fn stage_move(&self, from: Uuid, to: Uuid) -> Result<(), Error> {
+        let Backend::File { root, .. } = &self.backend else {
+            return Err(Error::Staging { session: to, why: "only a filesystem staging can be moved".into() });
+        };
+        let (source, target) = (Self::staging_file(root, from), Self::staging_file(root, to));
+        blocking(move || {
+            let file = std::fs::File::open(&source)
+                .map_err(|err| Error::Staging { session: to, why: format!("{} is gone: {err}", source.display()) })?;
+            file.sync_data().map_err(Error::io(format!("sync {}", source.display())))?;
+            std::fs::rename(&source, &target).map_err(Error::io(format!(
+                "move {} to {}",
+                source.display(),
+                target.display()
+            )))?;
+            sync_dir(target.parent().expect("a staging file has a directory"))
+        })
+        .await
+    }
+
     /// Frees everything staged for a session; aborting twice, or a session with nothing staged, succeeds.
     pub async fn stage_abort(&self, session: Uuid, state: &StagingState) -> Result<(), Error> {
         match &self.backend {

@@ -42,6 +42,14 @@ struct SessionRow {
     media_type: Option<String>,
     hasher: Vec<u8>,
     staging: String,
+    lease_until_ms: Option<i64>,
+}
+
+impl SessionRow {
+    /// Whether a request holds the session now.
+    fn leased(&self, now: i64) -> bool {
+        self.lease_until_ms.is_some_and(|until| until >= now)
+    }
 }
 
 /// What the client may declare when it opens a session.
@@ -205,12 +213,13 @@ async fn commit_direct(
         media_type: None,
         hasher: DualHasher::new().save(),
         staging: staging.to_json(),
+        lease_until_ms: None,
     };
     let result = async {
         let chunk = write_chunk(state, &row, id, Some(0), headers, body, false).await?;
         let computed = chunk.hasher.finalize();
         check_digests(&row, digest, &computed)?;
-        place_and_record(state, caller, id, chunk.staging, None, computed).await
+        place_and_record(state, caller, id, Claim::NoRow, chunk.staging, None, computed).await
     }
     .await;
     if result.is_err() {
@@ -290,7 +299,68 @@ pub(crate) async fn commit(
         .ok_or_else(|| ApiError::bad_request("commit needs `?digest=blake3:<hex>` or `?digest=sha256:<hex>`"))?;
     let (parts, body) = request.into_parts();
     let offset = requested_offset(&parts.headers)?;
+    let row = load(&state.instance.db, id).await?;
+    check_owner(&caller, &row)?;
+    let fresh = row.offset_bytes == 0 && !row.leased(now_ms());
+    if fresh && StagingState::from_json(id, &row.staging)? == StagingState::File {
+        return commit_unclaimed(&state, &caller, id, row, offset, digest, &parts.headers, body).await;
+    }
     commit_session(&state, &caller, id, offset, digest, Some(body)).await
+}
+
+/// A commit that carries the whole blob, on a session with nothing staged that no request holds (the common
+/// `POST` + `PUT` of a small blob), on a filesystem store: it takes no lease, which would cost a durable write of
+/// its own. Its bytes go to a staging file of their own, so a concurrent request on the same session cannot mix
+/// with them, and the transaction that records the blob deletes the session only if it is still unclaimed and
+/// empty; otherwise the commit fails with a conflict and changes nothing (the placed bytes are content-addressed
+/// and harmless). If the digest does not match, the chunk is kept in the session as any commit's would be.
+#[allow(clippy::too_many_arguments)]
+async fn commit_unclaimed(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    row: SessionRow,
+    offset: Option<u64>,
+    digest: Digest,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let store = &state.instance.store;
+    let own = Uuid::now_v7();
+    let result = async {
+        let chunk = write_chunk(state, &row, own, offset, headers, body, false).await?;
+        let computed = chunk.hasher.clone().finalize();
+        if let Err(mismatch) = check_digests(&row, digest, &computed) {
+            if chunk.written {
+                keep_unclaimed_chunk(state, id, own, &chunk).await?;
+            }
+            return Err(mismatch);
+        }
+        place_and_record(state, caller, own, Claim::Unclaimed(id), chunk.staging, row.media_type.clone(), computed)
+            .await
+    }
+    .await;
+    if result.is_err() {
+        if let Err(err) = store.stage_abort(own, &StagingState::File).await {
+            tracing::warn!(upload = %id, error = %err, "could not free the bytes of a failed commit");
+        }
+    }
+    result
+}
+
+/// Moves a chunk staged by an unclaimed commit into its session, under a lease, as the session's first bytes.
+async fn keep_unclaimed_chunk(state: &AppState, id: Uuid, own: Uuid, chunk: &Chunk) -> Result<(), ApiError> {
+    let (lease, row) = Lease::claim(state, id).await?;
+    let kept = async {
+        if row.offset_bytes != 0 {
+            return Err(ApiError::conflict("another request wrote to this upload session meanwhile"));
+        }
+        state.instance.store.stage_move(own, id).await?;
+        save_chunk(state, &lease, chunk).await
+    }
+    .await;
+    lease.release().await;
+    kept
 }
 
 /// `DELETE /v1/uploads/{id}`: aborts the session and frees its staged bytes.
@@ -378,7 +448,17 @@ async fn commit_claimed(
         }
         return Err(mismatch);
     }
-    place_and_record(state, caller, id, chunk.staging, row.media_type.clone(), computed).await
+    place_and_record(state, caller, id, Claim::Leased(id), chunk.staging, row.media_type.clone(), computed).await
+}
+
+/// How a commit holds the session it ends.
+enum Claim {
+    /// It holds the session's lease.
+    Leased(Uuid),
+    /// It holds no lease: the session must still be empty and unclaimed when it ends.
+    Unclaimed(Uuid),
+    /// There is no session row (a one-request upload).
+    NoRow,
 }
 
 /// The end of every commit: the staged bytes move to their content address (unless already stored), then one
@@ -387,6 +467,7 @@ async fn place_and_record(
     state: &AppState,
     caller: &Caller,
     id: Uuid,
+    claim: Claim,
     staging: StagingState,
     media_type: Option<String>,
     computed: DualDigest,
@@ -409,7 +490,28 @@ async fn place_and_record(
         .log
         .transact(move |wtx| {
             Box::pin(async move {
-                execute!(wtx.tx(), "DELETE FROM upload_sessions WHERE id = $1", id)?;
+                match claim {
+                    Claim::Leased(session) => {
+                        execute!(wtx.tx(), "DELETE FROM upload_sessions WHERE id = $1", session)?;
+                    }
+                    Claim::Unclaimed(session) => {
+                        let now = now_ms();
+                        let deleted = execute!(
+                            wtx.tx(),
+                            "DELETE FROM upload_sessions WHERE id = $1 AND offset_bytes = 0 AND expires_ms > $2 \
+                             AND (lease IS NULL OR lease_until_ms < $2)",
+                            session,
+                            now
+                        )?;
+                        if deleted == 0 {
+                            return Err(ApiError::conflict(
+                                "another request wrote to this upload session meanwhile, or it expired; ask HEAD for \
+                                 its offset",
+                            ));
+                        }
+                    }
+                    Claim::NoRow => {}
+                }
                 let RegistryEvent::FileIngested(payload) = &event else { unreachable!("built above") };
                 let exists = fetch_optional!(
                     wtx.tx(),
@@ -698,7 +800,7 @@ async fn load(db: &Database, id: Uuid) -> Result<SessionRow, ApiError> {
         &mut conn,
         SessionRow,
         "SELECT actor, expires_ms, offset_bytes, declared_size, declared_blake3, declared_sha256, media_type, \
-         hasher, staging FROM upload_sessions WHERE id = $1",
+         hasher, staging, lease_until_ms FROM upload_sessions WHERE id = $1",
         id
     )?;
     match row {
@@ -731,7 +833,7 @@ impl Lease {
                     "UPDATE upload_sessions SET lease = $2, lease_until_ms = $3 \
                      WHERE id = $1 AND expires_ms > $4 AND (lease IS NULL OR lease_until_ms < $4) \
                      RETURNING actor, expires_ms, offset_bytes, declared_size, declared_blake3, declared_sha256, \
-                     media_type, hasher, staging",
+                     media_type, hasher, staging, lease_until_ms",
                     id,
                     token,
                     until,
