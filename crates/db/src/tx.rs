@@ -64,11 +64,16 @@ impl Tx {
         self.raw(&format!("RELEASE SAVEPOINT {}", ident(name))).await
     }
 
-    /// Undoes everything since the savepoint and forgets it.
+    /// Forgets the savepoint, keeping what was done since, and marks a new one of the same name: one round trip.
+    pub async fn renew_savepoint(&mut self, name: &str) -> Result<(), sqlx::Error> {
+        let name = ident(name);
+        self.raw(&format!("RELEASE SAVEPOINT {name}; SAVEPOINT {name}")).await
+    }
+
+    /// Undoes everything since the savepoint and forgets it (one round trip).
     pub async fn rollback_to_savepoint(&mut self, name: &str) -> Result<(), sqlx::Error> {
         let name = ident(name);
-        self.raw(&format!("ROLLBACK TO SAVEPOINT {name}")).await?;
-        self.raw(&format!("RELEASE SAVEPOINT {name}")).await
+        self.raw(&format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}")).await
     }
 
     async fn raw(&mut self, sql: &str) -> Result<(), sqlx::Error> {

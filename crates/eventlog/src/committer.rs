@@ -220,6 +220,9 @@ async fn run_batch(db: &Database, jobs: Vec<Job>) -> Result<Option<(Head, u64)>,
         }
     };
     let grouped = jobs.len() > 1;
+    // A unit that succeeded leaves its savepoint open: the next unit's fence releases it in the same round trip
+    // that opens its own, and the commit ends whatever is still open.
+    let mut open = false;
     let mut any_ok = false;
     let mut remaining = jobs.into_iter();
     while let Some(job) = remaining.next() {
@@ -241,10 +244,13 @@ async fn run_batch(db: &Database, jobs: Vec<Job>) -> Result<Option<(Head, u64)>,
         };
         let mark = wtx.mark();
         if grouped {
-            let fence = match wtx.flush().await {
-                Ok(()) => wtx.tx().savepoint(SAVEPOINT).await.map_err(Error::from),
-                Err(err) => Err(err),
+            // Events pushed so far stay in memory until the commit: a savepoint need not cover them, and a unit
+            // rolled back forgets only its own (`reset` below).
+            let fence = match open {
+                true => wtx.tx().renew_savepoint(SAVEPOINT).await.map_err(Error::from),
+                false => wtx.tx().savepoint(SAVEPOINT).await.map_err(Error::from),
             };
+            open = false;
             if let Err(err) = fence {
                 let err = Arc::new(err);
                 abort(Failure::Batch(err.clone()));
@@ -259,7 +265,10 @@ async fn run_batch(db: &Database, jobs: Vec<Job>) -> Result<Option<(Head, u64)>,
             Err(_) => abort(Failure::Panicked),
         }
         let step = match (grouped, ok) {
-            (true, true) => wtx.tx().release_savepoint(SAVEPOINT).await,
+            (true, true) => {
+                open = true;
+                Ok(())
+            }
             (true, false) => {
                 wtx.reset(mark);
                 wtx.tx().rollback_to_savepoint(SAVEPOINT).await

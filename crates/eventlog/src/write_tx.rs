@@ -31,16 +31,17 @@ impl WriteTx {
         Ok(WriteTx { tx, head, appended: Vec::new(), pending: 0, head_changed: false })
     }
 
-    /// Appends one event after everything appended so far, in this transaction.
+    /// Appends one event after everything appended so far, in this transaction; as `push`, its row is written
+    /// with the commit.
     pub async fn append(&mut self, new: NewEvent) -> Result<Event, Error> {
-        let event = self.push(new)?;
-        self.flush().await?;
-        Ok(event)
+        self.push(new)
     }
 
-    /// Gives `new` the next sequence and chain hash without writing it yet: `flush` (or the commit) inserts
-    /// every pushed event at once. Nothing changes if the event is invalid.
-    pub(crate) fn push(&mut self, new: NewEvent) -> Result<Event, Error> {
+    /// Gives `new` the next sequence and chain hash without writing its row yet: the commit inserts every pushed
+    /// event at once, in multi-row statements (a unit rolled back to its savepoint forgets its own). Until then the
+    /// event is not in the `events` table, so nothing in this transaction may look for it there; the views never
+    /// do. Nothing changes if the event is invalid.
+    pub fn push(&mut self, new: NewEvent) -> Result<Event, Error> {
         let event = next_event(&mut self.head, new)?;
         self.head_changed = true;
         self.appended.push(event.clone());
@@ -48,7 +49,8 @@ impl WriteTx {
         Ok(event)
     }
 
-    /// Inserts the events pushed but not yet written, in multi-row statements.
+    /// Inserts the events pushed but not yet written, in multi-row statements. Only the commit flushes: a flush
+    /// inside a unit's savepoint would put earlier units' events where that unit's rollback could undo them.
     pub(crate) async fn flush(&mut self) -> Result<(), Error> {
         if self.pending > 0 {
             let from = self.appended.len() - self.pending;

@@ -490,36 +490,50 @@ async fn place_and_record(
         .log
         .transact(move |wtx| {
             Box::pin(async move {
-                match claim {
-                    Claim::Leased(session) => {
-                        execute!(wtx.tx(), "DELETE FROM upload_sessions WHERE id = $1", session)?;
-                    }
+                let RegistryEvent::FileIngested(payload) = &event else { unreachable!("built above") };
+                let blake3 = payload.blake3.as_str();
+                // Deleting the session also says whether the views know the blob already (one round trip).
+                let deleted = match claim {
+                    Claim::Leased(session) => fetch_optional!(
+                        wtx.tx(),
+                        (i64,),
+                        "DELETE FROM upload_sessions WHERE id = $1 \
+                         RETURNING (SELECT COUNT(*) FROM artifact_files WHERE blake3 = $2)",
+                        session,
+                        blake3
+                    )?,
                     Claim::Unclaimed(session) => {
-                        let now = now_ms();
-                        let deleted = execute!(
+                        let deleted = fetch_optional!(
                             wtx.tx(),
+                            (i64,),
                             "DELETE FROM upload_sessions WHERE id = $1 AND offset_bytes = 0 AND expires_ms > $2 \
-                             AND (lease IS NULL OR lease_until_ms < $2)",
+                             AND (lease IS NULL OR lease_until_ms < $2) \
+                             RETURNING (SELECT COUNT(*) FROM artifact_files WHERE blake3 = $3)",
                             session,
-                            now
+                            now_ms(),
+                            blake3
                         )?;
-                        if deleted == 0 {
+                        if deleted.is_none() {
                             return Err(ApiError::conflict(
                                 "another request wrote to this upload session meanwhile, or it expired; ask HEAD for \
                                  its offset",
                             ));
                         }
+                        deleted
                     }
-                    Claim::NoRow => {}
-                }
-                let RegistryEvent::FileIngested(payload) = &event else { unreachable!("built above") };
-                let exists = fetch_optional!(
-                    wtx.tx(),
-                    (String,),
-                    "SELECT blake3 FROM artifact_files WHERE blake3 = $1",
-                    payload.blake3.as_str()
-                )?;
-                if exists.is_some() {
+                    Claim::NoRow => None,
+                };
+                let known = match deleted {
+                    Some((count,)) => count > 0,
+                    None => fetch_optional!(
+                        wtx.tx(),
+                        (String,),
+                        "SELECT blake3 FROM artifact_files WHERE blake3 = $1",
+                        blake3
+                    )?
+                    .is_some(),
+                };
+                if known {
                     return Ok::<_, ApiError>(None);
                 }
                 let appended = artifactstore_views::record(wtx, &actor, &event).await?;
