@@ -932,6 +932,31 @@ async fn concurrent_commits_of_the_same_bytes_log_one_event() {
     }
 }
 
+#[tokio::test]
+async fn two_whole_blob_commits_racing_for_one_session_record_one_blob() {
+    for (backend, kind) in SETUPS {
+        let Some(app) = App::start(backend, kind, Options::default()).await else { continue };
+        for round in 0..8u8 {
+            let before = app.head_now().await;
+            let session = app.open(None).await;
+            let bodies = [bytes(4096, 100 + round), bytes(4096, 200 - round)];
+            let commits = bodies.iter().map(|body| {
+                app.request(Method::PUT, &format!("{session}?digest={}", DualDigest::of(body).blake3))
+                    .header("upload-offset", 0)
+                    .body(body.clone())
+                    .send()
+            });
+            let mut statuses: Vec<u16> =
+                futures::future::join_all(commits).await.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
+            statuses.sort_unstable();
+            // One wins; the other finds the session taken (409) or already gone (404).
+            assert!(statuses == [201, 404] || statuses == [201, 409], "round {round}: {statuses:?}");
+            assert_eq!(app.head_now().await, before + 1, "round {round}: one event");
+            assert!(app.staged().await.is_empty(), "round {round}: {:?}", app.staged().await);
+        }
+    }
+}
+
 /// Makes the log refuse `v1.file.ingested` events, as a crash between the bytes and the event would.
 async fn refuse_ingest_events(app: &App, refuse: bool) {
     let mut conn = app.state.instance.db.acquire().await.unwrap();
