@@ -478,7 +478,7 @@ fn open_staged(session: Uuid, path: &std::path::Path, offset: u64) -> Result<std
         let file = match create() {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let dir = path.parent().expect("a staging file has a directory");
-                std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+                ensure_dir(dir)?;
                 create()
             }
             other => other,
@@ -504,22 +504,25 @@ fn open_staged(session: Uuid, path: &std::path::Path, offset: u64) -> Result<std
 /// Moves a staged file to its content address, durably: the bytes are synced before the rename and the directory
 /// after it. When the store holds the blob already the staged file is dropped instead.
 fn place_file(session: Uuid, from: &std::path::Path, to: &std::path::Path, empty: bool) -> Result<Placed, Error> {
+    let dir = to.parent().expect("a blob path has a directory");
     if std::fs::metadata(to).is_ok_and(|meta| meta.is_file()) {
         match std::fs::remove_file(from) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(Error::io(format!("remove {}", from.display()))(err)),
         }
+        // Another request may have renamed the blob into place and not yet synced its directory: this request's
+        // event must not commit before the blob's name is durable.
+        sync_dir(dir)?;
         return Ok(Placed::AlreadyStored);
     }
-    let dir = to.parent().expect("a blob path has a directory");
-    std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    ensure_dir(dir)?;
     let file = match std::fs::File::open(from) {
         Ok(file) => file,
         // A session that never received a byte has no staged file; only the empty blob has its address.
         Err(err) if err.kind() == std::io::ErrorKind::NotFound && empty => {
             let staging = from.parent().expect("a staging file has a directory");
-            std::fs::create_dir_all(staging).map_err(Error::io(format!("create {}", staging.display())))?;
+            ensure_dir(staging)?;
             std::fs::File::create(from).map_err(Error::io(format!("create {}", from.display())))?
         }
         Err(err) => {
@@ -536,6 +539,27 @@ fn place_file(session: Uuid, from: &std::path::Path, to: &std::path::Path, empty
     std::fs::rename(from, to).map_err(Error::io(format!("move {} to {}", from.display(), to.display())))?;
     sync_dir(dir)?;
     Ok(Placed::Stored)
+}
+
+/// Creates `dir` (and its missing parents) durably: each new directory's entry is synced in its parent. A directory
+/// that exists costs one failed `mkdir`.
+fn ensure_dir(dir: &std::path::Path) -> Result<(), Error> {
+    let create = || match std::fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(err) => Err(err),
+    };
+    let created = match create() {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            ensure_dir(dir.parent().expect("a missing directory has a parent"))?;
+            create()
+        }
+        other => other,
+    };
+    if created.map_err(Error::io(format!("create {}", dir.display())))? {
+        sync_dir(dir.parent().expect("a created directory has a parent"))?;
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &std::path::Path) -> Result<(), Error> {

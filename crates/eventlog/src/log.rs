@@ -118,7 +118,8 @@ impl EventLog {
     /// Runs `work` in a write transaction shared with other waiting work, and returns once that transaction is durable.
     ///
     /// If `work` fails, everything it did is rolled back and its error returned; other work in the group is unaffected.
-    /// If the transaction as a whole fails to commit, every unit in it gets the error.
+    /// If the transaction as a whole fails to commit (the group's events are inserted with the commit), every unit
+    /// in it gets the error.
     pub async fn transact<T, E, F>(&self, work: F) -> Result<T, E>
     where
         F: for<'a> FnOnce(&'a mut WriteTx) -> BoxFuture<'a, Result<T, E>> + Send + 'static,

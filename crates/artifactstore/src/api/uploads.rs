@@ -2,14 +2,15 @@
 //!
 //! A session is a row of bookkeeping (offset, the hashers' saved state, where its bytes are staged) and the staged
 //! bytes in the blob store. Each request that writes claims the row with a short lease, streams its body into the
-//! store and both hashers, and saves the new state when the body is complete. A request that breaks off saves
+//! store and both hashers, and saves the new state when the body is complete (a commit that carries a whole blob to
+//! an untouched session on a filesystem store takes no lease: see `commit_unclaimed`). A request that breaks off saves
 //! nothing: the session stays at its last acknowledged offset, which `HEAD` reports, and the next request
 //! overwrites whatever the broken one staged. Any instance can serve any request of a session.
 
 use std::time::Duration;
 
 use artifactstore_blobstore::StagingState;
-use artifactstore_db::{execute, fetch_optional, sqlx, Database};
+use artifactstore_db::{execute, fetch_one, fetch_optional, sqlx, Database};
 use artifactstore_digest::{Algorithm, Digest, DualDigest, DualHasher};
 use artifactstore_eventlog::EventLog;
 use artifactstore_views::vocab::{FileIngested, RegistryEvent};
@@ -129,6 +130,16 @@ pub(crate) async fn open(
         return commit_direct(&state, &caller, digest, &parts.headers, body).await;
     }
     let now = now_ms();
+    let most = i64::try_from(limits.max_open_sessions).unwrap_or(i64::MAX);
+    if state.instance.store.is_s3() {
+        // Staging on S3 starts a multipart upload: refuse before that when the limit is reached already.
+        let mut conn = state.instance.db.acquire().await?;
+        let (open,): (i64,) =
+            fetch_one!(&mut conn, (i64,), "SELECT COUNT(*) FROM upload_sessions WHERE expires_ms > $1", now)?;
+        if open >= most {
+            return Err(too_many_sessions(most));
+        }
+    }
     let id = Uuid::now_v7();
     let staging = state.instance.store.stage_open(id).await?;
     let expires_ms = now + i64::try_from(limits.session_idle.as_millis()).unwrap_or(i64::MAX / 2);
@@ -140,8 +151,8 @@ pub(crate) async fn open(
         let media_type = declared.media_type.clone();
         let staging_state = staging.clone();
         let staging = staging.to_json();
-        let most = i64::try_from(limits.max_open_sessions).unwrap_or(i64::MAX);
-        // The limit is checked by the statement that opens the session, so concurrent opens cannot overshoot it.
+        // The limit is checked by the statement that opens the session: on SQLite, where every write goes through
+        // the committer, concurrent opens cannot overshoot it; on PostgreSQL they can, by the few that race.
         let opened = write(&state.instance.log, move |tx| {
             Box::pin(async move {
                 execute!(
@@ -169,13 +180,7 @@ pub(crate) async fn open(
             if let Err(err) = state.instance.store.stage_abort(id, &staging_state).await {
                 tracing::warn!(upload = %id, error = %err, "could not free the staging of a refused session");
             }
-            return Err(ApiError::too_many(
-                "too_many_sessions",
-                format!(
-                    "{most} upload sessions are open, the most this instance allows; finish or abort some (or wait \
-                     for idle ones to expire)"
-                ),
-            ));
+            return Err(too_many_sessions(most));
         }
     }
     let location = format!("/v1/uploads/{id}");
@@ -332,7 +337,11 @@ async fn commit_unclaimed(
         let computed = chunk.hasher.clone().finalize();
         if let Err(mismatch) = check_digests(&row, digest, &computed) {
             if chunk.written {
-                keep_unclaimed_chunk(state, id, own, &chunk).await?;
+                // The bytes were never acknowledged: if they cannot be kept, the client still learns its digest
+                // was wrong and sends them again.
+                if let Err(err) = keep_unclaimed_chunk(state, id, own, &chunk).await {
+                    tracing::info!(upload = %id, error = ?err, "the bytes of a mismatched commit were not kept");
+                }
             }
             return Err(mismatch);
         }
@@ -587,8 +596,8 @@ fn check_digests(row: &SessionRow, digest: Digest, computed: &DualDigest) -> Res
     Ok(())
 }
 
-/// Streams `body` into the session's staging and hashers at `offset`; saves the new state when the body is complete.
-/// Returns the new offset and expiry.
+/// Streams `body` into the session's staging and hashers at `offset`, and returns the session's new state (offset,
+/// expiry, hashers, staging) for the caller to save or commit.
 async fn write_chunk(
     state: &AppState,
     row: &SessionRow,
@@ -729,6 +738,16 @@ async fn hash_frame(hasher: &mut DualHasher, frame: bytes::Bytes) -> bytes::Byte
     .expect("hashing does not panic");
     *hasher = moved;
     frame
+}
+
+fn too_many_sessions(most: i64) -> ApiError {
+    ApiError::too_many(
+        "too_many_sessions",
+        format!(
+            "{most} upload sessions are open, the most this instance allows; finish or abort some (or wait for idle \
+             ones to expire)"
+        ),
+    )
 }
 
 fn too_big(row: &SessionRow, max_blob: u64) -> ApiError {
