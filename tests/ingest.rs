@@ -125,6 +125,16 @@ impl App {
             .unwrap()
     }
 
+    /// Commits `session` with the whole blob in the body of the `PUT`.
+    async fn commit_whole(&self, session: &str, digest: &str, body: Vec<u8>) -> Response {
+        self.request(Method::PUT, &format!("{session}?digest={digest}"))
+            .header("upload-offset", 0)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Uploads `bytes` in chunks of `chunk` and commits; returns the commit response.
     async fn upload(&self, bytes: &[u8], chunk: usize) -> Response {
         let session = self.open(None).await;
@@ -360,13 +370,10 @@ async fn a_commit_carrying_the_whole_blob() {
         let digest = DualDigest::of(&data);
         let other = DualDigest::of(b"not these bytes");
         let before = app.head_now().await;
-        let commit = |session: &str, digest: &str, body: Vec<u8>| {
-            app.request(Method::PUT, &format!("{session}?digest={digest}")).header("upload-offset", 0).body(body).send()
-        };
 
         // A wrong digest: 422, and the bytes stay in the session, so a corrected commit needs no resend.
         let session = app.open(None).await;
-        let response = commit(&session, &other.blake3.to_string(), data.clone()).await.unwrap();
+        let response = app.commit_whole(&session, &other.blake3.to_string(), data.clone()).await;
         problem(response, 422, "digest_mismatch").await;
         let head = app.request(Method::HEAD, &session).send().await.unwrap();
         assert_eq!(header_u64(&head, "upload-offset"), data.len() as u64);
@@ -378,14 +385,14 @@ async fn a_commit_carrying_the_whole_blob() {
 
         // The same bytes again: 200, no event, nothing left staged.
         let session = app.open(None).await;
-        let response = commit(&session, &digest.blake3.to_string(), data.clone()).await.unwrap();
+        let response = app.commit_whole(&session, &digest.blake3.to_string(), data.clone()).await;
         assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
         assert_eq!(app.request(Method::HEAD, &session).send().await.unwrap().status(), 404);
 
         // New bytes in one commit: 201 with the event's sequence.
         let fresh = bytes(3000, 5);
         let session = app.open(None).await;
-        let response = commit(&session, &DualDigest::of(&fresh).sha256.to_string(), fresh.clone()).await.unwrap();
+        let response = app.commit_whole(&session, &DualDigest::of(&fresh).sha256.to_string(), fresh.clone()).await;
         assert_eq!(response.status(), 201);
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["sequence"], before + 2);
@@ -405,7 +412,7 @@ async fn a_commit_carrying_the_whole_blob() {
         .unwrap();
         drop(conn);
         let held = bytes(2000, 6);
-        let response = commit(&session, &DualDigest::of(&held).blake3.to_string(), held.clone()).await.unwrap();
+        let response = app.commit_whole(&session, &DualDigest::of(&held).blake3.to_string(), held.clone()).await;
         problem(response, 409, "conflict").await;
         assert!(!app.stored_blob(&DualDigest::of(&held).blake3.hex()).await);
         assert_eq!(app.head_now().await, before + 2);
@@ -940,14 +947,11 @@ async fn two_whole_blob_commits_racing_for_one_session_record_one_blob() {
             let before = app.head_now().await;
             let session = app.open(None).await;
             let bodies = [bytes(4096, 100 + round), bytes(4096, 200 - round)];
-            let commits = bodies.iter().map(|body| {
-                app.request(Method::PUT, &format!("{session}?digest={}", DualDigest::of(body).blake3))
-                    .header("upload-offset", 0)
-                    .body(body.clone())
-                    .send()
-            });
+            let digests = bodies.each_ref().map(|body| DualDigest::of(body).blake3.to_string());
+            let commits =
+                bodies.iter().zip(&digests).map(|(body, digest)| app.commit_whole(&session, digest, body.clone()));
             let mut statuses: Vec<u16> =
-                futures::future::join_all(commits).await.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
+                futures::future::join_all(commits).await.into_iter().map(|r| r.status().as_u16()).collect();
             statuses.sort_unstable();
             // One wins; the other finds the session taken (409) or already gone (404).
             assert!(statuses == [201, 404] || statuses == [201, 409], "round {round}: {statuses:?}");

@@ -98,7 +98,6 @@ enum WriterKind {
         file: Option<std::fs::File>,
         /// Bytes received and not yet written.
         pending: Vec<Bytes>,
-        pending_len: usize,
     },
     S3 {
         store: std::sync::Arc<object_store::aws::AmazonS3>,
@@ -153,7 +152,7 @@ impl BlobStore {
                         Some(blocking(move || open_staged(session, &path, offset)).await?)
                     }
                 };
-                WriterKind::File { path, start: offset, file, pending: Vec::new(), pending_len: 0 }
+                WriterKind::File { path, start: offset, file, pending: Vec::new() }
             }
             (Backend::S3 { store, .. }, StagingState::S3 { upload_id, parts, pending_start, pending_len }) => {
                 let dir = self.staging_dir(session);
@@ -265,18 +264,7 @@ impl BlobStore {
             return Err(Error::Staging { session: to, why: "only a filesystem staging can be moved".into() });
         };
         let (source, target) = (Self::staging_file(root, from), Self::staging_file(root, to));
-        blocking(move || {
-            let file = std::fs::File::open(&source)
-                .map_err(|err| Error::Staging { session: to, why: format!("{} is gone: {err}", source.display()) })?;
-            file.sync_data().map_err(Error::io(format!("sync {}", source.display())))?;
-            std::fs::rename(&source, &target).map_err(Error::io(format!(
-                "move {} to {}",
-                source.display(),
-                target.display()
-            )))?;
-            sync_dir(target.parent().expect("a staging file has a directory"))
-        })
-        .await
+        blocking(move || move_durably(to, &source, &target)).await
     }
 
     /// Frees everything staged for a session; aborting twice, or a session with nothing staged, succeeds.
@@ -377,10 +365,9 @@ impl StageWriter {
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), Error> {
         self.written += chunk.len() as u64;
         match &mut self.kind {
-            WriterKind::File { pending, pending_len, .. } => {
-                *pending_len += chunk.len();
+            WriterKind::File { pending, .. } => {
                 pending.push(chunk);
-                if *pending_len >= FILE_BATCH {
+                if pending.iter().map(Bytes::len).sum::<usize>() >= FILE_BATCH {
                     self.flush_file(false).await?;
                 }
                 Ok(())
@@ -399,9 +386,8 @@ impl StageWriter {
     /// them, all in one trip to a blocking thread.
     async fn flush_file(&mut self, durable: bool) -> Result<(), Error> {
         let session = self.session;
-        if let WriterKind::File { path, start, file, pending, pending_len } = &mut self.kind {
+        if let WriterKind::File { path, start, file, pending } = &mut self.kind {
             let (path, start, opened, batch) = (path.clone(), *start, file.take(), std::mem::take(pending));
-            *pending_len = 0;
             let written = blocking(move || {
                 let mut file = match opened {
                     Some(file) => file,
@@ -517,28 +503,27 @@ fn place_file(session: Uuid, from: &std::path::Path, to: &std::path::Path, empty
         return Ok(Placed::AlreadyStored);
     }
     ensure_dir(dir)?;
-    let file = match std::fs::File::open(from) {
-        Ok(file) => file,
-        // A session that never received a byte has no staged file; only the empty blob has its address.
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound && empty => {
-            let staging = from.parent().expect("a staging file has a directory");
-            ensure_dir(staging)?;
-            std::fs::File::create(from).map_err(Error::io(format!("create {}", from.display())))?
-        }
-        Err(err) => {
-            return Err(Error::Staging {
-                session,
-                why: format!("the staged bytes at {} are gone: {err}", from.display()),
-            })
-        }
-    };
+    // A session that never received a byte has no staged file; only the empty blob has its address.
+    if empty && !from.exists() {
+        ensure_dir(from.parent().expect("a staging file has a directory"))?;
+        std::fs::File::create(from).map_err(Error::io(format!("create {}", from.display())))?;
+    }
     // The bytes of an acknowledged chunk are synced already; a last chunk that rode on the commit is not, and
     // must be before the blob appears at its address.
+    move_durably(session, from, to)?;
+    Ok(Placed::Stored)
+}
+
+/// Renames a staged file to `to` durably: its bytes are synced before the rename and `to`'s directory after it.
+fn move_durably(session: Uuid, from: &std::path::Path, to: &std::path::Path) -> Result<(), Error> {
+    let file = std::fs::File::open(from).map_err(|err| Error::Staging {
+        session,
+        why: format!("the staged bytes at {} are gone: {err}", from.display()),
+    })?;
     file.sync_data().map_err(Error::io(format!("sync {}", from.display())))?;
     drop(file);
     std::fs::rename(from, to).map_err(Error::io(format!("move {} to {}", from.display(), to.display())))?;
-    sync_dir(dir)?;
-    Ok(Placed::Stored)
+    sync_dir(to.parent().expect("a moved file has a directory"))
 }
 
 /// Creates `dir` (and its missing parents) durably: each new directory's entry is synced in its parent. A directory

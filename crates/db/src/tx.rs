@@ -59,11 +59,6 @@ impl Tx {
         self.raw(&format!("SAVEPOINT {}", ident(name))).await
     }
 
-    /// Forgets a savepoint, keeping what was done since.
-    pub async fn release_savepoint(&mut self, name: &str) -> Result<(), sqlx::Error> {
-        self.raw(&format!("RELEASE SAVEPOINT {}", ident(name))).await
-    }
-
     /// Forgets the savepoint, keeping what was done since, and marks a new one of the same name: one round trip.
     pub async fn renew_savepoint(&mut self, name: &str) -> Result<(), sqlx::Error> {
         let name = ident(name);

@@ -229,7 +229,7 @@ async fn run_batch(db: &Database, jobs: Vec<Job>) -> Result<Option<(Head, u64)>,
         let (run, abort) = match job {
             Job::Append { event, reply } => {
                 // Nothing is written until the commit, and an invalid event changes nothing: no savepoint.
-                let result = wtx.push(event);
+                let result = wtx.append(event);
                 any_ok |= result.is_ok();
                 delivers.push(Box::new(move |committed: Result<(), Arc<Error>>| {
                     let _ = reply.send(match (result, committed) {

@@ -10,10 +10,8 @@ use crate::{store, Error, Event, Head, NewEvent};
 pub struct WriteTx {
     tx: Tx,
     head: Head,
+    /// Appended in this transaction, in order; their rows are inserted with the commit.
     appended: Vec<Event>,
-    /// How many of the last `appended` events are not inserted yet (see `push`).
-    pending: usize,
-    head_changed: bool,
 }
 
 /// A point to return to when one unit of work in a group fails.
@@ -28,36 +26,17 @@ impl WriteTx {
     pub(crate) async fn begin(db: &Database) -> Result<WriteTx, Error> {
         let mut tx = db.begin_write().await?;
         let head = store::lock_head(&mut tx).await?;
-        Ok(WriteTx { tx, head, appended: Vec::new(), pending: 0, head_changed: false })
+        Ok(WriteTx { tx, head, appended: Vec::new() })
     }
 
-    /// Appends one event after everything appended so far, in this transaction; as `push`, its row is written
-    /// with the commit.
-    pub async fn append(&mut self, new: NewEvent) -> Result<Event, Error> {
-        self.push(new)
-    }
-
-    /// Gives `new` the next sequence and chain hash without writing its row yet: the commit inserts every pushed
-    /// event at once, in multi-row statements (a unit rolled back to its savepoint forgets its own). Until then the
-    /// event is not in the `events` table, so nothing in this transaction may look for it there; the views never
-    /// do. Nothing changes if the event is invalid.
-    pub fn push(&mut self, new: NewEvent) -> Result<Event, Error> {
+    /// Appends one event after everything appended so far, in this transaction: it gets its sequence and chain
+    /// hash now, and its row is written with the commit, in multi-row statements with the rest of the group's (a
+    /// unit rolled back to its savepoint forgets its own). Until then the event is not in the `events` table, so
+    /// nothing in this transaction may look for it there; the views never do. Nothing changes if it is invalid.
+    pub fn append(&mut self, new: NewEvent) -> Result<Event, Error> {
         let event = next_event(&mut self.head, new)?;
-        self.head_changed = true;
         self.appended.push(event.clone());
-        self.pending += 1;
         Ok(event)
-    }
-
-    /// Inserts the events pushed but not yet written, in multi-row statements. Only the commit flushes: a flush
-    /// inside a unit's savepoint would put earlier units' events where that unit's rollback could undo them.
-    pub(crate) async fn flush(&mut self) -> Result<(), Error> {
-        if self.pending > 0 {
-            let from = self.appended.len() - self.pending;
-            store::insert_events(&mut self.tx, &self.appended[from..]).await?;
-            self.pending = 0;
-        }
-        Ok(())
     }
 
     /// The database transaction, for changes that must commit together with the events.
@@ -79,18 +58,18 @@ impl WriteTx {
         Mark { head: self.head, appended: self.appended.len() }
     }
 
-    /// Forgets what was appended after `mark` (its rows were rolled back to a savepoint).
+    /// Forgets what was appended after `mark` (the unit that appended it was rolled back to its savepoint).
     pub(crate) fn reset(&mut self, mark: Mark) {
-        let dropped = self.appended.len().saturating_sub(mark.appended);
-        self.pending = self.pending.saturating_sub(dropped);
         self.head = mark.head;
         self.appended.truncate(mark.appended);
     }
 
-    /// Writes the new head and commits; returns the final head and the events that are now durable.
+    /// Inserts the appended events (in multi-row statements), writes the new head and commits; returns the final
+    /// head and the events that are now durable. Inserting only here keeps every event out of the savepoints of
+    /// the units after it, whose rollback would otherwise undo it.
     pub(crate) async fn commit(mut self) -> Result<(Head, Vec<Event>), Error> {
-        self.flush().await?;
-        if self.head_changed {
+        if !self.appended.is_empty() {
+            store::insert_events(&mut self.tx, &self.appended).await?;
             store::write_head(&mut self.tx, &self.head).await?;
         }
         self.tx.commit().await?;

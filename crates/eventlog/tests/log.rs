@@ -116,8 +116,8 @@ async fn concurrent_units_are_grouped_and_a_failing_one_rolls_back_alone() {
             tasks.push(tokio::spawn(async move {
                 log.transact(move |wtx| {
                     Box::pin(async move {
-                        let first = wtx.append(event(i)).await?;
-                        let second = wtx.append(event(i + 1000)).await?;
+                        let first = wtx.append(event(i))?;
+                        let second = wtx.append(event(i + 1000))?;
                         assert_eq!(second.sequence, first.sequence + 1, "a unit's events are contiguous");
                         if i % 8 == 7 {
                             // Fails after appending: both events must vanish.
@@ -327,7 +327,7 @@ async fn appends_stay_gapless_when_another_writer_moves_the_head() {
         assert_eq!(second.append(event(2)).await.unwrap().sequence, 2);
         assert_eq!(first.append(event(3)).await.unwrap().sequence, 3, "{backend:?}: the first log saw head 1");
         let mut outside = first.begin().await.unwrap();
-        assert_eq!(outside.append(event(4)).await.unwrap().sequence, 4);
+        assert_eq!(outside.append(event(4)).unwrap().sequence, 4);
         first.commit(outside).await.unwrap();
         assert_eq!(first.append(event(5)).await.unwrap().sequence, 5, "{backend:?}: after a write outside");
         assert_eq!(second.append(event(6)).await.unwrap().sequence, 6);

@@ -11,7 +11,7 @@ use crate::Error;
 /// The live write path: appends `event` caused by `actor` and applies it to the views, in the same transaction
 /// (the event's row is written with the commit, together with the rest of its group's).
 pub async fn record(wtx: &mut WriteTx, actor: &str, event: &RegistryEvent) -> Result<Event, Error> {
-    let appended = wtx.push(event.to_new_event(actor)?)?;
+    let appended = wtx.append(event.to_new_event(actor)?)?;
     apply(wtx.tx(), &appended).await?;
     Ok(appended)
 }

@@ -220,16 +220,44 @@ async fn commit_direct(
         staging: staging.to_json(),
         lease_until_ms: None,
     };
+    commit_in_own_staging(state, caller, id, staging, &row, Some(0), digest, headers, body, Claim::NoRow).await
+}
+
+/// Stages a request's whole blob under `own`, a staging no session row names, checks it against `digest` and
+/// `row`'s declarations, and places and records it ending `claim`; on any failure the staged bytes are freed. On a
+/// mismatch, an unclaimed session keeps the bytes as its first chunk, as any commit's last chunk is kept.
+#[allow(clippy::too_many_arguments)]
+async fn commit_in_own_staging(
+    state: &AppState,
+    caller: &Caller,
+    own: Uuid,
+    staging: StagingState,
+    row: &SessionRow,
+    offset: Option<u64>,
+    digest: Digest,
+    headers: &HeaderMap,
+    body: Body,
+    claim: Claim,
+) -> Result<Response, ApiError> {
     let result = async {
-        let chunk = write_chunk(state, &row, id, Some(0), headers, body, false).await?;
-        let computed = chunk.hasher.finalize();
-        check_digests(&row, digest, &computed)?;
-        place_and_record(state, caller, id, Claim::NoRow, chunk.staging, None, computed).await
+        let chunk = write_chunk(state, row, own, offset, headers, body, false).await?;
+        let computed = chunk.hasher.clone().finalize();
+        if let Err(mismatch) = check_digests(row, digest, &computed) {
+            if let (Claim::Unclaimed(id), true) = (&claim, chunk.written) {
+                // The bytes were never acknowledged: if they cannot be kept, the client still learns its digest
+                // was wrong and sends them again.
+                if let Err(err) = keep_unclaimed_chunk(state, *id, own, &chunk).await {
+                    tracing::info!(upload = %id, error = ?err, "the bytes of a mismatched commit were not kept");
+                }
+            }
+            return Err(mismatch);
+        }
+        place_and_record(state, caller, own, claim, chunk.staging, row.media_type.clone(), computed).await
     }
     .await;
     if result.is_err() {
-        if let Err(err) = state.instance.store.stage_abort(id, &staging).await {
-            tracing::warn!(upload = %id, error = %err, "could not free the bytes of a failed one-request upload");
+        if let Err(err) = state.instance.store.stage_abort(own, &staging).await {
+            tracing::warn!(upload = %own, error = %err, "could not free the bytes of a failed commit");
         }
     }
     result
@@ -330,31 +358,9 @@ async fn commit_unclaimed(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let store = &state.instance.store;
-    let own = Uuid::now_v7();
-    let result = async {
-        let chunk = write_chunk(state, &row, own, offset, headers, body, false).await?;
-        let computed = chunk.hasher.clone().finalize();
-        if let Err(mismatch) = check_digests(&row, digest, &computed) {
-            if chunk.written {
-                // The bytes were never acknowledged: if they cannot be kept, the client still learns its digest
-                // was wrong and sends them again.
-                if let Err(err) = keep_unclaimed_chunk(state, id, own, &chunk).await {
-                    tracing::info!(upload = %id, error = ?err, "the bytes of a mismatched commit were not kept");
-                }
-            }
-            return Err(mismatch);
-        }
-        place_and_record(state, caller, own, Claim::Unclaimed(id), chunk.staging, row.media_type.clone(), computed)
-            .await
-    }
-    .await;
-    if result.is_err() {
-        if let Err(err) = store.stage_abort(own, &StagingState::File).await {
-            tracing::warn!(upload = %id, error = %err, "could not free the bytes of a failed commit");
-        }
-    }
-    result
+    let claim = Claim::Unclaimed(id);
+    let (own, staging) = (Uuid::now_v7(), StagingState::File);
+    commit_in_own_staging(state, caller, own, staging, &row, offset, digest, headers, body, claim).await
 }
 
 /// Moves a chunk staged by an unclaimed commit into its session, under a lease, as the session's first bytes.
