@@ -249,3 +249,42 @@ pub(crate) async fn grouped_commit_speed(db: &Database, group: usize, groups: us
     }
     Ok((group * groups) as f64 / start.elapsed().as_secs_f64())
 }
+
+/// The filesystem side of workload b alone: `clients` tasks each place blobs into a fresh filesystem store through
+/// the product's own staging code, as a one-request upload does (stage the bytes, then `stage_commit`: sync, a
+/// leaf directory when new, rename, directory sync), with no HTTP and no database; blobs per second. Checks every
+/// blob was stored.
+pub(crate) async fn store_alone_rate(dir: &Path, blobs: &[crate::push::Blob], clients: usize) -> anyhow::Result<f64> {
+    use artifactstore_blobstore::{BlobStore, Location, Placed};
+    let store = std::sync::Arc::new(BlobStore::open(&Location::File(dir.to_path_buf()))?);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let blobs: std::sync::Arc<Vec<(bytes::Bytes, String)>> =
+        std::sync::Arc::new(blobs.iter().map(|b| (b.bytes.clone(), b.blake3.clone())).collect());
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (store, next, blobs) = (store.clone(), next.clone(), blobs.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((bytes, blake3)) = blobs.get(n) else { return anyhow::Ok(()) };
+                    let session = uuid::Uuid::new_v4();
+                    let state = store.stage_open(session).await?;
+                    let mut writer = store.stage_writer(session, &state, 0).await?;
+                    writer.write(bytes.clone()).await?;
+                    let state = writer.finish(false).await?;
+                    let placed = store.stage_commit(session, &state, blake3).await?;
+                    anyhow::ensure!(matches!(placed, Placed::Stored), "blob {n} was not newly stored");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let rate = blobs.len() as f64 / start.elapsed().as_secs_f64();
+    for (bytes, blake3) in blobs.iter().take(16) {
+        anyhow::ensure!(store.size_of(blake3).await? == Some(bytes.len() as u64), "blob {blake3} is missing");
+    }
+    Ok(rate)
+}

@@ -280,6 +280,10 @@ async fn workload_b(report: &mut Report, sizes: &Sizes, bins: Bins<'_>, work: &s
     }
     // The limit is measured after the runs: it creates and deletes tens of thousands of files, and on ext4 without
     // a journal (this machine's disk) every file created soon after pays for scanning past recently freed inodes.
+    // The product's filesystem work for the same blobs with no HTTP and no database, into a store of its own.
+    let fresh: Vec<Blob> = (0..sizes.b_blobs as u64).map(|n| Blob::random(n, 4096)).collect();
+    let alone = limits::store_alone_rate(&work.join("b-store-alone"), &fresh, 16).await?;
+    eprintln!("b: the store alone: {alone:.0} blobs/s");
     let fsync_dir = work.join("fsync");
     std::fs::create_dir_all(&fsync_dir)?;
     let fsync_1 = limits::fsync_rate(&fsync_dir, 1, Duration::from_secs(2))?;
@@ -292,6 +296,12 @@ async fn workload_b(report: &mut Report, sizes: &Sizes, bins: Bins<'_>, work: &s
         "fsyncs per second of this disk (4 KiB file each), 1 / 16 threads",
         format!("{fsync_1:.0} / {fsync_16:.0}"),
     );
+    report.limit(
+        "b",
+        "the store alone: the same 4 KiB blobs staged and committed by 16 tasks through the product's filesystem \
+         staging code in-process (create, write, sync, new leaf directory, rename, directory syncs), no HTTP or database",
+        format!("{alone:.0} blobs/s"),
+    );
     report.push(
         Row::compare(
             "b",
@@ -303,7 +313,12 @@ async fn workload_b(report: &mut Report, sizes: &Sizes, bins: Bins<'_>, work: &s
         )
         .with_floor(1500.0)
         .with_limit(fsync_16)
-        .with_note(format!("p99 {} ms vs {} ms", p99[0].as_millis(), p99[1].as_millis())),
+        .with_note(format!(
+            "p99 {} ms vs {} ms; {:.0}% of the store alone",
+            p99[0].as_millis(),
+            p99[1].as_millis(),
+            100.0 * rates[0] / alone
+        )),
     );
     Ok(())
 }
