@@ -254,12 +254,14 @@ pub(crate) async fn grouped_commit_speed(db: &Database, group: usize, groups: us
 /// the product's own staging code, as a one-request upload does (stage the bytes, then `stage_commit`: sync, a
 /// leaf directory when new, rename, directory sync), with no HTTP and no database; blobs per second. Checks every
 /// blob was stored.
-pub(crate) async fn store_alone_rate(dir: &Path, blobs: &[crate::push::Blob], clients: usize) -> anyhow::Result<f64> {
+pub(crate) async fn store_alone_rate(
+    dir: &Path,
+    blobs: std::sync::Arc<Vec<crate::push::Blob>>,
+    clients: usize,
+) -> anyhow::Result<f64> {
     use artifactstore_blobstore::{BlobStore, Location, Placed};
     let store = std::sync::Arc::new(BlobStore::open(&Location::File(dir.to_path_buf()))?);
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let blobs: std::sync::Arc<Vec<(bytes::Bytes, String)>> =
-        std::sync::Arc::new(blobs.iter().map(|b| (b.bytes.clone(), b.blake3.clone())).collect());
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
@@ -267,13 +269,13 @@ pub(crate) async fn store_alone_rate(dir: &Path, blobs: &[crate::push::Blob], cl
             tokio::spawn(async move {
                 loop {
                     let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((bytes, blake3)) = blobs.get(n) else { return anyhow::Ok(()) };
+                    let Some(blob) = blobs.get(n) else { return anyhow::Ok(()) };
                     let session = uuid::Uuid::new_v4();
                     let state = store.stage_open(session).await?;
                     let mut writer = store.stage_writer(session, &state, 0).await?;
-                    writer.write(bytes.clone()).await?;
+                    writer.write(blob.bytes.clone()).await?;
                     let state = writer.finish(false).await?;
-                    let placed = store.stage_commit(session, &state, blake3).await?;
+                    let placed = store.stage_commit(session, &state, &blob.blake3).await?;
                     anyhow::ensure!(matches!(placed, Placed::Stored), "blob {n} was not newly stored");
                 }
             })
@@ -283,8 +285,9 @@ pub(crate) async fn store_alone_rate(dir: &Path, blobs: &[crate::push::Blob], cl
         task.await??;
     }
     let rate = blobs.len() as f64 / start.elapsed().as_secs_f64();
-    for (bytes, blake3) in blobs.iter().take(16) {
-        anyhow::ensure!(store.size_of(blake3).await? == Some(bytes.len() as u64), "blob {blake3} is missing");
+    for blob in blobs.iter() {
+        let size = store.size_of(&blob.blake3).await?;
+        anyhow::ensure!(size == Some(blob.bytes.len() as u64), "blob {} is missing", blob.blake3);
     }
     Ok(rate)
 }

@@ -278,12 +278,12 @@ async fn workload_b(report: &mut Report, sizes: &Sizes, bins: Bins<'_>, work: &s
             latencies[kind as usize].extend(run.latencies);
         }
     }
-    // The limit is measured after the runs: it creates and deletes tens of thousands of files, and on ext4 without
-    // a journal (this machine's disk) every file created soon after pays for scanning past recently freed inodes.
     // The product's filesystem work for the same blobs with no HTTP and no database, into a store of its own.
-    let fresh: Vec<Blob> = (0..sizes.b_blobs as u64).map(|n| Blob::random(n, 4096)).collect();
-    let alone = limits::store_alone_rate(&work.join("b-store-alone"), &fresh, 16).await?;
+    let alone = limits::store_alone_rate(&work.join("b-store-alone"), blobs, 16).await?;
     eprintln!("b: the store alone: {alone:.0} blobs/s");
+    // The fsync limit is measured after the runs: it creates and deletes tens of thousands of files, and on ext4
+    // without a journal (this machine's disk) every file created soon after pays for scanning past recently freed
+    // inodes.
     let fsync_dir = work.join("fsync");
     std::fs::create_dir_all(&fsync_dir)?;
     let fsync_1 = limits::fsync_rate(&fsync_dir, 1, Duration::from_secs(2))?;
