@@ -240,21 +240,37 @@ impl BlobStore {
         }
     }
 
-    /// Makes a session's staged bytes durable (after a chunk that was finished without `durable`).
-    pub async fn stage_sync(&self, session: Uuid, state: &StagingState) -> Result<(), Error> {
-        if let (Backend::File { root, .. }, StagingState::File) = (&self.backend, state) {
-            let path = Self::staging_file(root, session);
-            blocking(move || {
-                match std::fs::File::open(&path) {
-                    Ok(file) => file.sync_data().map_err(Error::io(format!("sync {}", path.display())))?,
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                    Err(err) => return Err(Error::io(format!("open {}", path.display()))(err)),
-                }
-                sync_dir(path.parent().expect("a staging file has a directory"))
-            })
-            .await?;
-        }
-        Ok(())
+    /// Ends a writer's chunk and puts everything the session staged, that chunk included, at the blob's content
+    /// address: `finish` and `stage_commit` in one. On a filesystem it is one trip to a blocking thread (write, sync,
+    /// rename, directory sync), and a blob the store holds already costs no write of the staged bytes at all.
+    pub async fn commit_writer(&self, writer: StageWriter, blake3_hex: &str) -> Result<Placed, Error> {
+        let session = writer.session;
+        let (root, (path, start, opened, pending)) = match (&self.backend, writer.kind) {
+            (Backend::File { root, .. }, WriterKind::File { path, start, file, pending }) => {
+                (root.clone(), (path, start, file, pending))
+            }
+            (_, kind) => {
+                let state = StageWriter { session, written: writer.written, kind }.finish(false).await?;
+                return self.stage_commit(session, &state, blake3_hex).await;
+            }
+        };
+        let to = root.join(BlobStore::blob_key(blake3_hex));
+        blocking(move || {
+            if std::fs::metadata(&to).is_ok_and(|meta| meta.is_file()) {
+                drop(opened);
+                return place_file(session, &path, &to, false);
+            }
+            let mut file = match opened {
+                Some(file) => file,
+                None => open_staged(session, &path, start)?,
+            };
+            for bytes in &pending {
+                file.write_all(bytes).map_err(Error::io(format!("write {}", path.display())))?;
+            }
+            drop(file);
+            place_file(session, &path, &to, false)
+        })
+        .await
     }
 
     /// Makes the bytes staged under `from` (a filesystem staging of one request's own) the staged bytes of session

@@ -69,6 +69,32 @@ async fn exercise(store: BlobStore) {
         assert_eq!(store.stage_commit(session, &state, &small_hex).await.unwrap(), Placed::Stored);
         assert_eq!(read_all(&store, &small_hex, 0..len as u64).await, small);
     }
+    // A last chunk ended and placed in one step, after earlier chunks; the same bytes again are not written.
+    let small = bytes(300_000, 3);
+    let small_hex = blake3::hash(&small).to_hex().to_string();
+    for expected in [Placed::Stored, Placed::AlreadyStored] {
+        let session = Uuid::now_v7();
+        let state = stage(&store, session, &small[..100_000], 100_000).await;
+        let mut writer = store.stage_writer(session, &state, 100_000).await.unwrap();
+        writer.write(Bytes::copy_from_slice(&small[100_000..])).await.unwrap();
+        assert_eq!(store.commit_writer(writer, &small_hex).await.unwrap(), expected);
+        assert_eq!(read_all(&store, &small_hex, 0..small.len() as u64).await, small);
+        assert!(store.staged().await.unwrap().is_empty(), "placing clears the session's staging");
+    }
+    // A whole blob in one writer, and the empty blob from a writer that received nothing.
+    for data in [bytes(4096, 4), Vec::new()] {
+        let hex = blake3::hash(&data).to_hex().to_string();
+        let session = Uuid::now_v7();
+        let state = store.stage_open(session).await.unwrap();
+        let mut writer = store.stage_writer(session, &state, 0).await.unwrap();
+        if !data.is_empty() {
+            writer.write(Bytes::copy_from_slice(&data)).await.unwrap();
+        }
+        store.commit_writer(writer, &hex).await.unwrap();
+        assert_eq!(store.size_of(&hex).await.unwrap(), Some(data.len() as u64));
+        assert_eq!(read_all(&store, &hex, 0..data.len() as u64).await, data);
+        assert!(store.staged().await.unwrap().is_empty());
+    }
     let aborted = Uuid::now_v7();
     // A short tail after a full part: on S3 the part is invisible until completed, the pending tail is not.
     let state = stage(&store, aborted, &data[..6 * 1024 * 1024 + 10], 6 * 1024 * 1024).await;

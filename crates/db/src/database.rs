@@ -86,8 +86,11 @@ impl Database {
                     .foreign_keys(true)
                     // Truncate the write-ahead log back to this size after each checkpoint.
                     .pragma("journal_size_limit", (64 * 1024 * 1024).to_string());
+                // A connection to a local file cannot go stale between uses: no ping before each acquire (a round trip
+                // to the connection's thread that every read, and every group the committer writes, would pay).
                 let pool = SqlitePoolOptions::new()
                     .max_connections(options.max_connections.max(2))
+                    .test_before_acquire(false)
                     .connect_with(connect)
                     .await?;
                 Pool::Sqlite(pool)

@@ -53,6 +53,9 @@ pub(crate) enum Job {
     Unit {
         /// Runs the work in the shared transaction.
         run: Run,
+        /// Whether a failure may leave changes behind. A unit that runs one statement and fails only when that
+        /// statement does needs no fence on SQLite, which undoes a failed statement's changes itself.
+        fence: bool,
         /// Tells the caller the work will never complete.
         abort: Box<dyn FnOnce(Failure) + Send>,
     },
@@ -220,13 +223,15 @@ async fn run_batch(db: &Database, jobs: Vec<Job>) -> Result<Option<(Head, u64)>,
         }
     };
     let grouped = jobs.len() > 1;
+    // PostgreSQL aborts the whole transaction when a statement fails: every unit there needs its savepoint.
+    let single_statements_atomic = db.backend() == artifactstore_db::Backend::Sqlite;
     // A unit that succeeded leaves its savepoint open: the next unit's fence releases it in the same round trip
     // that opens its own, and the commit ends whatever is still open.
     let mut open = false;
     let mut any_ok = false;
     let mut remaining = jobs.into_iter();
     while let Some(job) = remaining.next() {
-        let (run, abort) = match job {
+        let (run, abort, fenced) = match job {
             Job::Append { event, reply } => {
                 // Nothing is written until the commit, and an invalid event changes nothing: no savepoint.
                 let result = wtx.append(event);
@@ -240,10 +245,10 @@ async fn run_batch(db: &Database, jobs: Vec<Job>) -> Result<Option<(Head, u64)>,
                 }) as Deliver);
                 continue;
             }
-            Job::Unit { run, abort } => (run, abort),
+            Job::Unit { run, abort, fence } => (run, abort, grouped && (fence || !single_statements_atomic)),
         };
         let mark = wtx.mark();
-        if grouped {
+        if fenced {
             // Events pushed so far stay in memory until the commit: a savepoint need not cover them, and a unit
             // rolled back forgets only its own (`reset` below).
             let fence = match open {
@@ -264,7 +269,7 @@ async fn run_batch(db: &Database, jobs: Vec<Job>) -> Result<Option<(Head, u64)>,
             Ok(outcome) => delivers.push(outcome.deliver),
             Err(_) => abort(Failure::Panicked),
         }
-        let step = match (grouped, ok) {
+        let step = match (fenced, ok) {
             (true, true) => {
                 open = true;
                 Ok(())
@@ -273,7 +278,13 @@ async fn run_batch(db: &Database, jobs: Vec<Job>) -> Result<Option<(Head, u64)>,
                 wtx.reset(mark);
                 wtx.tx().rollback_to_savepoint(SAVEPOINT).await
             }
-            (false, _) => Ok(()),
+            // Unfenced and failed: its one statement undid itself; only what it appended is forgotten. A savepoint
+            // an earlier unit left open stays open for the next fence to release.
+            (false, false) => {
+                wtx.reset(mark);
+                Ok(())
+            }
+            (false, true) => Ok(()),
         };
         if let Err(err) = step {
             let err = Arc::new(Error::from(err));

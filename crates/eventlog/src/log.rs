@@ -126,6 +126,27 @@ impl EventLog {
         T: Send + 'static,
         E: From<Error> + Send + 'static,
     {
+        self.enqueue(work, true).await
+    }
+
+    /// `transact` for work that runs exactly one SQL statement, appends nothing, and fails only when that statement
+    /// fails (a plain INSERT, UPDATE or DELETE, whose failure undoes its own changes on SQLite). In a group on
+    /// SQLite it runs without a savepoint of its own, one round trip to the database fewer.
+    pub async fn transact_statement<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: for<'a> FnOnce(&'a mut WriteTx) -> BoxFuture<'a, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        self.enqueue(work, false).await
+    }
+
+    async fn enqueue<T, E, F>(&self, work: F, fence: bool) -> Result<T, E>
+    where
+        F: for<'a> FnOnce(&'a mut WriteTx) -> BoxFuture<'a, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel::<Result<T, E>>();
         // Whichever of `run` and `abort` the committer calls takes the one reply.
         let reply = Arc::new(Mutex::new(Some(reply)));
@@ -152,7 +173,7 @@ impl EventLog {
             };
             send(&abort_reply, Err(E::from(err)));
         });
-        self.inner.queue.send(Job::Unit { run, abort }).await.map_err(|_| E::from(Error::Closed))?;
+        self.inner.queue.send(Job::Unit { run, abort, fence }).await.map_err(|_| E::from(Error::Closed))?;
         answer.await.unwrap_or_else(|_| Err(E::from(Error::Closed)))
     }
 

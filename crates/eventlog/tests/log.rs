@@ -373,3 +373,70 @@ async fn appends_stay_gapless_when_another_writer_moves_the_head() {
         assert!(report.faults.is_empty(), "{backend:?}: {:?}", report.faults);
     }
 }
+
+/// Single-statement units (no savepoint of their own on SQLite) grouped with fenced units: a statement that fails
+/// leaves nothing, a fenced unit that fails after writing leaves nothing, and everything else commits.
+#[tokio::test]
+async fn statement_units_group_with_fenced_units_and_fail_alone() {
+    for backend in BACKENDS {
+        let Some(test) = TestDb::of(backend).await else { continue };
+        {
+            let mut conn = test.db.acquire().await.unwrap();
+            execute!(&mut conn, "CREATE TABLE scratch (id BIGINT PRIMARY KEY, note TEXT NOT NULL)").unwrap();
+            execute!(&mut conn, "INSERT INTO scratch (id, note) VALUES (1000, 'there before')").unwrap();
+        }
+        let log = open(&test).await;
+        let mut tasks = Vec::new();
+        for i in 0..96i64 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                if i % 2 == 0 {
+                    // Every fourth statement collides with the row that was there before.
+                    let id = if i % 8 == 4 { 1000 } else { i };
+                    let written = log
+                        .transact_statement(move |wtx| {
+                            Box::pin(async move {
+                                execute!(wtx.tx(), "INSERT INTO scratch (id, note) VALUES ($1, 'statement')", id)
+                                    .map_err(Error::from)
+                            })
+                        })
+                        .await;
+                    (i, written.is_ok(), false)
+                } else {
+                    let written = log
+                        .transact(move |wtx| {
+                            Box::pin(async move {
+                                execute!(wtx.tx(), "INSERT INTO scratch (id, note) VALUES ($1, 'fenced')", i)?;
+                                wtx.append(event(u64::try_from(i).unwrap()))?;
+                                if i % 4 == 1 {
+                                    return Err(Error::Corrupt(format!("unit {i} gives up after writing")));
+                                }
+                                Ok(())
+                            })
+                        })
+                        .await;
+                    (i, written.is_ok(), true)
+                }
+            }));
+        }
+        let mut expected = BTreeSet::from([1000i64]);
+        let mut events = 0;
+        for task in tasks {
+            let (i, ok, fenced) = task.await.unwrap();
+            let should = if fenced { i % 4 != 1 } else { i % 8 != 4 };
+            assert_eq!(ok, should, "{backend:?}: unit {i}");
+            if ok {
+                expected.insert(i);
+                events += u64::from(fenced);
+            }
+        }
+        let mut conn = test.db.acquire().await.unwrap();
+        let rows: Vec<(i64,)> = artifactstore_db::fetch_all!(&mut conn, (i64,), "SELECT id FROM scratch").unwrap();
+        let stored: BTreeSet<i64> = rows.into_iter().map(|(id,)| id).collect();
+        assert_eq!(stored, expected, "{backend:?}: exactly the units that succeeded left rows");
+        assert_eq!(log.head().sequence, events, "{backend:?}");
+        assert!(log.verify_chain(|_, _| {}).await.unwrap().is_ok());
+        let stats = log.stats();
+        assert!(stats.commits * 4 <= stats.units, "{backend:?}: {stats:?} shows no grouping");
+    }
+}

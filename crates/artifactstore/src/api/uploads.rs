@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use artifactstore_blobstore::StagingState;
+use artifactstore_blobstore::{BlobStore, Placed, StageWriter, StagingState};
 use artifactstore_db::{execute, fetch_one, fetch_optional, sqlx, Database};
 use artifactstore_digest::{Algorithm, Digest, DualDigest, DualHasher};
 use artifactstore_eventlog::EventLog;
@@ -240,19 +240,24 @@ async fn commit_in_own_staging(
     claim: Claim,
 ) -> Result<Response, ApiError> {
     let result = async {
-        let chunk = write_chunk(state, row, own, offset, headers, body, false).await?;
-        let computed = chunk.hasher.clone().finalize();
+        let received = receive_chunk(state, row, own, offset, headers, body).await?;
+        let computed = received.hasher.clone().finalize();
         if let Err(mismatch) = check_digests(row, digest, &computed) {
-            if let (Claim::Unclaimed(id), true) = (&claim, chunk.written) {
+            if let (Claim::Unclaimed(id), true) = (&claim, received.writer.is_some()) {
                 // The bytes were never acknowledged: if they cannot be kept, the client still learns its digest
                 // was wrong and sends them again.
-                if let Err(err) = keep_unclaimed_chunk(state, *id, own, &chunk).await {
+                let kept = match received.finish(false).await {
+                    Ok(chunk) => keep_unclaimed_chunk(state, *id, own, &chunk).await,
+                    Err(err) => Err(err),
+                };
+                if let Err(err) = kept {
                     tracing::info!(upload = %id, error = ?err, "the bytes of a mismatched commit were not kept");
                 }
             }
             return Err(mismatch);
         }
-        place_and_record(state, caller, own, claim, chunk.staging, row.media_type.clone(), computed).await
+        let placed = received.place(&state.instance.store, own, &computed).await?;
+        record_blob(state, caller, own, claim, placed, row.media_type.clone(), computed).await
     }
     .await;
     if result.is_err() {
@@ -298,8 +303,11 @@ pub(crate) async fn append(
         .ok_or_else(|| ApiError::bad_request("a chunk needs `Upload-Offset: N` or `Content-Range: bytes N-M/*`"))?;
     let (lease, row) = Lease::claim(&state, id).await?;
     let written = match check_owner(&caller, &row) {
-        Ok(()) => match write_chunk(&state, &row, id, Some(offset), &parts.headers, body, true).await {
-            Ok(chunk) => save_chunk(&state, &lease, &chunk).await.map(|()| (chunk.offset, chunk.expires_ms)),
+        Ok(()) => match receive_chunk(&state, &row, id, Some(offset), &parts.headers, body).await {
+            Ok(received) => match received.finish(true).await {
+                Ok(chunk) => save_chunk(&state, &lease, &chunk).await.map(|()| (chunk.offset, chunk.expires_ms)),
+                Err(err) => Err(err),
+            },
             Err(err) => Err(err),
         },
         Err(err) => Err(err),
@@ -445,25 +453,26 @@ async fn commit_claimed(
     check_owner(caller, &row)?;
     // A last chunk riding on the commit is made durable and recorded only if the commit does not happen; when it
     // does, the staged file is synced as it moves to its content address.
-    let chunk = match body {
-        Some(body) => write_chunk(state, &row, id, offset, &HeaderMap::new(), body, false).await?,
-        None => Chunk {
+    let received = match body {
+        Some(body) => receive_chunk(state, &row, id, offset, &HeaderMap::new(), body).await?,
+        None => Received {
             offset: u64::try_from(row.offset_bytes).unwrap_or(0),
             expires_ms: row.expires_ms,
             hasher: DualHasher::restore(&row.hasher).map_err(|err| ApiError::internal(&err))?,
             staging: StagingState::from_json(id, &row.staging)?,
-            written: false,
+            writer: None,
         },
     };
-    let computed = chunk.hasher.clone().finalize();
+    let computed = received.hasher.clone().finalize();
     if let Err(mismatch) = check_digests(&row, digest, &computed) {
-        if chunk.written {
-            state.instance.store.stage_sync(id, &chunk.staging).await?;
+        if received.writer.is_some() {
+            let chunk = received.finish(true).await?;
             save_chunk(state, lease, &chunk).await?;
         }
         return Err(mismatch);
     }
-    place_and_record(state, caller, id, Claim::Leased(id), chunk.staging, row.media_type.clone(), computed).await
+    let placed = received.place(&state.instance.store, id, &computed).await?;
+    record_blob(state, caller, id, Claim::Leased(id), placed, row.media_type.clone(), computed).await
 }
 
 /// How a commit holds the session it ends.
@@ -476,22 +485,17 @@ enum Claim {
     NoRow,
 }
 
-/// The end of every commit: the staged bytes move to their content address (unless already stored), then one
-/// transaction deletes the session's row (if it has one) and records `v1.file.ingested` (if new).
-async fn place_and_record(
+/// The end of every commit, once the bytes are at their content address (`Received::place`): one transaction
+/// deletes the session's row (if it has one) and records `v1.file.ingested` (if new).
+async fn record_blob(
     state: &AppState,
     caller: &Caller,
     id: Uuid,
     claim: Claim,
-    staging: StagingState,
+    placed: Placed,
     media_type: Option<String>,
     computed: DualDigest,
 ) -> Result<Response, ApiError> {
-    let blake3_hex = computed.blake3.hex();
-    // Bytes first: the blob is durable at its content address before the event that names it commits. The store
-    // drops the staged bytes of a blob it holds already, so a known blob costs no copy (and one whose bytes went
-    // missing gets them back).
-    let placed = state.instance.store.stage_commit(id, &staging, &blake3_hex).await?;
     tracing::debug!(session = %id, blob = %computed.blake3, ?placed, "staged bytes placed");
     let event = RegistryEvent::FileIngested(FileIngested {
         blake3: computed.blake3.to_string(),
@@ -602,17 +606,16 @@ fn check_digests(row: &SessionRow, digest: Digest, computed: &DualDigest) -> Res
     Ok(())
 }
 
-/// Streams `body` into the session's staging and hashers at `offset`, and returns the session's new state (offset,
-/// expiry, hashers, staging) for the caller to save or commit.
-async fn write_chunk(
+/// Streams `body` into the session's staging and hashers at `offset`; the caller ends the chunk, to save it
+/// (`Received::finish`) or to commit (`Received::place`).
+async fn receive_chunk(
     state: &AppState,
     row: &SessionRow,
     id: Uuid,
     offset: Option<u64>,
     headers: &HeaderMap,
     body: Body,
-    durable: bool,
-) -> Result<Chunk, ApiError> {
+) -> Result<Received, ApiError> {
     let limits = &state.instance.config.uploads;
     let current = u64::try_from(row.offset_bytes).unwrap_or(0);
     if let Some(offset) = offset {
@@ -658,24 +661,50 @@ async fn write_chunk(
         let frame = hash_frame(&mut hasher, frame).await;
         writer.as_mut().expect("opened above").write(frame).await?;
     }
-    let written = writer.is_some();
-    let new_staging = match writer {
-        Some(writer) => writer.finish(durable).await?,
-        None => staging,
-    };
-    let new_offset = current + received;
     let expires_ms = now_ms() + i64::try_from(limits.session_idle.as_millis()).unwrap_or(i64::MAX / 2);
-    Ok(Chunk { offset: new_offset, expires_ms, hasher, staging: new_staging, written })
+    Ok(Received { offset: current + received, expires_ms, hasher, staging, writer })
 }
 
-/// A session's state after a chunk was staged, before it is recorded.
+/// A chunk streamed into staging and hashed, not yet ended.
+struct Received {
+    /// The session's length with the chunk.
+    offset: u64,
+    expires_ms: i64,
+    hasher: DualHasher,
+    /// The session's staging before the chunk.
+    staging: StagingState,
+    /// Holds the chunk's bytes; `None` when it carried none.
+    writer: Option<StageWriter>,
+}
+
+impl Received {
+    /// Ends the chunk (with `durable`, it survives a crash once this returns) for the session row to record.
+    async fn finish(self, durable: bool) -> Result<Chunk, ApiError> {
+        let staging = match self.writer {
+            Some(writer) => writer.finish(durable).await?,
+            None => self.staging,
+        };
+        Ok(Chunk { offset: self.offset, expires_ms: self.expires_ms, hasher: self.hasher, staging })
+    }
+
+    /// Ends the chunk and puts everything staged at the blob's content address, durably (unless the store holds it
+    /// already): bytes first, so a blob is durable at its address before the event that names it commits. On a
+    /// filesystem the chunk's bytes, the sync and the rename take one trip to a blocking thread.
+    async fn place(self, store: &BlobStore, id: Uuid, computed: &DualDigest) -> Result<Placed, ApiError> {
+        let blake3_hex = computed.blake3.hex();
+        Ok(match self.writer {
+            Some(writer) => store.commit_writer(writer, &blake3_hex).await?,
+            None => store.stage_commit(id, &self.staging, &blake3_hex).await?,
+        })
+    }
+}
+
+/// A session's state after a chunk was staged and ended, for its row to record.
 struct Chunk {
     offset: u64,
     expires_ms: i64,
     hasher: DualHasher,
     staging: StagingState,
-    /// Whether the chunk carried any bytes.
-    written: bool,
 }
 
 /// Records a staged chunk in the session row, if the lease still holds it.
@@ -710,7 +739,8 @@ async fn save_chunk(state: &AppState, lease: &Lease, chunk: &Chunk) -> Result<()
 }
 
 /// Runs one statement's worth of session bookkeeping. On SQLite it goes through the log's committer, grouped with
-/// other writes, so writers never contend for the one write lock (and sleep in SQLite's busy handler). On
+/// other writes (without a savepoint: the one statement undoes itself if it fails), so writers never contend for
+/// the one write lock (and sleep in SQLite's busy handler). On
 /// PostgreSQL rows lock one by one, so it runs in a transaction of its own and never waits for the log's head.
 async fn write<T, F>(log: &EventLog, work: F) -> Result<T, ApiError>
 where
@@ -726,7 +756,7 @@ where
         tx.commit().await?;
         return Ok(value);
     }
-    log.transact(move |wtx| Box::pin(async move { work(wtx.tx()).await.map_err(ApiError::from) })).await
+    log.transact_statement(move |wtx| Box::pin(async move { work(wtx.tx()).await.map_err(ApiError::from) })).await
 }
 
 /// Hashes a frame, off the async threads when it is large.
