@@ -4,7 +4,7 @@ use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use artifactstore_db::{sqlx, Database};
+use artifactstore_db::{sqlx, AsExec as _, Database, Exec, Tx};
 use artifactstore_digest::DualHasher;
 
 /// BLAKE3 and SHA-256 together over `size` bytes in 8 MiB chunks, as the server feeds them; MiB/s.
@@ -145,9 +145,9 @@ pub(crate) async fn raw_insert_speed(db: &Database, rows: usize) -> anyhow::Resu
                 query
             }};
         }
-        match &mut tx {
-            artifactstore_db::Tx::Sqlite(t) => bind_all!(sqlx::query(&sql)).execute(&mut **t).await.map(drop)?,
-            artifactstore_db::Tx::Postgres(t) => bind_all!(sqlx::query(&sql)).execute(&mut **t).await.map(drop)?,
+        match tx.as_exec() {
+            Exec::Sqlite(c) => bind_all!(sqlx::query(&sql)).execute(c).await.map(drop)?,
+            Exec::Postgres(c) => bind_all!(sqlx::query(&sql)).execute(c).await.map(drop)?,
         }
     }
     let speed = keys.len() as f64 / start.elapsed().as_secs_f64();
@@ -195,9 +195,9 @@ pub(crate) fn sqlite_c_insert_speed(dir: &Path, rows: usize) -> anyhow::Result<f
 }
 
 async fn sqlx_exec(tx: &mut artifactstore_db::Tx, sql: &str) -> anyhow::Result<()> {
-    match tx {
-        artifactstore_db::Tx::Sqlite(t) => sqlx::query(sql).execute(&mut **t).await.map(drop)?,
-        artifactstore_db::Tx::Postgres(t) => sqlx::query(sql).execute(&mut **t).await.map(drop)?,
+    match tx.as_exec() {
+        Exec::Sqlite(c) => sqlx::query(sql).execute(c).await.map(drop)?,
+        Exec::Postgres(c) => sqlx::query(sql).execute(c).await.map(drop)?,
     }
     Ok(())
 }
@@ -218,9 +218,20 @@ pub(crate) async fn grouped_commit_speed(db: &Database, group: usize, groups: us
     let subject = |seq: i64| uuid::Uuid::from_slice(&blake3::hash(&(-seq).to_le_bytes()).as_bytes()[..16]).ok();
     let payload = vec![0xa5u8; 170];
     let created_at = chrono::Utc::now();
+    // One connection kept for every group, as the log's committer keeps one.
+    let mut conn = Some(db.acquire().await?);
+    let begin = match db.backend() {
+        artifactstore_db::Backend::Sqlite => "BEGIN IMMEDIATE",
+        artifactstore_db::Backend::Postgres => "BEGIN",
+    };
     let start = Instant::now();
     for g in 0..groups {
-        let mut tx = db.begin_write().await?;
+        let mut kept = conn.take().expect("given back by the commit");
+        match kept.as_exec() {
+            Exec::Sqlite(c) => sqlx::query(begin).execute(c).await.map(drop)?,
+            Exec::Postgres(c) => sqlx::query(begin).execute(c).await.map(drop)?,
+        }
+        let mut tx = Tx::adopt(kept);
         macro_rules! bind_all {
             ($query:expr) => {{
                 let mut query = $query;
@@ -241,18 +252,18 @@ pub(crate) async fn grouped_commit_speed(db: &Database, group: usize, groups: us
                 query
             }};
         }
-        match &mut tx {
-            artifactstore_db::Tx::Sqlite(t) => bind_all!(sqlx::query(&sql)).execute(&mut **t).await.map(drop)?,
-            artifactstore_db::Tx::Postgres(t) => bind_all!(sqlx::query(&sql)).execute(&mut **t).await.map(drop)?,
+        match tx.as_exec() {
+            Exec::Sqlite(c) => bind_all!(sqlx::query(&sql)).execute(c).await.map(drop)?,
+            Exec::Postgres(c) => bind_all!(sqlx::query(&sql)).execute(c).await.map(drop)?,
         }
-        tx.commit().await?;
+        conn = tx.commit_keeping().await?;
     }
     Ok((group * groups) as f64 / start.elapsed().as_secs_f64())
 }
 
 /// The filesystem side of workload b alone: `clients` tasks each place blobs into a fresh filesystem store through
-/// the product's own staging code, as a one-request upload does (stage the bytes, then `stage_commit`: sync, a
-/// leaf directory when new, rename, directory sync), with no HTTP and no database; blobs per second. Checks every
+/// the product's own staging code, as a one-request upload does (stage the bytes, then `commit_writer`: write,
+/// sync, a leaf directory when new, rename, directory sync), with no HTTP and no database; blobs per second. Checks every
 /// blob was stored.
 pub(crate) async fn store_alone_rate(
     dir: &Path,
@@ -274,8 +285,7 @@ pub(crate) async fn store_alone_rate(
                     let state = store.stage_open(session).await?;
                     let mut writer = store.stage_writer(session, &state, 0).await?;
                     writer.write(blob.bytes.clone()).await?;
-                    let state = writer.finish(false).await?;
-                    let placed = store.stage_commit(session, &state, &blob.blake3).await?;
+                    let placed = store.commit_writer(writer, &blob.blake3).await?;
                     anyhow::ensure!(matches!(placed, Placed::Stored), "blob {n} was not newly stored");
                 }
             })

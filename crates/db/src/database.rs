@@ -108,7 +108,9 @@ impl Database {
                     admin.close().await;
                     connect = connect.options([("search_path", schema.as_str())]);
                 }
-                let pool = PgPoolOptions::new().max_connections(options.max_connections).connect_with(connect).await?;
+                // The log's committer keeps one connection for itself: leave at least one for everything else.
+                let pool =
+                    PgPoolOptions::new().max_connections(options.max_connections.max(2)).connect_with(connect).await?;
                 Pool::Postgres(pool)
             }
         };
@@ -191,6 +193,23 @@ impl Database {
         match &self.pool {
             Pool::Sqlite(_) => None,
             Pool::Postgres(pool) => Some(pool),
+        }
+    }
+
+    /// Whether `close` was called.
+    pub fn is_closed(&self) -> bool {
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.is_closed(),
+            Pool::Postgres(pool) => pool.is_closed(),
+        }
+    }
+
+    /// Resolves once `close` is called (at once if it was): a holder of a connection kept out of the pool gives it
+    /// back then, since `close` waits for every connection.
+    pub async fn closed(&self) {
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.close_event().await,
+            Pool::Postgres(pool) => pool.close_event().await,
         }
     }
 

@@ -8,7 +8,7 @@ mod tx;
 
 pub use database::{redact_url, Backend, CheckpointStats, ConnectOptions, Database};
 pub use error::Error;
-pub use tx::{AsExec, Conn, Exec, Tx};
+pub use tx::{AsExec, Conn, Exec, KeptTx, Tx};
 
 #[doc(hidden)]
 pub use sqlx;

@@ -4,7 +4,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use artifactstore_db::Database;
+use artifactstore_db::{Conn, Database};
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -94,20 +94,34 @@ pub(crate) async fn run(
     let mut jobs = Vec::with_capacity(max_batch);
     // The head as this committer last committed or read it under lock.
     let mut known: Option<Head> = None;
-    while queue.recv_many(&mut jobs, max_batch).await > 0 {
+    // The connection the committer writes on, kept between groups: the pool pings each connection given back to
+    // it, a round trip per group. Dropped after a failure; the next group takes a fresh one.
+    let mut kept: Option<Conn> = None;
+    loop {
+        let received = tokio::select! {
+            received = queue.recv_many(&mut jobs, max_batch) => received,
+            // `Database::close` waits for every connection: give the kept one back.
+            () = db.closed(), if kept.is_some() => {
+                kept = None;
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
         let batch = std::mem::take(&mut jobs);
         counters.units.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let all_appends = batch.iter().all(|job| matches!(job, Job::Append { .. }));
         let outcome = match known {
-            Some(from) if all_appends => match append_only(&db, from, batch, &counters).await {
+            Some(from) if all_appends => match append_only(&db, &mut kept, from, batch, &counters).await {
                 Ok(Checked::Written(done)) => Ok(done),
                 Ok(Checked::Moved(batch)) => {
                     counters.moved.fetch_add(1, Ordering::Relaxed);
-                    run_batch(&db, batch).await
+                    run_batch(&db, &mut kept, batch).await
                 }
                 Err(err) => Err(err),
             },
-            _ => run_batch(&db, batch).await,
+            _ => run_batch(&db, &mut kept, batch).await,
         };
         match outcome {
             Ok(Some((new_head, appended))) => {
@@ -145,7 +159,13 @@ enum Checked {
 }
 
 /// Appends a group of plain appends on top of `from` in one statement that checks the head is still `from`.
-async fn append_only(db: &Database, from: Head, batch: Vec<Job>, counters: &Counters) -> Result<Checked, Arc<Error>> {
+async fn append_only(
+    db: &Database,
+    kept: &mut Option<Conn>,
+    from: Head,
+    batch: Vec<Job>,
+    counters: &Counters,
+) -> Result<Checked, Arc<Error>> {
     let mut to = from;
     let mut events = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
@@ -167,7 +187,17 @@ async fn append_only(db: &Database, from: Head, batch: Vec<Job>, counters: &Coun
     if events.is_empty() {
         return Ok(Checked::Written(Some((from, 0))));
     }
-    match store::append_group(db, &from, &to, &events).await {
+    let written = match connection(db, kept).await {
+        Ok(mut conn) => {
+            let written = store::append_group(&mut conn, &from, &to, &events).await;
+            if written.is_ok() {
+                *kept = Some(conn);
+            }
+            written
+        }
+        Err(err) => Err(err),
+    };
+    match written {
         Ok(true) => {
             // Counted before anyone hears back, so a caller's next look at the stats includes its own group.
             counters.checked.fetch_add(1, Ordering::Relaxed);
@@ -206,7 +236,7 @@ pub(crate) struct Counters {
 
 /// Runs one group of jobs in one transaction; returns the head it committed and how many events it appended, or
 /// `None` if every job failed and nothing was committed.
-async fn run_batch(db: &Database, jobs: Vec<Job>) -> Result<Option<(Head, u64)>, Arc<Error>> {
+async fn run_batch(db: &Database, kept: &mut Option<Conn>, jobs: Vec<Job>) -> Result<Option<(Head, u64)>, Arc<Error>> {
     let mut delivers = Vec::with_capacity(jobs.len());
     let fail_all = |delivers: Vec<Deliver>, err: Arc<Error>| {
         for deliver in delivers {
@@ -214,7 +244,11 @@ async fn run_batch(db: &Database, jobs: Vec<Job>) -> Result<Option<(Head, u64)>,
         }
         err
     };
-    let mut wtx = match WriteTx::begin(db).await {
+    let wtx = match connection(db, kept).await {
+        Ok(conn) => WriteTx::begin_on(conn).await,
+        Err(err) => Err(err),
+    };
+    let mut wtx = match wtx {
         Ok(wtx) => wtx,
         Err(err) => {
             let err = Arc::new(err);
@@ -301,14 +335,24 @@ async fn run_batch(db: &Database, jobs: Vec<Job>) -> Result<Option<(Head, u64)>,
         }
         return Ok(None);
     }
-    match wtx.commit().await {
-        Ok((head, appended)) => {
+    match wtx.commit_keeping().await {
+        Ok((head, appended, conn)) => {
+            *kept = conn;
             for deliver in delivers {
                 deliver(Ok(()));
             }
             Ok(Some((head, appended.len() as u64)))
         }
         Err(err) => Err(fail_all(delivers, Arc::new(err))),
+    }
+}
+
+/// The connection to write a group on: the one kept from the group before, or a fresh one from the pool. Once the
+/// database is closed the kept one is let go too, and the pool refuses.
+async fn connection(db: &Database, kept: &mut Option<Conn>) -> Result<Conn, Error> {
+    match kept.take() {
+        Some(conn) if !db.is_closed() => Ok(conn),
+        _ => Ok(db.acquire().await?),
     }
 }
 

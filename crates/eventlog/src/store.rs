@@ -1,6 +1,6 @@
 //! The SQL behind the log, for both backends.
 
-use artifactstore_db::{fetch_all, fetch_one, fetch_optional, sqlx, AsExec, Backend, Conn, Database, Exec, Tx};
+use artifactstore_db::{fetch_all, fetch_one, fetch_optional, sqlx, AsExec, Backend, Conn, Exec, Tx};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -178,6 +178,67 @@ pub(crate) async fn insert_events(tx: &mut Tx, events: &[Event]) -> Result<(), E
     Ok(())
 }
 
+/// Opens a write transaction on `conn`, a connection the caller keeps between transactions, and reads the head
+/// under its lock: on SQLite the `BEGIN IMMEDIATE` and the read go out as one text, one round trip.
+pub(crate) async fn begin_locked(mut conn: Conn) -> Result<(Tx, Head), Error> {
+    match conn.backend() {
+        Backend::Sqlite => {
+            let rows = fetch_all!(
+                &mut conn,
+                HeadRow,
+                "BEGIN IMMEDIATE; SELECT log_id, sequence, chain_hash FROM log_head WHERE id = 1"
+            );
+            // Adopted before the result is looked at: if the read failed after the BEGIN, dropping the
+            // transaction closes the connection instead of handing the pool one that holds the write lock.
+            let tx = Tx::adopt(conn);
+            let row = rows?.into_iter().next().ok_or_else(|| Error::Corrupt("the log has no head row".into()))?;
+            Ok((tx, row.try_into()?))
+        }
+        Backend::Postgres => {
+            artifactstore_db::execute!(&mut conn, "BEGIN")?;
+            let mut tx = Tx::adopt(conn);
+            let head = lock_head(&mut tx).await?;
+            Ok((tx, head))
+        }
+    }
+}
+
+/// Inserts `events` (appended in `tx` after the head it locked), moves the head to `head` and commits; hands back
+/// the connection of a transaction from `begin_locked`. On SQLite such a transaction's inserts, head update and
+/// `COMMIT` go out as one text: one round trip.
+pub(crate) async fn commit_appended(tx: Tx, head: &Head, events: &[Event]) -> Result<Option<Conn>, Error> {
+    let mut tx = tx;
+    if events.is_empty() {
+        return Ok(tx.commit_keeping().await?);
+    }
+    if !matches!((&tx, tx.backend()), (Tx::Kept(_), Backend::Sqlite)) {
+        insert_events(&mut tx, events).await?;
+        write_head(&mut tx, head).await?;
+        return Ok(tx.commit_keeping().await?);
+    }
+    // The head row was read under this transaction's write lock (`begin_locked`), so the update finds it.
+    let mut sql = String::new();
+    for chunk in events.chunks(EVENTS_PER_INSERT) {
+        sql.push_str(&format!(
+            "{} INTO events ({EVENT_COLUMNS}) VALUES {}; ",
+            artifactstore_db::bulk_insert(Backend::Sqlite),
+            artifactstore_db::placeholders(Backend::Sqlite, chunk.len(), 9)
+        ));
+    }
+    sql.push_str("UPDATE log_head SET sequence = ?, chain_hash = ? WHERE id = 1; COMMIT");
+    let mut query = sqlx::query(&sql);
+    for e in events {
+        query = bind_event!(query, e);
+    }
+    query = query.bind(seq(head.sequence)).bind(head.chain_hash.as_slice());
+    match tx.as_exec() {
+        Exec::Sqlite(c) => query.execute(c).await.map(drop)?,
+        Exec::Postgres(_) => unreachable!("matched SQLite above"),
+    }
+    // On failure `tx` drops here still open, which closes its connection: nothing of it commits.
+    Ok(tx.into_ended().ok())
+}
+
 /// Appends `events`, which follow `from` and end at `to`, in one atomic write that checks the head is still `from`:
 /// one round trip (SQLite: one hand-over to its thread) instead of a transaction of five statements. Returns
 /// `false`, having changed nothing, when the head has moved (another writer appended meanwhile).
@@ -185,11 +246,10 @@ pub(crate) async fn insert_events(tx: &mut Tx, events: &[Event]) -> Result<(), E
 /// The check is in the statements themselves: the inserts and the head update apply only where the head row still
 /// reads `from`, and the head read back at the end says whether they did. Events another writer put at the same
 /// sequences would also make the inserts fail on the primary key, so nothing can be written twice.
-pub(crate) async fn append_group(db: &Database, from: &Head, to: &Head, events: &[Event]) -> Result<bool, Error> {
-    let mut conn = db.acquire().await?;
+pub(crate) async fn append_group(conn: &mut Conn, from: &Head, to: &Head, events: &[Event]) -> Result<bool, Error> {
     let from_sequence = seq(from.sequence);
     let (to_sequence, to_chain) = (seq(to.sequence), to.chain_hash.as_slice());
-    match &mut conn {
+    match conn {
         Conn::Sqlite(c) => {
             // SQLite runs the statements of one text in order, binding the anonymous parameters across them.
             // Any failure rolls the whole text back, so the inserts are bulk ones.

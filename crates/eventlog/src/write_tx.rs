@@ -1,6 +1,6 @@
 //! `WriteTx`: a write transaction that can append events.
 
-use artifactstore_db::{Database, Tx};
+use artifactstore_db::{Conn, Database, Tx};
 
 use crate::chain::chain_hash;
 use crate::{store, Error, Event, Head, NewEvent};
@@ -26,6 +26,13 @@ impl WriteTx {
     pub(crate) async fn begin(db: &Database) -> Result<WriteTx, Error> {
         let mut tx = db.begin_write().await?;
         let head = store::lock_head(&mut tx).await?;
+        Ok(WriteTx { tx, head, appended: Vec::new() })
+    }
+
+    /// Opens a write transaction on a connection the caller keeps between transactions (see `commit_keeping`),
+    /// and locks the head.
+    pub(crate) async fn begin_on(conn: Conn) -> Result<WriteTx, Error> {
+        let (tx, head) = store::begin_locked(conn).await?;
         Ok(WriteTx { tx, head, appended: Vec::new() })
     }
 
@@ -67,13 +74,15 @@ impl WriteTx {
     /// Inserts the appended events (in multi-row statements), writes the new head and commits; returns the final
     /// head and the events that are now durable. Inserting only here keeps every event out of the savepoints of
     /// the units after it, whose rollback would otherwise undo it.
-    pub(crate) async fn commit(mut self) -> Result<(Head, Vec<Event>), Error> {
-        if !self.appended.is_empty() {
-            store::insert_events(&mut self.tx, &self.appended).await?;
-            store::write_head(&mut self.tx, &self.head).await?;
-        }
-        self.tx.commit().await?;
-        Ok((self.head, self.appended))
+    pub(crate) async fn commit(self) -> Result<(Head, Vec<Event>), Error> {
+        let (head, appended, _) = self.commit_keeping().await?;
+        Ok((head, appended))
+    }
+
+    /// `commit`, handing back the connection of a transaction from `begin_on`.
+    pub(crate) async fn commit_keeping(self) -> Result<(Head, Vec<Event>, Option<Conn>), Error> {
+        let conn = store::commit_appended(self.tx, &self.head, &self.appended).await?;
+        Ok((self.head, self.appended, conn))
     }
 
     /// Commits the transaction as it stands, without touching the head (the caller wrote it).

@@ -263,6 +263,22 @@ async fn closed_log_answers_closed_not_hang() {
     assert!(matches!(err, Error::Batch(_)), "{err}");
 }
 
+/// The committer keeps a connection between groups; closing the database must not wait for it forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_database_takes_back_the_committers_connection() {
+    for backend in BACKENDS {
+        let Some(test) = TestDb::of(backend).await else { continue };
+        let log = open(&test).await;
+        // A unit runs in a transaction on the committer's kept connection (plain appends would too).
+        log.transact(|wtx| Box::pin(async move { wtx.append(event(1)) })).await.unwrap();
+        log.append(event(2)).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), test.db.close())
+            .await
+            .unwrap_or_else(|_| panic!("{backend:?}: close waited for the committer's connection"));
+        assert!(log.append(event(3)).await.is_err(), "{backend:?}: a closed database takes no writes");
+    }
+}
+
 /// Plain appends from many tasks are inserted together, one multi-row statement per group; invalid ones among
 /// them are refused alone and take no sequence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
