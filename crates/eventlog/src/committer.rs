@@ -18,6 +18,8 @@ pub(crate) type Deliver = Box<dyn FnOnce(Result<(), Arc<Error>>) + Send>;
 /// What a unit of work left behind: whether it succeeded, and how to tell its caller.
 pub(crate) struct Outcome {
     pub(crate) ok: bool,
+    /// Succeeded, or failed leaving nothing behind (what an unfenced unit must do; see `Job::Unit`).
+    pub(crate) left_nothing: bool,
     pub(crate) deliver: Deliver,
 }
 
@@ -94,8 +96,8 @@ pub(crate) async fn run(
     let mut jobs = Vec::with_capacity(max_batch);
     // The head as this committer last committed or read it under lock.
     let mut known: Option<Head> = None;
-    // The connection the committer writes on, kept between groups: the pool pings each connection given back to
-    // it, a round trip per group. Dropped after a failure; the next group takes a fresh one.
+    // The connection the committer writes on, kept between groups on SQLite: the pool pings each connection given
+    // back to it, a round trip per group. Dropped after a failure; the next group takes a fresh one.
     let mut kept: Option<Conn> = None;
     loop {
         let received = tokio::select! {
@@ -191,7 +193,7 @@ async fn append_only(
         Ok(mut conn) => {
             let written = store::append_group(&mut conn, &from, &to, &events).await;
             if written.is_ok() {
-                *kept = Some(conn);
+                keep(db, kept, conn);
             }
             written
         }
@@ -265,7 +267,7 @@ async fn run_batch(db: &Database, kept: &mut Option<Conn>, jobs: Vec<Job>) -> Re
     let mut any_ok = false;
     let mut remaining = jobs.into_iter();
     while let Some(job) = remaining.next() {
-        let (run, abort, fenced) = match job {
+        let (run, abort, fenced, unfenced_statement) = match job {
             Job::Append { event, reply } => {
                 // Nothing is written until the commit, and an invalid event changes nothing: no savepoint.
                 let result = wtx.append(event);
@@ -279,7 +281,10 @@ async fn run_batch(db: &Database, kept: &mut Option<Conn>, jobs: Vec<Job>) -> Re
                 }) as Deliver);
                 continue;
             }
-            Job::Unit { run, abort, fence } => (run, abort, grouped && (fence || !single_statements_atomic)),
+            Job::Unit { run, abort, fence } => {
+                let unfenced_statement = grouped && !fence && single_statements_atomic;
+                (run, abort, grouped && !unfenced_statement, unfenced_statement)
+            }
         };
         let mark = wtx.mark();
         if fenced {
@@ -294,14 +299,25 @@ async fn run_batch(db: &Database, kept: &mut Option<Conn>, jobs: Vec<Job>) -> Re
                 let err = Arc::new(err);
                 abort(Failure::Batch(err.clone()));
                 abort_all(remaining, &err);
+                // Ended here rather than by dropping: the connection is not left holding the write lock.
+                let _ = wtx.rollback().await;
                 return Err(fail_all(delivers, err));
             }
         }
         let outcome = AssertUnwindSafe(run(&mut wtx)).catch_unwind().await;
         let ok = matches!(&outcome, Ok(o) if o.ok);
+        let left_nothing = matches!(&outcome, Ok(o) if o.left_nothing);
         match outcome {
             Ok(outcome) => delivers.push(outcome.deliver),
             Err(_) => abort(Failure::Panicked),
+        }
+        if unfenced_statement && !left_nothing {
+            // An unfenced unit failed after its statement may have written, and nothing can undo that alone: the
+            // whole group fails, and dropping the transaction undoes all of it.
+            let err = Arc::new(Error::Corrupt("a one-statement unit of work failed after writing".into()));
+            abort_all(remaining, &err);
+            let _ = wtx.rollback().await;
+            return Err(fail_all(delivers, err));
         }
         let step = match (fenced, ok) {
             (true, true) => {
@@ -312,17 +328,21 @@ async fn run_batch(db: &Database, kept: &mut Option<Conn>, jobs: Vec<Job>) -> Re
                 wtx.reset(mark);
                 wtx.tx().rollback_to_savepoint(SAVEPOINT).await
             }
-            // Unfenced and failed: its one statement undid itself; only what it appended is forgotten. A savepoint
-            // an earlier unit left open stays open for the next fence to release.
-            (false, false) => {
+            // Unfenced and refused: its one statement undid itself, unless SQLite ended the whole transaction (it may
+            // on a full disk or an I/O error). Renewing the group's savepoint fails if so, failing the group before
+            // any later statement could run outside it. This also releases a unit savepoint left open.
+            (false, false) if unfenced_statement => {
                 wtx.reset(mark);
-                Ok(())
+                open = false;
+                wtx.tx().renew_savepoint(store::GROUP_SAVEPOINT).await
             }
-            (false, true) => Ok(()),
+            // A unit alone in its group: if it failed, nothing else needs keeping and the group rolls back.
+            (false, _) => Ok(()),
         };
         if let Err(err) = step {
             let err = Arc::new(Error::from(err));
             abort_all(remaining, &err);
+            let _ = wtx.rollback().await;
             return Err(fail_all(delivers, err));
         }
         any_ok |= ok;
@@ -337,13 +357,24 @@ async fn run_batch(db: &Database, kept: &mut Option<Conn>, jobs: Vec<Job>) -> Re
     }
     match wtx.commit_keeping().await {
         Ok((head, appended, conn)) => {
-            *kept = conn;
+            if let Some(conn) = conn {
+                keep(db, kept, conn);
+            }
             for deliver in delivers {
                 deliver(Ok(()));
             }
             Ok(Some((head, appended.len() as u64)))
         }
         Err(err) => Err(fail_all(delivers, Arc::new(err))),
+    }
+}
+
+/// Keeps the connection a group was written on for the next group, on SQLite. A PostgreSQL connection goes back to
+/// the pool, which checks it before lending it again: a server can drop an idle connection, and a kept one that
+/// broke would fail the next group.
+fn keep(db: &Database, kept: &mut Option<Conn>, conn: Conn) {
+    if db.backend() == artifactstore_db::Backend::Sqlite {
+        *kept = Some(conn);
     }
 }
 

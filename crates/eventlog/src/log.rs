@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use artifactstore_db::Database;
+use artifactstore_db::{sqlx, Database, Tx};
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
@@ -126,22 +126,28 @@ impl EventLog {
         T: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        self.enqueue(work, true).await
+        self.enqueue(work, true, |_| true).await
     }
 
-    /// `transact` for work that runs exactly one SQL statement, appends nothing, and fails only when that statement
-    /// fails (a plain INSERT, UPDATE or DELETE, whose failure undoes its own changes on SQLite). In a group on
-    /// SQLite it runs without a savepoint of its own, one round trip to the database fewer.
-    pub async fn transact_statement<T, E, F>(&self, work: F) -> Result<T, E>
+    /// `transact` for work that runs exactly one SQL statement (a plain `INSERT`, `UPDATE` or `DELETE`, without an
+    /// `OR` conflict clause) and appends nothing. In a group on SQLite it runs without a savepoint of its own, one
+    /// round trip to the database fewer: a statement that SQLite refuses undoes its own changes. Should it fail any
+    /// other way (its row could not be decoded, it panicked), or should SQLite have ended the whole transaction
+    /// (a full disk), the group fails as a whole and nothing of it commits.
+    pub async fn transact_statement<T, F>(&self, work: F) -> Result<T, Error>
     where
-        F: for<'a> FnOnce(&'a mut WriteTx) -> BoxFuture<'a, Result<T, E>> + Send + 'static,
+        F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Result<T, sqlx::Error>> + Send + 'static,
         T: Send + 'static,
-        E: From<Error> + Send + 'static,
     {
-        self.enqueue(work, false).await
+        fn refused(err: &Error) -> bool {
+            matches!(err, Error::Database(sqlx::Error::Database(_)))
+        }
+        self.enqueue(on_tx(work), false, refused).await
     }
 
-    async fn enqueue<T, E, F>(&self, work: F, fence: bool) -> Result<T, E>
+    /// Queues `work` for the committer; `undone` says whether a failure left nothing behind in the transaction
+    /// (for unfenced work; fenced work is rolled back to its savepoint whatever its error).
+    async fn enqueue<T, E, F>(&self, work: F, fence: bool, undone: fn(&E) -> bool) -> Result<T, E>
     where
         F: for<'a> FnOnce(&'a mut WriteTx) -> BoxFuture<'a, Result<T, E>> + Send + 'static,
         T: Send + 'static,
@@ -155,6 +161,7 @@ impl EventLog {
             Box::pin(async move {
                 let result = work(wtx).await;
                 let ok = result.is_ok();
+                let left_nothing = result.as_ref().err().is_none_or(undone);
                 let deliver: Deliver = Box::new(move |committed| {
                     let answer = match (result, committed) {
                         (Ok(value), Ok(())) => Ok(value),
@@ -163,7 +170,7 @@ impl EventLog {
                     };
                     send(&reply, answer);
                 });
-                Outcome { ok, deliver }
+                Outcome { ok, left_nothing, deliver }
             })
         });
         let abort = Box::new(move |failure: Failure| {
@@ -342,6 +349,17 @@ impl EventLog {
         }
         tx.rollback().await?;
         Ok(report)
+    }
+}
+
+/// Runs work written against the transaction alone as work against a `WriteTx`.
+fn on_tx<T, F>(work: F) -> impl for<'a> FnOnce(&'a mut WriteTx) -> BoxFuture<'a, Result<T, Error>> + Send + 'static
+where
+    F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Result<T, sqlx::Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    move |wtx: &mut WriteTx| -> BoxFuture<'_, Result<T, Error>> {
+        Box::pin(async move { work(wtx.tx()).await.map_err(Error::Database) })
     }
 }
 

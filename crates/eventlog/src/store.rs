@@ -178,15 +178,21 @@ pub(crate) async fn insert_events(tx: &mut Tx, events: &[Event]) -> Result<(), E
     Ok(())
 }
 
+/// The savepoint a group's transaction on SQLite opens first and releases just before it commits: if SQLite has
+/// ended the transaction on its own meanwhile (it may, on a full disk or an I/O error), releasing it fails, so
+/// nothing runs outside the transaction believing it is inside.
+pub(crate) const GROUP_SAVEPOINT: &str = "group_of_work";
+
 /// Opens a write transaction on `conn`, a connection the caller keeps between transactions, and reads the head
-/// under its lock: on SQLite the `BEGIN IMMEDIATE` and the read go out as one text, one round trip.
+/// under its lock: on SQLite the `BEGIN IMMEDIATE`, the group's savepoint and the read go out as one text, one
+/// round trip.
 pub(crate) async fn begin_locked(mut conn: Conn) -> Result<(Tx, Head), Error> {
     match conn.backend() {
         Backend::Sqlite => {
             let rows = fetch_all!(
                 &mut conn,
                 HeadRow,
-                "BEGIN IMMEDIATE; SELECT log_id, sequence, chain_hash FROM log_head WHERE id = 1"
+                "BEGIN IMMEDIATE; SAVEPOINT group_of_work; SELECT log_id, sequence, chain_hash FROM log_head WHERE id = 1"
             );
             // Adopted before the result is looked at: if the read failed after the BEGIN, dropping the
             // transaction closes the connection instead of handing the pool one that holds the write lock.
@@ -208,16 +214,15 @@ pub(crate) async fn begin_locked(mut conn: Conn) -> Result<(Tx, Head), Error> {
 /// `COMMIT` go out as one text: one round trip.
 pub(crate) async fn commit_appended(tx: Tx, head: &Head, events: &[Event]) -> Result<Option<Conn>, Error> {
     let mut tx = tx;
-    if events.is_empty() {
-        return Ok(tx.commit_keeping().await?);
-    }
     if !matches!((&tx, tx.backend()), (Tx::Kept(_), Backend::Sqlite)) {
-        insert_events(&mut tx, events).await?;
-        write_head(&mut tx, head).await?;
+        if !events.is_empty() {
+            insert_events(&mut tx, events).await?;
+            write_head(&mut tx, head).await?;
+        }
         return Ok(tx.commit_keeping().await?);
     }
     // The head row was read under this transaction's write lock (`begin_locked`), so the update finds it.
-    let mut sql = String::new();
+    let mut sql = format!("RELEASE SAVEPOINT {GROUP_SAVEPOINT}; ");
     for chunk in events.chunks(EVENTS_PER_INSERT) {
         sql.push_str(&format!(
             "{} INTO events ({EVENT_COLUMNS}) VALUES {}; ",
@@ -225,12 +230,17 @@ pub(crate) async fn commit_appended(tx: Tx, head: &Head, events: &[Event]) -> Re
             artifactstore_db::placeholders(Backend::Sqlite, chunk.len(), 9)
         ));
     }
-    sql.push_str("UPDATE log_head SET sequence = ?, chain_hash = ? WHERE id = 1; COMMIT");
+    if !events.is_empty() {
+        sql.push_str("UPDATE log_head SET sequence = ?, chain_hash = ? WHERE id = 1; ");
+    }
+    sql.push_str("COMMIT");
     let mut query = sqlx::query(&sql);
     for e in events {
         query = bind_event!(query, e);
     }
-    query = query.bind(seq(head.sequence)).bind(head.chain_hash.as_slice());
+    if !events.is_empty() {
+        query = query.bind(seq(head.sequence)).bind(head.chain_hash.as_slice());
+    }
     match tx.as_exec() {
         Exec::Sqlite(c) => query.execute(c).await.map(drop)?,
         Exec::Postgres(_) => unreachable!("matched SQLite above"),

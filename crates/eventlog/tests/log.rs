@@ -390,69 +390,99 @@ async fn appends_stay_gapless_when_another_writer_moves_the_head() {
     }
 }
 
-/// Single-statement units (no savepoint of their own on SQLite) grouped with fenced units: a statement that fails
-/// leaves nothing, a fenced unit that fails after writing leaves nothing, and everything else commits.
-#[tokio::test]
-async fn statement_units_group_with_fenced_units_and_fail_alone() {
+/// Single-statement units (no savepoint of their own on SQLite) grouped with fenced units. A statement the database
+/// refuses leaves nothing; a fenced unit that fails after writing leaves nothing; a one-statement unit that fails
+/// after its statement wrote, or a statement that makes SQLite end the whole transaction (`RAISE(ROLLBACK)`, as a
+/// full disk would), fails its whole group. Whatever happens, what each caller is told is what the database holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_units_group_with_fenced_units_and_callers_are_told_the_truth() {
     for backend in BACKENDS {
         let Some(test) = TestDb::of(backend).await else { continue };
         {
             let mut conn = test.db.acquire().await.unwrap();
             execute!(&mut conn, "CREATE TABLE scratch (id BIGINT PRIMARY KEY, note TEXT NOT NULL)").unwrap();
             execute!(&mut conn, "INSERT INTO scratch (id, note) VALUES (1000, 'there before')").unwrap();
+            if backend == Backend::Sqlite {
+                execute!(
+                    &mut conn,
+                    "CREATE TRIGGER boom BEFORE INSERT ON scratch WHEN NEW.note = 'boom' \
+                     BEGIN SELECT RAISE(ROLLBACK, 'the whole transaction ends'); END"
+                )
+                .unwrap();
+            }
         }
         let log = open(&test).await;
-        let mut tasks = Vec::new();
-        for i in 0..96i64 {
-            let log = log.clone();
-            tasks.push(tokio::spawn(async move {
-                if i % 2 == 0 {
-                    // Every fourth statement collides with the row that was there before.
-                    let id = if i % 8 == 4 { 1000 } else { i };
-                    let written = log
-                        .transact_statement(move |wtx| {
-                            Box::pin(async move {
-                                execute!(wtx.tx(), "INSERT INTO scratch (id, note) VALUES ($1, 'statement')", id)
-                                    .map_err(Error::from)
-                            })
-                        })
-                        .await;
-                    (i, written.is_ok(), false)
-                } else {
-                    let written = log
-                        .transact(move |wtx| {
-                            Box::pin(async move {
-                                execute!(wtx.tx(), "INSERT INTO scratch (id, note) VALUES ($1, 'fenced')", i)?;
-                                wtx.append(event(u64::try_from(i).unwrap()))?;
-                                if i % 4 == 1 {
-                                    return Err(Error::Corrupt(format!("unit {i} gives up after writing")));
-                                }
-                                Ok(())
-                            })
-                        })
-                        .await;
-                    (i, written.is_ok(), true)
-                }
-            }));
-        }
-        let mut expected = BTreeSet::from([1000i64]);
+        let mut told_ok = BTreeSet::from([1000i64]);
         let mut events = 0;
-        for task in tasks {
-            let (i, ok, fenced) = task.await.unwrap();
-            let should = if fenced { i % 4 != 1 } else { i % 8 != 4 };
-            assert_eq!(ok, should, "{backend:?}: unit {i}");
-            if ok {
-                expected.insert(i);
-                events += u64::from(fenced);
+        // Three waves of 64 concurrent units: the first holds only failures that undo themselves, so exactly the
+        // units meant to fail do; the others also hold failures that take their whole group down.
+        for wave in 0..3i64 {
+            let mut tasks = Vec::new();
+            for i in wave * 64..(wave + 1) * 64 {
+                let log = log.clone();
+                tasks.push(tokio::spawn(unit(log, backend, i, wave > 0)));
+            }
+            for task in tasks {
+                let (i, ok, must_fail, fenced) = task.await.unwrap();
+                if must_fail || wave == 0 {
+                    assert_eq!(ok, !must_fail, "{backend:?}: unit {i}");
+                }
+                if ok {
+                    told_ok.insert(i);
+                    events += u64::from(fenced);
+                }
             }
         }
         let mut conn = test.db.acquire().await.unwrap();
         let rows: Vec<(i64,)> = artifactstore_db::fetch_all!(&mut conn, (i64,), "SELECT id FROM scratch").unwrap();
         let stored: BTreeSet<i64> = rows.into_iter().map(|(id,)| id).collect();
-        assert_eq!(stored, expected, "{backend:?}: exactly the units that succeeded left rows");
+        assert_eq!(stored, told_ok, "{backend:?}: exactly the units told they succeeded left rows");
+        assert!(told_ok.len() > 48, "{backend:?}: the first wave's units succeed ({} did)", told_ok.len() - 1);
         assert_eq!(log.head().sequence, events, "{backend:?}");
+        assert_eq!(log.read_head().await.unwrap().sequence, events, "{backend:?}");
         assert!(log.verify_chain(|_, _| {}).await.unwrap().is_ok());
         let stats = log.stats();
         assert!(stats.commits * 4 <= stats.units, "{backend:?}: {stats:?} shows no grouping");
+    }
+}
+
+/// One unit of `statement_units_group_with_fenced_units_and_callers_are_told_the_truth`: (its number, whether it
+/// was told it succeeded, whether it must fail, whether it was fenced). Even units are one statement: every eighth
+/// of them collides with a row that was there before; with `wreck`, some fail after writing and, on SQLite, one
+/// ends the whole transaction. Odd units are fenced; every fourth of them fails after writing.
+async fn unit(log: EventLog, backend: Backend, i: i64, wreck: bool) -> (i64, bool, bool, bool) {
+    if i % 2 == 0 {
+        let (id, note) = match i % 64 {
+            4 | 20 | 36 | 52 => (1000, "statement"),
+            32 if wreck && backend == Backend::Sqlite => (i, "boom"),
+            _ => (i, "statement"),
+        };
+        let dirty = wreck && i % 64 == 16;
+        let written = log
+            .transact_statement(move |tx| {
+                Box::pin(async move {
+                    execute!(tx, "INSERT INTO scratch (id, note) VALUES ($1, $2)", id, note)?;
+                    if dirty {
+                        return Err(artifactstore_db::sqlx::Error::RowNotFound);
+                    }
+                    Ok(())
+                })
+            })
+            .await;
+        (i, written.is_ok(), id == 1000 || note == "boom" || dirty, false)
+    } else {
+        let written = log
+            .transact(move |wtx| {
+                Box::pin(async move {
+                    execute!(wtx.tx(), "INSERT INTO scratch (id, note) VALUES ($1, 'fenced')", i)?;
+                    wtx.append(event(u64::try_from(i).unwrap()))?;
+                    if i % 8 == 1 {
+                        return Err(Error::Corrupt(format!("unit {i} gives up after writing")));
+                    }
+                    Ok(())
+                })
+            })
+            .await;
+        (i, written.is_ok(), i % 8 == 1, true)
     }
 }

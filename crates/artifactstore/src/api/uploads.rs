@@ -756,7 +756,10 @@ where
         tx.commit().await?;
         return Ok(value);
     }
-    log.transact_statement(move |wtx| Box::pin(async move { work(wtx.tx()).await.map_err(ApiError::from) })).await
+    log.transact_statement(work).await.map_err(|err| match err {
+        artifactstore_eventlog::Error::Database(err) => ApiError::from(err),
+        other => ApiError::from(other),
+    })
 }
 
 /// Hashes a frame, off the async threads when it is large.
