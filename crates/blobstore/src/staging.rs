@@ -256,19 +256,13 @@ impl BlobStore {
         };
         let to = root.join(BlobStore::blob_key(blake3_hex));
         blocking(move || {
-            if std::fs::metadata(&to).is_ok_and(|meta| meta.is_file()) {
-                drop(opened);
-                return place_file(session, &path, &to, false);
+            if let Some(placed) = drop_if_stored(&path, &to)? {
+                return Ok(placed);
             }
-            let mut file = match opened {
-                Some(file) => file,
-                None => open_staged(session, &path, start)?,
-            };
-            for bytes in &pending {
-                file.write_all(bytes).map_err(Error::io(format!("write {}", path.display())))?;
-            }
-            drop(file);
-            place_file(session, &path, &to, false)
+            let file = write_pending(session, &path, start, opened, &pending)?;
+            ensure_dir(to.parent().expect("a blob path has a directory"))?;
+            rename_synced(file, &path, &to)?;
+            Ok(Placed::Stored)
         })
         .await
     }
@@ -405,13 +399,7 @@ impl StageWriter {
         if let WriterKind::File { path, start, file, pending } = &mut self.kind {
             let (path, start, opened, batch) = (path.clone(), *start, file.take(), std::mem::take(pending));
             let written = blocking(move || {
-                let mut file = match opened {
-                    Some(file) => file,
-                    None => open_staged(session, &path, start)?,
-                };
-                for bytes in &batch {
-                    file.write_all(bytes).map_err(Error::io(format!("write {}", path.display())))?;
-                }
+                let file = write_pending(session, &path, start, opened, &batch)?;
                 if durable {
                     file.sync_data().map_err(Error::io(format!("sync {}", path.display())))?;
                     if start == 0 {
@@ -472,6 +460,24 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, Error> + S
     }
 }
 
+/// Writes a writer's pending bytes to its staged file, opening the file first if this writer has not yet.
+fn write_pending(
+    session: Uuid,
+    path: &std::path::Path,
+    start: u64,
+    opened: Option<std::fs::File>,
+    pending: &[Bytes],
+) -> Result<std::fs::File, Error> {
+    let mut file = match opened {
+        Some(file) => file,
+        None => open_staged(session, path, start)?,
+    };
+    for bytes in pending {
+        file.write_all(bytes).map_err(Error::io(format!("write {}", path.display())))?;
+    }
+    Ok(file)
+}
+
 /// Opens a session's staged file to append at `offset`, its acknowledged length: anything staged beyond it by an
 /// earlier request that did not finish is cut off. Only the first chunk (offset 0) may find no file.
 fn open_staged(session: Uuid, path: &std::path::Path, offset: u64) -> Result<std::fs::File, Error> {
@@ -506,19 +512,31 @@ fn open_staged(session: Uuid, path: &std::path::Path, offset: u64) -> Result<std
 /// Moves a staged file to its content address, durably: the bytes are synced before the rename and the directory
 /// after it. When the store holds the blob already the staged file is dropped instead.
 fn place_file(session: Uuid, from: &std::path::Path, to: &std::path::Path, empty: bool) -> Result<Placed, Error> {
-    let dir = to.parent().expect("a blob path has a directory");
-    if std::fs::metadata(to).is_ok_and(|meta| meta.is_file()) {
-        match std::fs::remove_file(from) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(Error::io(format!("remove {}", from.display()))(err)),
-        }
-        // Another request may have renamed the blob into place and not yet synced its directory: this request's
-        // event must not commit before the blob's name is durable.
-        sync_dir(dir)?;
-        return Ok(Placed::AlreadyStored);
+    match drop_if_stored(from, to)? {
+        Some(placed) => Ok(placed),
+        None => place_new(session, from, to, empty),
     }
-    ensure_dir(dir)?;
+}
+
+/// When the store holds the blob at `to` already, drops the staged file at `from` and answers `AlreadyStored`.
+fn drop_if_stored(from: &std::path::Path, to: &std::path::Path) -> Result<Option<Placed>, Error> {
+    if !std::fs::metadata(to).is_ok_and(|meta| meta.is_file()) {
+        return Ok(None);
+    }
+    match std::fs::remove_file(from) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(Error::io(format!("remove {}", from.display()))(err)),
+    }
+    // Another request may have renamed the blob into place and not yet synced its directory: this request's event
+    // must not commit before the blob's name is durable.
+    sync_dir(to.parent().expect("a blob path has a directory"))?;
+    Ok(Some(Placed::AlreadyStored))
+}
+
+/// Moves a staged file to the address of a blob the store does not hold yet, durably.
+fn place_new(session: Uuid, from: &std::path::Path, to: &std::path::Path, empty: bool) -> Result<Placed, Error> {
+    ensure_dir(to.parent().expect("a blob path has a directory"))?;
     // A session that never received a byte has no staged file; only the empty blob has its address.
     if empty && !from.exists() {
         ensure_dir(from.parent().expect("a staging file has a directory"))?;
@@ -536,6 +554,11 @@ fn move_durably(session: Uuid, from: &std::path::Path, to: &std::path::Path) -> 
         session,
         why: format!("the staged bytes at {} are gone: {err}", from.display()),
     })?;
+    rename_synced(file, from, to)
+}
+
+/// Syncs `file`, open at `from`, renames it to `to` and syncs `to`'s directory.
+fn rename_synced(file: std::fs::File, from: &std::path::Path, to: &std::path::Path) -> Result<(), Error> {
     file.sync_data().map_err(Error::io(format!("sync {}", from.display())))?;
     drop(file);
     std::fs::rename(from, to).map_err(Error::io(format!("move {} to {}", from.display(), to.display())))?;

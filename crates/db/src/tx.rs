@@ -76,10 +76,7 @@ impl Tx {
         match self {
             Tx::Sqlite(_) => Backend::Sqlite,
             Tx::Postgres(_) => Backend::Postgres,
-            Tx::Kept(kept) => match kept.conn.as_ref() {
-                Some(Conn::Postgres(_)) => Backend::Postgres,
-                _ => Backend::Sqlite,
-            },
+            Tx::Kept(kept) => kept.conn.as_ref().map_or(Backend::Sqlite, Conn::backend),
         }
     }
 

@@ -189,11 +189,10 @@ pub(crate) const GROUP_SAVEPOINT: &str = "group_of_work";
 pub(crate) async fn begin_locked(mut conn: Conn) -> Result<(Tx, Head), Error> {
     match conn.backend() {
         Backend::Sqlite => {
-            let rows = fetch_all!(
-                &mut conn,
-                HeadRow,
-                "BEGIN IMMEDIATE; SAVEPOINT group_of_work; SELECT log_id, sequence, chain_hash FROM log_head WHERE id = 1"
+            let sql = format!(
+                "BEGIN IMMEDIATE; SAVEPOINT {GROUP_SAVEPOINT}; SELECT log_id, sequence, chain_hash FROM log_head WHERE id = 1"
             );
+            let rows = fetch_all!(&mut conn, HeadRow, &sql);
             // Adopted before the result is looked at: if the read failed after the BEGIN, dropping the
             // transaction closes the connection instead of handing the pool one that holds the write lock.
             let tx = Tx::adopt(conn);
