@@ -420,6 +420,88 @@ async fn a_commit_carrying_the_whole_blob() {
     }
 }
 
+/// Sends a `PATCH` that promises `promised` bytes but breaks off after `sent` of them, the way a dropped connection
+/// does, and waits until the server has let go of the session.
+async fn broken_patch(app: &App, session: &str, offset: u64, promised: usize, sent: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let address = app.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "PATCH {session} HTTP/1.1\r\nhost: {address}\r\nupload-offset: {offset}\r\n\
+         content-type: application/offset+octet-stream\r\ncontent-length: {promised}\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(sent).await.unwrap();
+    socket.flush().await.unwrap();
+    // Let the server receive and write what was sent before the connection drops.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(socket);
+    for _ in 0..100 {
+        let head = app.request(Method::HEAD, session).send().await.unwrap();
+        assert_eq!(header_u64(&head, "upload-offset"), offset, "a broken chunk is not acknowledged");
+        let row: (Option<i64>,) = {
+            let id = uuid::Uuid::parse_str(session.rsplit('/').next().unwrap()).unwrap();
+            let mut conn = app.state.instance.db.acquire().await.unwrap();
+            artifactstore_db::fetch_one!(
+                &mut conn,
+                (Option<i64>,),
+                "SELECT lease_until_ms FROM upload_sessions WHERE id = $1",
+                id
+            )
+            .unwrap()
+        };
+        if row.0.is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the broken request never released the session");
+}
+
+#[tokio::test]
+async fn a_chunk_broken_off_midway_leaves_no_bytes_in_the_blob() {
+    for (backend, kind) in SETUPS {
+        let Some(app) = App::start(backend, kind, Options::default()).await else { continue };
+        let data = bytes(3 * 1024 * 1024 + 7, 7);
+        let acked = 1024 * 1024 + 3;
+        let junk = bytes(2 * 1024 * 1024 + 11, 8);
+
+        // Commit with no body right after a broken chunk: the blob is the acknowledged bytes, nothing more.
+        let session = app.open(None).await;
+        assert_eq!(app.patch(&session, 0, data[..acked].to_vec()).await.status(), 202);
+        broken_patch(&app, &session, acked as u64, 4 * 1024 * 1024, &junk).await;
+        let head = &data[..acked];
+        let digest = DualDigest::of(head);
+        let response = app.request(Method::PUT, &format!("{session}?digest={}", digest.blake3)).send().await.unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        let got = app.request(Method::GET, &format!("/v1/blobs/{}", digest.blake3)).send().await.unwrap();
+        assert_eq!(got.status(), 200);
+        assert_eq!(got.bytes().await.unwrap().as_ref(), head);
+        // Downloads read the recorded length; the store must hold exactly those bytes too.
+        let stored = app.state.instance.store.size_of(&digest.blake3.hex()).await.unwrap();
+        assert_eq!(stored, Some(acked as u64), "the stored blob is exactly the acknowledged bytes");
+
+        // Resumed after a broken chunk, with the rest riding on the commit: the whole blob and nothing else.
+        let session = app.open(None).await;
+        assert_eq!(app.patch(&session, 0, data[..acked].to_vec()).await.status(), 202);
+        broken_patch(&app, &session, acked as u64, 4 * 1024 * 1024, &junk).await;
+        let digest = DualDigest::of(&data);
+        let response = app
+            .request(Method::PUT, &format!("{session}?digest={}", digest.sha256))
+            .header("upload-offset", acked)
+            .body(data[acked..].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        let got = app.request(Method::GET, &format!("/v1/blobs/{}", digest.blake3)).send().await.unwrap();
+        assert_eq!(got.bytes().await.unwrap().as_ref(), data.as_slice());
+        let stored = app.state.instance.store.size_of(&digest.blake3.hex()).await.unwrap();
+        assert_eq!(stored, Some(data.len() as u64));
+        assert!(app.staged().await.is_empty(), "{:?}", app.staged().await);
+    }
+}
+
 #[tokio::test]
 async fn blobs_by_either_digest_with_ranges() {
     for (backend, kind) in SETUPS {

@@ -24,7 +24,7 @@ async fn nats() -> Option<async_nats::Client> {
 
 fn event(n: u64) -> NewEvent {
     NewEvent {
-        event_type: if n % 2 == 0 { "v1.test.even".into() } else { "v1.test.odd".into() },
+        event_type: if n.is_multiple_of(2) { "v1.test.even".into() } else { "v1.test.odd".into() },
         subject_kind: SubjectKind::System,
         subject_id: Some(Uuid::from_u128(u128::from(n))),
         actor: "tester".into(),

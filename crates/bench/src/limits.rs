@@ -22,9 +22,11 @@ pub(crate) fn dual_digest_speed(size: usize) -> f64 {
     size as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64()
 }
 
-/// Writes `size` bytes to a new file under `dir` in 8 MiB writes, then fsyncs it; MiB/s.
-pub(crate) fn disk_write_speed(dir: &Path, size: usize) -> anyhow::Result<f64> {
-    let data = vec![0xa5u8; 8 * 1024 * 1024];
+/// Writes `size` bytes to a new file under `dir` in `chunk`-byte writes and syncs it, at the end or, with
+/// `each_chunk`, after every write, as a chunked upload that acknowledges only durable chunks must at the least;
+/// MiB/s.
+pub(crate) fn disk_write_speed(dir: &Path, size: usize, chunk: usize, each_chunk: bool) -> anyhow::Result<f64> {
+    let data = vec![0xa5u8; chunk.max(1)];
     let path = dir.join("disk-write.bin");
     let start = Instant::now();
     let mut file = std::fs::File::create(&path)?;
@@ -32,6 +34,9 @@ pub(crate) fn disk_write_speed(dir: &Path, size: usize) -> anyhow::Result<f64> {
     while left > 0 {
         let n = left.min(data.len());
         file.write_all(&data[..n])?;
+        if each_chunk {
+            file.sync_data()?;
+        }
         left -= n;
     }
     file.sync_all()?;

@@ -3,7 +3,11 @@
 //!
 //! On a filesystem store a session's bytes are one file, `staging/<session>`, appended to and renamed into place.
 //! Each step on it (open and append, commit) is one trip to a blocking thread: on two cores a request that hops
-//! threads a dozen times spends more time waking threads than moving bytes.
+//! threads a dozen times spends more time waking threads than moving bytes. A long chunk is written and synced in
+//! the background, a megabyte or more at a time, while the rest of it arrives, so the sync that makes the chunk
+//! durable waits for its last bytes only. Whoever opens a staged file holds a lock on it until it is closed: a
+//! request that was dropped mid-chunk may still be writing on a blocking thread, and the next request on the
+//! session cuts the file back to its acknowledged length only after that write is over.
 //! On S3 they are a multipart upload to `staging/<session>/data`; S3 wants every part but the last to be at least
 //! 5 MiB, so a tail shorter than that waits in `staging/<session>/pending-<start>-<len>` until more bytes (or the
 //! commit) arrive. Every object a session owns lies under `staging/<session>`, so abort and commit clear that prefix.
@@ -28,8 +32,11 @@ use crate::{BlobStore, Error};
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// S3's smallest part but the last.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
-/// A filesystem writer writes once this much is pending (and at the end of the chunk).
+/// A filesystem writer starts writing and syncing in the background once this much is pending (and writes the rest
+/// at the end of the chunk)...
 const FILE_BATCH: usize = 1024 * 1024;
+/// ... and stops reading ahead of that background work once this much more is pending.
+const FILE_AHEAD: usize = 8 * 1024 * 1024;
 
 /// Where a session's bytes are, as its bookkeeping records it between requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +91,8 @@ pub struct StagedObject {
 #[derive(Debug)]
 pub struct StageWriter {
     session: Uuid,
+    /// The session's acknowledged length, where this writer starts.
+    start: u64,
     written: u64,
     kind: WriterKind,
 }
@@ -98,6 +107,10 @@ enum WriterKind {
         file: Option<std::fs::File>,
         /// Bytes received and not yet written.
         pending: Vec<Bytes>,
+        /// How many bytes `pending` holds.
+        pending_len: usize,
+        /// Earlier bytes being written and synced on a blocking thread, which holds the file meanwhile.
+        flight: Option<tokio::task::JoinHandle<Result<std::fs::File, Error>>>,
     },
     S3 {
         store: std::sync::Arc<object_store::aws::AmazonS3>,
@@ -152,7 +165,7 @@ impl BlobStore {
                         Some(blocking(move || open_staged(session, &path, offset)).await?)
                     }
                 };
-                WriterKind::File { path, start: offset, file, pending: Vec::new() }
+                WriterKind::File { path, start: offset, file, pending: Vec::new(), pending_len: 0, flight: None }
             }
             (Backend::S3 { store, .. }, StagingState::S3 { upload_id, parts, pending_start, pending_len }) => {
                 let dir = self.staging_dir(session);
@@ -186,17 +199,24 @@ impl BlobStore {
             }
             _ => return Err(Error::Staging { session, why: "the session was staged on another kind of store".into() }),
         };
-        Ok(StageWriter { session, written: 0, kind })
+        Ok(StageWriter { session, start: offset, written: 0, kind })
     }
 
-    /// Puts the staged bytes at the blob's content address (unless the store holds it already), durably, and
-    /// clears the session's staging.
-    pub async fn stage_commit(&self, session: Uuid, state: &StagingState, blake3_hex: &str) -> Result<Placed, Error> {
+    /// Puts the session's first `size` staged bytes, its acknowledged length, at the blob's content address (unless
+    /// the store holds it already), durably, and clears the session's staging. Bytes a broken request staged beyond
+    /// `size` are cut off, never stored.
+    pub async fn stage_commit(
+        &self,
+        session: Uuid,
+        state: &StagingState,
+        blake3_hex: &str,
+        size: u64,
+    ) -> Result<Placed, Error> {
         let blob_key = BlobStore::blob_key(blake3_hex);
         if let (Backend::File { root, .. }, StagingState::File) = (&self.backend, state) {
             let (from, to) = (Self::staging_file(root, session), root.join(&blob_key));
             let empty = blake3_hex == EMPTY_BLAKE3;
-            return blocking(move || place_file(session, &from, &to, empty)).await;
+            return blocking(move || place_file(session, &from, &to, empty, size)).await;
         }
         if self.size_of(blake3_hex).await?.is_some() {
             self.stage_abort(session, state).await?;
@@ -243,15 +263,17 @@ impl BlobStore {
     /// Ends a writer's chunk and puts everything the session staged, that chunk included, at the blob's content
     /// address: `finish` and `stage_commit` in one. On a filesystem it is one trip to a blocking thread (write, sync,
     /// rename, directory sync), and a blob the store holds already costs no write of the staged bytes at all.
-    pub async fn commit_writer(&self, writer: StageWriter, blake3_hex: &str) -> Result<Placed, Error> {
+    pub async fn commit_writer(&self, mut writer: StageWriter, blake3_hex: &str) -> Result<Placed, Error> {
+        writer.land().await?;
         let session = writer.session;
         let (root, (path, start, opened, pending)) = match (&self.backend, writer.kind) {
-            (Backend::File { root, .. }, WriterKind::File { path, start, file, pending }) => {
+            (Backend::File { root, .. }, WriterKind::File { path, start, file, pending, .. }) => {
                 (root.clone(), (path, start, file, pending))
             }
             (_, kind) => {
-                let state = StageWriter { session, written: writer.written, kind }.finish(false).await?;
-                return self.stage_commit(session, &state, blake3_hex).await;
+                let size = writer.start + writer.written;
+                let state = StageWriter { kind, ..writer }.finish(false).await?;
+                return self.stage_commit(session, &state, blake3_hex, size).await;
             }
         };
         let to = root.join(BlobStore::blob_key(blake3_hex));
@@ -274,7 +296,7 @@ impl BlobStore {
             return Err(Error::Staging { session: to, why: "only a filesystem staging can be moved".into() });
         };
         let (source, target) = (Self::staging_file(root, from), Self::staging_file(root, to));
-        blocking(move || move_durably(to, &source, &target)).await
+        blocking(move || move_durably(to, &source, &target, None)).await
     }
 
     /// Frees everything staged for a session; aborting twice, or a session with nothing staged, succeeds.
@@ -375,10 +397,15 @@ impl StageWriter {
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), Error> {
         self.written += chunk.len() as u64;
         match &mut self.kind {
-            WriterKind::File { pending, .. } => {
+            WriterKind::File { pending, pending_len, flight, .. } => {
+                *pending_len += chunk.len();
                 pending.push(chunk);
-                if pending.iter().map(Bytes::len).sum::<usize>() >= FILE_BATCH {
-                    self.flush_file(false).await?;
+                let (len, flying) = (*pending_len, flight.as_ref().map(tokio::task::JoinHandle::is_finished));
+                if flying == Some(true) || (flying == Some(false) && len >= FILE_AHEAD) {
+                    self.land().await?;
+                }
+                if len >= FILE_BATCH {
+                    self.launch();
                 }
                 Ok(())
             }
@@ -392,11 +419,39 @@ impl StageWriter {
         }
     }
 
+    /// Unless earlier bytes are still in flight, starts writing the pending bytes to the staged file (opening it
+    /// first, the first time) and syncing them on a blocking thread, while more bytes arrive. Syncing as the chunk
+    /// goes starts the disk's write-back early, so the sync that ends a durable chunk waits for its last bytes only.
+    fn launch(&mut self) {
+        let session = self.session;
+        if let WriterKind::File { path, start, file, pending, pending_len, flight: flight @ None } = &mut self.kind {
+            let (path, start, opened, batch) = (path.clone(), *start, file.take(), std::mem::take(pending));
+            *pending_len = 0;
+            *flight = Some(tokio::task::spawn_blocking(move || {
+                let file = write_pending(session, &path, start, opened, &batch)?;
+                file.sync_data().map_err(Error::io(format!("sync {}", path.display())))?;
+                Ok(file)
+            }));
+        }
+    }
+
+    /// Waits for the bytes in flight, if any, and takes the file back.
+    async fn land(&mut self) -> Result<(), Error> {
+        if let WriterKind::File { file, flight, .. } = &mut self.kind {
+            if let Some(handle) = flight.take() {
+                *file = Some(join(handle).await?);
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the pending bytes to the staged file (opening it first, the first time), and with `durable` syncs
     /// them, all in one trip to a blocking thread.
     async fn flush_file(&mut self, durable: bool) -> Result<(), Error> {
+        self.land().await?;
         let session = self.session;
-        if let WriterKind::File { path, start, file, pending } = &mut self.kind {
+        if let WriterKind::File { path, start, file, pending, pending_len, .. } = &mut self.kind {
+            *pending_len = 0;
             let (path, start, opened, batch) = (path.clone(), *start, file.take(), std::mem::take(pending));
             let written = blocking(move || {
                 let file = write_pending(session, &path, start, opened, &batch)?;
@@ -454,7 +509,12 @@ impl StageWriter {
 
 /// Runs filesystem work on a blocking thread.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
-    match tokio::task::spawn_blocking(work).await {
+    join(tokio::task::spawn_blocking(work)).await
+}
+
+/// Waits for filesystem work on a blocking thread.
+async fn join<T>(handle: tokio::task::JoinHandle<Result<T, Error>>) -> Result<T, Error> {
+    match handle.await {
         Ok(result) => result,
         Err(err) => Err(Error::Io { what: "filesystem work".into(), source: std::io::Error::other(err) }),
     }
@@ -480,9 +540,13 @@ fn write_pending(
 
 /// Opens a session's staged file to append at `offset`, its acknowledged length: anything staged beyond it by an
 /// earlier request that did not finish is cut off. Only the first chunk (offset 0) may find no file.
+///
+/// The file is locked for as long as it is open, so that an earlier request's write still running on a blocking
+/// thread after the request was dropped (a broken connection) ends before the cut, never after it.
 fn open_staged(session: Uuid, path: &std::path::Path, offset: u64) -> Result<std::fs::File, Error> {
-    if offset == 0 {
-        let create = || std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(path);
+    let mut file = if offset == 0 {
+        // Not truncated on opening: only once the lock is held.
+        let create = || std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path);
         let file = match create() {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let dir = path.parent().expect("a staging file has a directory");
@@ -491,30 +555,47 @@ fn open_staged(session: Uuid, path: &std::path::Path, offset: u64) -> Result<std
             }
             other => other,
         };
-        return file.map_err(Error::io(format!("create {}", path.display())));
-    }
-    let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(|err| Error::Staging {
-        session,
-        why: format!("the staged bytes at {} are gone: {err}", path.display()),
-    })?;
-    let len = file.metadata().map_err(Error::io(format!("inspect {}", path.display())))?.len();
-    if len < offset {
-        return Err(Error::Staging {
+        file.map_err(Error::io(format!("create {}", path.display())))?
+    } else {
+        std::fs::OpenOptions::new().write(true).open(path).map_err(|err| Error::Staging {
             session,
-            why: format!("{} holds {len} bytes but {offset} were acknowledged", path.display()),
-        });
-    }
-    file.set_len(offset).map_err(Error::io(format!("truncate {}", path.display())))?;
+            why: format!("the staged bytes at {} are gone: {err}", path.display()),
+        })?
+    };
+    cut_locked(session, &file, path, offset)?;
     file.seek(std::io::SeekFrom::Start(offset)).map_err(Error::io(format!("seek {}", path.display())))?;
     Ok(file)
 }
 
+/// Locks a staged file (waiting for any other holder to close it) and cuts it to `len`, the session's acknowledged
+/// length: a file shorter than that has lost acknowledged bytes.
+fn cut_locked(session: Uuid, file: &std::fs::File, path: &std::path::Path, len: u64) -> Result<(), Error> {
+    file.lock().map_err(Error::io(format!("lock {}", path.display())))?;
+    let held = file.metadata().map_err(Error::io(format!("inspect {}", path.display())))?.len();
+    if held < len {
+        return Err(Error::Staging {
+            session,
+            why: format!("{} holds {held} bytes but {len} were acknowledged", path.display()),
+        });
+    }
+    if held > len {
+        file.set_len(len).map_err(Error::io(format!("truncate {}", path.display())))?;
+    }
+    Ok(())
+}
+
 /// Moves a staged file to its content address, durably: the bytes are synced before the rename and the directory
 /// after it. When the store holds the blob already the staged file is dropped instead.
-fn place_file(session: Uuid, from: &std::path::Path, to: &std::path::Path, empty: bool) -> Result<Placed, Error> {
+fn place_file(
+    session: Uuid,
+    from: &std::path::Path,
+    to: &std::path::Path,
+    empty: bool,
+    size: u64,
+) -> Result<Placed, Error> {
     match drop_if_stored(from, to)? {
         Some(placed) => Ok(placed),
-        None => place_new(session, from, to, empty),
+        None => place_new(session, from, to, empty, size),
     }
 }
 
@@ -535,7 +616,13 @@ fn drop_if_stored(from: &std::path::Path, to: &std::path::Path) -> Result<Option
 }
 
 /// Moves a staged file to the address of a blob the store does not hold yet, durably.
-fn place_new(session: Uuid, from: &std::path::Path, to: &std::path::Path, empty: bool) -> Result<Placed, Error> {
+fn place_new(
+    session: Uuid,
+    from: &std::path::Path,
+    to: &std::path::Path,
+    empty: bool,
+    size: u64,
+) -> Result<Placed, Error> {
     ensure_dir(to.parent().expect("a blob path has a directory"))?;
     // A session that never received a byte has no staged file; only the empty blob has its address.
     if empty && !from.exists() {
@@ -544,16 +631,20 @@ fn place_new(session: Uuid, from: &std::path::Path, to: &std::path::Path, empty:
     }
     // The bytes of an acknowledged chunk are synced already; a last chunk that rode on the commit is not, and
     // must be before the blob appears at its address.
-    move_durably(session, from, to)?;
+    move_durably(session, from, to, Some(size))?;
     Ok(Placed::Stored)
 }
 
 /// Renames a staged file to `to` durably: its bytes are synced before the rename and `to`'s directory after it.
-fn move_durably(session: Uuid, from: &std::path::Path, to: &std::path::Path) -> Result<(), Error> {
-    let file = std::fs::File::open(from).map_err(|err| Error::Staging {
+/// With `size`, the session's acknowledged length, the file is locked and cut to it first.
+fn move_durably(session: Uuid, from: &std::path::Path, to: &std::path::Path, size: Option<u64>) -> Result<(), Error> {
+    let file = std::fs::OpenOptions::new().write(true).open(from).map_err(|err| Error::Staging {
         session,
         why: format!("the staged bytes at {} are gone: {err}", from.display()),
     })?;
+    if let Some(size) = size {
+        cut_locked(session, &file, from, size)?;
+    }
     rename_synced(file, from, to)
 }
 

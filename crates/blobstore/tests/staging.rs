@@ -47,7 +47,7 @@ async fn exercise(store: BlobStore) {
     let state = writer.finish(true).await.unwrap();
     assert_eq!(store.staged().await.unwrap().iter().filter(|s| s.session == session).count(), 1);
 
-    assert_eq!(store.stage_commit(session, &state, &hex).await.unwrap(), Placed::Stored);
+    assert_eq!(store.stage_commit(session, &state, &hex, data.len() as u64).await.unwrap(), Placed::Stored);
     assert_eq!(store.size_of(&hex).await.unwrap(), Some(data.len() as u64));
     assert_eq!(read_all(&store, &hex, 0..data.len() as u64).await, data);
     assert_eq!(read_all(&store, &hex, 100..200).await, &data[100..200]);
@@ -57,8 +57,24 @@ async fn exercise(store: BlobStore) {
     // The same bytes again are not written twice.
     let again = Uuid::now_v7();
     let state = stage(&store, again, &data, 8 * 1024 * 1024).await;
-    assert_eq!(store.stage_commit(again, &state, &hex).await.unwrap(), Placed::AlreadyStored);
+    assert_eq!(store.stage_commit(again, &state, &hex, data.len() as u64).await.unwrap(), Placed::AlreadyStored);
     assert!(store.staged().await.unwrap().is_empty());
+
+    // A commit right after an abandoned writer stores the acknowledged bytes and none of the abandoned ones.
+    let head = &data[..2 * 1024 * 1024 + 9];
+    let head_hex = blake3::hash(head).to_hex().to_string();
+    let session = Uuid::now_v7();
+    let state = stage(&store, session, head, 1024 * 1024).await;
+    {
+        let mut abandoned = store.stage_writer(session, &state, head.len() as u64).await.unwrap();
+        for _ in 0..3 {
+            abandoned.write(Bytes::from(vec![0xee; 1024 * 1024])).await.unwrap();
+        }
+    }
+    let placed = store.stage_commit(session, &state, &head_hex, head.len() as u64).await.unwrap();
+    assert_eq!(placed, Placed::Stored);
+    assert_eq!(read_all(&store, &head_hex, 0..head.len() as u64).await, head);
+    assert_eq!(store.size_of(&head_hex).await.unwrap(), Some(head.len() as u64));
 
     // Small blobs, an empty blob, and abort.
     for len in [0, 1, 1000] {
@@ -66,7 +82,7 @@ async fn exercise(store: BlobStore) {
         let small_hex = blake3::hash(&small).to_hex().to_string();
         let session = Uuid::now_v7();
         let state = stage(&store, session, &small, 300).await;
-        assert_eq!(store.stage_commit(session, &state, &small_hex).await.unwrap(), Placed::Stored);
+        assert_eq!(store.stage_commit(session, &state, &small_hex, len as u64).await.unwrap(), Placed::Stored);
         assert_eq!(read_all(&store, &small_hex, 0..len as u64).await, small);
     }
     // A last chunk ended and placed in one step, after earlier chunks; the same bytes again are not written.

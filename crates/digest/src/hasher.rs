@@ -66,6 +66,25 @@ impl DualHasher {
         self.size += chunk.len() as u64;
     }
 
+    /// Feeds the next chunks of the stream, in order, to both hash functions: on two threads at once when together
+    /// they are at least `PARALLEL_THRESHOLD` long, however short each one is.
+    pub fn update_all<B: AsRef<[u8]> + Sync>(&mut self, chunks: &[B]) {
+        let total: usize = chunks.iter().map(|c| c.as_ref().len()).sum();
+        if total >= PARALLEL_THRESHOLD {
+            let Self { blake3, sha256, .. } = self;
+            std::thread::scope(|scope| {
+                scope.spawn(|| chunks.iter().for_each(|c| sha256.update(c.as_ref())));
+                chunks.iter().for_each(|c| blake3.update(c.as_ref()));
+            });
+        } else {
+            for chunk in chunks {
+                self.blake3.update(chunk.as_ref());
+                self.sha256.update(chunk.as_ref());
+            }
+        }
+        self.size += total as u64;
+    }
+
     /// How many bytes have been fed so far.
     pub fn size(&self) -> u64 {
         self.size

@@ -45,7 +45,7 @@ impl Blake3State {
                     size = size.min(max);
                 }
                 let size = size as usize;
-                debug_assert!(size >= TAIL && size % TAIL == 0);
+                debug_assert!(size >= TAIL && size.is_multiple_of(TAIL));
                 let cv = subtree_cv(&data[..size], offset);
                 self.push(cv, size as u64 / CHUNK);
                 data = &data[size..];

@@ -55,6 +55,38 @@ fn edges() {
     }
 }
 
+/// Feeds `data` split at `cuts` as batches of pieces through `update_all`, batches ending at `ends`.
+fn hash_batches(data: &[u8], cuts: &[usize], ends: &[usize]) -> DualDigest {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+    cuts.sort_unstable();
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    for cut in cuts.into_iter().chain([data.len()]) {
+        pieces.push(&data[at..cut.max(at)]);
+        at = cut.max(at);
+    }
+    let mut ends: Vec<usize> = ends.iter().map(|e| e % (pieces.len() + 1)).collect();
+    ends.sort_unstable();
+    let mut hasher = DualHasher::new();
+    let mut from = 0;
+    for end in ends.into_iter().chain([pieces.len()]) {
+        hasher.update_all(&pieces[from..end.max(from)]);
+        from = end.max(from);
+    }
+    hasher.finalize()
+}
+
+#[test]
+fn batches_of_pieces_on_one_thread_and_on_two() {
+    // Under and over the size at which both hash functions run at once, in pieces far shorter than it.
+    for len in [0, 1000, 256 * 1024 - 1, 256 * 1024, 3 * 1024 * 1024 + 17] {
+        let data = input(len, 11);
+        let cuts: Vec<usize> = (1..len / 16_384).map(|i| i * 16_384 + i % 7).collect();
+        check(&data, hash_batches(&data, &cuts, &[]));
+        check(&data, hash_batches(&data, &cuts, &[cuts.len() / 3, cuts.len() / 2]));
+    }
+}
+
 #[test]
 fn one_large_update_and_many_small_ones() {
     let data = input(5 * 1024 * 1024 + 3, 7);
@@ -120,6 +152,16 @@ proptest! {
         let (b3, sha) = expected(&data);
         prop_assert_eq!(digest.blake3.bytes(), &b3);
         prop_assert_eq!(digest.sha256.bytes(), &sha);
+    }
+
+    #[test]
+    fn batches_give_the_one_shot_digests(
+        len in 0usize..600_000,
+        cuts in proptest::collection::vec(any::<usize>(), 0..40),
+        ends in proptest::collection::vec(any::<usize>(), 0..6),
+    ) {
+        let data = input(len, len as u64);
+        check(&data, hash_batches(&data, &cuts, &ends));
     }
 
     #[test]

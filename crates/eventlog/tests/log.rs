@@ -15,9 +15,9 @@ fn event(n: u64) -> NewEvent {
         note: &'static str,
     }
     NewEvent {
-        event_type: if n % 2 == 0 { "v1.test.even".into() } else { "v1.test.odd".into() },
+        event_type: if n.is_multiple_of(2) { "v1.test.even".into() } else { "v1.test.odd".into() },
         subject_kind: SubjectKind::System,
-        subject_id: (n % 3 == 0).then(|| Uuid::from_u128(u128::from(n))),
+        subject_id: n.is_multiple_of(3).then(|| Uuid::from_u128(u128::from(n))),
         actor: "tester".into(),
         payload: artifactstore_cbor::to_vec(&Payload { n, note: "a test event" }).unwrap(),
     }

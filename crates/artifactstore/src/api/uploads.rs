@@ -639,7 +639,7 @@ async fn receive_chunk(
         }
     }
     let staging = StagingState::from_json(id, &row.staging)?;
-    let mut hasher = DualHasher::restore(&row.hasher).map_err(|err| ApiError::internal(&err))?;
+    let mut hashing = Hashing::new(DualHasher::restore(&row.hasher).map_err(|err| ApiError::internal(&err))?);
     let mut writer = None;
     let mut stream = body.into_data_stream();
     let mut received: u64 = 0;
@@ -658,9 +658,10 @@ async fn receive_chunk(
         if writer.is_none() {
             writer = Some(state.instance.store.stage_writer(id, &staging, current).await?);
         }
-        let frame = hash_frame(&mut hasher, frame).await;
+        hashing.update(frame.clone()).await;
         writer.as_mut().expect("opened above").write(frame).await?;
     }
+    let hasher = hashing.finish().await;
     let expires_ms = now_ms() + i64::try_from(limits.session_idle.as_millis()).unwrap_or(i64::MAX / 2);
     Ok(Received { offset: current + received, expires_ms, hasher, staging, writer })
 }
@@ -694,7 +695,7 @@ impl Received {
         let blake3_hex = computed.blake3.hex();
         Ok(match self.writer {
             Some(writer) => store.commit_writer(writer, &blake3_hex).await?,
-            None => store.stage_commit(id, &self.staging, &blake3_hex).await?,
+            None => store.stage_commit(id, &self.staging, &blake3_hex, computed.size).await?,
         })
     }
 }
@@ -762,21 +763,60 @@ where
     })
 }
 
-/// Hashes a frame, off the async threads when it is large.
-async fn hash_frame(hasher: &mut DualHasher, frame: bytes::Bytes) -> bytes::Bytes {
-    if frame.len() < 1024 * 1024 {
-        hasher.update(&frame);
-        return frame;
+/// A chunk is hashed on a blocking thread in batches of at least this many bytes...
+const HASH_BATCH: usize = 1024 * 1024;
+/// ... while the next frames arrive, until this many wait for it.
+const HASH_AHEAD: usize = 8 * 1024 * 1024;
+
+/// Hashes a chunk's frames as they arrive: a chunk shorter than `HASH_BATCH` on the request's own thread, a longer
+/// one batch by batch on a blocking thread while the request goes on receiving (and staging) the next frames, so
+/// receiving, hashing and writing overlap instead of taking turns.
+struct Hashing {
+    /// `None` while a batch is in flight.
+    hasher: Option<DualHasher>,
+    pending: Vec<bytes::Bytes>,
+    pending_len: usize,
+    flight: Option<tokio::task::JoinHandle<DualHasher>>,
+}
+
+impl Hashing {
+    fn new(hasher: DualHasher) -> Hashing {
+        Hashing { hasher: Some(hasher), pending: Vec::new(), pending_len: 0, flight: None }
     }
-    let mut moved = std::mem::take(hasher);
-    let (moved, frame) = tokio::task::spawn_blocking(move || {
-        moved.update(&frame);
-        (moved, frame)
-    })
-    .await
-    .expect("hashing does not panic");
-    *hasher = moved;
-    frame
+
+    /// Queues the next frame; waits only when `HASH_AHEAD` bytes are queued behind a batch in flight.
+    async fn update(&mut self, frame: bytes::Bytes) {
+        self.pending_len += frame.len();
+        self.pending.push(frame);
+        let flying = self.flight.as_ref().map(tokio::task::JoinHandle::is_finished);
+        if flying == Some(true) || (flying == Some(false) && self.pending_len >= HASH_AHEAD) {
+            self.land().await;
+        }
+        if self.pending_len >= HASH_BATCH {
+            if let Some(mut hasher) = self.hasher.take() {
+                let batch = std::mem::take(&mut self.pending);
+                self.pending_len = 0;
+                self.flight = Some(tokio::task::spawn_blocking(move || {
+                    hasher.update_all(&batch);
+                    hasher
+                }));
+            }
+        }
+    }
+
+    async fn land(&mut self) {
+        if let Some(flight) = self.flight.take() {
+            self.hasher = Some(flight.await.expect("hashing does not panic"));
+        }
+    }
+
+    /// The hasher, with every frame fed to it.
+    async fn finish(mut self) -> DualHasher {
+        self.land().await;
+        let mut hasher = self.hasher.take().expect("no batch is in flight");
+        hasher.update_all(&self.pending);
+        hasher
+    }
 }
 
 fn too_many_sessions(most: i64) -> ApiError {
