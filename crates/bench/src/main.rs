@@ -179,7 +179,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 type Bins<'a> = (&'a std::path::Path, &'a std::path::Path);
 
+/// Starts a server fresh for one measured run, after writing back whatever the runs before left in the page cache:
+/// distribution does not sync what it stores, and the disk must not spend the next run writing it.
 async fn start(kind: Kind, bins: Bins<'_>, dir: &std::path::Path) -> anyhow::Result<Server> {
+    let synced = tokio::task::spawn_blocking(|| std::process::Command::new("sync").status()).await??;
+    anyhow::ensure!(synced.success(), "sync failed: {synced}");
     match kind {
         Kind::Artifactstore => Server::artifactstore(bins.0, dir).await,
         Kind::Distribution => Server::distribution(bins.1, dir).await,

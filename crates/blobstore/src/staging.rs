@@ -3,9 +3,9 @@
 //!
 //! On a filesystem store a session's bytes are one file, `staging/<session>`, appended to and renamed into place.
 //! Each step on it (open and append, commit) is one trip to a blocking thread: on two cores a request that hops
-//! threads a dozen times spends more time waking threads than moving bytes. A long chunk is written and synced in
-//! the background, a megabyte or more at a time, while the rest of it arrives, so the sync that makes the chunk
-//! durable waits for its last bytes only. Whoever opens a staged file holds a lock on it until it is closed: a
+//! threads a dozen times spends more time waking threads than moving bytes. A long chunk is written and synced by a
+//! blocking thread of the writer's own, a megabyte at a time, while the rest of it arrives, so the sync that makes
+//! the chunk durable waits for its last bytes only. Whoever opens a staged file holds a lock on it until it is closed: a
 //! request that was dropped mid-chunk may still be writing on a blocking thread, and the next request on the
 //! session cuts the file back to its acknowledged length only after that write is over.
 //! On S3 they are a multipart upload to `staging/<session>/data`; S3 wants every part but the last to be at least
@@ -32,11 +32,11 @@ use crate::{BlobStore, Error};
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// S3's smallest part but the last.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
-/// A filesystem writer starts writing and syncing in the background once this much is pending (and writes the rest
-/// at the end of the chunk)...
+/// A filesystem writer hands its bytes to a thread of its own, which writes and syncs them while more arrive, in
+/// batches of this many bytes (a chunk shorter than that is written in one call at its end)...
 const FILE_BATCH: usize = 1024 * 1024;
-/// ... and stops reading ahead of that background work once this much more is pending.
-const FILE_AHEAD: usize = 8 * 1024 * 1024;
+/// ... of which at most this many wait for that thread.
+const FILE_QUEUE: usize = 8;
 
 /// Where a session's bytes are, as its bookkeeping records it between requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,8 +109,8 @@ enum WriterKind {
         pending: Vec<Bytes>,
         /// How many bytes `pending` holds.
         pending_len: usize,
-        /// Earlier bytes being written and synced on a blocking thread, which holds the file meanwhile.
-        flight: Option<tokio::task::JoinHandle<Result<std::fs::File, Error>>>,
+        /// The thread writing and syncing earlier bytes, which holds the file meanwhile.
+        flight: Option<Flight>,
     },
     S3 {
         store: std::sync::Arc<object_store::aws::AmazonS3>,
@@ -123,6 +123,13 @@ enum WriterKind {
         buffer_start: u64,
         buffer: BytesMut,
     },
+}
+
+/// A writer's own blocking thread (`write_behind`) and the queue of batches it writes.
+#[derive(Debug)]
+struct Flight {
+    batches: tokio::sync::mpsc::Sender<Vec<Bytes>>,
+    done: tokio::task::JoinHandle<Result<std::fs::File, Error>>,
 }
 
 /// The BLAKE3 digest of no bytes at all.
@@ -264,7 +271,7 @@ impl BlobStore {
     /// address: `finish` and `stage_commit` in one. On a filesystem it is one trip to a blocking thread (write, sync,
     /// rename, directory sync), and a blob the store holds already costs no write of the staged bytes at all.
     pub async fn commit_writer(&self, mut writer: StageWriter, blake3_hex: &str) -> Result<Placed, Error> {
-        writer.land().await?;
+        writer.drain().await?;
         let session = writer.session;
         let (root, (path, start, opened, pending)) = match (&self.backend, writer.kind) {
             (Backend::File { root, .. }, WriterKind::File { path, start, file, pending, .. }) => {
@@ -397,15 +404,11 @@ impl StageWriter {
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), Error> {
         self.written += chunk.len() as u64;
         match &mut self.kind {
-            WriterKind::File { pending, pending_len, flight, .. } => {
+            WriterKind::File { pending, pending_len, .. } => {
                 *pending_len += chunk.len();
                 pending.push(chunk);
-                let (len, flying) = (*pending_len, flight.as_ref().map(tokio::task::JoinHandle::is_finished));
-                if flying == Some(true) || (flying == Some(false) && len >= FILE_AHEAD) {
-                    self.land().await?;
-                }
-                if len >= FILE_BATCH {
-                    self.launch();
+                if *pending_len >= FILE_BATCH {
+                    self.send_pending().await?;
                 }
                 Ok(())
             }
@@ -419,27 +422,48 @@ impl StageWriter {
         }
     }
 
-    /// Unless earlier bytes are still in flight, starts writing the pending bytes to the staged file (opening it
-    /// first, the first time) and syncing them on a blocking thread, while more bytes arrive. Syncing as the chunk
-    /// goes starts the disk's write-back early, so the sync that ends a durable chunk waits for its last bytes only.
-    fn launch(&mut self) {
+    /// Queues the pending bytes for the writer's thread, starting it (and handing it the file) the first time. The
+    /// thread writes each batch as it comes and syncs whenever it has caught up, so the disk works while the rest of
+    /// the chunk arrives, and the sync that makes the chunk durable waits for its last bytes only.
+    async fn send_pending(&mut self) -> Result<(), Error> {
         let session = self.session;
-        if let WriterKind::File { path, start, file, pending, pending_len, flight: flight @ None } = &mut self.kind {
-            let (path, start, opened, batch) = (path.clone(), *start, file.take(), std::mem::take(pending));
-            *pending_len = 0;
-            *flight = Some(tokio::task::spawn_blocking(move || {
-                let file = write_pending(session, &path, start, opened, &batch)?;
-                file.sync_data().map_err(Error::io(format!("sync {}", path.display())))?;
-                Ok(file)
-            }));
+        let WriterKind::File { path, start, file, pending, pending_len, flight } = &mut self.kind else {
+            return Ok(());
+        };
+        let batch = std::mem::take(pending);
+        *pending_len = 0;
+        let flight = flight.get_or_insert_with(|| {
+            let (batches, queue) = tokio::sync::mpsc::channel(FILE_QUEUE);
+            let (path, start, opened) = (path.clone(), *start, file.take());
+            let done = tokio::task::spawn_blocking(move || write_behind(session, &path, start, opened, queue));
+            Flight { batches, done }
+        });
+        if flight.batches.send(batch).await.is_ok() {
+            return Ok(());
         }
+        // The thread stopped before its queue closed: it failed, and says why.
+        self.land().await?;
+        Err(Error::Io { what: "write a staged file".into(), source: std::io::Error::other("the writer stopped") })
     }
 
-    /// Waits for the bytes in flight, if any, and takes the file back.
+    /// Hands the pending bytes to the writer's thread, if it runs, and waits for it to write and sync everything.
+    async fn drain(&mut self) -> Result<(), Error> {
+        if let WriterKind::File { pending_len, flight: Some(_), .. } = &self.kind {
+            if *pending_len > 0 {
+                self.send_pending().await?;
+            }
+            self.land().await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the writer thread's queue, if it runs, and takes the file back once everything queued is written and
+    /// synced.
     async fn land(&mut self) -> Result<(), Error> {
         if let WriterKind::File { file, flight, .. } = &mut self.kind {
-            if let Some(handle) = flight.take() {
-                *file = Some(join(handle).await?);
+            if let Some(Flight { batches, done }) = flight.take() {
+                drop(batches);
+                *file = Some(join(done).await?);
             }
         }
         Ok(())
@@ -448,7 +472,16 @@ impl StageWriter {
     /// Writes the pending bytes to the staged file (opening it first, the first time), and with `durable` syncs
     /// them, all in one trip to a blocking thread.
     async fn flush_file(&mut self, durable: bool) -> Result<(), Error> {
-        self.land().await?;
+        if let WriterKind::File { flight: Some(_), path, start, .. } = &self.kind {
+            // The writer's thread writes the rest and syncs it.
+            let (path, created) = (path.clone(), *start == 0);
+            self.drain().await?;
+            if durable && created {
+                // This writer created the file: its directory entry must be durable too.
+                blocking(move || sync_dir(path.parent().expect("a staging file has a directory"))).await?;
+            }
+            return Ok(());
+        }
         let session = self.session;
         if let WriterKind::File { path, start, file, pending, pending_len, .. } = &mut self.kind {
             *pending_len = 0;
@@ -534,6 +567,36 @@ fn write_pending(
     };
     for bytes in pending {
         file.write_all(bytes).map_err(Error::io(format!("write {}", path.display())))?;
+    }
+    Ok(file)
+}
+
+/// The thread behind a filesystem writer: writes each batch as it comes, syncing whenever no batch waits, and
+/// returns the file with everything synced once the queue is closed.
+fn write_behind(
+    session: Uuid,
+    path: &std::path::Path,
+    start: u64,
+    opened: Option<std::fs::File>,
+    mut queue: tokio::sync::mpsc::Receiver<Vec<Bytes>>,
+) -> Result<std::fs::File, Error> {
+    let mut file = opened;
+    let mut dirty = false;
+    while let Some(batch) = queue.blocking_recv() {
+        let written = write_pending(session, path, start, file.take(), &batch)?;
+        dirty = true;
+        if queue.is_empty() {
+            written.sync_data().map_err(Error::io(format!("sync {}", path.display())))?;
+            dirty = false;
+        }
+        file = Some(written);
+    }
+    let file = match file {
+        Some(file) => file,
+        None => open_staged(session, path, start)?,
+    };
+    if dirty {
+        file.sync_data().map_err(Error::io(format!("sync {}", path.display())))?;
     }
     Ok(file)
 }
