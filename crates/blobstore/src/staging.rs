@@ -5,9 +5,9 @@
 //! Each step on it (open and append, commit) is one trip to a blocking thread: on two cores a request that hops
 //! threads a dozen times spends more time waking threads than moving bytes. A long chunk is written and synced by a
 //! blocking thread of the writer's own, a megabyte at a time, while the rest of it arrives, so the sync that makes
-//! the chunk durable waits for its last bytes only. Whoever opens a staged file holds a lock on it until it is closed: a
-//! request that was dropped mid-chunk may still be writing on a blocking thread, and the next request on the
-//! session cuts the file back to its acknowledged length only after that write is over.
+//! the chunk durable waits for its last bytes only. Whoever opens a staged file holds a lock on it until it is
+//! closed: a request that was dropped mid-chunk may still be writing on a blocking thread, and the next request on
+//! the session cuts the file back to its acknowledged length only after that write is over.
 //! On S3 they are a multipart upload to `staging/<session>/data`; S3 wants every part but the last to be at least
 //! 5 MiB, so a tail shorter than that waits in `staging/<session>/pending-<start>-<len>` until more bytes (or the
 //! commit) arrive. Every object a session owns lies under `staging/<session>`, so abort and commit clear that prefix.
@@ -633,7 +633,12 @@ fn open_staged(session: Uuid, path: &std::path::Path, offset: u64) -> Result<std
 /// Locks a staged file (waiting for any other holder to close it) and cuts it to `len`, the session's acknowledged
 /// length: a file shorter than that has lost acknowledged bytes.
 fn cut_locked(session: Uuid, file: &std::fs::File, path: &std::path::Path, len: u64) -> Result<(), Error> {
-    file.lock().map_err(Error::io(format!("lock {}", path.display())))?;
+    match file.lock() {
+        Ok(()) => {}
+        // A filesystem without locks: nothing else can be done, and a dropped request's late write stays possible.
+        Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {}
+        Err(err) => return Err(Error::io(format!("lock {}", path.display()))(err)),
+    }
     let held = file.metadata().map_err(Error::io(format!("inspect {}", path.display())))?.len();
     if held < len {
         return Err(Error::Staging {

@@ -763,59 +763,68 @@ where
     })
 }
 
-/// A chunk is hashed on a blocking thread in batches of at least this many bytes...
+/// A chunk is hashed on a blocking thread in batches of this many bytes...
 const HASH_BATCH: usize = 1024 * 1024;
-/// ... while the next frames arrive, until this many wait for it.
-const HASH_AHEAD: usize = 8 * 1024 * 1024;
+/// ... of which at most this many wait for that thread.
+const HASH_QUEUE: usize = 8;
 
-/// Hashes a chunk's frames as they arrive: a chunk shorter than `HASH_BATCH` on the request's own thread, a longer
-/// one batch by batch on a blocking thread while the request goes on receiving (and staging) the next frames, so
-/// receiving, hashing and writing overlap instead of taking turns.
+/// Hashes a chunk's frames as they arrive: a chunk shorter than `HASH_BATCH` on the request's own thread at its
+/// end, a longer one by a blocking thread of its own that hashes each batch as it comes while the request goes on
+/// receiving (and staging) the next frames, so receiving, hashing and writing overlap instead of taking turns.
 struct Hashing {
-    /// `None` while a batch is in flight.
+    /// `None` once the thread has it.
     hasher: Option<DualHasher>,
     pending: Vec<bytes::Bytes>,
     pending_len: usize,
-    flight: Option<tokio::task::JoinHandle<DualHasher>>,
+    thread: Option<(tokio::sync::mpsc::Sender<Vec<bytes::Bytes>>, tokio::task::JoinHandle<DualHasher>)>,
 }
 
 impl Hashing {
     fn new(hasher: DualHasher) -> Hashing {
-        Hashing { hasher: Some(hasher), pending: Vec::new(), pending_len: 0, flight: None }
+        Hashing { hasher: Some(hasher), pending: Vec::new(), pending_len: 0, thread: None }
     }
 
-    /// Queues the next frame; waits only when `HASH_AHEAD` bytes are queued behind a batch in flight.
+    /// Queues the next frame; waits only when `HASH_QUEUE` batches wait for the thread.
     async fn update(&mut self, frame: bytes::Bytes) {
         self.pending_len += frame.len();
         self.pending.push(frame);
-        let flying = self.flight.as_ref().map(tokio::task::JoinHandle::is_finished);
-        if flying == Some(true) || (flying == Some(false) && self.pending_len >= HASH_AHEAD) {
-            self.land().await;
-        }
         if self.pending_len >= HASH_BATCH {
-            if let Some(mut hasher) = self.hasher.take() {
-                let batch = std::mem::take(&mut self.pending);
-                self.pending_len = 0;
-                self.flight = Some(tokio::task::spawn_blocking(move || {
-                    hasher.update_all(&batch);
-                    hasher
-                }));
-            }
+            self.send_pending().await;
         }
     }
 
-    async fn land(&mut self) {
-        if let Some(flight) = self.flight.take() {
-            self.hasher = Some(flight.await.expect("hashing does not panic"));
-        }
+    async fn send_pending(&mut self) {
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_len = 0;
+        let hasher = &mut self.hasher;
+        let (batches, _) = self.thread.get_or_insert_with(|| {
+            let (batches, mut queue) = tokio::sync::mpsc::channel::<Vec<bytes::Bytes>>(HASH_QUEUE);
+            let mut hasher = hasher.take().expect("the thread starts once");
+            let thread = tokio::task::spawn_blocking(move || {
+                while let Some(batch) = queue.blocking_recv() {
+                    hasher.update_all(&batch);
+                }
+                hasher
+            });
+            (batches, thread)
+        });
+        // The thread stops early only by panicking, which `finish` reports.
+        let _ = batches.send(batch).await;
     }
 
     /// The hasher, with every frame fed to it.
     async fn finish(mut self) -> DualHasher {
-        self.land().await;
-        let mut hasher = self.hasher.take().expect("no batch is in flight");
-        hasher.update_all(&self.pending);
-        hasher
+        if self.thread.is_none() {
+            let mut hasher = self.hasher.take().expect("no thread took it");
+            hasher.update_all(&self.pending);
+            return hasher;
+        }
+        if self.pending_len > 0 {
+            self.send_pending().await;
+        }
+        let (batches, thread) = self.thread.take().expect("checked above");
+        drop(batches);
+        thread.await.expect("hashing does not panic")
     }
 }
 
