@@ -187,6 +187,9 @@ impl From<artifactstore_blobstore::Error> for ApiError {
             artifactstore_blobstore::Error::NotFound(what) => {
                 ApiError::not_found(format!("blob {what} is not in the store"))
             }
+            artifactstore_blobstore::Error::Busy { .. } => ApiError::conflict(
+                "an earlier request on this upload session is still writing its bytes; retry in a moment",
+            ),
             other => ApiError::internal(&other),
         }
     }

@@ -34,6 +34,12 @@ pub enum Error {
     /// The blob is not in the store.
     #[error("blob {0} is not in the store")]
     NotFound(String),
+    /// Another request (one that was dropped, its last writes still running) holds the session's staged bytes.
+    #[error("staged upload {session}: another request still holds its staged bytes")]
+    Busy {
+        /// The upload session.
+        session: uuid::Uuid,
+    },
 }
 
 impl Error {

@@ -4,10 +4,10 @@
 //! On a filesystem store a session's bytes are one file, `staging/<session>`, appended to and renamed into place.
 //! Each step on it (open and append, commit) is one trip to a blocking thread: on two cores a request that hops
 //! threads a dozen times spends more time waking threads than moving bytes. A long chunk is written and synced by a
-//! blocking thread of the writer's own, a megabyte at a time, while the rest of it arrives, so the sync that makes
-//! the chunk durable waits for its last bytes only. Whoever opens a staged file holds a lock on it until it is
-//! closed: a request that was dropped mid-chunk may still be writing on a blocking thread, and the next request on
-//! the session cuts the file back to its acknowledged length only after that write is over.
+//! task of the writer's own, a megabyte or more at a time, while the rest of it arrives, so the sync that makes the
+//! chunk durable waits for its last bytes only. Whoever opens a staged file holds a lock on it until it is
+//! closed: a request that was dropped mid-chunk may still be writing its queued bytes, and the next request on the
+//! session cuts the file back to its acknowledged length only after that write is over.
 //! On S3 they are a multipart upload to `staging/<session>/data`; S3 wants every part but the last to be at least
 //! 5 MiB, so a tail shorter than that waits in `staging/<session>/pending-<start>-<len>` until more bytes (or the
 //! commit) arrive. Every object a session owns lies under `staging/<session>`, so abort and commit clear that prefix.
@@ -32,11 +32,14 @@ use crate::{BlobStore, Error};
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// S3's smallest part but the last.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
-/// A filesystem writer hands its bytes to a thread of its own, which writes and syncs them while more arrive, in
+/// A filesystem writer hands its bytes to a task of its own, which writes and syncs them while more arrive, in
 /// batches of this many bytes (a chunk shorter than that is written in one call at its end)...
 const FILE_BATCH: usize = 1024 * 1024;
-/// ... of which at most this many wait for that thread.
+/// ... of which at most this many wait for that task.
 const FILE_QUEUE: usize = 8;
+/// How long a request waits for the staged file while another holds it (a dropped request's last batches still
+/// being written) before it gives up.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where a session's bytes are, as its bookkeeping records it between requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,7 +112,7 @@ enum WriterKind {
         pending: Vec<Bytes>,
         /// How many bytes `pending` holds.
         pending_len: usize,
-        /// The thread writing and syncing earlier bytes, which holds the file meanwhile.
+        /// The task writing and syncing earlier bytes, which holds the file meanwhile.
         flight: Option<Flight>,
     },
     S3 {
@@ -125,7 +128,7 @@ enum WriterKind {
     },
 }
 
-/// A writer's own blocking thread (`write_behind`) and the queue of batches it writes.
+/// A writer's own task (`write_behind`) and the queue of batches it writes.
 #[derive(Debug)]
 struct Flight {
     batches: tokio::sync::mpsc::Sender<Vec<Bytes>>,
@@ -167,10 +170,7 @@ impl BlobStore {
                 // chunk's file is created with its first write.
                 let file = match offset {
                     0 => None,
-                    _ => {
-                        let path = path.clone();
-                        Some(blocking(move || open_staged(session, &path, offset)).await?)
-                    }
+                    _ => Some(open_patiently(session, &path, offset).await?),
                 };
                 WriterKind::File { path, start: offset, file, pending: Vec::new(), pending_len: 0, flight: None }
             }
@@ -223,7 +223,11 @@ impl BlobStore {
         if let (Backend::File { root, .. }, StagingState::File) = (&self.backend, state) {
             let (from, to) = (Self::staging_file(root, session), root.join(&blob_key));
             let empty = blake3_hex == EMPTY_BLAKE3;
-            return blocking(move || place_file(session, &from, &to, empty, size)).await;
+            return patiently(|| {
+                let (from, to) = (from.clone(), to.clone());
+                blocking(move || place_file(session, &from, &to, empty, size))
+            })
+            .await;
         }
         if self.size_of(blake3_hex).await?.is_some() {
             self.stage_abort(session, state).await?;
@@ -269,7 +273,8 @@ impl BlobStore {
 
     /// Ends a writer's chunk and puts everything the session staged, that chunk included, at the blob's content
     /// address: `finish` and `stage_commit` in one. On a filesystem it is one trip to a blocking thread (write, sync,
-    /// rename, directory sync), and a blob the store holds already costs no write of the staged bytes at all.
+    /// rename, directory sync), and a blob the store holds already costs no write of the bytes still pending (those
+    /// of a long chunk already handed to the writer's task are written by then).
     pub async fn commit_writer(&self, mut writer: StageWriter, blake3_hex: &str) -> Result<Placed, Error> {
         writer.drain().await?;
         let session = writer.session;
@@ -284,14 +289,19 @@ impl BlobStore {
             }
         };
         let to = root.join(BlobStore::blob_key(blake3_hex));
-        blocking(move || {
-            if let Some(placed) = drop_if_stored(&path, &to)? {
-                return Ok(placed);
-            }
-            let file = write_pending(session, &path, start, opened, &pending)?;
-            ensure_dir(to.parent().expect("a blob path has a directory"))?;
-            rename_synced(file, &path, &to)?;
-            Ok(Placed::Stored)
+        let mut opened = opened;
+        patiently(|| {
+            // Only a writer that has not opened its file yet can find it busy, so a retry has no file to pass on.
+            let (path, to, opened, pending) = (path.clone(), to.clone(), opened.take(), pending.clone());
+            blocking(move || {
+                if let Some(placed) = drop_if_stored(&path, &to)? {
+                    return Ok(placed);
+                }
+                let file = write_pending(session, &path, start, opened, &pending)?;
+                ensure_dir(to.parent().expect("a blob path has a directory"))?;
+                rename_synced(file, &path, &to)?;
+                Ok(Placed::Stored)
+            })
         })
         .await
     }
@@ -432,16 +442,21 @@ impl StageWriter {
         };
         let batch = std::mem::take(pending);
         *pending_len = 0;
-        let flight = flight.get_or_insert_with(|| {
+        if flight.is_none() {
+            // The file is opened (and cut) while the request is alive, never by a task that outlives it.
+            let opened = match file.take() {
+                Some(opened) => opened,
+                None => open_patiently(session, path, *start).await?,
+            };
             let (batches, queue) = tokio::sync::mpsc::channel(FILE_QUEUE);
-            let (path, start, opened) = (path.clone(), *start, file.take());
-            let done = tokio::task::spawn_blocking(move || write_behind(session, &path, start, opened, queue));
-            Flight { batches, done }
-        });
+            let done = tokio::spawn(write_behind(path.clone(), opened, queue));
+            *flight = Some(Flight { batches, done });
+        }
+        let flight = flight.as_mut().expect("started above");
         if flight.batches.send(batch).await.is_ok() {
             return Ok(());
         }
-        // The thread stopped before its queue closed: it failed, and says why.
+        // The task stopped before its queue closed: it failed, and says why.
         self.land().await?;
         Err(Error::Io { what: "write a staged file".into(), source: std::io::Error::other("the writer stopped") })
     }
@@ -485,17 +500,21 @@ impl StageWriter {
         let session = self.session;
         if let WriterKind::File { path, start, file, pending, pending_len, .. } = &mut self.kind {
             *pending_len = 0;
-            let (path, start, opened, batch) = (path.clone(), *start, file.take(), std::mem::take(pending));
-            let written = blocking(move || {
-                let file = write_pending(session, &path, start, opened, &batch)?;
-                if durable {
-                    file.sync_data().map_err(Error::io(format!("sync {}", path.display())))?;
-                    if start == 0 {
-                        // This writer created the file: its directory entry must be durable too.
-                        sync_dir(path.parent().expect("a staging file has a directory"))?;
+            let (start, batch, mut opened) = (*start, std::mem::take(pending), file.take());
+            let written = patiently(|| {
+                // Only a writer that has not opened its file yet can find it busy: a retry has no file to pass on.
+                let (path, opened, batch) = (path.clone(), opened.take(), batch.clone());
+                blocking(move || {
+                    let file = write_pending(session, &path, start, opened, &batch)?;
+                    if durable {
+                        file.sync_data().map_err(Error::io(format!("sync {}", path.display())))?;
+                        if start == 0 {
+                            // This writer created the file: its directory entry must be durable too.
+                            sync_dir(path.parent().expect("a staging file has a directory"))?;
+                        }
                     }
-                }
-                Ok(file)
+                    Ok(file)
+                })
             })
             .await?;
             *file = Some(written);
@@ -571,41 +590,66 @@ fn write_pending(
     Ok(file)
 }
 
-/// The thread behind a filesystem writer: writes each batch as it comes, syncing whenever no batch waits, and
-/// returns the file with everything synced once the queue is closed.
-fn write_behind(
-    session: Uuid,
-    path: &std::path::Path,
-    start: u64,
-    opened: Option<std::fs::File>,
+/// The task behind a filesystem writer: writes whatever batches are queued and syncs them, in one call on a
+/// blocking thread, again and again until the queue is closed, and returns the file with everything synced. It
+/// holds no blocking thread while it waits for bytes, so a client that stalls mid-chunk ties up none.
+async fn write_behind(
+    path: PathBuf,
+    mut file: std::fs::File,
     mut queue: tokio::sync::mpsc::Receiver<Vec<Bytes>>,
 ) -> Result<std::fs::File, Error> {
-    let mut file = opened;
-    let mut dirty = false;
-    while let Some(batch) = queue.blocking_recv() {
-        let written = write_pending(session, path, start, file.take(), &batch)?;
-        dirty = true;
-        if queue.is_empty() {
-            written.sync_data().map_err(Error::io(format!("sync {}", path.display())))?;
-            dirty = false;
+    while let Some(first) = queue.recv().await {
+        let mut batches = vec![first];
+        while let Ok(more) = queue.try_recv() {
+            batches.push(more);
         }
-        file = Some(written);
-    }
-    let file = match file {
-        Some(file) => file,
-        None => open_staged(session, path, start)?,
-    };
-    if dirty {
-        file.sync_data().map_err(Error::io(format!("sync {}", path.display())))?;
+        let path = path.clone();
+        file = blocking(move || {
+            for bytes in batches.iter().flatten() {
+                file.write_all(bytes).map_err(Error::io(format!("write {}", path.display())))?;
+            }
+            file.sync_data().map_err(Error::io(format!("sync {}", path.display())))?;
+            Ok(file)
+        })
+        .await?;
     }
     Ok(file)
+}
+
+/// Opens a session's staged file as `open_staged` does, waiting while another request holds it; the wait ends when
+/// the request is dropped, so an abandoned request never cuts the file later.
+async fn open_patiently(session: Uuid, path: &std::path::Path, offset: u64) -> Result<std::fs::File, Error> {
+    patiently(|| {
+        let path = path.to_path_buf();
+        blocking(move || open_staged(session, &path, offset))
+    })
+    .await
+}
+
+/// Runs `attempt` until it does not find the staged file busy, sleeping between tries, for at most
+/// `LOCK_PATIENCE`.
+async fn patiently<T, F, Fut>(mut attempt: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let deadline = tokio::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match attempt().await {
+            Err(Error::Busy { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Opens a session's staged file to append at `offset`, its acknowledged length: anything staged beyond it by an
 /// earlier request that did not finish is cut off. Only the first chunk (offset 0) may find no file.
 ///
-/// The file is locked for as long as it is open, so that an earlier request's write still running on a blocking
-/// thread after the request was dropped (a broken connection) ends before the cut, never after it.
+/// The file is locked for as long as it is open, so that an earlier request's writes still running after the
+/// request was dropped (a broken connection) end before the cut, never after it; while they run this fails with
+/// `Error::Busy`, and the caller tries again (`patiently`) for as long as it is alive.
 fn open_staged(session: Uuid, path: &std::path::Path, offset: u64) -> Result<std::fs::File, Error> {
     let mut file = if offset == 0 {
         // Not truncated on opening: only once the lock is held.
@@ -630,16 +674,27 @@ fn open_staged(session: Uuid, path: &std::path::Path, offset: u64) -> Result<std
     Ok(file)
 }
 
-/// Locks a staged file (waiting for any other holder to close it) and cuts it to `len`, the session's acknowledged
+/// Locks a staged file (`Error::Busy` if another holds it), checks that `path` still names it (another request may
+/// have committed or aborted the session since it was opened), and cuts it to `len`, the session's acknowledged
 /// length: a file shorter than that has lost acknowledged bytes.
 fn cut_locked(session: Uuid, file: &std::fs::File, path: &std::path::Path, len: u64) -> Result<(), Error> {
-    match file.lock() {
+    use std::os::unix::fs::MetadataExt as _;
+    match file.try_lock() {
         Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Busy { session }),
         // A filesystem without locks: nothing else can be done, and a dropped request's late write stays possible.
-        Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {}
-        Err(err) => return Err(Error::io(format!("lock {}", path.display()))(err)),
+        Err(std::fs::TryLockError::Error(err)) if err.kind() == std::io::ErrorKind::Unsupported => {}
+        Err(std::fs::TryLockError::Error(err)) => return Err(Error::io(format!("lock {}", path.display()))(err)),
     }
-    let held = file.metadata().map_err(Error::io(format!("inspect {}", path.display())))?.len();
+    let meta = file.metadata().map_err(Error::io(format!("inspect {}", path.display())))?;
+    let named = std::fs::metadata(path).ok();
+    if named.is_none_or(|named| (named.dev(), named.ino()) != (meta.dev(), meta.ino())) {
+        return Err(Error::Staging {
+            session,
+            why: format!("{} was committed or aborted by another request meanwhile", path.display()),
+        });
+    }
+    let held = meta.len();
     if held < len {
         return Err(Error::Staging {
             session,

@@ -661,7 +661,7 @@ async fn receive_chunk(
         hashing.update(frame.clone()).await;
         writer.as_mut().expect("opened above").write(frame).await?;
     }
-    let hasher = hashing.finish().await;
+    let hasher = hashing.finish().await?;
     let expires_ms = now_ms() + i64::try_from(limits.session_idle.as_millis()).unwrap_or(i64::MAX / 2);
     Ok(Received { offset: current + received, expires_ms, hasher, staging, writer })
 }
@@ -763,28 +763,35 @@ where
     })
 }
 
-/// A chunk is hashed on a blocking thread in batches of this many bytes...
+/// A long chunk is hashed in batches of this many bytes...
 const HASH_BATCH: usize = 1024 * 1024;
-/// ... of which at most this many wait for that thread.
+/// ... of which at most this many wait for the hashing.
 const HASH_QUEUE: usize = 8;
 
 /// Hashes a chunk's frames as they arrive: a chunk shorter than `HASH_BATCH` on the request's own thread at its
-/// end, a longer one by a blocking thread of its own that hashes each batch as it comes while the request goes on
-/// receiving (and staging) the next frames, so receiving, hashing and writing overlap instead of taking turns.
+/// end, a longer one by a task of its own that hashes whatever batches are queued on a blocking thread, again and
+/// again, while the request goes on receiving (and staging) the next frames, so receiving, hashing and writing
+/// overlap instead of taking turns. The task holds no blocking thread while it waits for bytes.
 struct Hashing {
-    /// `None` once the thread has it.
+    /// `None` once the task has it.
     hasher: Option<DualHasher>,
     pending: Vec<bytes::Bytes>,
     pending_len: usize,
-    thread: Option<(tokio::sync::mpsc::Sender<Vec<bytes::Bytes>>, tokio::task::JoinHandle<DualHasher>)>,
+    task: Option<HashTask>,
+}
+
+/// The task behind `Hashing` (`hash_behind`) and its queue.
+struct HashTask {
+    batches: tokio::sync::mpsc::Sender<Vec<bytes::Bytes>>,
+    done: tokio::task::JoinHandle<Option<DualHasher>>,
 }
 
 impl Hashing {
     fn new(hasher: DualHasher) -> Hashing {
-        Hashing { hasher: Some(hasher), pending: Vec::new(), pending_len: 0, thread: None }
+        Hashing { hasher: Some(hasher), pending: Vec::new(), pending_len: 0, task: None }
     }
 
-    /// Queues the next frame; waits only when `HASH_QUEUE` batches wait for the thread.
+    /// Queues the next frame; waits only when `HASH_QUEUE` batches wait for the task.
     async fn update(&mut self, frame: bytes::Bytes) {
         self.pending_len += frame.len();
         self.pending.push(frame);
@@ -797,35 +804,54 @@ impl Hashing {
         let batch = std::mem::take(&mut self.pending);
         self.pending_len = 0;
         let hasher = &mut self.hasher;
-        let (batches, _) = self.thread.get_or_insert_with(|| {
-            let (batches, mut queue) = tokio::sync::mpsc::channel::<Vec<bytes::Bytes>>(HASH_QUEUE);
-            let mut hasher = hasher.take().expect("the thread starts once");
-            let thread = tokio::task::spawn_blocking(move || {
-                while let Some(batch) = queue.blocking_recv() {
-                    hasher.update_all(&batch);
-                }
-                hasher
-            });
-            (batches, thread)
+        let HashTask { batches, .. } = self.task.get_or_insert_with(|| {
+            let (batches, queue) = tokio::sync::mpsc::channel::<Vec<bytes::Bytes>>(HASH_QUEUE);
+            let hasher = hasher.take().expect("the task starts once");
+            HashTask { batches, done: tokio::spawn(hash_behind(hasher, queue)) }
         });
-        // The thread stops early only by panicking, which `finish` reports.
+        // The task stops early only if hashing panicked, which `finish` reports.
         let _ = batches.send(batch).await;
     }
 
     /// The hasher, with every frame fed to it.
-    async fn finish(mut self) -> DualHasher {
-        if self.thread.is_none() {
-            let mut hasher = self.hasher.take().expect("no thread took it");
+    async fn finish(mut self) -> Result<DualHasher, ApiError> {
+        if self.task.is_none() {
+            let mut hasher = self.hasher.take().expect("no task took it");
             hasher.update_all(&self.pending);
-            return hasher;
+            return Ok(hasher);
         }
         if self.pending_len > 0 {
             self.send_pending().await;
         }
-        let (batches, thread) = self.thread.take().expect("checked above");
+        let HashTask { batches, done } = self.task.take().expect("checked above");
         drop(batches);
-        thread.await.expect("hashing does not panic")
+        match done.await {
+            Ok(Some(hasher)) => Ok(hasher),
+            Ok(None) => Err(ApiError::internal(&"hashing a chunk failed")),
+            Err(err) => Err(ApiError::internal(&err)),
+        }
     }
+}
+
+/// The task behind `Hashing`: feeds whatever batches are queued to the hasher in one call on a blocking thread,
+/// until the queue closes. `None` if hashing panicked.
+async fn hash_behind(
+    mut hasher: DualHasher,
+    mut queue: tokio::sync::mpsc::Receiver<Vec<bytes::Bytes>>,
+) -> Option<DualHasher> {
+    while let Some(first) = queue.recv().await {
+        let mut frames = first;
+        while let Ok(more) = queue.try_recv() {
+            frames.extend(more);
+        }
+        hasher = tokio::task::spawn_blocking(move || {
+            hasher.update_all(&frames);
+            hasher
+        })
+        .await
+        .ok()?;
+    }
+    Some(hasher)
 }
 
 fn too_many_sessions(most: i64) -> ApiError {
