@@ -104,8 +104,6 @@ pub struct StageWriter {
 enum WriterKind {
     File {
         path: PathBuf,
-        /// Where this writer starts: the session's acknowledged length.
-        start: u64,
         /// The file, once the first bytes went out (it is opened then, on the same blocking thread).
         file: Option<std::fs::File>,
         /// Bytes received and not yet written.
@@ -172,7 +170,7 @@ impl BlobStore {
                     0 => None,
                     _ => Some(open_patiently(session, &path, offset).await?),
                 };
-                WriterKind::File { path, start: offset, file, pending: Vec::new(), pending_len: 0, flight: None }
+                WriterKind::File { path, file, pending: Vec::new(), pending_len: 0, flight: None }
             }
             (Backend::S3 { store, .. }, StagingState::S3 { upload_id, parts, pending_start, pending_len }) => {
                 let dir = self.staging_dir(session);
@@ -277,10 +275,10 @@ impl BlobStore {
     /// of a long chunk already handed to the writer's task are written by then).
     pub async fn commit_writer(&self, mut writer: StageWriter, blake3_hex: &str) -> Result<Placed, Error> {
         writer.drain().await?;
-        let session = writer.session;
-        let (root, (path, start, opened, pending)) = match (&self.backend, writer.kind) {
-            (Backend::File { root, .. }, WriterKind::File { path, start, file, pending, .. }) => {
-                (root.clone(), (path, start, file, pending))
+        let (session, start) = (writer.session, writer.start);
+        let (root, (path, opened, pending)) = match (&self.backend, writer.kind) {
+            (Backend::File { root, .. }, WriterKind::File { path, file, pending, .. }) => {
+                (root.clone(), (path, file, pending))
             }
             (_, kind) => {
                 let size = writer.start + writer.written;
@@ -432,12 +430,12 @@ impl StageWriter {
         }
     }
 
-    /// Queues the pending bytes for the writer's thread, starting it (and handing it the file) the first time. The
-    /// thread writes each batch as it comes and syncs whenever it has caught up, so the disk works while the rest of
+    /// Queues the pending bytes for the writer's task, starting it (and handing it the file) the first time. The
+    /// task writes and syncs whatever is queued, again and again, so the disk works while the rest of
     /// the chunk arrives, and the sync that makes the chunk durable waits for its last bytes only.
     async fn send_pending(&mut self) -> Result<(), Error> {
-        let session = self.session;
-        let WriterKind::File { path, start, file, pending, pending_len, flight } = &mut self.kind else {
+        let (session, start) = (self.session, self.start);
+        let WriterKind::File { path, file, pending, pending_len, flight } = &mut self.kind else {
             return Ok(());
         };
         let batch = std::mem::take(pending);
@@ -446,10 +444,10 @@ impl StageWriter {
             // The file is opened (and cut) while the request is alive, never by a task that outlives it.
             let opened = match file.take() {
                 Some(opened) => opened,
-                None => open_patiently(session, path, *start).await?,
+                None => open_patiently(session, path, start).await?,
             };
             let (batches, queue) = tokio::sync::mpsc::channel(FILE_QUEUE);
-            let done = tokio::spawn(write_behind(path.clone(), opened, queue));
+            let done = tokio::spawn(write_behind(session, path.clone(), start, opened, queue));
             *flight = Some(Flight { batches, done });
         }
         let flight = flight.as_mut().expect("started above");
@@ -461,7 +459,7 @@ impl StageWriter {
         Err(Error::Io { what: "write a staged file".into(), source: std::io::Error::other("the writer stopped") })
     }
 
-    /// Hands the pending bytes to the writer's thread, if it runs, and waits for it to write and sync everything.
+    /// Hands the pending bytes to the writer's task, if it runs, and waits for it to write and sync everything.
     async fn drain(&mut self) -> Result<(), Error> {
         if let WriterKind::File { pending_len, flight: Some(_), .. } = &self.kind {
             if *pending_len > 0 {
@@ -472,7 +470,7 @@ impl StageWriter {
         Ok(())
     }
 
-    /// Closes the writer thread's queue, if it runs, and takes the file back once everything queued is written and
+    /// Closes the writer task's queue, if it runs, and takes the file back once everything queued is written and
     /// synced.
     async fn land(&mut self) -> Result<(), Error> {
         if let WriterKind::File { file, flight, .. } = &mut self.kind {
@@ -487,9 +485,10 @@ impl StageWriter {
     /// Writes the pending bytes to the staged file (opening it first, the first time), and with `durable` syncs
     /// them, all in one trip to a blocking thread.
     async fn flush_file(&mut self, durable: bool) -> Result<(), Error> {
-        if let WriterKind::File { flight: Some(_), path, start, .. } = &self.kind {
-            // The writer's thread writes the rest and syncs it.
-            let (path, created) = (path.clone(), *start == 0);
+        let (session, start) = (self.session, self.start);
+        if let WriterKind::File { flight: Some(_), path, .. } = &self.kind {
+            // The writer's task writes the rest and syncs it.
+            let (path, created) = (path.clone(), start == 0);
             self.drain().await?;
             if durable && created {
                 // This writer created the file: its directory entry must be durable too.
@@ -497,10 +496,9 @@ impl StageWriter {
             }
             return Ok(());
         }
-        let session = self.session;
-        if let WriterKind::File { path, start, file, pending, pending_len, .. } = &mut self.kind {
+        if let WriterKind::File { path, file, pending, pending_len, .. } = &mut self.kind {
             *pending_len = 0;
-            let (start, batch, mut opened) = (*start, std::mem::take(pending), file.take());
+            let (batch, mut opened) = (std::mem::take(pending), file.take());
             let written = patiently(|| {
                 // Only a writer that has not opened its file yet can find it busy: a retry has no file to pass on.
                 let (path, opened, batch) = (path.clone(), opened.take(), batch.clone());
@@ -594,20 +592,19 @@ fn write_pending(
 /// blocking thread, again and again until the queue is closed, and returns the file with everything synced. It
 /// holds no blocking thread while it waits for bytes, so a client that stalls mid-chunk ties up none.
 async fn write_behind(
+    session: Uuid,
     path: PathBuf,
+    start: u64,
     mut file: std::fs::File,
     mut queue: tokio::sync::mpsc::Receiver<Vec<Bytes>>,
 ) -> Result<std::fs::File, Error> {
-    while let Some(first) = queue.recv().await {
-        let mut batches = vec![first];
+    while let Some(mut batch) = queue.recv().await {
         while let Ok(more) = queue.try_recv() {
-            batches.push(more);
+            batch.extend(more);
         }
         let path = path.clone();
         file = blocking(move || {
-            for bytes in batches.iter().flatten() {
-                file.write_all(bytes).map_err(Error::io(format!("write {}", path.display())))?;
-            }
+            let file = write_pending(session, &path, start, Some(file), &batch)?;
             file.sync_data().map_err(Error::io(format!("sync {}", path.display())))?;
             Ok(file)
         })
@@ -716,10 +713,19 @@ fn place_file(
     empty: bool,
     size: u64,
 ) -> Result<Placed, Error> {
-    match drop_if_stored(from, to)? {
-        Some(placed) => Ok(placed),
-        None => place_new(session, from, to, empty, size),
+    if let Some(placed) = drop_if_stored(from, to)? {
+        return Ok(placed);
     }
+    ensure_dir(to.parent().expect("a blob path has a directory"))?;
+    // A session that never received a byte has no staged file; only the empty blob has its address.
+    if empty && !from.exists() {
+        ensure_dir(from.parent().expect("a staging file has a directory"))?;
+        std::fs::File::create(from).map_err(Error::io(format!("create {}", from.display())))?;
+    }
+    // The bytes of an acknowledged chunk are synced already; a last chunk that rode on the commit is not, and
+    // must be before the blob appears at its address.
+    move_durably(session, from, to, Some(size))?;
+    Ok(Placed::Stored)
 }
 
 /// When the store holds the blob at `to` already, drops the staged file at `from` and answers `AlreadyStored`.
@@ -736,26 +742,6 @@ fn drop_if_stored(from: &std::path::Path, to: &std::path::Path) -> Result<Option
     // must not commit before the blob's name is durable.
     sync_dir(to.parent().expect("a blob path has a directory"))?;
     Ok(Some(Placed::AlreadyStored))
-}
-
-/// Moves a staged file to the address of a blob the store does not hold yet, durably.
-fn place_new(
-    session: Uuid,
-    from: &std::path::Path,
-    to: &std::path::Path,
-    empty: bool,
-    size: u64,
-) -> Result<Placed, Error> {
-    ensure_dir(to.parent().expect("a blob path has a directory"))?;
-    // A session that never received a byte has no staged file; only the empty blob has its address.
-    if empty && !from.exists() {
-        ensure_dir(from.parent().expect("a staging file has a directory"))?;
-        std::fs::File::create(from).map_err(Error::io(format!("create {}", from.display())))?;
-    }
-    // The bytes of an acknowledged chunk are synced already; a last chunk that rode on the commit is not, and
-    // must be before the blob appears at its address.
-    move_durably(session, from, to, Some(size))?;
-    Ok(Placed::Stored)
 }
 
 /// Renames a staged file to `to` durably: its bytes are synced before the rename and `to`'s directory after it.

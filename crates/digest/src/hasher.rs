@@ -51,19 +51,7 @@ impl DualHasher {
 
     /// Feeds the next chunk of the stream to both hash functions.
     pub fn update(&mut self, chunk: &[u8]) {
-        if chunk.len() >= PARALLEL_THRESHOLD {
-            let Self { blake3, sha256, .. } = self;
-            std::thread::scope(|scope| {
-                scope.spawn(|| {
-                    sha256.update(chunk);
-                });
-                blake3.update(chunk);
-            });
-        } else {
-            self.blake3.update(chunk);
-            self.sha256.update(chunk);
-        }
-        self.size += chunk.len() as u64;
+        self.update_all(&[chunk]);
     }
 
     /// Feeds the next chunks of the stream, in order, to both hash functions: on two threads at once when together
