@@ -34,7 +34,8 @@ pub enum Error {
     /// The blob is not in the store.
     #[error("blob {0} is not in the store")]
     NotFound(String),
-    /// Another request (one that was dropped, its last writes still running) holds the session's staged bytes.
+    /// Another request (one that was dropped, its last writes still running) holds the session's staged bytes, or
+    /// moved them between their opening and their locking.
     #[error("staged upload {session}: another request still holds its staged bytes")]
     Busy {
         /// The upload session.

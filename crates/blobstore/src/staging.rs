@@ -671,8 +671,8 @@ fn open_staged(session: Uuid, path: &std::path::Path, offset: u64) -> Result<std
     Ok(file)
 }
 
-/// Locks a staged file (`Error::Busy` if another holds it), checks that `path` still names it (another request may
-/// have committed or aborted the session since it was opened), and cuts it to `len`, the session's acknowledged
+/// Locks a staged file and checks that `path` still names it (`Error::Busy` if another holds it or moved it away
+/// since it was opened: the caller opens it again), and cuts it to `len`, the session's acknowledged
 /// length: a file shorter than that has lost acknowledged bytes.
 fn cut_locked(session: Uuid, file: &std::fs::File, path: &std::path::Path, len: u64) -> Result<(), Error> {
     use std::os::unix::fs::MetadataExt as _;
@@ -686,10 +686,8 @@ fn cut_locked(session: Uuid, file: &std::fs::File, path: &std::path::Path, len: 
     let meta = file.metadata().map_err(Error::io(format!("inspect {}", path.display())))?;
     let named = std::fs::metadata(path).ok();
     if named.is_none_or(|named| (named.dev(), named.ino()) != (meta.dev(), meta.ino())) {
-        return Err(Error::Staging {
-            session,
-            why: format!("{} was committed or aborted by another request meanwhile", path.display()),
-        });
+        // Another request moved or removed the file between the open and the lock: open again, as when it is busy.
+        return Err(Error::Busy { session });
     }
     let held = meta.len();
     if held < len {
