@@ -443,13 +443,15 @@ async fn workload_d(report: &mut Report, sizes: &Sizes, work: &std::path::Path) 
     report.limit(
         "d",
         "raw insert speed, SQLite: blob rows straight into the artifact_files view, random digests (one transaction, \
-         200-row INSERT OR FAIL through sqlx as replay writes them, replay's page cache)",
+         200-row INSERT OR FAIL through sqlx as replay writes them, replay's page cache, the sha256 index built after \
+         the rows as replay builds it)",
         format!("{raw:.0} rows/s"),
     );
     report.limit(
         "d",
         "SQLite's own insert speed: the same rows through its C API (rusqlite), one prepared single-row INSERT \
-         reused, one transaction, replay's page cache, the durable commit included",
+         reused, one transaction, replay's page cache, the sha256 index built after the rows, the durable commit \
+         included",
         format!("{c_api:.0} rows/s"),
     );
     report.push(Row {

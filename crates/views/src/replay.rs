@@ -23,11 +23,13 @@ pub struct RebuildStats {
     pub head_sequence: u64,
 }
 
+/// The views' tables, children before parents.
+const VIEW_TABLES: [&str; 5] =
+    ["retention_state", "artifact_package_files", "artifact_packages", "artifact_files", "storage_locations"];
+
 /// Deletes every view row inside `tx`.
 pub async fn clear(tx: &mut Tx) -> Result<(), Error> {
-    for table in
-        ["retention_state", "artifact_package_files", "artifact_packages", "artifact_files", "storage_locations"]
-    {
+    for table in VIEW_TABLES {
         execute!(tx, &format!("DELETE FROM {table}"))?;
     }
     Ok(())
@@ -36,6 +38,61 @@ pub async fn clear(tx: &mut Tx) -> Result<(), Error> {
 /// Applies every event with `sequence <= upto` in order, in batches.
 async fn replay_into(db: &Database, tx: &mut Tx, upto: u64, progress: &mut impl FnMut(u64, u64)) -> Result<u64, Error> {
     replay_after(db, tx, 0, upto, progress).await
+}
+
+/// A transaction that empties the views and fills them again (a rebuild, a verification, a snapshot's load):
+/// `begin` deletes every view row and prepares the connection, `finish` puts it back as it was.
+///
+/// On SQLite the views' secondary indexes (those no key or uniqueness constraint needs, such as
+/// `artifact_files_by_sha256`) are dropped at `begin` and created again at `finish`, from the very text that created
+/// them: inserting rows keyed by random digests into such an index costs a walk to a different page for every row,
+/// while building it afterwards sorts its keys once. No statement a replay runs reads through them. Readers keep
+/// the committed views and their indexes until the transaction commits; should it fail, the rollback restores the
+/// indexes with everything else. PostgreSQL keeps its indexes: dropping one there would lock the views against every
+/// reader until the rebuild commits.
+pub(crate) struct Refill {
+    settings: ReplaySettings,
+    /// The `CREATE INDEX` texts of the indexes dropped at `begin`.
+    indexes: Vec<String>,
+}
+
+impl Refill {
+    pub(crate) async fn begin(tx: &mut Tx) -> Result<Refill, Error> {
+        clear(tx).await?;
+        let mut indexes = Vec::new();
+        if tx.backend() == artifactstore_db::Backend::Sqlite {
+            let tables = VIEW_TABLES.map(|t| format!("'{t}'")).join(", ");
+            let secondary = artifactstore_db::fetch_all!(
+                tx,
+                (String, String),
+                &format!(
+                    "SELECT name, sql FROM sqlite_master \
+                     WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ({tables}) ORDER BY name"
+                )
+            )?;
+            for (name, sql) in secondary {
+                execute!(tx, &format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))?;
+                indexes.push(sql);
+            }
+        }
+        let settings = ReplaySettings::apply(tx).await?;
+        Ok(Refill { settings, indexes })
+    }
+
+    /// Ends the refill whose filling gave `filled`: the indexes are built again (unless it failed, and the
+    /// transaction with it) and the connection's settings put back either way.
+    pub(crate) async fn finish<T>(self, tx: &mut Tx, filled: Result<T, Error>) -> Result<T, Error> {
+        if filled.is_ok() {
+            for sql in &self.indexes {
+                if let Err(err) = execute!(tx, sql) {
+                    self.settings.restore(tx).await?;
+                    return Err(err.into());
+                }
+            }
+        }
+        self.settings.restore(tx).await?;
+        filled
+    }
 }
 
 /// Events read ahead of the writer, each with its planned row changes.
@@ -52,10 +109,7 @@ pub(crate) async fn replay_after(
     upto: u64,
     progress: &mut impl FnMut(u64, u64),
 ) -> Result<u64, Error> {
-    let settings = ReplaySettings::apply(tx).await?;
-    let applied = replay_planned(db, tx, from, upto, progress).await;
-    settings.restore(tx).await?;
-    applied
+    replay_planned(db, tx, from, upto, progress).await
 }
 
 /// SQLite settings of a replaying connection, changed for the replay and put back after it.
@@ -157,8 +211,9 @@ async fn replay_planned(
 pub async fn rebuild(log: &EventLog, mut progress: impl FnMut(u64, u64)) -> Result<RebuildStats, Error> {
     let mut wtx = log.begin().await?;
     let head = wtx.head();
-    clear(wtx.tx()).await?;
-    let events = replay_into(log.database(), wtx.tx(), head.sequence, &mut progress).await?;
+    let refill = Refill::begin(wtx.tx()).await?;
+    let replayed = replay_into(log.database(), wtx.tx(), head.sequence, &mut progress).await;
+    let events = refill.finish(wtx.tx(), replayed).await?;
     mark_current(wtx.tx()).await?;
     log.commit(wtx).await?;
     Ok(RebuildStats { events, head_sequence: head.sequence })
@@ -191,8 +246,9 @@ pub async fn verify(log: &EventLog, mut progress: impl FnMut(u64, u64)) -> Resul
     let mut wtx = log.begin().await?;
     let head = wtx.head();
     let live = dump(wtx.tx()).await?;
-    clear(wtx.tx()).await?;
-    replay_into(log.database(), wtx.tx(), head.sequence, &mut progress).await?;
+    let refill = Refill::begin(wtx.tx()).await?;
+    let replayed = replay_into(log.database(), wtx.tx(), head.sequence, &mut progress).await;
+    refill.finish(wtx.tx(), replayed).await?;
     let replayed = dump(wtx.tx()).await?;
     wtx.rollback().await?;
     Ok(diff(&live, &replayed))

@@ -6,7 +6,7 @@ use artifactstore_eventlog::{EventLog, Head};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::replay::{clear, replay_after};
+use crate::replay::{replay_after, Refill};
 use crate::{dump, Error, RebuildStats, ViewsDump};
 
 /// The format tag every snapshot carries.
@@ -96,9 +96,13 @@ pub async fn rebuild_from(
     }
     let mut wtx = log.begin().await?;
     let head = wtx.head();
-    clear(wtx.tx()).await?;
-    load(wtx.tx(), &snapshot.views).await?;
-    let events = replay_after(log.database(), wtx.tx(), snapshot.sequence, head.sequence, &mut progress).await?;
+    let refill = Refill::begin(wtx.tx()).await?;
+    let filled = async {
+        load(wtx.tx(), &snapshot.views).await?;
+        replay_after(log.database(), wtx.tx(), snapshot.sequence, head.sequence, &mut progress).await
+    }
+    .await;
+    let events = refill.finish(wtx.tx(), filled).await?;
     crate::replay::mark_current(wtx.tx()).await?;
     log.commit(wtx).await?;
     Ok(RebuildStats { events, head_sequence: head.sequence })
