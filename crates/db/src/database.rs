@@ -59,6 +59,9 @@ pub struct CheckpointStats {
     pub checkpointed_frames: i64,
 }
 
+/// How many pages SQLite's write-ahead log holds before the commit that reaches it copies them into the database.
+pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+
 #[derive(Debug, Clone)]
 enum Pool {
     Sqlite(SqlitePool),
@@ -85,7 +88,11 @@ impl Database {
                     .busy_timeout(options.busy_timeout)
                     .foreign_keys(true)
                     // Truncate the write-ahead log back to this size after each checkpoint.
-                    .pragma("journal_size_limit", (64 * 1024 * 1024).to_string());
+                    .pragma("journal_size_limit", (64 * 1024 * 1024).to_string())
+                    // Copy the log into the database once it holds 10,000 pages (40 MiB), not SQLite's 1,000: a page
+                    // that several commits changed is copied once per checkpoint, and the log's indexes (by subject,
+                    // by type) change pages all over it with every group (ADR 0016).
+                    .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string());
                 // A connection to a local file cannot go stale between uses: no ping before each acquire (a round trip
                 // to the connection's thread that every read, and every group the committer writes, would pay).
                 let pool = SqlitePoolOptions::new()

@@ -6,7 +6,7 @@ mod error;
 mod macros;
 mod tx;
 
-pub use database::{redact_url, Backend, CheckpointStats, ConnectOptions, Database};
+pub use database::{redact_url, Backend, CheckpointStats, ConnectOptions, Database, WAL_AUTOCHECKPOINT_PAGES};
 pub use error::Error;
 pub use tx::{AsExec, Conn, Exec, KeptTx, Tx};
 

@@ -15,6 +15,8 @@ async fn every_connection_is_wal_with_full_sync() {
         let (mode,): (String,) = fetch_one!(&mut conn, (String,), "PRAGMA journal_mode").unwrap();
         let (sync,): (i64,) = fetch_one!(&mut conn, (i64,), "PRAGMA synchronous").unwrap();
         let (timeout,): (i64,) = fetch_one!(&mut conn, (i64,), "PRAGMA busy_timeout").unwrap();
+        let (checkpoint,): (i64,) = fetch_one!(&mut conn, (i64,), "PRAGMA wal_autocheckpoint").unwrap();
+        assert_eq!(checkpoint, i64::from(artifactstore_db::WAL_AUTOCHECKPOINT_PAGES), "checkpoints every 40 MiB");
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "synchronous=FULL");
         assert!(timeout >= 1_000, "a busy timeout is set: {timeout}");
