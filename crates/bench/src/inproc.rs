@@ -167,7 +167,7 @@ pub(crate) async fn replay(log: &EventLog) -> anyhow::Result<ReplayRun> {
     let elapsed = start.elapsed();
     if let Some(applied) = applied {
         eprintln!(
-            "d: every event applied after {:.2} s; the indexes built and the commit took {:.2} s more",
+            "d: every event handed to the writer after {:.2} s; the last batch, the indexes and the commit took {:.2} s more",
             applied.as_secs_f64(),
             (elapsed - applied).as_secs_f64()
         );

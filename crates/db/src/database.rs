@@ -179,6 +179,10 @@ impl Database {
     pub async fn checkpoint(&self) -> Result<Option<CheckpointStats>, sqlx::Error> {
         match &self.pool {
             Pool::Sqlite(pool) => {
+                // Copy what the log holds without stopping writers first; the truncating pass, which holds writers
+                // off while it runs, then has only the frames committed in between left to copy (the log may hold
+                // up to `WAL_AUTOCHECKPOINT_PAGES` of them).
+                sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(pool).await?;
                 let (busy, log_frames, checkpointed_frames): (i64, i64, i64) =
                     sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(pool).await?;
                 Ok(Some(CheckpointStats { busy: busy != 0, log_frames, checkpointed_frames }))

@@ -43,7 +43,7 @@ async fn replay_into(db: &Database, tx: &mut Tx, upto: u64, progress: &mut impl 
 /// A transaction that empties the views and fills them again (a rebuild, a verification, a snapshot's load):
 /// `begin` deletes every view row and prepares the connection, `finish` puts it back as it was.
 ///
-/// On SQLite the views' secondary indexes (those no key or uniqueness constraint needs, such as
+/// On SQLite the views' secondary indexes (those that enforce nothing: not a key, not unique, such as
 /// `artifact_files_by_sha256`) are dropped at `begin` and created again at `finish`, from the very text that created
 /// them: inserting rows keyed by random digests into such an index costs a walk to a different page for every row,
 /// while building it afterwards sorts its keys once. No statement a replay runs reads through them. Readers keep
@@ -66,8 +66,11 @@ impl Refill {
                 tx,
                 (String, String),
                 &format!(
-                    "SELECT name, sql FROM sqlite_master \
-                     WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ({tables}) ORDER BY name"
+                    "SELECT m.name, m.sql FROM sqlite_master AS m \
+                     WHERE m.type = 'index' AND m.sql IS NOT NULL AND m.tbl_name IN ({tables}) \
+                     AND NOT EXISTS (SELECT 1 FROM pragma_index_list(m.tbl_name) AS l \
+                                     WHERE l.name = m.name AND l.\"unique\") \
+                     ORDER BY m.name"
                 )
             )?;
             for (name, sql) in secondary {
