@@ -287,7 +287,7 @@ impl BlobStore {
             }
         };
         let to = root.join(BlobStore::blob_key(blake3_hex));
-        let mut opened = opened;
+        let (mut opened, pending) = (opened, std::sync::Arc::new(pending));
         patiently(|| {
             // Only a writer that has not opened its file yet can find it busy, so a retry has no file to pass on.
             let (path, to, opened, pending) = (path.clone(), to.clone(), opened.take(), pending.clone());
@@ -498,7 +498,7 @@ impl StageWriter {
         }
         if let WriterKind::File { path, file, pending, pending_len, .. } = &mut self.kind {
             *pending_len = 0;
-            let (batch, mut opened) = (std::mem::take(pending), file.take());
+            let (batch, mut opened) = (std::sync::Arc::new(std::mem::take(pending)), file.take());
             let written = patiently(|| {
                 // Only a writer that has not opened its file yet can find it busy: a retry has no file to pass on.
                 let (path, opened, batch) = (path.clone(), opened.take(), batch.clone());

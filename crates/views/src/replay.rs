@@ -85,16 +85,19 @@ impl Refill {
     /// Ends the refill whose filling gave `filled`: the indexes are built again (unless it failed, and the
     /// transaction with it) and the connection's settings put back either way.
     pub(crate) async fn finish<T>(self, tx: &mut Tx, filled: Result<T, Error>) -> Result<T, Error> {
-        if filled.is_ok() {
-            for sql in &self.indexes {
-                if let Err(err) = execute!(tx, sql) {
-                    self.settings.restore(tx).await?;
-                    return Err(err.into());
-                }
-            }
-        }
+        let refilled = match filled {
+            Ok(value) => self.create_indexes(tx).await.map(|()| value),
+            Err(err) => Err(err),
+        };
         self.settings.restore(tx).await?;
-        filled
+        refilled
+    }
+
+    async fn create_indexes(&self, tx: &mut Tx) -> Result<(), Error> {
+        for sql in &self.indexes {
+            execute!(tx, sql)?;
+        }
+        Ok(())
     }
 }
 
@@ -106,51 +109,6 @@ type Planned = Result<Vec<(Event, Vec<Op>)>, Error>;
 /// A reader task fetches the (committed, immutable) events on a connection of its own and plans their row changes
 /// while `tx` writes the previous batch's.
 pub(crate) async fn replay_after(
-    db: &Database,
-    tx: &mut Tx,
-    from: u64,
-    upto: u64,
-    progress: &mut impl FnMut(u64, u64),
-) -> Result<u64, Error> {
-    replay_planned(db, tx, from, upto, progress).await
-}
-
-/// SQLite settings of a replaying connection, changed for the replay and put back after it.
-///
-/// The page cache is enlarged: inserting rows keyed by random digests touches index pages all over, and the
-/// default cache (2 MB) would have them written out and read back again and again. Temporary files are kept in
-/// memory: the statements a replay runs as the live path does (deletions, updates of written rows) keep a statement
-/// journal of the pages they change, which on disk would be a file written through the kernel for each of them
-/// (the batches' own inserts need none, `db::bulk_insert`).
-struct ReplaySettings {
-    previous: Option<(i64, i64)>,
-}
-
-/// The page cache of a replaying connection, in KiB (SQLite takes negative sizes as KiB).
-const REPLAY_CACHE_KIB: i64 = 256 * 1024;
-
-impl ReplaySettings {
-    async fn apply(tx: &mut Tx) -> Result<ReplaySettings, Error> {
-        if tx.backend() != artifactstore_db::Backend::Sqlite {
-            return Ok(ReplaySettings { previous: None });
-        }
-        let (cache,): (i64,) = artifactstore_db::fetch_one!(tx, (i64,), "PRAGMA cache_size")?;
-        let (temp,): (i64,) = artifactstore_db::fetch_one!(tx, (i64,), "PRAGMA temp_store")?;
-        execute!(tx, &format!("PRAGMA cache_size = {}", -REPLAY_CACHE_KIB))?;
-        execute!(tx, "PRAGMA temp_store = MEMORY")?;
-        Ok(ReplaySettings { previous: Some((cache, temp)) })
-    }
-
-    async fn restore(self, tx: &mut Tx) -> Result<(), Error> {
-        if let Some((cache, temp)) = self.previous {
-            execute!(tx, &format!("PRAGMA cache_size = {cache}"))?;
-            execute!(tx, &format!("PRAGMA temp_store = {temp}"))?;
-        }
-        Ok(())
-    }
-}
-
-async fn replay_planned(
     db: &Database,
     tx: &mut Tx,
     from: u64,
@@ -207,6 +165,41 @@ async fn replay_planned(
         ))));
     }
     Ok(applied)
+}
+
+/// SQLite settings of a replaying connection, changed for the replay and put back after it.
+///
+/// The page cache is enlarged: inserting rows keyed by random digests touches index pages all over, and the
+/// default cache (2 MB) would have them written out and read back again and again. Temporary files are kept in
+/// memory: the statements a replay runs as the live path does (deletions, updates of written rows) keep a statement
+/// journal of the pages they change, which on disk would be a file written through the kernel for each of them
+/// (the batches' own inserts need none, `db::bulk_insert`).
+struct ReplaySettings {
+    previous: Option<(i64, i64)>,
+}
+
+/// The page cache of a replaying connection, in KiB (SQLite takes negative sizes as KiB).
+const REPLAY_CACHE_KIB: i64 = 256 * 1024;
+
+impl ReplaySettings {
+    async fn apply(tx: &mut Tx) -> Result<ReplaySettings, Error> {
+        if tx.backend() != artifactstore_db::Backend::Sqlite {
+            return Ok(ReplaySettings { previous: None });
+        }
+        let (cache,): (i64,) = artifactstore_db::fetch_one!(tx, (i64,), "PRAGMA cache_size")?;
+        let (temp,): (i64,) = artifactstore_db::fetch_one!(tx, (i64,), "PRAGMA temp_store")?;
+        execute!(tx, &format!("PRAGMA cache_size = {}", -REPLAY_CACHE_KIB))?;
+        execute!(tx, "PRAGMA temp_store = MEMORY")?;
+        Ok(ReplaySettings { previous: Some((cache, temp)) })
+    }
+
+    async fn restore(self, tx: &mut Tx) -> Result<(), Error> {
+        if let Some((cache, temp)) = self.previous {
+            execute!(tx, &format!("PRAGMA cache_size = {cache}"))?;
+            execute!(tx, &format!("PRAGMA temp_store = {temp}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// Rebuilds every view from the log in one transaction that holds the head, so no write lands meanwhile
