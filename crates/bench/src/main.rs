@@ -4,6 +4,7 @@
 //! Every workload also checks its results (digests the servers answer, bytes downloaded, a gapless feed, a chain
 //! without faults, replayed views equal to the live ones), so `--quick` is a correctness run of the harness.
 
+mod fanout;
 mod inproc;
 mod limits;
 mod push;
@@ -22,7 +23,7 @@ use clap::Parser;
 
 use crate::push::{Blob, Client};
 use crate::report::{mib, percentile, Report, Row};
-use crate::servers::{Kind, Server};
+use crate::servers::{CpuShare, Kind, Server};
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks artifactstore against the OCI reference registry and the machine's limits")]
@@ -51,6 +52,12 @@ struct Args {
     /// The command line to quote in the results.
     #[arg(long, default_value = "scripts/bench.sh")]
     command: String,
+    /// Internal: serve as workload e's bare fan-out on this address (the harness starts itself so).
+    #[arg(long, hide = true, requires = "fanout_plan")]
+    fanout_listen: Option<String>,
+    /// Internal: the fan-out's subscribers, events and rate, comma-separated.
+    #[arg(long, hide = true, value_delimiter = ',')]
+    fanout_plan: Vec<u64>,
 }
 
 /// Workload sizes: full, or quick.
@@ -119,6 +126,12 @@ impl Sizes {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(listen) = &args.fanout_listen {
+        let [subscribers, events, rate] = args.fanout_plan[..] else {
+            anyhow::bail!("--fanout-plan takes three numbers")
+        };
+        return fanout::serve(listen, fanout::Plan { subscribers: subscribers as usize, events, rate });
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(args))
 }
@@ -481,30 +494,66 @@ async fn workload_e(
     work: &std::path::Path,
 ) -> anyhow::Result<()> {
     let server = Server::artifactstore(bin, &work.join("e")).await?;
-    let mut run = sse::run(&server.base, sizes.e_subscribers, sizes.e_events, sizes.e_rate).await?;
-    let (p50, p99, max) = (
-        percentile(&mut run.latencies, 0.5),
-        percentile(&mut run.latencies, 0.99),
-        percentile(&mut run.latencies, 1.0),
+    let (mut run, cpu) = CpuShare::measure(
+        || server.cpu_seconds(),
+        sse::run(&server.base, sizes.e_subscribers, sizes.e_events, sizes.e_rate),
+    )
+    .await?;
+    drop(server);
+    let (p50, p99, max) = spread(&mut run.latencies);
+    eprintln!("e: p50 {p50:?} p99 {p99:?} max {max:?}, reconnects {}; {cpu}", run.reconnects);
+
+    let plan = fanout::Plan { subscribers: sizes.e_subscribers, events: sizes.e_events, rate: sizes.e_rate };
+    std::fs::create_dir_all(work.join("e-fanout"))?;
+    let bare = fanout::FanoutServer::start(&work.join("e-fanout"), plan).await?;
+    let (mut alone, bare_cpu) =
+        CpuShare::measure(|| bare.cpu_seconds(), sse::run_fanout(&bare.base, sizes.e_subscribers, sizes.e_events))
+            .await?;
+    drop(bare);
+    let (bare_p50, bare_p99, bare_max) = spread(&mut alone.latencies);
+    eprintln!(
+        "e: bare fan-out p50 {bare_p50:?} p99 {bare_p99:?} max {bare_max:?}, reconnects {}; {bare_cpu}",
+        alone.reconnects
     );
-    eprintln!("e: p50 {p50:?} p99 {p99:?} max {max:?}, reconnects {}", run.reconnects);
+    report.limit(
+        "e",
+        &format!(
+            "the same {} subscribers following a bare fan-out server ({} frames rendered once each at {}/s and handed \
+             to every stream; no database, no uploads), commit → delivery",
+            sizes.e_subscribers, sizes.e_events, sizes.e_rate
+        ),
+        format!("p50 {}, p99 {}, max {}; {} reconnects", ms(bare_p50), ms(bare_p99), ms(bare_max), alone.reconnects),
+    );
     report.push(Row {
         workload: "e",
         what: format!("{} SSE subscribers, {} events committed at {}/s", run.subscribers, run.events, sizes.e_rate),
         ours: format!(
-            "commit → delivery p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} deliveries, none missed or repeated, {} reconnects",
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3,
-            max.as_secs_f64() * 1e3,
+            "commit → delivery p50 {}, p99 {}, max {}; {} deliveries, none missed or repeated, {} reconnects",
+            ms(p50),
+            ms(p99),
+            ms(max),
             run.latencies.len(),
             run.reconnects
         ),
-        reference: format!("offered {:.0} events/s over {:.1} s", run.events as f64 / run.elapsed.as_secs_f64(), run.elapsed.as_secs_f64()),
-        ratio: String::new(),
+        reference: format!(
+            "offered {:.0} events/s over {:.1} s",
+            run.events as f64 / run.elapsed.as_secs_f64(),
+            run.elapsed.as_secs_f64()
+        ),
+        ratio: format!("p99 {:.1}× the bare fan-out's", p99.as_secs_f64() / bare_p99.as_secs_f64().max(1e-6)),
         target: "p99 ≤ 50 ms, none missed".into(),
         met: Some(p99 <= Duration::from_millis(50)),
     });
     Ok(())
+}
+
+/// p50, p99 and the maximum of some latencies.
+fn spread(latencies: &mut [Duration]) -> (Duration, Duration, Duration) {
+    (percentile(latencies, 0.5), percentile(latencies, 0.99), percentile(latencies, 1.0))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
 async fn workload_g(report: &mut Report, sizes: &Sizes, bins: Bins<'_>, work: &std::path::Path) -> anyhow::Result<()> {

@@ -40,7 +40,7 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -90,17 +90,12 @@ impl Server {
     }
 
     async fn wait_ready(&self, path: &str) -> anyhow::Result<()> {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(response) = http.get(format!("{}{path}", self.base)).send().await {
-                if response.status().is_success() {
-                    return Ok(());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("{} did not answer {path} within 30 s", self.kind.name())
+        wait_ready(&self.base, path, self.kind.name()).await
+    }
+
+    /// The CPU time the process has used so far, in seconds.
+    pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        cpu_seconds(&self.child.id().to_string())
     }
 
     /// The process's resident memory now and its peak so far, in bytes.
@@ -116,5 +111,60 @@ impl Server {
                 .with_context(|| format!("no {name} in /proc status"))
         };
         Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+}
+
+/// Waits up to 30 s for `base` to answer `path` with a success.
+pub(crate) async fn wait_ready(base: &str, path: &str, name: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(response) = http.get(format!("{base}{path}")).send().await {
+            if response.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{name} did not answer {path} within 30 s")
+}
+
+/// The CPU time (user and system) process `pid` (or `self`) has used so far, in seconds.
+pub(crate) fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    /// Linux reports these times in units of USER_HZ, 100 per second on every architecture this runs on.
+    const USER_HZ: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name, in parentheses, may hold spaces: count the fields after its closing one (field 3 on).
+    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).context("a /proc stat without a command name")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).context("a /proc stat too short");
+    Ok((ticks(14)? + ticks(15)?) as f64 / USER_HZ)
+}
+
+/// CPU time used by a server and by this harness over one measured stretch, as cores busy on average.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuShare {
+    pub(crate) server: f64,
+    pub(crate) harness: f64,
+}
+
+impl CpuShare {
+    /// Runs `work` and measures how many cores `server_cpu` and this process kept busy meanwhile.
+    pub(crate) async fn measure<T>(
+        server_cpu: impl Fn() -> anyhow::Result<f64>,
+        work: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<(T, CpuShare)> {
+        let (server0, harness0, start) = (server_cpu()?, cpu_seconds("self")?, Instant::now());
+        let result = work.await?;
+        let wall = start.elapsed().as_secs_f64().max(1e-9);
+        let share =
+            CpuShare { server: (server_cpu()? - server0) / wall, harness: (cpu_seconds("self")? - harness0) / wall };
+        Ok((result, share))
+    }
+}
+
+impl std::fmt::Display for CpuShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "server {:.2} cores, harness {:.2} cores", self.server, self.harness)
     }
 }

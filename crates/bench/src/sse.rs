@@ -53,20 +53,32 @@ async fn subscribe(
         while let Some(chunk) = response.chunk().await? {
             let now = Utc::now();
             pending.extend_from_slice(&chunk);
+            // Whole frames only: a chunk may end between an event's id and its data.
             let mut start = 0;
-            while let Some(end) = memchr::memchr(b'\n', &pending[start..]) {
-                let line = &pending[start..start + end];
-                start += end + 1;
-                if let Some(id) = line.strip_prefix(b"id: ") {
-                    let id: u64 = std::str::from_utf8(id)?.trim().parse().context("an SSE id that is not a number")?;
-                    if id != last + 1 {
-                        bail!("stream jumped from {last} to {id}");
+            while let Some(end) = memchr::memmem::find(&pending[start..], b"\n\n") {
+                let frame = &pending[start..start + end];
+                start += end + 2;
+                let mut id = None;
+                let mut created = None;
+                for line in frame.split(|&b| b == b'\n') {
+                    if let Some(text) = line.strip_prefix(b"id: ") {
+                        id = Some(
+                            std::str::from_utf8(text)?
+                                .trim()
+                                .parse::<u64>()
+                                .context("an SSE id that is not a number")?,
+                        );
+                    } else if let Some(data) = line.strip_prefix(b"data: ") {
+                        created = created_at(data);
                     }
-                    last = id;
-                } else if let Some(data) = line.strip_prefix(b"data: ") {
-                    let created = created_at(data).context("an event without created_at")?;
-                    seen.latencies.push((now - created).to_std().unwrap_or_default());
                 }
+                let Some(id) = id else { continue };
+                if id != last + 1 {
+                    bail!("stream jumped from {last} to {id}");
+                }
+                last = id;
+                let created = created.context("an event without created_at")?;
+                seen.latencies.push((now - created).to_std().unwrap_or_default());
             }
             pending.drain(..start);
             if last >= until {
@@ -84,8 +96,17 @@ fn created_at(data: &[u8]) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(std::str::from_utf8(&data[at..end]).ok()?).ok().map(|t| t.with_timezone(&Utc))
 }
 
-/// `subscribers` streams follow the feed while `events` blobs are committed at `rate` per second.
-pub(crate) async fn run(base: &str, subscribers: usize, events: u64, rate: u64) -> anyhow::Result<FeedRun> {
+/// Subscribers following a feed from `since`, all connected.
+struct Following {
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Seen>>>,
+    http: reqwest::Client,
+    subscribers: usize,
+    events: u64,
+}
+
+/// Opens `subscribers` streams on `base` from its current head, to follow `events` events, and waits until every
+/// one is open.
+async fn follow(base: &str, subscribers: usize, events: u64) -> anyhow::Result<Following> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(subscribers + 64).build()?;
     let head: serde_json::Value = http.get(format!("{base}/v1/events/head")).send().await?.json().await?;
     let since = head["sequence"].as_u64().context("head without sequence")?;
@@ -96,6 +117,36 @@ pub(crate) async fn run(base: &str, subscribers: usize, events: u64, rate: u64) 
         tasks.push(tokio::spawn(subscribe(http.clone(), base.to_owned(), since, until, ready.clone())));
     }
     let _all = ready.acquire_many(subscribers as u32).await?;
+    Ok(Following { tasks, http, subscribers, events })
+}
+
+impl Following {
+    /// Waits for every subscriber to have seen every event, each once and in order.
+    async fn finish(self, start: Instant) -> anyhow::Result<FeedRun> {
+        let mut latencies = Vec::new();
+        let mut reconnects = 0;
+        for task in self.tasks {
+            let seen = tokio::time::timeout(Duration::from_secs(120), task)
+                .await
+                .context("a subscriber never caught up")???;
+            reconnects += seen.reconnects;
+            latencies.extend(seen.latencies);
+        }
+        let elapsed = start.elapsed();
+        ensure!(
+            latencies.len() as u64 == self.events * self.subscribers as u64,
+            "{} deliveries, expected {}",
+            latencies.len(),
+            self.events * self.subscribers as u64
+        );
+        Ok(FeedRun { subscribers: self.subscribers, events: self.events, elapsed, latencies, reconnects })
+    }
+}
+
+/// `subscribers` streams follow artifactstore's feed while `events` blobs are committed at `rate` per second.
+pub(crate) async fn run(base: &str, subscribers: usize, events: u64, rate: u64) -> anyhow::Result<FeedRun> {
+    let following = follow(base, subscribers, events).await?;
+    let http = following.http.clone();
     // The producer: one small blob per tick, each committed by a single POST ?digest=, at most 64 in flight.
     let blobs: Vec<Blob> = (0..events).map(|n| Blob::random(n, 64)).collect();
     let in_flight = Arc::new(Semaphore::new(64));
@@ -122,20 +173,12 @@ pub(crate) async fn run(base: &str, subscribers: usize, events: u64, rate: u64) 
     for producer in producers {
         producer.await??;
     }
-    let mut latencies = Vec::new();
-    let mut reconnects = 0;
-    for task in tasks {
-        let seen =
-            tokio::time::timeout(Duration::from_secs(120), task).await.context("a subscriber never caught up")???;
-        reconnects += seen.reconnects;
-        latencies.extend(seen.latencies);
-    }
-    let elapsed = start.elapsed();
-    ensure!(
-        latencies.len() as u64 == events * subscribers as u64,
-        "{} deliveries, expected {}",
-        latencies.len(),
-        events * subscribers as u64
-    );
-    Ok(FeedRun { subscribers, events, elapsed, latencies, reconnects })
+    following.finish(start).await
+}
+
+/// The same subscribers follow the bare fan-out server (`crate::fanout`), which starts sending its `events` frames
+/// at its own rate once they are all open.
+pub(crate) async fn run_fanout(base: &str, subscribers: usize, events: u64) -> anyhow::Result<FeedRun> {
+    let following = follow(base, subscribers, events).await?;
+    following.finish(Instant::now()).await
 }
