@@ -502,6 +502,92 @@ async fn a_chunk_broken_off_midway_leaves_no_bytes_in_the_blob() {
     }
 }
 
+/// Sends a request whose head promises `promised` body bytes, then only `sent` of them, and keeps the connection
+/// open without sending more, the way a client that vanished without closing does. Returns the server's answer
+/// (status line, headers and body as text) and how long it took to come.
+async fn stalled_request(app: &App, head: &str, promised: usize, sent: &[u8]) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!("{head}\r\nhost: {address}\r\ncontent-length: {promised}\r\nconnection: close\r\n\r\n");
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(sent).await.unwrap();
+    socket.flush().await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), socket.read_to_end(&mut answer))
+        .await
+        .expect("the server never ended a stalled request")
+        .unwrap();
+    (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_ended_and_its_session_freed() {
+    for (backend, kind) in SETUPS {
+        let limits = UploadLimits { body_idle: Duration::from_secs(1), ..UploadLimits::default() };
+        let Some(app) = App::start(backend, kind, Options { limits, ..Options::default() }).await else { continue };
+        let data = bytes(300_000, 9);
+        let session = app.open(None).await;
+        assert_eq!(app.patch(&session, 0, data[..100_000].to_vec()).await.status(), 202);
+
+        // A chunk that stops halfway and never ends: the server answers 408 once the body has been silent for the
+        // configured second, and acknowledges none of it.
+        let junk = bytes(50_000, 10);
+        let (answer, waited) = stalled_request(
+            &app,
+            &format!(
+                "PATCH {session} HTTP/1.1\r\nupload-offset: 100000\r\ncontent-type: application/offset+octet-stream"
+            ),
+            200_000,
+            &junk,
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("application/problem+json") && answer.contains("\"request_timeout\""), "{answer}");
+        assert!(waited >= Duration::from_millis(900), "answered after {waited:?}, before the body was idle for 1 s");
+        let head = app.request(Method::HEAD, &session).send().await.unwrap();
+        assert_eq!(header_u64(&head, "upload-offset"), 100_000);
+
+        // The session is free at once (not after the writer's 15-minute lease): the client resumes and commits, and
+        // the blob holds the acknowledged bytes and the resumed ones, none of the stalled chunk's.
+        let resumed = app.patch(&session, 100_000, data[100_000..].to_vec()).await;
+        assert_eq!(resumed.status(), 202, "{}", resumed.text().await.unwrap());
+        let digest = DualDigest::of(&data);
+        let response = app.request(Method::PUT, &format!("{session}?digest={}", digest.blake3)).send().await.unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        let got = app.request(Method::GET, &format!("/v1/blobs/{}", digest.blake3)).send().await.unwrap();
+        assert_eq!(got.bytes().await.unwrap().as_ref(), data.as_slice());
+
+        // A commit whose last chunk stalls, and a package manifest that stalls, end the same way and log nothing.
+        let before = app.head_now().await;
+        let session = app.open(None).await;
+        let other = bytes(1000, 11);
+        let (answer, _) = stalled_request(
+            &app,
+            &format!("PUT {session}?digest={} HTTP/1.1\r\nupload-offset: 0", DualDigest::of(&other).blake3),
+            other.len(),
+            &other[..10],
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        let resumed = app.commit_whole(&session, &DualDigest::of(&other).blake3.to_string(), other.clone()).await;
+        assert_eq!(resumed.status(), 201, "{}", resumed.text().await.unwrap());
+        let manifest = json!({"files": [{"path": "f", "digest": digest.blake3.to_string()}]}).to_string();
+        let (answer, _) = stalled_request(
+            &app,
+            "PUT /v1/packages/team/stalled/versions/1 HTTP/1.1\r\ncontent-type: application/json",
+            manifest.len(),
+            &manifest.as_bytes()[..10],
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert_eq!(app.head_now().await, before + 1, "only the resumed commit logged an event");
+        let package = app.request(Method::GET, "/v1/packages/team/stalled").send().await.unwrap();
+        assert_eq!(package.status(), 404);
+    }
+}
+
 #[tokio::test]
 async fn blobs_by_either_digest_with_ranges() {
     for (backend, kind) in SETUPS {

@@ -103,6 +103,8 @@ pub struct UploadsFile {
     pub max_blob_bytes: Option<u64>,
     /// How many upload sessions may be open at once.
     pub max_open_sessions: Option<u64>,
+    /// Seconds a request body may send nothing before the request is ended.
+    pub body_idle_secs: Option<u64>,
 }
 
 /// One `[[tokens]]` entry in the configuration file.
@@ -135,6 +137,9 @@ pub struct UploadLimits {
     pub max_blob_bytes: u64,
     /// How many sessions may be open at once.
     pub max_open_sessions: u64,
+    /// How long a request body may send nothing before the request is ended with `408` (for an upload, the
+    /// session is then free again at its last acknowledged offset). Applies to every request body.
+    pub body_idle: std::time::Duration,
 }
 
 /// Blob size cap on S3 stores: the commit's server-side copy is one `CopyObject`, which S3 allows up to 5 GiB.
@@ -147,6 +152,7 @@ impl Default for UploadLimits {
             max_chunk_bytes: 1024 * 1024 * 1024,
             max_blob_bytes: 64 * 1024 * 1024 * 1024,
             max_open_sessions: 10_000,
+            body_idle: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -160,9 +166,16 @@ impl UploadLimits {
             max_chunk_bytes: file.max_chunk_bytes.unwrap_or(defaults.max_chunk_bytes),
             max_blob_bytes: file.max_blob_bytes.unwrap_or(if s3 { S3_MAX_BLOB_BYTES } else { defaults.max_blob_bytes }),
             max_open_sessions: file.max_open_sessions.unwrap_or(defaults.max_open_sessions),
+            body_idle: file.body_idle_secs.map_or(defaults.body_idle, std::time::Duration::from_secs),
         };
-        if limits.session_idle.is_zero() || limits.max_chunk_bytes == 0 || limits.max_open_sessions == 0 {
-            bail!("[uploads]: session_idle_secs, max_chunk_bytes and max_open_sessions must be above zero");
+        if limits.session_idle.is_zero()
+            || limits.max_chunk_bytes == 0
+            || limits.max_open_sessions == 0
+            || limits.body_idle.is_zero()
+        {
+            bail!(
+                "[uploads]: session_idle_secs, max_chunk_bytes, max_open_sessions and body_idle_secs must be above zero"
+            );
         }
         if s3 && limits.max_blob_bytes > S3_MAX_BLOB_BYTES {
             bail!("[uploads] max_blob_bytes: S3 stores hold blobs of at most 5 GiB (one CopyObject at commit)");

@@ -65,6 +65,11 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "offset_mismatch", "Offset mismatch", detail).with("offset", offset)
     }
 
+    /// 408: the request body sent nothing for too long.
+    pub fn request_timeout(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "Request timeout", detail)
+    }
+
     /// 413: a body or a blob is over a configured limit.
     pub fn too_large(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "Too large", detail)

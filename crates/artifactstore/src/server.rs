@@ -8,6 +8,7 @@ use std::sync::Arc;
 use artifactstore_db::Backend;
 use artifactstore_eventlog::Broadcaster;
 use tokio::net::TcpListener;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::instance::Instance;
@@ -73,7 +74,9 @@ pub async fn serve_configured(
     let archiver = background.archive.map(|config| tokio::spawn(supervise_archive(state.clone(), config)));
     let housekeeping = tokio::spawn(housekeeping(state.instance.clone()));
     let sweeper = tokio::spawn(sweeper(state.clone()));
-    let app = crate::api::router(state).layer(TraceLayer::new_for_http());
+    let body_idle = state.instance.config.uploads.body_idle;
+    let app =
+        crate::api::router(state).layer(RequestBodyTimeoutLayer::new(body_idle)).layer(TraceLayer::new_for_http());
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     housekeeping.abort();
     sweeper.abort();

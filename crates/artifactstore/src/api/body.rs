@@ -55,9 +55,24 @@ pub(crate) async fn read_small_body(body: Body, limit: usize) -> Result<Bytes, A
         if too_long {
             ApiError::too_large(format!("this body may be at most {limit} bytes"))
         } else {
-            ApiError::bad_request(format!("the request body broke off: {err}"))
+            broken_body(&err)
         }
     })
+}
+
+/// The problem for a request body that failed while it was read: `408` when it sent nothing for the configured
+/// idle time (`[uploads] body_idle_secs`), `400` when the connection broke or the framing was bad.
+pub(crate) fn broken_body(err: &(dyn std::error::Error + 'static)) -> ApiError {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::request_timeout(
+                "the request body sent nothing for too long; an upload session stays at its last acknowledged offset",
+            );
+        }
+        cause = err.source();
+    }
+    ApiError::bad_request(format!("the request body broke off: {err}"))
 }
 
 /// Whether the client asked for canonical CBOR.

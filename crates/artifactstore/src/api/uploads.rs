@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::body::{read_small_body, BodyFormat};
+use super::body::{broken_body, read_small_body, BodyFormat};
 use super::extract::{ApiPath, ApiQuery};
 use crate::auth::{Caller, Scope};
 use crate::problem::ApiError;
@@ -644,7 +644,7 @@ async fn receive_chunk(
     let mut stream = body.into_data_stream();
     let mut received: u64 = 0;
     while let Some(frame) = stream.next().await {
-        let frame = frame.map_err(|err| ApiError::bad_request(format!("the request body broke off: {err}")))?;
+        let frame = frame.map_err(|err| broken_body(&err))?;
         if frame.is_empty() {
             continue;
         }
