@@ -142,30 +142,6 @@ impl CommitTimes {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commit_times_read_as_chrono_reads_them() {
-        let mut clock = CommitTimes::default();
-        for text in [
-            "2026-12-01T19:59:59.999999Z",
-            "2026-12-01T19:59:07.000001Z",
-            "2026-12-01T20:00:00.5Z",
-            "2026-12-01T20:00:59.123456789Z",
-            "2026-12-31T23:59:60.25Z",
-            "2026-12-01T20:00:01+00:00",
-            "2026-12-01T20:00:01Z",
-        ] {
-            let data = format!("{{\"sequence\":1,\"created_at\":\"{text}\",\"actor\":\"x\"}}");
-            let expected = DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc);
-            assert_eq!(clock.created_at(data.as_bytes()), Some(expected), "{text}");
-        }
-        assert_eq!(clock.created_at(b"{\"created_at\":\"2026-12-01T20:00:61.1Z\"}"), None);
-    }
-}
-
 /// Subscribers following a feed from `since`, all connected.
 struct Following {
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Seen>>>,
@@ -251,4 +227,28 @@ pub(crate) async fn run(base: &str, subscribers: usize, events: u64, rate: u64) 
 pub(crate) async fn run_fanout(base: &str, subscribers: usize, events: u64) -> anyhow::Result<FeedRun> {
     let following = follow(base, subscribers, events).await?;
     following.finish(Instant::now()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_times_read_as_chrono_reads_them() {
+        let mut clock = CommitTimes::default();
+        for text in [
+            "2026-12-01T19:59:59.999999Z",
+            "2026-12-01T19:59:07.000001Z",
+            "2026-12-01T20:00:00.5Z",
+            "2026-12-01T20:00:59.123456789Z",
+            "2026-12-31T23:59:60.25Z",
+            "2026-12-01T20:00:01+00:00",
+            "2026-12-01T20:00:01Z",
+        ] {
+            let data = format!("{{\"sequence\":1,\"created_at\":\"{text}\",\"actor\":\"x\"}}");
+            let expected = DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc);
+            assert_eq!(clock.created_at(data.as_bytes()), Some(expected), "{text}");
+        }
+        assert_eq!(clock.created_at(b"{\"created_at\":\"2026-12-01T20:00:61.1Z\"}"), None);
+    }
 }
