@@ -111,16 +111,17 @@ async fn views(dir: &Path) -> artifactstore_views::ViewsDump {
 async fn replay_from_a_snapshot_equals_replay_from_zero() {
     let dir = tempfile::tempdir().unwrap();
     let instance = Instance::open(&config(dir.path())).await.unwrap();
-    workload(&instance, 1, 120).await;
+    // More of each row than one multi-row INSERT takes, so loading the snapshot writes several per table.
+    workload(&instance, 1, 450).await;
     instance.db.close().await;
     let text = run(dir.path(), &["snapshot"]);
     assert!(text.contains("snapshot of"), "{text}");
 
     let instance = Instance::open(&config(dir.path())).await.unwrap();
-    workload(&instance, 120, 200).await;
+    workload(&instance, 450, 530).await;
     instance.db.close().await;
     let live = views(dir.path()).await;
-    assert!(live.rows() > 300, "{}", live.rows());
+    assert!(live.rows() > 800, "{}", live.rows());
 
     let text = run(dir.path(), &["replay", "--from-snapshot"]);
     assert!(text.contains("loaded snapshot"), "{text}");

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use artifactstore_db::{bulk_insert, placeholders, sqlx, AsExec as _, Exec, Tx};
+use artifactstore_db::Tx;
 use artifactstore_eventlog::Event;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -17,29 +17,29 @@ use crate::Error;
 /// Rows waiting in memory before they are written.
 const FLUSH_AT: usize = 4_000;
 /// Rows per multi-row `INSERT` (at most 8 parameters each, far below either backend's limit).
-const ROWS_PER_INSERT: usize = 200;
+pub(crate) const ROWS_PER_INSERT: usize = 200;
 
 /// `INSERT INTO <into> VALUES (...), (...)<tail>` over `rows`, `ROWS_PER_INSERT` rows per statement, binding the
-/// listed fields of each row in order, on either backend.
+/// listed fields of each row in order, on either backend. `$tx` is a `&mut Tx`.
 macro_rules! insert_rows {
     ($tx:expr, $into:expr, $tail:expr, $rows:expr, |$r:ident| [$($field:expr),+ $(,)?]) => {{
         let rows = $rows;
         let columns = [$(stringify!($field)),+].len();
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
+        for chunk in rows.chunks($crate::batch::ROWS_PER_INSERT) {
             // Any failure ends the replay and rolls back its whole transaction.
-            let verb = bulk_insert($tx.backend());
-            let values = placeholders($tx.backend(), chunk.len(), columns);
+            let verb = ::artifactstore_db::bulk_insert($tx.backend());
+            let values = ::artifactstore_db::placeholders($tx.backend(), chunk.len(), columns);
             let sql = format!("{verb} INTO {} VALUES {values}{}", $into, $tail);
-            match $tx.as_exec() {
-                Exec::Sqlite(c) => {
-                    let mut query = sqlx::query(&sql);
+            match ::artifactstore_db::AsExec::as_exec(&mut *$tx) {
+                ::artifactstore_db::Exec::Sqlite(c) => {
+                    let mut query = ::artifactstore_db::sqlx::query(&sql);
                     for $r in chunk {
                         query = query$(.bind(&$field))+;
                     }
                     query.execute(c).await?;
                 }
-                Exec::Postgres(c) => {
-                    let mut query = sqlx::query(&sql);
+                ::artifactstore_db::Exec::Postgres(c) => {
+                    let mut query = ::artifactstore_db::sqlx::query(&sql);
                     for $r in chunk {
                         query = query$(.bind(&$field))+;
                     }
@@ -49,6 +49,8 @@ macro_rules! insert_rows {
         }
     }};
 }
+
+pub(crate) use insert_rows;
 
 struct RetentionRow {
     package_id: Uuid,

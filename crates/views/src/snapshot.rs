@@ -1,11 +1,12 @@
 //! Snapshots: the views at one sequence, stamped with that sequence, the log's id and the chain hash there, as
 //! canonical CBOR; and a rebuild that loads a snapshot and replays only what follows it.
 
-use artifactstore_db::{execute, Tx};
+use artifactstore_db::Tx;
 use artifactstore_eventlog::{EventLog, Head};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::batch::insert_rows;
 use crate::replay::{replay_after, Refill};
 use crate::{dump, Error, RebuildStats, ViewsDump};
 
@@ -108,73 +109,39 @@ pub async fn rebuild_from(
     Ok(RebuildStats { events, head_sequence: head.sequence })
 }
 
-/// Inserts every row of `views` (into views that are empty).
+/// Inserts every row of `views` (into views that are empty), parents before children, in multi-row statements as
+/// replay writes its rows.
 pub async fn load(tx: &mut Tx, views: &ViewsDump) -> Result<(), Error> {
-    for f in &views.files {
-        execute!(
-            tx,
-            "INSERT INTO artifact_files (blake3, sha256, size, media_type, file_id, ingested_sequence, sequence) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            f.blake3.as_str(),
-            f.sha256.as_str(),
-            f.size,
-            f.media_type.as_deref(),
-            f.file_id,
-            f.ingested_sequence,
-            f.sequence,
-        )?;
-    }
-    for p in &views.packages {
-        execute!(
-            tx,
-            "INSERT INTO artifact_packages (package_id, name, version, metadata, created_by, created_at, \
-             created_sequence, sequence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            p.package_id,
-            p.name.as_str(),
-            p.version.as_str(),
-            p.metadata.as_slice(),
-            p.created_by.as_str(),
-            p.created_at,
-            p.created_sequence,
-            p.sequence,
-        )?;
-    }
-    for f in &views.package_files {
-        execute!(
-            tx,
-            "INSERT INTO artifact_package_files (package_id, path, blake3, sha256, size, media_type, sequence) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            f.package_id,
-            f.path.as_str(),
-            f.blake3.as_str(),
-            f.sha256.as_str(),
-            f.size,
-            f.media_type.as_deref(),
-            f.sequence,
-        )?;
-    }
-    for r in &views.retention {
-        execute!(
-            tx,
-            "INSERT INTO retention_state (package_id, until, hold, reason, expired, sequence) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            r.package_id,
-            r.until,
-            r.hold,
-            r.reason.as_deref(),
-            r.expired,
-            r.sequence,
-        )?;
-    }
-    for s in &views.storage {
-        execute!(
-            tx,
-            "INSERT INTO storage_locations (blake3, location, tier, sequence) VALUES ($1, $2, $3, $4)",
-            s.blake3.as_str(),
-            s.location.as_str(),
-            s.tier.as_str(),
-            s.sequence,
-        )?;
-    }
+    insert_rows!(
+        tx,
+        "artifact_files (blake3, sha256, size, media_type, file_id, ingested_sequence, sequence)",
+        "",
+        &views.files,
+        |r| [r.blake3, r.sha256, r.size, r.media_type, r.file_id, r.ingested_sequence, r.sequence]
+    );
+    insert_rows!(
+        tx,
+        "artifact_packages (package_id, name, version, metadata, created_by, created_at, created_sequence, sequence)",
+        "",
+        &views.packages,
+        |r| [r.package_id, r.name, r.version, r.metadata, r.created_by, r.created_at, r.created_sequence, r.sequence]
+    );
+    insert_rows!(
+        tx,
+        "artifact_package_files (package_id, path, blake3, sha256, size, media_type, sequence)",
+        "",
+        &views.package_files,
+        |r| [r.package_id, r.path, r.blake3, r.sha256, r.size, r.media_type, r.sequence]
+    );
+    insert_rows!(
+        tx,
+        "retention_state (package_id, until, hold, reason, expired, sequence)",
+        "",
+        &views.retention,
+        |r| [r.package_id, r.until, r.hold, r.reason, r.expired, r.sequence]
+    );
+    insert_rows!(tx, "storage_locations (blake3, location, tier, sequence)", "", &views.storage, |r| [
+        r.blake3, r.location, r.tier, r.sequence
+    ]);
     Ok(())
 }
