@@ -525,14 +525,14 @@ async fn stalled_request(app: &App, head: &str, promised: usize, sent: &[u8]) ->
 #[tokio::test]
 async fn a_stalled_body_is_ended_and_its_session_freed() {
     for (backend, kind) in SETUPS {
-        let limits = UploadLimits { body_idle: Duration::from_secs(1), ..UploadLimits::default() };
+        let limits = UploadLimits { body_idle: Duration::from_secs(2), ..UploadLimits::default() };
         let Some(app) = App::start(backend, kind, Options { limits, ..Options::default() }).await else { continue };
         let data = bytes(300_000, 9);
         let session = app.open(None).await;
         assert_eq!(app.patch(&session, 0, data[..100_000].to_vec()).await.status(), 202);
 
         // A chunk that stops halfway and never ends: the server answers 408 once the body has been silent for the
-        // configured second, and acknowledges none of it.
+        // configured two seconds, closes the connection, and acknowledges none of it.
         let junk = bytes(50_000, 10);
         let (answer, waited) = stalled_request(
             &app,
@@ -545,7 +545,8 @@ async fn a_stalled_body_is_ended_and_its_session_freed() {
         .await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains("application/problem+json") && answer.contains("\"request_timeout\""), "{answer}");
-        assert!(waited >= Duration::from_millis(900), "answered after {waited:?}, before the body was idle for 1 s");
+        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+        assert!(waited >= Duration::from_millis(1900), "answered after {waited:?}, before the body was idle for 2 s");
         let head = app.request(Method::HEAD, &session).send().await.unwrap();
         assert_eq!(header_u64(&head, "upload-offset"), 100_000);
 
@@ -559,20 +560,54 @@ async fn a_stalled_body_is_ended_and_its_session_freed() {
         let got = app.request(Method::GET, &format!("/v1/blobs/{}", digest.blake3)).send().await.unwrap();
         assert_eq!(got.bytes().await.unwrap().as_ref(), data.as_slice());
 
-        // A commit whose last chunk stalls, and a package manifest that stalls, end the same way and log nothing.
+        // A commit whose last chunk stalls (on a session that has bytes, so the commit holds its lease), a whole blob
+        // on a fresh session's commit, a one-request upload and a package manifest: each ends the same way, and
+        // only the commits resumed after them log events.
         let before = app.head_now().await;
-        let session = app.open(None).await;
         let other = bytes(1000, 11);
+        let other_digest = DualDigest::of(&other).blake3;
+        let session = app.open(None).await;
+        assert_eq!(app.patch(&session, 0, other[..400].to_vec()).await.status(), 202);
         let (answer, _) = stalled_request(
             &app,
-            &format!("PUT {session}?digest={} HTTP/1.1\r\nupload-offset: 0", DualDigest::of(&other).blake3),
-            other.len(),
-            &other[..10],
+            &format!("PUT {session}?digest={other_digest} HTTP/1.1\r\nupload-offset: 400"),
+            600,
+            &other[400..410],
         )
         .await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-        let resumed = app.commit_whole(&session, &DualDigest::of(&other).blake3.to_string(), other.clone()).await;
+        let resumed = app
+            .request(Method::PUT, &format!("{session}?digest={other_digest}"))
+            .header("upload-offset", 400)
+            .body(other[400..].to_vec())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resumed.status(), 201, "{}", resumed.text().await.unwrap());
+        let third = bytes(1000, 12);
+        let third_digest = DualDigest::of(&third).blake3;
+        let session = app.open(None).await;
+        let (answer, _) = stalled_request(
+            &app,
+            &format!("PUT {session}?digest={third_digest} HTTP/1.1\r\nupload-offset: 0"),
+            third.len(),
+            &third[..10],
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        let resumed = app.commit_whole(&session, &third_digest.to_string(), third.clone()).await;
+        assert_eq!(resumed.status(), 201, "{}", resumed.text().await.unwrap());
+        let fourth = bytes(1000, 13);
+        let fourth_digest = DualDigest::of(&fourth).blake3;
+        let (answer, _) = stalled_request(
+            &app,
+            &format!("POST /v1/uploads?digest={fourth_digest} HTTP/1.1\r\ncontent-type: application/octet-stream"),
+            fourth.len(),
+            &fourth[..10],
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(!app.stored_blob(&fourth_digest.hex()).await, "a stalled one-request upload stores nothing");
         let manifest = json!({"files": [{"path": "f", "digest": digest.blake3.to_string()}]}).to_string();
         let (answer, _) = stalled_request(
             &app,
@@ -582,9 +617,10 @@ async fn a_stalled_body_is_ended_and_its_session_freed() {
         )
         .await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-        assert_eq!(app.head_now().await, before + 1, "only the resumed commit logged an event");
+        assert_eq!(app.head_now().await, before + 2, "only the resumed commits logged events");
         let package = app.request(Method::GET, "/v1/packages/team/stalled").send().await.unwrap();
         assert_eq!(package.status(), 404);
+        assert!(app.staged().await.is_empty(), "stalled bodies left staged bytes: {:?}", app.staged().await);
     }
 }
 

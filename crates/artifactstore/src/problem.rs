@@ -65,9 +65,12 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "offset_mismatch", "Offset mismatch", detail).with("offset", offset)
     }
 
-    /// 408: the request body sent nothing for too long.
+    /// 408: the request body sent nothing for too long. The connection closes after the answer (the rest of the
+    /// body is never read), and says so.
     pub fn request_timeout(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "Request timeout", detail)
+        let mut problem = Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "Request timeout", detail);
+        problem.headers.push((header::CONNECTION, header::HeaderValue::from_static("close")));
+        problem
     }
 
     /// 413: a body or a blob is over a configured limit.

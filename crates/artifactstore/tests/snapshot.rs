@@ -111,17 +111,18 @@ async fn views(dir: &Path) -> artifactstore_views::ViewsDump {
 async fn replay_from_a_snapshot_equals_replay_from_zero() {
     let dir = tempfile::tempdir().unwrap();
     let instance = Instance::open(&config(dir.path())).await.unwrap();
-    // More of each row than one multi-row INSERT takes, so loading the snapshot writes several per table.
-    workload(&instance, 1, 450).await;
+    // More blobs and packages than one multi-row INSERT takes, so loading the snapshot writes several statements
+    // for each of those tables.
+    workload(&instance, 1, 700).await;
     instance.db.close().await;
     let text = run(dir.path(), &["snapshot"]);
     assert!(text.contains("snapshot of"), "{text}");
 
     let instance = Instance::open(&config(dir.path())).await.unwrap();
-    workload(&instance, 450, 530).await;
+    workload(&instance, 700, 780).await;
     instance.db.close().await;
     let live = views(dir.path()).await;
-    assert!(live.rows() > 800, "{}", live.rows());
+    assert!(live.rows() > 1200, "{}", live.rows());
 
     let text = run(dir.path(), &["replay", "--from-snapshot"]);
     assert!(text.contains("loaded snapshot"), "{text}");

@@ -490,11 +490,12 @@ async fn workload_d(report: &mut Report, sizes: &Sizes, work: &std::path::Path) 
     report.push(Row {
         workload: "d",
         what: format!(
-            "the same views restored from a snapshot taken at the head ({rows} rows loaded, no event to replay)"
+            "the same views rebuilt from a snapshot taken at the head: {rows} rows of the five views inserted, the \
+             indexes built, committed (decoding the snapshot file not included; no event left to replay)"
         ),
         ours: format!("{restore_rate:.0} rows/s ({:.1} s)", restore.as_secs_f64()),
         reference: String::new(),
-        ratio: format!("{:.2}× raw insert", restore_rate / raw),
+        ratio: format!("{:.2}× raw insert (blob rows)", restore_rate / raw),
         target: "—".into(),
         met: None,
     });
@@ -533,10 +534,17 @@ async fn workload_e(
         "e",
         &format!(
             "the same {} subscribers following a bare fan-out server ({} frames rendered once each at {}/s and handed \
-             to every stream; no database, no uploads), commit → delivery",
+             to every stream, waiting frames written together; no database, no uploads): send → delivery, and the \
+             cores it and the subscribers kept busy",
             sizes.e_subscribers, sizes.e_events, sizes.e_rate
         ),
-        format!("p50 {}, p99 {}, max {}; {} reconnects", ms(bare_p50), ms(bare_p99), ms(bare_max), alone.reconnects),
+        format!(
+            "p50 {}, p99 {}, max {}; {} reconnects; {bare_cpu}",
+            ms(bare_p50),
+            ms(bare_p99),
+            ms(bare_max),
+            alone.reconnects
+        ),
     );
     report.push(Row {
         workload: "e",
@@ -550,7 +558,7 @@ async fn workload_e(
             run.reconnects
         ),
         reference: format!(
-            "offered {:.0} events/s over {:.1} s",
+            "offered {:.0} events/s over {:.1} s; {cpu} (subscribers and producer)",
             run.events as f64 / run.elapsed.as_secs_f64(),
             run.elapsed.as_secs_f64()
         ),

@@ -162,7 +162,18 @@ async fn follow(base: &str, subscribers: usize, events: u64) -> anyhow::Result<F
     for _ in 0..subscribers {
         tasks.push(tokio::spawn(subscribe(http.clone(), base.to_owned(), since, until, ready.clone())));
     }
-    let _all = ready.acquire_many(subscribers as u32).await?;
+    // A subscriber that fails before its stream opens never adds its permit: its error must not become a hang.
+    let opened = tokio::time::timeout(Duration::from_secs(60), ready.acquire_many(subscribers as u32)).await;
+    if opened.is_err() {
+        for task in tasks {
+            if task.is_finished() {
+                task.await??;
+            } else {
+                task.abort();
+            }
+        }
+        bail!("the {subscribers} streams did not all open within 60 s");
+    }
     Ok(Following { tasks, http, subscribers, events })
 }
 

@@ -18,14 +18,40 @@ use crate::Error;
 const FLUSH_AT: usize = 4_000;
 /// Rows per multi-row `INSERT` (at most 8 parameters each, far below either backend's limit).
 pub(crate) const ROWS_PER_INSERT: usize = 200;
+/// Bound bytes per multi-row `INSERT`, at most (but always one row): a package's metadata may be 16 MiB, and
+/// PostgreSQL refuses a message over 1 GiB.
+pub(crate) const BYTES_PER_INSERT: usize = 64 * 1024 * 1024;
 
-/// `INSERT INTO <into> VALUES (...), (...)<tail>` over `rows`, `ROWS_PER_INSERT` rows per statement, binding the
-/// listed fields of each row in order, on either backend. `$tx` is a `&mut Tx`.
+/// Splits `rows` into runs for one statement each: `ROWS_PER_INSERT` rows at most, and `BYTES_PER_INSERT` of
+/// `weight` at most unless one row alone weighs more.
+pub(crate) fn statements<T>(rows: &[T], weight: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, row) in rows.iter().enumerate() {
+        let w = weight(row);
+        if i > start && (i - start == ROWS_PER_INSERT || bytes + w > BYTES_PER_INSERT) {
+            runs.push(&rows[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += w;
+    }
+    if start < rows.len() {
+        runs.push(&rows[start..]);
+    }
+    runs
+}
+
+/// `INSERT INTO <into> VALUES (...), (...)<tail>` over `rows`, a run from `statements` per statement (`weigh`
+/// gives a row's large bound fields; none by default), binding the listed fields of each row in order, on either
+/// backend. `$tx` is a `&mut Tx`.
 macro_rules! insert_rows {
-    ($tx:expr, $into:expr, $tail:expr, $rows:expr, |$r:ident| [$($field:expr),+ $(,)?]) => {{
+    ($tx:expr, $into:expr, $tail:expr, $rows:expr, |$r:ident| [$($field:expr),+ $(,)?]) => {
+        $crate::batch::insert_rows!($tx, $into, $tail, $rows, |$r| [$($field),+], weigh |_row| 0)
+    };
+    ($tx:expr, $into:expr, $tail:expr, $rows:expr, |$r:ident| [$($field:expr),+ $(,)?], weigh |$w:ident| $weight:expr) => {{
         let rows = $rows;
         let columns = [$(stringify!($field)),+].len();
-        for chunk in rows.chunks($crate::batch::ROWS_PER_INSERT) {
+        for chunk in $crate::batch::statements(&rows[..], |$w| $weight) {
             // Any failure ends the replay and rolls back its whole transaction.
             let verb = ::artifactstore_db::bulk_insert($tx.backend());
             let values = ::artifactstore_db::placeholders($tx.backend(), chunk.len(), columns);
@@ -152,7 +178,8 @@ impl Batch {
             "artifact_packages (package_id, name, version, metadata, created_by, created_at, created_sequence, sequence)",
             "",
             std::mem::take(&mut self.packages),
-            |r| [r.package_id, r.name, r.version, r.metadata, r.created_by, r.created_at, r.seq, r.seq]
+            |r| [r.package_id, r.name, r.version, r.metadata, r.created_by, r.created_at, r.seq, r.seq],
+            weigh |r| r.metadata.len()
         );
         insert_rows!(
             tx,
@@ -170,5 +197,23 @@ impl Batch {
         );
         self.retention_of.clear();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_hold_at_most_their_rows_and_bytes() {
+        let lengths = |runs: Vec<&[usize]>| runs.iter().map(|run| run.len()).collect::<Vec<_>>();
+        assert_eq!(lengths(statements(&[0; 450], |_| 0)), vec![200, 200, 50]);
+        assert_eq!(lengths(statements::<usize>(&[], |_| 0)), Vec::<usize>::new());
+        let mib = 1024 * 1024;
+        // Two 30 MiB rows fit one statement, a third does not; a row over the budget goes alone.
+        let rows = [30 * mib, 30 * mib, 30 * mib, 1, 100 * mib, 1, 1];
+        assert_eq!(lengths(statements(&rows, |w| *w)), vec![2, 2, 1, 2]);
+        let all: Vec<usize> = statements(&rows, |w| *w).concat();
+        assert_eq!(all, rows, "every row once, in order");
     }
 }

@@ -124,7 +124,8 @@ pub async fn load(tx: &mut Tx, views: &ViewsDump) -> Result<(), Error> {
         "artifact_packages (package_id, name, version, metadata, created_by, created_at, created_sequence, sequence)",
         "",
         &views.packages,
-        |r| [r.package_id, r.name, r.version, r.metadata, r.created_by, r.created_at, r.created_sequence, r.sequence]
+        |r| [r.package_id, r.name, r.version, r.metadata, r.created_by, r.created_at, r.created_sequence, r.sequence],
+        weigh | r | r.metadata.len()
     );
     insert_rows!(
         tx,

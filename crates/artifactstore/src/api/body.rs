@@ -67,7 +67,8 @@ pub(crate) fn broken_body(err: &(dyn std::error::Error + 'static)) -> ApiError {
     while let Some(err) = cause {
         if err.is::<tower_http::timeout::TimeoutError>() {
             return ApiError::request_timeout(
-                "the request body sent nothing for too long; an upload session stays at its last acknowledged offset",
+                "the request body sent nothing for too long and nothing of it was kept (an upload session stays at \
+                 its last acknowledged offset: ask HEAD and resume)",
             );
         }
         cause = err.source();

@@ -261,11 +261,7 @@ async fn patch(client: &Client, session: &str, offset: u64, chunk: Vec<u8>) -> R
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| Failure::Fatal(anyhow::anyhow!("the server's answer has no Upload-Offset"))),
-        // Someone (an earlier attempt of ours) moved the offset, or holds the session: ask HEAD.
-        StatusCode::CONFLICT => Err(Failure::Retry(explain(response).await)),
-        status if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
-            Err(Failure::Retry(explain(response).await))
-        }
+        status if retryable(status) => Err(Failure::Retry(explain(response).await)),
         _ => Err(Failure::Fatal(anyhow::anyhow!("uploading failed: {}", explain(response).await))),
     }
 }
@@ -279,11 +275,17 @@ async fn commit(client: &Client, session: &str, digest: &DualDigest, offset: u64
         .map_err(|err| Failure::Retry(format!("{err:#}")))?;
     match response.status() {
         status @ (StatusCode::CREATED | StatusCode::OK) => Ok(status),
-        status if status.is_server_error() || status == StatusCode::CONFLICT => {
-            Err(Failure::Retry(explain(response).await))
-        }
+        status if retryable(status) => Err(Failure::Retry(explain(response).await)),
         _ => Err(Failure::Fatal(anyhow::anyhow!("committing failed: {}", explain(response).await))),
     }
+}
+
+/// Answers after which the upload asks `HEAD` where the session is and goes on from there: someone (an earlier
+/// attempt of ours) moved the offset or holds the session (409), our body stalled long enough for the server to
+/// end it (408), the server is busy (429) or failing (5xx). Anything else is the request's fault and final.
+fn retryable(status: StatusCode) -> bool {
+    status.is_server_error()
+        || matches!(status, StatusCode::CONFLICT | StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS)
 }
 
 /// Waits a little (longer after each failure in a row), then asks the session where to resume.
@@ -305,4 +307,19 @@ async fn resume(client: &Client, session: &str, why: &str, failures: u32) -> any
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .context("HEAD gave no Upload-Offset")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_answers_about_timing_or_the_server_are_retried() {
+        for status in [408, 409, 429, 500, 502, 503] {
+            assert!(retryable(StatusCode::from_u16(status).unwrap()), "{status}");
+        }
+        for status in [400, 401, 403, 404, 410, 413, 415, 422] {
+            assert!(!retryable(StatusCode::from_u16(status).unwrap()), "{status}");
+        }
+    }
 }
