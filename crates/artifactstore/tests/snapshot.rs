@@ -113,16 +113,16 @@ async fn replay_from_a_snapshot_equals_replay_from_zero() {
     let instance = Instance::open(&config(dir.path())).await.unwrap();
     // More blobs and packages than one multi-row INSERT takes, so loading the snapshot writes several statements
     // for each of those tables.
-    workload(&instance, 1, 700).await;
+    workload(&instance, 1, 1000).await;
     instance.db.close().await;
     let text = run(dir.path(), &["snapshot"]);
     assert!(text.contains("snapshot of"), "{text}");
 
     let instance = Instance::open(&config(dir.path())).await.unwrap();
-    workload(&instance, 700, 780).await;
+    workload(&instance, 1000, 1080).await;
     instance.db.close().await;
     let live = views(dir.path()).await;
-    assert!(live.rows() > 1200, "{}", live.rows());
+    assert!(live.rows() > 1600, "{}", live.rows());
 
     let text = run(dir.path(), &["replay", "--from-snapshot"]);
     assert!(text.contains("loaded snapshot"), "{text}");
