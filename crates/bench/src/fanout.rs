@@ -7,7 +7,7 @@
 //! this machine and this harness allow before any registry work is added.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +19,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{broadcast, Notify};
+
+use crate::servers::Process;
 
 /// Frames each stream may fall behind before it is cut (and catches up from the history on its reconnect).
 const CAPACITY: usize = 1024;
@@ -147,22 +149,10 @@ async fn stream(State(shared): State<Arc<Shared>>, Query(Since { since }): Query
 /// The fan-out process, killed when dropped.
 pub(crate) struct FanoutServer {
     pub(crate) base: String,
-    child: Child,
-}
-
-impl Drop for FanoutServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    pub(crate) process: Process,
 }
 
 impl FanoutServer {
-    /// The CPU time the process has used so far, in seconds.
-    pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        crate::servers::cpu_seconds(&self.child.id().to_string())
-    }
-
     /// Starts this binary as a fan-out server on a free loopback port.
     pub(crate) async fn start(dir: &Path, plan: Plan) -> anyhow::Result<FanoutServer> {
         let port = crate::servers::free_port()?;
@@ -175,7 +165,7 @@ impl FanoutServer {
             .stderr(Stdio::inherit())
             .spawn()
             .context("start the fan-out server")?;
-        let server = FanoutServer { base: format!("http://127.0.0.1:{port}"), child };
+        let server = FanoutServer { base: format!("http://127.0.0.1:{port}"), process: Process::new(child) };
         crate::servers::wait_ready(&server.base, "/healthz", "the fan-out server").await?;
         Ok(server)
     }

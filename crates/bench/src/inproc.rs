@@ -150,12 +150,7 @@ pub(crate) struct ReplayRun {
 
 /// Rebuilds the views of a filled log from nothing and checks they equal the live ones.
 pub(crate) async fn replay(log: &EventLog) -> anyhow::Result<ReplayRun> {
-    let live = {
-        let mut tx = log.database().begin_read().await?;
-        let dump = artifactstore_views::dump(&mut tx).await?;
-        tx.rollback().await?;
-        dump
-    };
+    let live = views_now(log).await?;
     let start = Instant::now();
     let mut applied = None;
     let stats = artifactstore_views::rebuild(log, |after, upto| {
@@ -172,9 +167,7 @@ pub(crate) async fn replay(log: &EventLog) -> anyhow::Result<ReplayRun> {
             (elapsed - applied).as_secs_f64()
         );
     }
-    let mut tx = log.database().begin_read().await?;
-    let replayed = artifactstore_views::dump(&mut tx).await?;
-    tx.rollback().await?;
+    let replayed = views_now(log).await?;
     let differences = artifactstore_views::diff(&live, &replayed);
     ensure!(differences.is_empty(), "replayed views differ from the live ones: {:?}", differences.first());
     Ok(ReplayRun { events: stats.events, elapsed })
@@ -188,10 +181,16 @@ pub(crate) async fn restore(log: &EventLog) -> anyhow::Result<(usize, Duration)>
     let stats = artifactstore_views::rebuild_from(log, &snapshot, |_, _| {}).await?;
     let elapsed = start.elapsed();
     ensure!(stats.events == 0, "a snapshot at the head left {} events to replay", stats.events);
-    let mut tx = log.database().begin_read().await?;
-    let restored = artifactstore_views::dump(&mut tx).await?;
-    tx.rollback().await?;
+    let restored = views_now(log).await?;
     let differences = artifactstore_views::diff(&snapshot.views, &restored);
     ensure!(differences.is_empty(), "views restored from a snapshot differ: {:?}", differences.first());
     Ok((snapshot.views.rows(), elapsed))
+}
+
+/// Every row of the views as committed now.
+async fn views_now(log: &EventLog) -> anyhow::Result<artifactstore_views::ViewsDump> {
+    let mut tx = log.database().begin_read().await?;
+    let views = artifactstore_views::dump(&mut tx).await?;
+    tx.rollback().await?;
+    Ok(views)
 }

@@ -509,11 +509,9 @@ async fn workload_e(
     work: &std::path::Path,
 ) -> anyhow::Result<()> {
     let server = Server::artifactstore(bin, &work.join("e")).await?;
-    let (mut run, cpu) = CpuShare::measure(
-        || server.cpu_seconds(),
-        sse::run(&server.base, sizes.e_subscribers, sizes.e_events, sizes.e_rate),
-    )
-    .await?;
+    let (mut run, cpu) =
+        CpuShare::measure(&server.process, sse::run(&server.base, sizes.e_subscribers, sizes.e_events, sizes.e_rate))
+            .await?;
     drop(server);
     let (p50, p99, max) = spread(&mut run.latencies);
     eprintln!("e: p50 {p50:?} p99 {p99:?} max {max:?}, reconnects {}; {cpu}", run.reconnects);
@@ -522,8 +520,7 @@ async fn workload_e(
     std::fs::create_dir_all(work.join("e-fanout"))?;
     let bare = fanout::FanoutServer::start(&work.join("e-fanout"), plan).await?;
     let (mut alone, bare_cpu) =
-        CpuShare::measure(|| bare.cpu_seconds(), sse::run_fanout(&bare.base, sizes.e_subscribers, sizes.e_events))
-            .await?;
+        CpuShare::measure(&bare.process, sse::run_fanout(&bare.base, sizes.e_subscribers, sizes.e_events)).await?;
     drop(bare);
     let (bare_p50, bare_p99, bare_max) = spread(&mut alone.latencies);
     eprintln!(

@@ -24,19 +24,34 @@ impl Kind {
     }
 }
 
-/// A running server process; killed when dropped.
+/// A running server under test.
 #[derive(Debug)]
 pub(crate) struct Server {
     pub(crate) kind: Kind,
     pub(crate) base: String,
     pub(crate) dir: PathBuf,
-    child: Child,
+    pub(crate) process: Process,
 }
 
-impl Drop for Server {
+/// A child process the harness started; killed when dropped.
+#[derive(Debug)]
+pub(crate) struct Process(Child);
+
+impl Drop for Process {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Process {
+    pub(crate) fn new(child: Child) -> Process {
+        Process(child)
+    }
+
+    /// The CPU time the process has used so far, in seconds.
+    pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        cpu_seconds(&self.0.id().to_string())
     }
 }
 
@@ -57,8 +72,12 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("start {}", bin.display()))?;
-        let server =
-            Server { kind: Kind::Artifactstore, base: format!("http://127.0.0.1:{port}"), dir: dir.into(), child };
+        let server = Server {
+            kind: Kind::Artifactstore,
+            base: format!("http://127.0.0.1:{port}"),
+            dir: dir.into(),
+            process: Process(child),
+        };
         server.wait_ready("/healthz").await?;
         Ok(server)
     }
@@ -83,8 +102,12 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("start {}", bin.display()))?;
-        let server =
-            Server { kind: Kind::Distribution, base: format!("http://127.0.0.1:{port}"), dir: dir.into(), child };
+        let server = Server {
+            kind: Kind::Distribution,
+            base: format!("http://127.0.0.1:{port}"),
+            dir: dir.into(),
+            process: Process(child),
+        };
         server.wait_ready("/v2/").await?;
         Ok(server)
     }
@@ -93,14 +116,9 @@ impl Server {
         wait_ready(&self.base, path, self.kind.name()).await
     }
 
-    /// The CPU time the process has used so far, in seconds.
-    pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        cpu_seconds(&self.child.id().to_string())
-    }
-
     /// The process's resident memory now and its peak so far, in bytes.
     pub(crate) fn rss(&self) -> anyhow::Result<(u64, u64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.0.id()))?;
         let field = |name: &str| {
             status
                 .lines()
@@ -149,11 +167,12 @@ pub(crate) struct CpuShare {
 }
 
 impl CpuShare {
-    /// Runs `work` and measures how many cores `server_cpu` and this process kept busy meanwhile.
+    /// Runs `work` and measures how many cores `server` and this process kept busy meanwhile.
     pub(crate) async fn measure<T>(
-        server_cpu: impl Fn() -> anyhow::Result<f64>,
+        server: &Process,
         work: impl std::future::Future<Output = anyhow::Result<T>>,
     ) -> anyhow::Result<(T, CpuShare)> {
+        let server_cpu = || server.cpu_seconds();
         let (server0, harness0, start) = (server_cpu()?, cpu_seconds("self")?, Instant::now());
         let result = work.await?;
         let wall = start.elapsed().as_secs_f64().max(1e-9);

@@ -22,6 +22,15 @@ pub(crate) const ROWS_PER_INSERT: usize = 200;
 /// PostgreSQL refuses a message over 1 GiB.
 pub(crate) const BYTES_PER_INSERT: usize = 64 * 1024 * 1024;
 
+/// The views' tables and columns as replay and a snapshot's load insert them (the bound fields follow this order).
+pub(crate) const FILES_INTO: &str =
+    "artifact_files (blake3, sha256, size, media_type, file_id, ingested_sequence, sequence)";
+pub(crate) const PACKAGES_INTO: &str =
+    "artifact_packages (package_id, name, version, metadata, created_by, created_at, created_sequence, sequence)";
+pub(crate) const PACKAGE_FILES_INTO: &str =
+    "artifact_package_files (package_id, path, blake3, sha256, size, media_type, sequence)";
+pub(crate) const RETENTION_INTO: &str = "retention_state (package_id, until, hold, reason, expired, sequence)";
+
 /// Splits `rows` into runs for one statement each: `ROWS_PER_INSERT` rows at most, and `BYTES_PER_INSERT` of
 /// `weight` at most unless one row alone weighs more.
 pub(crate) fn statements<T>(rows: &[T], weight: impl Fn(&T) -> usize) -> Vec<&[T]> {
@@ -165,36 +174,41 @@ impl Batch {
 
     /// Writes every waiting row, parents before children.
     pub(crate) async fn flush(&mut self, tx: &mut Tx) -> Result<(), Error> {
-        insert_rows!(
-            tx,
-            "artifact_files (blake3, sha256, size, media_type, file_id, ingested_sequence, sequence)",
-            " ON CONFLICT (blake3) DO NOTHING",
-            std::mem::take(&mut self.files),
-            |r| [r.blake3, r.sha256, r.size, r.media_type, r.file_id, r.seq, r.seq]
-        );
+        insert_rows!(tx, FILES_INTO, " ON CONFLICT (blake3) DO NOTHING", std::mem::take(&mut self.files), |r| [
+            r.blake3,
+            r.sha256,
+            r.size,
+            r.media_type,
+            r.file_id,
+            r.seq,
+            r.seq
+        ]);
         self.file_keys.clear();
         insert_rows!(
             tx,
-            "artifact_packages (package_id, name, version, metadata, created_by, created_at, created_sequence, sequence)",
+            PACKAGES_INTO,
             "",
             std::mem::take(&mut self.packages),
             |r| [r.package_id, r.name, r.version, r.metadata, r.created_by, r.created_at, r.seq, r.seq],
-            weigh |r| r.metadata.len()
+            weigh | r | r.metadata.len()
         );
-        insert_rows!(
-            tx,
-            "artifact_package_files (package_id, path, blake3, sha256, size, media_type, sequence)",
-            "",
-            std::mem::take(&mut self.package_files),
-            |r| [r.package_id, r.path, r.blake3, r.sha256, r.size, r.media_type, r.seq]
-        );
-        insert_rows!(
-            tx,
-            "retention_state (package_id, until, hold, reason, expired, sequence)",
-            "",
-            std::mem::take(&mut self.retention),
-            |r| [r.package_id, r.until, r.hold, r.reason, r.expired, r.seq]
-        );
+        insert_rows!(tx, PACKAGE_FILES_INTO, "", std::mem::take(&mut self.package_files), |r| [
+            r.package_id,
+            r.path,
+            r.blake3,
+            r.sha256,
+            r.size,
+            r.media_type,
+            r.seq
+        ]);
+        insert_rows!(tx, RETENTION_INTO, "", std::mem::take(&mut self.retention), |r| [
+            r.package_id,
+            r.until,
+            r.hold,
+            r.reason,
+            r.expired,
+            r.seq
+        ]);
         self.retention_of.clear();
         Ok(())
     }
