@@ -50,14 +50,14 @@ pub(crate) fn statements<T>(rows: &[T], weight: impl Fn(&T) -> usize) -> Vec<&[T
     runs
 }
 
-/// `INSERT INTO <into> VALUES (...), (...)<tail>` over `rows`, a run from `statements` per statement (`weigh`
+/// `INSERT INTO <into> VALUES (...), (...)<tail>` over `rows`, a run from `statements` per statement (`weigh =`
 /// gives a row's large bound fields; none by default), binding the listed fields of each row in order, on either
 /// backend. `$tx` is a `&mut Tx`.
 macro_rules! insert_rows {
     ($tx:expr, $into:expr, $tail:expr, $rows:expr, |$r:ident| [$($field:expr),+ $(,)?]) => {
-        $crate::batch::insert_rows!($tx, $into, $tail, $rows, |$r| [$($field),+], weigh |_row| 0)
+        $crate::batch::insert_rows!($tx, $into, $tail, $rows, |$r| [$($field),+], weigh = |_row| 0)
     };
-    ($tx:expr, $into:expr, $tail:expr, $rows:expr, |$r:ident| [$($field:expr),+ $(,)?], weigh |$w:ident| $weight:expr) => {{
+    ($tx:expr, $into:expr, $tail:expr, $rows:expr, |$r:ident| [$($field:expr),+ $(,)?], weigh = |$w:ident| $weight:expr) => {{
         let rows = $rows;
         let columns = [$(stringify!($field)),+].len();
         for chunk in $crate::batch::statements(&rows[..], |$w| $weight) {
@@ -190,7 +190,7 @@ impl Batch {
             "",
             std::mem::take(&mut self.packages),
             |r| [r.package_id, r.name, r.version, r.metadata, r.created_by, r.created_at, r.seq, r.seq],
-            weigh | r | r.metadata.len()
+            weigh = |r| r.metadata.len()
         );
         insert_rows!(tx, PACKAGE_FILES_INTO, "", std::mem::take(&mut self.package_files), |r| [
             r.package_id,

@@ -127,7 +127,7 @@ pub async fn load(tx: &mut Tx, views: &ViewsDump) -> Result<(), Error> {
         "",
         &views.packages,
         |r| [r.package_id, r.name, r.version, r.metadata, r.created_by, r.created_at, r.created_sequence, r.sequence],
-        weigh | r | r.metadata.len()
+        weigh = |r| r.metadata.len()
     );
     insert_rows!(tx, PACKAGE_FILES_INTO, "", &views.package_files, |r| [
         r.package_id,
