@@ -182,8 +182,9 @@ pub(crate) async fn raw_insert_speed(db: &Database, rows: usize) -> anyhow::Resu
 /// `INSERT` reused for every row, in one transaction on a fresh database file with the views' schema, replay's page
 /// cache and in-memory temporary files, the secondary index built after the rows as a replay builds it, committed
 /// durably (WAL, `synchronous=FULL`); rows per second including the index and the commit. What SQLite itself can do
-/// on this machine for this view, with no driver between.
-pub(crate) fn sqlite_c_insert_speed(dir: &Path, rows: usize) -> anyhow::Result<f64> {
+/// on this machine for this view, with no driver between. `in_key_order` sorts the rows by their key first, so every
+/// insert lands at the end of the table's B-tree (SQLite's best case; a replay's land at random places).
+pub(crate) fn sqlite_c_insert_speed(dir: &Path, rows: usize, in_key_order: bool) -> anyhow::Result<f64> {
     let path = dir.join("c-api-insert.db");
     let conn = rusqlite::Connection::open(&path)?;
     conn.execute_batch(
@@ -191,12 +192,15 @@ pub(crate) fn sqlite_c_insert_speed(dir: &Path, rows: usize) -> anyhow::Result<f
          PRAGMA cache_size = -262144; PRAGMA temp_store = MEMORY;",
     )?;
     conn.execute_batch(include_str!("../../../migrations/sqlite/0002_views.sql"))?;
-    let keys: Vec<(String, String, uuid::Uuid)> = (0..rows)
+    let mut keys: Vec<(String, String, uuid::Uuid)> = (0..rows)
         .map(|i| {
             let b = blake3::hash(&(i as u64).to_le_bytes()).to_hex();
             (format!("blake3:{b}"), format!("sha256:{b}"), uuid::Uuid::new_v4())
         })
         .collect();
+    if in_key_order {
+        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    }
     let index: String = conn.query_row(
         "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1",
         [FILES_SECONDARY_INDEX],
