@@ -17,7 +17,7 @@ pub fn chain_hash(previous: &[u8; 32], event: &Event) -> [u8; 32] {
     let fields = Value::Array(vec![
         Value::Bytes(previous.to_vec()),
         Value::Integer(event.sequence.into()),
-        Value::Text(event.created_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()),
+        Value::Text(crate::time_text(&event.created_at)),
         Value::Text(event.event_type.clone()),
         Value::Text(event.subject_kind.as_str().to_owned()),
         event.subject_id.map_or(Value::Null, |id| Value::Bytes(id.as_bytes().to_vec())),

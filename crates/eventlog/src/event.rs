@@ -138,9 +138,52 @@ pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
+/// The text form of an event's time everywhere it is shown or hashed: RFC 3339 in UTC with exactly six fractional
+/// digits (truncated) and a `Z`, which is `%Y-%m-%dT%H:%M:%S%.6fZ` (the tests hold the two equal).
+///
+/// chrono's RFC 3339 writer puts the digits down directly; the general formatter parses its pattern on every call,
+/// and the committer hashes one of these per event.
+pub fn time_text(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The definition `time_text` follows.
+    const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+
+    proptest! {
+        /// Every instant chrono can hold, leap seconds included, reads as the definition says.
+        #[test]
+        fn time_text_is_the_definition(
+            secs in DateTime::<Utc>::MIN_UTC.timestamp()..=DateTime::<Utc>::MAX_UTC.timestamp(),
+            nanos in 0u32..2_000_000_000,
+        ) {
+            if let Some(t) = DateTime::<Utc>::from_timestamp(secs, nanos) {
+                prop_assert_eq!(time_text(&t), t.format(TIME_FORMAT).to_string());
+            }
+        }
+
+        /// The same, over the years an event is ever stamped with.
+        #[test]
+        fn time_text_is_the_definition_in_our_era(secs in 0i64..4_102_444_800, nanos in 0u32..1_000_000_000) {
+            let t = DateTime::<Utc>::from_timestamp(secs, nanos).unwrap();
+            prop_assert_eq!(time_text(&t), t.format(TIME_FORMAT).to_string());
+        }
+    }
+
+    #[test]
+    fn time_text_examples() {
+        let t = DateTime::parse_from_rfc3339("2026-12-01T23:17:05.123456789Z").unwrap().with_timezone(&Utc);
+        assert_eq!(time_text(&t), "2026-12-01T23:17:05.123456Z");
+        let t = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap().with_timezone(&Utc);
+        assert_eq!(time_text(&t), "2026-01-02T03:04:05.000000Z");
+        let leap = DateTime::<Utc>::from_timestamp(1_483_228_799, 1_500_000_000).unwrap();
+        assert_eq!(time_text(&leap), "2016-12-31T23:59:60.500000Z");
+    }
 
     #[test]
     fn event_types_are_versioned_dotted_names() {

@@ -1,7 +1,7 @@
 //! The JSON form of events: the envelope, and canonical CBOR payloads rendered as JSON.
 
 use artifactstore_cbor::Value;
-use artifactstore_eventlog::{Event, Head};
+use artifactstore_eventlog::{time_text, Event, Head};
 use serde_json::{json, Value as Json};
 
 /// The JSON envelope of one event, as the feed serves it.
@@ -10,7 +10,7 @@ pub fn envelope_json(event: &Event) -> Json {
         artifactstore_cbor::decode_value(&event.payload).map(|value| payload_json(&value)).unwrap_or(Json::Null);
     json!({
         "sequence": event.sequence,
-        "created_at": event.created_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        "created_at": time_text(&event.created_at),
         "event_type": event.event_type,
         "subject_kind": event.subject_kind.as_str(),
         "subject_id": event.subject_id.map(|id| id.to_string()),
@@ -28,7 +28,7 @@ pub fn envelope_cbor(event: &Event) -> Vec<u8> {
     let text = |s: &str| Value::Text(s.to_owned());
     let map = Value::Map(vec![
         (text("sequence"), Value::Integer(event.sequence.into())),
-        (text("created_at"), text(&event.created_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())),
+        (text("created_at"), text(&time_text(&event.created_at))),
         (text("event_type"), text(&event.event_type)),
         (text("subject_kind"), text(event.subject_kind.as_str())),
         (text("subject_id"), event.subject_id.map_or(Value::Null, |id| text(&id.to_string()))),

@@ -162,7 +162,7 @@ const PACKAGE_COLUMNS: &str = "p.package_id, p.name, p.version, p.metadata, p.cr
      p.created_sequence, r.until, r.hold, r.reason, r.expired";
 
 fn time(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    artifactstore_eventlog::time_text(t)
 }
 
 fn retention_of(row: &PackageRow) -> Retention {
