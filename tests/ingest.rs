@@ -149,6 +149,19 @@ impl App {
         self.request(Method::PUT, &format!("{session}?digest={digest}")).send().await.unwrap()
     }
 
+    /// The session row's lease, as `(lease, lease_until_ms)`: both `None` when no request holds it.
+    async fn lease(&self, session: &str) -> (Option<uuid::Uuid>, Option<i64>) {
+        let id = uuid::Uuid::parse_str(session.rsplit('/').next().unwrap()).unwrap();
+        let mut conn = self.state.instance.db.acquire().await.unwrap();
+        artifactstore_db::fetch_one!(
+            &mut conn,
+            (Option<uuid::Uuid>, Option<i64>),
+            "SELECT lease, lease_until_ms FROM upload_sessions WHERE id = $1",
+            id
+        )
+        .unwrap()
+    }
+
     /// Keys below the store's `staging/`.
     async fn staged(&self) -> Vec<String> {
         match (&self.store_dir, &self.s3) {
@@ -216,6 +229,8 @@ async fn upload_sessions_from_open_to_commit() {
         let first = app.patch(&session, 0, data[..chunk].to_vec()).await;
         assert_eq!(first.status(), 202);
         assert_eq!(header_u64(&first, "upload-offset"), chunk as u64);
+        // The save gave the lease up (in the same statement): the session is free by the time the client hears back.
+        assert_eq!(app.lease(&session).await, (None, None));
 
         // HEAD says where to resume.
         let head = app.request(Method::HEAD, &session).send().await.unwrap();
@@ -227,6 +242,7 @@ async fn upload_sessions_from_open_to_commit() {
         let wrong = app.patch(&session, 0, data[..10].to_vec()).await;
         let body = problem(wrong, 409, "offset_mismatch").await;
         assert_eq!(body["offset"], chunk);
+        assert_eq!(app.lease(&session).await, (None, None), "a refused chunk releases the lease too");
 
         // Content-Range works as well as Upload-Offset.
         let second = &data[chunk..2 * chunk];
@@ -339,8 +355,25 @@ async fn mismatches_aborts_and_expiry_store_nothing() {
         problem(response, 422, "digest_mismatch").await;
         assert_eq!(app.head_now().await, before);
 
+        // A wrong digest on a commit that carries the last chunk: 422, and the chunk is kept, its save giving the
+        // lease up, so the session stands at its end and is free for the next request.
+        let carried = app.open(None).await;
+        assert_eq!(app.patch(&carried, 0, data[..1000].to_vec()).await.status(), 202);
+        let response = app
+            .request(Method::PUT, &format!("{carried}?digest={}", other.blake3))
+            .header("upload-offset", 1000)
+            .body(data[1000..].to_vec())
+            .send()
+            .await
+            .unwrap();
+        problem(response, 422, "digest_mismatch").await;
+        let head = app.request(Method::HEAD, &carried).send().await.unwrap();
+        assert_eq!(header_u64(&head, "upload-offset"), data.len() as u64);
+        assert_eq!(app.lease(&carried).await, (None, None));
+        assert_eq!(app.head_now().await, before);
+
         // Abort frees the staged bytes.
-        for session in [&session, &declared] {
+        for session in [&session, &declared, &carried] {
             assert_eq!(app.request(Method::DELETE, session).send().await.unwrap().status(), 204);
             problem(app.request(Method::DELETE, session).send().await.unwrap(), 404, "not_found").await;
         }
@@ -439,18 +472,7 @@ async fn broken_patch(app: &App, session: &str, offset: u64, promised: usize, se
     for _ in 0..100 {
         let head = app.request(Method::HEAD, session).send().await.unwrap();
         assert_eq!(header_u64(&head, "upload-offset"), offset, "a broken chunk is not acknowledged");
-        let row: (Option<i64>,) = {
-            let id = uuid::Uuid::parse_str(session.rsplit('/').next().unwrap()).unwrap();
-            let mut conn = app.state.instance.db.acquire().await.unwrap();
-            artifactstore_db::fetch_one!(
-                &mut conn,
-                (Option<i64>,),
-                "SELECT lease_until_ms FROM upload_sessions WHERE id = $1",
-                id
-            )
-            .unwrap()
-        };
-        if row.0.is_none() {
+        if app.lease(session).await.1.is_none() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

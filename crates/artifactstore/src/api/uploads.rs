@@ -2,7 +2,7 @@
 //!
 //! A session is a row of bookkeeping (offset, the hashers' saved state, where its bytes are staged) and the staged
 //! bytes in the blob store. Each request that writes claims the row with a short lease, streams its body into the
-//! store and both hashers, and saves the new state when the body is complete (a commit that carries a whole blob to
+//! store and both hashers, and saves the new state when the body is complete, giving the lease up in the same statement (a commit that carries a whole blob to
 //! an untouched session on a filesystem store takes no lease: see `commit_unclaimed`). A request that breaks off saves
 //! nothing: the session stays at its last acknowledged offset, which `HEAD` reports, and the next request
 //! overwrites whatever the broken one staged. Any instance can serve any request of a session.
@@ -301,18 +301,19 @@ pub(crate) async fn append(
     let (parts, body) = request.into_parts();
     let offset = requested_offset(&parts.headers)?
         .ok_or_else(|| ApiError::bad_request("a chunk needs `Upload-Offset: N` or `Content-Range: bytes N-M/*`"))?;
-    let (lease, row) = Lease::claim(&state, id).await?;
+    let (mut lease, row) = Lease::claim(&state, id).await?;
     let written = match check_owner(&caller, &row) {
         Ok(()) => match receive_chunk(&state, &row, id, Some(offset), &parts.headers, body).await {
             Ok(received) => match received.finish(true).await {
-                Ok(chunk) => save_chunk(&state, &lease, &chunk).await.map(|()| (chunk.offset, chunk.expires_ms)),
+                Ok(chunk) => save_chunk(&state, &mut lease, &chunk).await.map(|()| (chunk.offset, chunk.expires_ms)),
                 Err(err) => Err(err),
             },
             Err(err) => Err(err),
         },
         Err(err) => Err(err),
     };
-    // Release before answering, so the client's next request finds the session free.
+    // Released before answering (by the save itself when it happened), so the client's next request finds the
+    // session free.
     lease.release().await;
     let (offset, expires_ms) = written?;
     let mut response = StatusCode::ACCEPTED.into_response();
@@ -373,13 +374,13 @@ async fn commit_unclaimed(
 
 /// Moves a chunk staged by an unclaimed commit into its session, under a lease, as the session's first bytes.
 async fn keep_unclaimed_chunk(state: &AppState, id: Uuid, own: Uuid, chunk: &Chunk) -> Result<(), ApiError> {
-    let (lease, row) = Lease::claim(state, id).await?;
+    let (mut lease, row) = Lease::claim(state, id).await?;
     let kept = async {
         if row.offset_bytes != 0 {
             return Err(ApiError::conflict("another request wrote to this upload session meanwhile"));
         }
         state.instance.store.stage_move(own, id).await?;
-        save_chunk(state, &lease, chunk).await
+        save_chunk(state, &mut lease, chunk).await
     }
     .await;
     lease.release().await;
@@ -427,8 +428,8 @@ async fn commit_session(
     digest: Digest,
     body: Option<Body>,
 ) -> Result<Response, ApiError> {
-    let (lease, row) = Lease::claim(state, id).await?;
-    match commit_claimed(state, caller, &lease, row, offset, digest, body).await {
+    let (mut lease, row) = Lease::claim(state, id).await?;
+    match commit_claimed(state, caller, &mut lease, row, offset, digest, body).await {
         Ok(response) => {
             lease.disarm();
             Ok(response)
@@ -443,7 +444,7 @@ async fn commit_session(
 async fn commit_claimed(
     state: &AppState,
     caller: &Caller,
-    lease: &Lease,
+    lease: &mut Lease,
     row: SessionRow,
     offset: Option<u64>,
     digest: Digest,
@@ -708,8 +709,9 @@ struct Chunk {
     staging: StagingState,
 }
 
-/// Records a staged chunk in the session row, if the lease still holds it.
-async fn save_chunk(state: &AppState, lease: &Lease, chunk: &Chunk) -> Result<(), ApiError> {
+/// Records a staged chunk in the session row and gives the lease up in the same statement (one durable write where
+/// a save and a release would be two), if the lease still holds it. Once the statement ran, `lease` holds nothing.
+async fn save_chunk(state: &AppState, lease: &mut Lease, chunk: &Chunk) -> Result<(), ApiError> {
     let (id, token) = (lease.id, lease.token);
     let (offset, hasher, staging, expires_ms) = (
         i64::try_from(chunk.offset).unwrap_or(i64::MAX),
@@ -721,8 +723,8 @@ async fn save_chunk(state: &AppState, lease: &Lease, chunk: &Chunk) -> Result<()
         Box::pin(async move {
             execute!(
                 tx,
-                "UPDATE upload_sessions SET offset_bytes = $2, hasher = $3, staging = $4, expires_ms = $5 \
-                 WHERE id = $1 AND lease = $6",
+                "UPDATE upload_sessions SET offset_bytes = $2, hasher = $3, staging = $4, expires_ms = $5, \
+                 lease = NULL, lease_until_ms = NULL WHERE id = $1 AND lease = $6",
                 id,
                 offset,
                 hasher,
@@ -733,6 +735,8 @@ async fn save_chunk(state: &AppState, lease: &Lease, chunk: &Chunk) -> Result<()
         })
     })
     .await?;
+    // Saved and released, or the lease was no longer ours: there is nothing left to release either way.
+    lease.armed = false;
     if saved == 0 {
         return Err(ApiError::conflict("another request took this session over; ask HEAD for its offset"));
     }
@@ -963,6 +967,7 @@ struct Lease {
     log: EventLog,
     id: Uuid,
     token: Uuid,
+    /// Whether the row may still hold this lease (false once a save gave it up or the row is gone).
     armed: bool,
 }
 
@@ -997,8 +1002,11 @@ impl Lease {
         Err(ApiError::conflict("another request is writing to this upload session; retry when it is done"))
     }
 
+    /// Gives the lease up, unless a save already did.
     async fn release(mut self) {
-        self.armed = false;
+        if !std::mem::replace(&mut self.armed, false) {
+            return;
+        }
         if let Err(err) = release(&self.log, self.id, self.token).await {
             tracing::warn!(session = %self.id, error = ?err, "could not release an upload lease");
         }
