@@ -4,8 +4,9 @@
 //! bytes in the blob store. Each request that writes claims the row with a short lease, streams its body into the
 //! store and both hashers, and saves the new state when the body is complete, giving the lease up in the same
 //! statement (a commit that carries a whole blob to an untouched session on a filesystem store takes no lease: see
-//! `commit_unclaimed`). A request that breaks off saves nothing: the session stays at its last acknowledged offset, which `HEAD` reports, and the next request
-//! overwrites whatever the broken one staged. Any instance can serve any request of a session.
+//! `commit_unclaimed`). A request that breaks off saves nothing: the session stays at its last acknowledged offset,
+//! which `HEAD` reports, and the next request overwrites whatever the broken one staged. Any instance can serve any
+//! request of a session.
 
 use std::time::Duration;
 
