@@ -6,6 +6,7 @@ mod error;
 mod location;
 mod staging;
 mod store;
+mod writeback;
 
 pub use error::Error;
 pub use location::Location;

@@ -3,11 +3,12 @@
 //!
 //! On a filesystem store a session's bytes are one file, `staging/<session>`, appended to and renamed into place.
 //! Each step on it (open and append, commit) is one trip to a blocking thread: on two cores a request that hops
-//! threads a dozen times spends more time waking threads than moving bytes. A long chunk is written and synced by a
-//! task of the writer's own, a megabyte or more at a time, while the rest of it arrives, so the sync that makes the
-//! chunk durable waits for its last bytes only. Whoever opens a staged file holds a lock on it until it is
-//! closed: a request that was dropped mid-chunk may still be writing its queued bytes, and the next request on the
-//! session cuts the file back to its acknowledged length only after that write is over.
+//! threads a dozen times spends more time waking threads than moving bytes. A long chunk is written by a task of
+//! the writer's own, a megabyte or more at a time, while the rest of it arrives; the task starts the disk writing
+//! each batch at once (`writeback`), so the one sync that makes the chunk durable waits for its last bytes only.
+//! Whoever opens a staged file holds a lock on it until it is closed: a request that was dropped mid-chunk may still
+//! be writing its queued bytes, and the next request on the session cuts the file back to its acknowledged length
+//! only after that write is over.
 //! On S3 they are a multipart upload to `staging/<session>/data`; S3 wants every part but the last to be at least
 //! 5 MiB, so a tail shorter than that waits in `staging/<session>/pending-<start>-<len>` until more bytes (or the
 //! commit) arrive. Every object a session owns lies under `staging/<session>`, so abort and commit clear that prefix.
@@ -26,17 +27,20 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::store::Backend;
-use crate::{BlobStore, Error};
+use crate::{writeback, BlobStore, Error};
 
 /// S3 parts are sent once this much is buffered.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// S3's smallest part but the last.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
-/// A filesystem writer hands its bytes to a task of its own, which writes and syncs them while more arrive, in
-/// batches of this many bytes (a chunk shorter than that is written in one call at its end)...
+/// A filesystem writer hands its bytes to a task of its own, which writes them and starts their writeback while
+/// more arrive, in batches of this many bytes (a chunk shorter than that is written in one call at its end)...
 const FILE_BATCH: usize = 1024 * 1024;
-/// ... of which at most this many wait for that task.
+/// ... of which at most this many wait for that task...
 const FILE_QUEUE: usize = 8;
+/// ... and which leaves at most this many bytes written but not yet on the disk before it waits for the oldest: the
+/// most dirty memory one upload holds, and the most the sync at the chunk's end waits for.
+const WRITEBACK_WINDOW: u64 = 16 * 1024 * 1024;
 /// How long a request waits for the staged file while another holds it (a dropped request's last batches still
 /// being written) before it gives up.
 const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -431,8 +435,8 @@ impl StageWriter {
     }
 
     /// Queues the pending bytes for the writer's task, starting it (and handing it the file) the first time. The
-    /// task writes and syncs whatever is queued, again and again, so the disk works while the rest of
-    /// the chunk arrives, and the sync that makes the chunk durable waits for its last bytes only.
+    /// task writes whatever is queued and starts the disk writing it, again and again, so the disk works while the
+    /// rest of the chunk arrives, and the sync that makes the chunk durable waits for its last bytes only.
     async fn send_pending(&mut self) -> Result<(), Error> {
         let (session, start) = (self.session, self.start);
         let WriterKind::File { path, file, pending, pending_len, flight } = &mut self.kind else {
@@ -487,7 +491,7 @@ impl StageWriter {
     async fn flush_file(&mut self, durable: bool) -> Result<(), Error> {
         let (session, start) = (self.session, self.start);
         if let WriterKind::File { flight: Some(_), path, .. } = &self.kind {
-            // The writer's task writes the rest and syncs it.
+            // The writer's task writes the rest and syncs the file.
             let (path, created) = (path.clone(), start == 0);
             self.drain().await?;
             if durable && created {
@@ -588,9 +592,11 @@ fn write_pending(
     Ok(file)
 }
 
-/// The task behind a filesystem writer: writes whatever batches are queued and syncs them, in one call on a
-/// blocking thread, again and again until the queue is closed, and returns the file with everything synced. It
-/// holds no blocking thread while it waits for bytes, so a client that stalls mid-chunk ties up none.
+/// The task behind a filesystem writer: writes whatever batches are queued and starts their writeback
+/// (`writeback::start`), in one call on a blocking thread, again and again until the queue is closed; then syncs
+/// the file once and returns it with everything synced. At most `WRITEBACK_WINDOW` bytes are left on their way to
+/// the disk: beyond that it waits for the oldest. It holds no blocking thread while it waits for bytes, so a client
+/// that stalls mid-chunk ties up none.
 async fn write_behind(
     session: Uuid,
     path: PathBuf,
@@ -598,19 +604,33 @@ async fn write_behind(
     mut file: std::fs::File,
     mut queue: tokio::sync::mpsc::Receiver<Vec<Bytes>>,
 ) -> Result<std::fs::File, Error> {
+    // The end of what was written, and below it the end of what is known to have reached the disk.
+    let (mut end, mut landed) = (start, start);
     while let Some(mut batch) = queue.recv().await {
         while let Ok(more) = queue.try_recv() {
             batch.extend(more);
         }
-        let path = path.clone();
+        let len: u64 = batch.iter().map(|bytes| bytes.len() as u64).sum();
+        let (from, to) = (end, end + len);
+        let land_to = to.saturating_sub(WRITEBACK_WINDOW).max(landed);
+        let (path, landed_from) = (path.clone(), landed);
         file = blocking(move || {
             let file = write_pending(session, &path, start, Some(file), &batch)?;
-            file.sync_data().map_err(Error::io(format!("sync {}", path.display())))?;
+            writeback::start(&file, from, len).map_err(Error::io(format!("write back {}", path.display())))?;
+            if land_to > landed_from {
+                writeback::wait(&file, landed_from, land_to - landed_from)
+                    .map_err(Error::io(format!("write back {}", path.display())))?;
+            }
             Ok(file)
         })
         .await?;
+        (end, landed) = (to, land_to);
     }
-    Ok(file)
+    blocking(move || {
+        file.sync_data().map_err(Error::io(format!("sync {}", path.display())))?;
+        Ok(file)
+    })
+    .await
 }
 
 /// Opens a session's staged file as `open_staged` does, waiting while another request holds it; the wait ends when

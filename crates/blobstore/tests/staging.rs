@@ -149,6 +149,26 @@ async fn filesystem_store() {
     exercise(store).await;
 }
 
+/// A chunk longer than what one writer leaves on its way to the disk (16 MiB), at an offset: the writer waits for
+/// its oldest bytes while the rest arrives, and every byte ends up where it belongs.
+#[tokio::test]
+async fn filesystem_chunks_longer_than_the_writeback_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(&Location::File(dir.path().join("blobs"))).unwrap();
+    let data = bytes(43 * 1024 * 1024 + 17, 7);
+    let hex = blake3::hash(&data).to_hex().to_string();
+    let session = Uuid::now_v7();
+    let head = 3 * 1024 * 1024 + 1;
+    let state = stage(&store, session, &data[..head], head).await;
+    let mut writer = store.stage_writer(session, &state, head as u64).await.unwrap();
+    for frame in data[head..].chunks(256 * 1024) {
+        writer.write(Bytes::copy_from_slice(frame)).await.unwrap();
+    }
+    let state = writer.finish(true).await.unwrap();
+    assert_eq!(store.stage_commit(session, &state, &hex, data.len() as u64).await.unwrap(), Placed::Stored);
+    assert_eq!(read_all(&store, &hex, 0..data.len() as u64).await, data);
+}
+
 #[tokio::test]
 async fn filesystem_writer_refuses_lost_bytes() {
     let dir = tempfile::tempdir().unwrap();
