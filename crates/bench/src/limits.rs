@@ -296,6 +296,37 @@ pub(crate) async fn grouped_commit_speed(db: &Database, group: usize, groups: us
     Ok((group * groups) as f64 / start.elapsed().as_secs_f64())
 }
 
+/// The filesystem side of workload a's single stream alone: `blob` staged into a fresh filesystem store through the
+/// product's own staging code in `chunk`-byte chunks, each ended durably (`finish(true)`) before the next begins, as
+/// each `PATCH` is, in frames of 256 KiB, then committed to its address; no HTTP, no hashing, no database; MiB/s.
+/// Checks the blob was stored whole.
+pub(crate) async fn store_alone_stream(dir: &Path, blob: &crate::push::Blob, chunk: usize) -> anyhow::Result<f64> {
+    use artifactstore_blobstore::{BlobStore, Location, Placed};
+    let store = BlobStore::open(&Location::File(dir.to_path_buf()))?;
+    let session = uuid::Uuid::new_v4();
+    let start = Instant::now();
+    let mut state = store.stage_open(session).await?;
+    let mut offset = 0;
+    while offset < blob.bytes.len() {
+        let end = (offset + chunk.max(1)).min(blob.bytes.len());
+        let mut writer = store.stage_writer(session, &state, offset as u64).await?;
+        let mut at = offset;
+        while at < end {
+            let next = (at + 256 * 1024).min(end);
+            writer.write(blob.bytes.slice(at..next)).await?;
+            at = next;
+        }
+        state = writer.finish(true).await?;
+        offset = end;
+    }
+    let placed = store.stage_commit(session, &state, &blob.blake3, blob.bytes.len() as u64).await?;
+    let speed = blob.bytes.len() as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64();
+    anyhow::ensure!(matches!(placed, Placed::Stored), "the blob was not newly stored");
+    anyhow::ensure!(store.size_of(&blob.blake3).await? == Some(blob.bytes.len() as u64), "the blob is not whole");
+    store.remove(&blob.blake3).await?;
+    Ok(speed)
+}
+
 /// The filesystem side of workload b alone: `clients` tasks each place blobs into a fresh filesystem store through
 /// the product's own staging code, as a one-request upload does (stage the bytes, then `commit_writer`: write,
 /// sync, a leaf directory when new, rename, directory sync), with no HTTP and no database; blobs per second. Checks every

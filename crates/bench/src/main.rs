@@ -231,6 +231,7 @@ async fn workload_a_f(
     let mut big_speeds = Vec::new();
     let mut rss = Vec::new();
     let mut disk_after_big = None;
+    let mut store_after_big = None;
     for kind in [Kind::Artifactstore, Kind::Distribution] {
         // The big blob goes to a fresh server, so its peak memory is that of this one upload.
         let server = start(kind, bins, &work.join(format!("f-{}", kind.name()))).await?;
@@ -255,6 +256,9 @@ async fn workload_a_f(
             let now = limits::disk_write_speed(work, sizes.big_blob, sizes.a_chunk, true)?;
             eprintln!("a: disk write with a sync per chunk right after the big blob: {now:.0} MiB/s");
             disk_after_big = Some(now);
+            let alone = limits::store_alone_stream(&work.join("a-store-alone"), &big[0], sizes.a_chunk).await?;
+            eprintln!("a: the store alone, the big blob in chunks, right after that: {alone:.0} MiB/s");
+            store_after_big = Some(alone);
         }
     }
     let big_label = format!("{} MiB", sizes.big_blob / MIB);
@@ -277,6 +281,18 @@ async fn workload_a_f(
             ),
             format!("{disk_big:.0} MiB/s"),
         );
+        if let Some(alone) = store_after_big {
+            report.limit(
+                "a",
+                &format!(
+                    "the store alone: the same {big_label} staged in {} MiB chunks through the product's filesystem \
+                     staging code in-process, each chunk synced before the next (no HTTP, hashing or database), \
+                     right after that",
+                    sizes.a_chunk / MIB
+                ),
+                format!("{alone:.0} MiB/s"),
+            );
+        }
         for (what, ours, theirs, limit) in [
             (label, speeds[0], speeds[1], disk),
             (format!("one {big_label} blob"), big_speeds[0], big_speeds[1], disk_big),
