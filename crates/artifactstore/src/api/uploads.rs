@@ -241,7 +241,7 @@ async fn commit_in_own_staging(
     claim: Claim,
 ) -> Result<Response, ApiError> {
     let result = async {
-        let received = receive_chunk(state, row, own, offset, headers, body).await?;
+        let received = receive_chunk(state, row, own, offset, headers, body).await?.hashed().await?;
         let computed = received.hasher.clone().finalize();
         if let Err(mismatch) = check_digests(row, digest, &computed) {
             if let (Claim::Unclaimed(id), true) = (&claim, received.writer.is_some()) {
@@ -456,7 +456,7 @@ async fn commit_claimed(
     // A last chunk riding on the commit is made durable and recorded only if the commit does not happen; when it
     // does, the staged file is synced as it moves to its content address.
     let received = match body {
-        Some(body) => receive_chunk(state, &row, id, offset, &HeaderMap::new(), body).await?,
+        Some(body) => receive_chunk(state, &row, id, offset, &HeaderMap::new(), body).await?.hashed().await?,
         None => Received {
             offset: u64::try_from(row.offset_bytes).unwrap_or(0),
             expires_ms: row.expires_ms,
@@ -609,7 +609,7 @@ fn check_digests(row: &SessionRow, digest: Digest, computed: &DualDigest) -> Res
 }
 
 /// Streams `body` into the session's staging and hashers at `offset`; the caller ends the chunk, to save it
-/// (`Received::finish`) or to commit (`Received::place`).
+/// (`Receiving::finish`) or, once it is hashed (`Receiving::hashed`), to commit (`Received::place`).
 async fn receive_chunk(
     state: &AppState,
     row: &SessionRow,
@@ -617,7 +617,7 @@ async fn receive_chunk(
     offset: Option<u64>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Received, ApiError> {
+) -> Result<Receiving, ApiError> {
     let limits = &state.instance.config.uploads;
     let current = u64::try_from(row.offset_bytes).unwrap_or(0);
     if let Some(offset) = offset {
@@ -663,9 +663,48 @@ async fn receive_chunk(
         hashing.update(frame.clone()).await;
         writer.as_mut().expect("opened above").write(frame).await?;
     }
-    let hasher = hashing.finish().await?;
     let expires_ms = now_ms() + i64::try_from(limits.session_idle.as_millis()).unwrap_or(i64::MAX / 2);
-    Ok(Received { offset: current + received, expires_ms, hasher, staging, writer })
+    Ok(Receiving { offset: current + received, expires_ms, hashing, staging, writer })
+}
+
+/// A chunk streamed into staging, whose last frames may still be being hashed and written.
+struct Receiving {
+    /// The session's length with the chunk.
+    offset: u64,
+    expires_ms: i64,
+    hashing: Hashing,
+    /// The session's staging before the chunk.
+    staging: StagingState,
+    /// Holds the chunk's bytes; `None` when it carried none.
+    writer: Option<StageWriter>,
+}
+
+impl Receiving {
+    /// Waits for the hashing to take in the last frames: a commit needs the digests before it places the bytes.
+    async fn hashed(self) -> Result<Received, ApiError> {
+        let hasher = self.hashing.finish().await?;
+        Ok(Received {
+            offset: self.offset,
+            expires_ms: self.expires_ms,
+            hasher,
+            staging: self.staging,
+            writer: self.writer,
+        })
+    }
+
+    /// Ends the chunk for the session row to record, durably: the hashing of its last frames and the sync of its
+    /// bytes at once, where one after the other would leave the disk idle while the hashing finishes.
+    async fn finish(self, durable: bool) -> Result<Chunk, ApiError> {
+        let Receiving { offset, expires_ms, hashing, staging, writer } = self;
+        let ended = async move {
+            match writer {
+                Some(writer) => Ok::<_, ApiError>(writer.finish(durable).await?),
+                None => Ok(staging),
+            }
+        };
+        let (hasher, staging) = tokio::try_join!(hashing.finish(), ended)?;
+        Ok(Chunk { offset, expires_ms, hasher, staging })
+    }
 }
 
 /// A chunk streamed into staging and hashed, not yet ended.
