@@ -7,7 +7,6 @@
 use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt as _, Mode};
 use block_buffer::EagerBuffer;
 use sha2::digest::generic_array::typenum::U64;
-use sha2::digest::generic_array::GenericArray;
 
 /// BLAKE3's chunk length.
 const CHUNK: u64 = 1024;
@@ -100,42 +99,32 @@ fn subtree_cv(bytes: &[u8], offset: u64) -> ChainingValue {
 const SHA256_IV: [u32; 8] =
     [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
 
-/// SHA-256 over a stream: the chaining state, a partial block and the length.
+/// SHA-256 over a stream: the chaining state, a partial block (the buffer `sha2` itself uses, always shorter than a
+/// block) and the length.
 #[derive(Clone)]
 pub(crate) struct Sha256State {
     pub(crate) h: [u32; 8],
-    pub(crate) block: Vec<u8>,
+    pub(crate) block: EagerBuffer<U64>,
     pub(crate) len: u64,
 }
 
 impl Default for Sha256State {
     fn default() -> Self {
-        Self { h: SHA256_IV, block: Vec::with_capacity(64), len: 0 }
+        Self { h: SHA256_IV, block: EagerBuffer::default(), len: 0 }
     }
 }
 
 impl Sha256State {
     pub(crate) fn update(&mut self, data: &[u8]) {
         self.len += data.len() as u64;
-        // The partial block is shorter than a block between calls, as the buffer requires. Whole blocks reach the
-        // block function straight from `data`, in one call, never copied: copying them into a batch first halved
-        // the speed.
-        let mut buffer = EagerBuffer::<U64>::new(&self.block);
-        buffer.digest_blocks(data, |blocks| sha2::compress256(&mut self.h, blocks));
-        self.block.clear();
-        self.block.extend_from_slice(buffer.get_data());
+        // Whole blocks reach the block function straight from `data`, in one call, never copied: copying them into a
+        // batch first halved the speed.
+        self.block.digest_blocks(data, |blocks| sha2::compress256(&mut self.h, blocks));
     }
 
     pub(crate) fn finalize(&self) -> [u8; 32] {
-        let mut h = self.h;
-        let mut last = self.block.clone();
-        last.push(0x80);
-        while last.len() % 64 != 56 {
-            last.push(0);
-        }
-        last.extend_from_slice(&(self.len.wrapping_mul(8)).to_be_bytes());
-        let blocks: Vec<GenericArray<u8, U64>> = last.chunks_exact(64).map(GenericArray::clone_from_slice).collect();
-        sha2::compress256(&mut h, &blocks);
+        let (mut h, mut last) = (self.h, self.block.clone());
+        last.len64_padding_be(self.len.wrapping_mul(8), |block| sha2::compress256(&mut h, std::slice::from_ref(block)));
         let mut out = [0; 32];
         for (word, bytes) in h.iter().zip(out.chunks_exact_mut(4)) {
             bytes.copy_from_slice(&word.to_be_bytes());
@@ -168,15 +157,15 @@ const VERSION: u8 = 1;
 /// Layout (little-endian): magic, version, size u64, SHA-256 words 8×u32, partial block length u8 and bytes,
 /// BLAKE3 chunk count u64, stack length u8 and 32-byte values, tail length u32 and bytes.
 pub(crate) fn save(size: u64, sha: &Sha256State, b3: &Blake3State) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + sha.block.len() + b3.stack.len() * 32 + b3.tail.len());
+    let mut out = Vec::with_capacity(64 + sha.block.get_pos() + b3.stack.len() * 32 + b3.tail.len());
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
     out.extend_from_slice(&size.to_le_bytes());
     for word in sha.h {
         out.extend_from_slice(&word.to_le_bytes());
     }
-    out.push(sha.block.len() as u8);
-    out.extend_from_slice(&sha.block);
+    out.push(sha.block.get_pos() as u8);
+    out.extend_from_slice(sha.block.get_data());
     out.extend_from_slice(&b3.chunks.to_le_bytes());
     out.push(b3.stack.len() as u8);
     for cv in &b3.stack {
@@ -228,7 +217,7 @@ pub(crate) fn restore(bytes: &[u8]) -> Result<(u64, Sha256State, Blake3State), S
     if block_len >= 64 {
         return Err(StateError::Inconsistent("a partial SHA-256 block is shorter than 64 bytes"));
     }
-    let block = r.take(block_len)?.to_vec();
+    let block = EagerBuffer::new(r.take(block_len)?);
     if size % 64 != block_len as u64 {
         return Err(StateError::Inconsistent("the partial SHA-256 block does not fit the size"));
     }
