@@ -241,8 +241,8 @@ async fn commit_in_own_staging(
     claim: Claim,
 ) -> Result<Response, ApiError> {
     let result = async {
-        let received = receive_chunk(state, row, own, offset, headers, body).await?.hashed().await?;
-        let computed = received.hasher.clone().finalize();
+        let mut received = receive_chunk(state, row, own, offset, headers, body).await?;
+        let computed = received.digest().await?;
         if let Err(mismatch) = check_digests(row, digest, &computed) {
             if let (Claim::Unclaimed(id), true) = (&claim, received.writer.is_some()) {
                 // The bytes were never acknowledged: if they cannot be kept, the client still learns its digest
@@ -455,17 +455,17 @@ async fn commit_claimed(
     check_owner(caller, &row)?;
     // A last chunk riding on the commit is made durable and recorded only if the commit does not happen; when it
     // does, the staged file is synced as it moves to its content address.
-    let received = match body {
-        Some(body) => receive_chunk(state, &row, id, offset, &HeaderMap::new(), body).await?.hashed().await?,
+    let mut received = match body {
+        Some(body) => receive_chunk(state, &row, id, offset, &HeaderMap::new(), body).await?,
         None => Received {
             offset: u64::try_from(row.offset_bytes).unwrap_or(0),
             expires_ms: row.expires_ms,
-            hasher: DualHasher::restore(&row.hasher).map_err(|err| ApiError::internal(&err))?,
+            hashing: Hashing::new(DualHasher::restore(&row.hasher).map_err(|err| ApiError::internal(&err))?),
             staging: StagingState::from_json(id, &row.staging)?,
             writer: None,
         },
     };
-    let computed = received.hasher.clone().finalize();
+    let computed = received.digest().await?;
     if let Err(mismatch) = check_digests(&row, digest, &computed) {
         if received.writer.is_some() {
             let chunk = received.finish(true).await?;
@@ -609,7 +609,7 @@ fn check_digests(row: &SessionRow, digest: Digest, computed: &DualDigest) -> Res
 }
 
 /// Streams `body` into the session's staging and hashers at `offset`; the caller ends the chunk, to save it
-/// (`Receiving::finish`) or, once it is hashed (`Receiving::hashed`), to commit (`Received::place`).
+/// (`Received::finish`) or to commit (`Received::digest`, then `Received::place`).
 async fn receive_chunk(
     state: &AppState,
     row: &SessionRow,
@@ -617,7 +617,7 @@ async fn receive_chunk(
     offset: Option<u64>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Receiving, ApiError> {
+) -> Result<Received, ApiError> {
     let limits = &state.instance.config.uploads;
     let current = u64::try_from(row.offset_bytes).unwrap_or(0);
     if let Some(offset) = offset {
@@ -664,11 +664,11 @@ async fn receive_chunk(
         writer.as_mut().expect("opened above").write(frame).await?;
     }
     let expires_ms = now_ms() + i64::try_from(limits.session_idle.as_millis()).unwrap_or(i64::MAX / 2);
-    Ok(Receiving { offset: current + received, expires_ms, hashing, staging, writer })
+    Ok(Received { offset: current + received, expires_ms, hashing, staging, writer })
 }
 
-/// A chunk streamed into staging, whose last frames may still be being hashed and written.
-struct Receiving {
+/// A chunk streamed into staging, whose last frames may still be being hashed and written; not yet ended.
+struct Received {
     /// The session's length with the chunk.
     offset: u64,
     expires_ms: i64,
@@ -679,23 +679,18 @@ struct Receiving {
     writer: Option<StageWriter>,
 }
 
-impl Receiving {
-    /// Waits for the hashing to take in the last frames: a commit needs the digests before it places the bytes.
-    async fn hashed(self) -> Result<Received, ApiError> {
-        let hasher = self.hashing.finish().await?;
-        Ok(Received {
-            offset: self.offset,
-            expires_ms: self.expires_ms,
-            hasher,
-            staging: self.staging,
-            writer: self.writer,
-        })
+impl Received {
+    /// The digests of the session's bytes with the chunk, once the hashing has taken in its last frames: a commit
+    /// needs them before it places the bytes.
+    async fn digest(&mut self) -> Result<DualDigest, ApiError> {
+        Ok(self.hashing.settle().await?.clone().finalize())
     }
 
-    /// Ends the chunk for the session row to record, durably: the hashing of its last frames and the sync of its
-    /// bytes at once, where one after the other would leave the disk idle while the hashing finishes.
+    /// Ends the chunk (with `durable`, it survives a crash once this returns) for the session row to record: the
+    /// hashing of its last frames and the sync of its bytes at once, where one after the other would leave the disk
+    /// idle while the hashing finishes.
     async fn finish(self, durable: bool) -> Result<Chunk, ApiError> {
-        let Receiving { offset, expires_ms, hashing, staging, writer } = self;
+        let Received { offset, expires_ms, hashing, staging, writer } = self;
         let ended = async move {
             match writer {
                 Some(writer) => Ok::<_, ApiError>(writer.finish(durable).await?),
@@ -704,29 +699,6 @@ impl Receiving {
         };
         let (hasher, staging) = tokio::try_join!(hashing.finish(), ended)?;
         Ok(Chunk { offset, expires_ms, hasher, staging })
-    }
-}
-
-/// A chunk streamed into staging and hashed, not yet ended.
-struct Received {
-    /// The session's length with the chunk.
-    offset: u64,
-    expires_ms: i64,
-    hasher: DualHasher,
-    /// The session's staging before the chunk.
-    staging: StagingState,
-    /// Holds the chunk's bytes; `None` when it carried none.
-    writer: Option<StageWriter>,
-}
-
-impl Received {
-    /// Ends the chunk (with `durable`, it survives a crash once this returns) for the session row to record.
-    async fn finish(self, durable: bool) -> Result<Chunk, ApiError> {
-        let staging = match self.writer {
-            Some(writer) => writer.finish(durable).await?,
-            None => self.staging,
-        };
-        Ok(Chunk { offset: self.offset, expires_ms: self.expires_ms, hasher: self.hasher, staging })
     }
 
     /// Ends the chunk and puts everything staged at the blob's content address, durably (unless the store holds it
@@ -853,27 +825,36 @@ impl Hashing {
             let hasher = hasher.take().expect("the task starts once");
             HashTask { batches, done: tokio::spawn(hash_behind(hasher, queue)) }
         });
-        // The task stops early only if hashing panicked, which `finish` reports.
+        // The task stops early only if hashing panicked, which `settle` reports.
         let _ = batches.send(batch).await;
+    }
+
+    /// Waits until every frame queued so far is hashed; the hasher is then at hand, and `finish` returns at once.
+    async fn settle(&mut self) -> Result<&DualHasher, ApiError> {
+        if self.task.is_none() {
+            let hasher = self.hasher.as_mut().expect("no task took it");
+            hasher.update_all(&self.pending);
+        } else {
+            if self.pending_len > 0 {
+                self.send_pending().await;
+            }
+            let HashTask { batches, done } = self.task.take().expect("checked above");
+            drop(batches);
+            self.hasher = Some(match done.await {
+                Ok(Some(hasher)) => hasher,
+                Ok(None) => return Err(ApiError::internal(&"hashing a chunk failed")),
+                Err(err) => return Err(ApiError::internal(&err)),
+            });
+        }
+        self.pending.clear();
+        self.pending_len = 0;
+        Ok(self.hasher.as_ref().expect("settled above"))
     }
 
     /// The hasher, with every frame fed to it.
     async fn finish(mut self) -> Result<DualHasher, ApiError> {
-        if self.task.is_none() {
-            let mut hasher = self.hasher.take().expect("no task took it");
-            hasher.update_all(&self.pending);
-            return Ok(hasher);
-        }
-        if self.pending_len > 0 {
-            self.send_pending().await;
-        }
-        let HashTask { batches, done } = self.task.take().expect("checked above");
-        drop(batches);
-        match done.await {
-            Ok(Some(hasher)) => Ok(hasher),
-            Ok(None) => Err(ApiError::internal(&"hashing a chunk failed")),
-            Err(err) => Err(ApiError::internal(&err)),
-        }
+        self.settle().await?;
+        Ok(self.hasher.take().expect("settled"))
     }
 }
 
