@@ -595,8 +595,8 @@ fn write_pending(
 /// The task behind a filesystem writer: writes whatever batches are queued and starts their writeback
 /// (`writeback::start`), in one call on a blocking thread, again and again until the queue is closed; then syncs
 /// the file once and returns it with everything synced. At most `WRITEBACK_WINDOW` bytes are left on their way to
-/// the disk: beyond that it waits for the oldest. It holds no blocking thread while it waits for bytes, so a client
-/// that stalls mid-chunk ties up none.
+/// the disk: beyond that it waits for the oldest. Bytes on the disk have their pages let go (`writeback::forget`).
+/// It holds no blocking thread while it waits for bytes, so a client that stalls mid-chunk ties up none.
 async fn write_behind(
     session: Uuid,
     path: PathBuf,
@@ -620,6 +620,7 @@ async fn write_behind(
             if land_to > landed_from {
                 writeback::wait(&file, landed_from, land_to - landed_from)
                     .map_err(Error::io(format!("write back {}", path.display())))?;
+                writeback::forget(&file, landed_from, land_to - landed_from);
             }
             Ok(file)
         })
@@ -628,6 +629,7 @@ async fn write_behind(
     }
     blocking(move || {
         file.sync_data().map_err(Error::io(format!("sync {}", path.display())))?;
+        writeback::forget(&file, landed, end - landed);
         Ok(file)
     })
     .await

@@ -8,6 +8,13 @@
 //!
 //! `sync_file_range` makes nothing durable by itself (no metadata, no cache flush): callers always end with
 //! `File::sync_data`, which waits for the writeback started here as well.
+//!
+//! Once streamed bytes are on the disk, their pages are let go (`forget`). They are not read back soon, and
+//! writing each chunk into pages just let go recycles a few megabytes of memory instead of taking fresh pages for
+//! every chunk. Fresh pages are what makes a streaming writer slow where memory that stood free is handed back to a
+//! hypervisor (free page reporting): the first write to each page traps to the host, and on the machine in
+//! docs/BENCHMARKS.md that made copying into new pages about 250 MiB/s instead of several GiB/s. Without it the
+//! pages of a large upload also crowd out the pages that downloads are reading.
 
 use std::fs::File;
 
@@ -43,6 +50,24 @@ pub(crate) fn wait(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
 pub(crate) fn wait(_file: &File, _offset: u64, _len: u64) -> std::io::Result<()> {
     Ok(())
 }
+
+/// Lets the kernel drop the cached pages of `len` bytes of `file` from `offset`, which must be on the disk already
+/// (written back or synced: dirty pages are not dropped). Advice only: a kernel or filesystem that keeps them
+/// changes nothing but memory use, so nothing is reported.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub(crate) fn forget(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd as _;
+    let (Ok(offset), Ok(len @ 1..)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: `posix_fadvise` reads no memory of ours; the descriptor is open for the borrow of `file`.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
+}
+
+/// Keeps the pages: there is no portable advice to drop them.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn forget(_file: &File, _offset: u64, _len: u64) {}
 
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]

@@ -191,3 +191,59 @@ async fn s3_store() {
     let keys = server.list_keys().await;
     assert!(keys.iter().all(|k| !k.contains("staging/")), "{keys:?}");
 }
+
+/// How many of `path`'s pages are in the page cache, and how many it has (`mincore` over a mapping of the file).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn resident_pages(path: &std::path::Path) -> (usize, usize) {
+    use std::os::fd::AsRawFd as _;
+    let file = std::fs::File::open(path).unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    // SAFETY: `sysconf` reads nothing of ours.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap();
+    let pages = len.div_ceil(page);
+    let mut residency = vec![0u8; pages];
+    // SAFETY: a shared read-only mapping of an open file, of its length, never dereferenced, unmapped below;
+    // `mincore` writes one byte per page of it into `residency`, which holds that many.
+    unsafe {
+        let map = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0);
+        assert_ne!(map, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        assert_eq!(libc::mincore(map, len, residency.as_mut_ptr()), 0, "mincore: {}", std::io::Error::last_os_error());
+        libc::munmap(map, len);
+    }
+    (residency.iter().filter(|&&byte| byte & 1 == 1).count(), pages)
+}
+
+/// Streamed chunks leave their pages to the kernel once they are on the disk (a long upload recycles a few
+/// megabytes of page cache instead of filling it), and their bytes read back whole, from the disk.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn filesystem_streamed_chunks_let_their_pages_go() {
+    let dir = tempfile::tempdir().unwrap();
+    // SAFETY: `statfs` fills the struct it is given.
+    #[allow(unsafe_code)]
+    let fs_type = unsafe {
+        let mut stat: libc::statfs = std::mem::zeroed();
+        let path = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(libc::statfs(path.as_ptr(), &mut stat), 0);
+        stat.f_type
+    };
+    if fs_type == libc::TMPFS_MAGIC {
+        eprintln!("SKIPPED: the temporary directory is on tmpfs, whose pages are its storage and never let go");
+        return;
+    }
+    let root = dir.path().join("blobs");
+    let store = BlobStore::open(&Location::File(root.clone())).unwrap();
+    // Two chunks, the second longer than the writeback window, so pages are let go both mid-chunk and at its end.
+    let data = bytes(27 * 1024 * 1024 + 3, 9);
+    let session = Uuid::now_v7();
+    let state = stage(&store, session, &data, 20 * 1024 * 1024 + 1).await;
+    let staged = root.join("staging").join(session.to_string());
+    let (resident, pages) = resident_pages(&staged);
+    // Some pages around the chunks' unaligned edges may stay (the kernel keeps a whole folio where a range starts or
+    // ends inside it); megabytes may not.
+    assert!(resident * 50 <= pages, "{resident} of {pages} pages of the staged file are still cached");
+    let hex = blake3::hash(&data).to_hex().to_string();
+    assert_eq!(store.stage_commit(session, &state, &hex, data.len() as u64).await.unwrap(), Placed::Stored);
+    assert_eq!(read_all(&store, &hex, 0..data.len() as u64).await, data);
+}
