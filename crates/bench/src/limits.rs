@@ -24,7 +24,7 @@ pub(crate) fn dual_digest_speed(size: usize) -> f64 {
 
 /// Writes `size` bytes to a new file under `dir` in `chunk`-byte writes and syncs it, at the end or, with
 /// `each_chunk`, after every write, as a chunked upload that acknowledges only durable chunks must at the least,
-/// letting each synced chunk's pages go as the server's staging does (so the next write recycles them instead of
+/// letting each synced chunk's pages go through the staging's own `forget_cached` (so the next write recycles them instead of
 /// touching fresh memory, which on a virtual machine with free page reporting costs more than the disk); MiB/s.
 pub(crate) fn disk_write_speed(dir: &Path, size: usize, chunk: usize, each_chunk: bool) -> anyhow::Result<f64> {
     let data = vec![0xa5u8; chunk.max(1)];
@@ -37,7 +37,7 @@ pub(crate) fn disk_write_speed(dir: &Path, size: usize, chunk: usize, each_chunk
         file.write_all(&data[..n])?;
         if each_chunk {
             file.sync_data()?;
-            forget(&file, (size - left) as u64, n as u64);
+            artifactstore_blobstore::forget_cached(&file, (size - left) as u64, n as u64);
         }
         left -= n;
     }
@@ -46,18 +46,6 @@ pub(crate) fn disk_write_speed(dir: &Path, size: usize, chunk: usize, each_chunk
     std::fs::remove_file(&path)?;
     Ok(speed)
 }
-
-/// Lets the kernel drop the cached pages of a synced range of `file`.
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-fn forget(file: &std::fs::File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: `posix_fadvise` reads no memory of ours; the descriptor is open for the borrow of `file`.
-    unsafe { libc::posix_fadvise(file.as_raw_fd(), offset as i64, len as i64, libc::POSIX_FADV_DONTNEED) };
-}
-
-#[cfg(not(target_os = "linux"))]
-fn forget(_file: &std::fs::File, _offset: u64, _len: u64) {}
 
 /// `threads` threads each create 4 KiB files and fsync them for `duration`; fsyncs per second in total.
 pub(crate) fn fsync_rate(dir: &Path, threads: usize, duration: Duration) -> anyhow::Result<f64> {

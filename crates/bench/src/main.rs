@@ -257,8 +257,8 @@ async fn workload_a_f(
                 *slot = Some((idle, peak));
             }
             if kind == Kind::Artifactstore {
-                // This machine's disk writes in bursts: after a gigabyte or so its speed can fall to a fifth for
-                // a while. The limit for a durable single stream is the disk as it is right after that stream.
+                // The limit for a durable single stream is the disk as it is right after that stream, written as
+                // the server's staging writes it (each synced chunk's pages let go: ADR 0019).
                 drop(server);
                 let now = limits::disk_write_speed(work, sizes.big_blob, sizes.a_chunk, true)?;
                 eprintln!("a: disk write with a sync per chunk right after the big blob: {now:.0} MiB/s");

@@ -12,3 +12,4 @@ pub use error::Error;
 pub use location::Location;
 pub use staging::{Placed, StageWriter, StagedObject, StagingState, MIN_PART_SIZE, PART_SIZE};
 pub use store::{BlobStore, ByteStream};
+pub use writeback::forget as forget_cached;

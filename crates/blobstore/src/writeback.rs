@@ -56,7 +56,7 @@ pub(crate) fn wait(_file: &File, _offset: u64, _len: u64) -> std::io::Result<()>
 /// changes nothing but memory use, so nothing is reported.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-pub(crate) fn forget(file: &File, offset: u64, len: u64) {
+pub fn forget(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd as _;
     let (Ok(offset), Ok(len @ 1..)) = (i64::try_from(offset), i64::try_from(len)) else {
         return;
@@ -67,7 +67,7 @@ pub(crate) fn forget(file: &File, offset: u64, len: u64) {
 
 /// Keeps the pages: there is no portable advice to drop them.
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn forget(_file: &File, _offset: u64, _len: u64) {}
+pub fn forget(_file: &File, _offset: u64, _len: u64) {}
 
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]

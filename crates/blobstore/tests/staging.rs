@@ -234,7 +234,7 @@ async fn filesystem_streamed_chunks_let_their_pages_go() {
     }
     let root = dir.path().join("blobs");
     let store = BlobStore::open(&Location::File(root.clone())).unwrap();
-    // Two chunks, the second longer than the writeback window, so pages are let go both mid-chunk and at its end.
+    // Two chunks, the first longer than the writeback window, so pages are let go both mid-chunk and at a chunk's end.
     let data = bytes(27 * 1024 * 1024 + 3, 9);
     let session = Uuid::now_v7();
     let state = stage(&store, session, &data, 20 * 1024 * 1024 + 1).await;
