@@ -486,3 +486,38 @@ async fn unit(log: EventLog, backend: Backend, i: i64, wreck: bool) -> (i64, boo
         (i, written.is_ok(), i % 8 == 1, true)
     }
 }
+
+/// Callers answered by one group who write again at once, even after a few turns of their own, go in the next group
+/// together rather than trickling into several: a group costs one durable commit whatever its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_coming_straight_back_share_the_next_group() {
+    const CALLERS: u64 = 16;
+    const ROUNDS: u64 = 40;
+    for backend in BACKENDS {
+        let Some(test) = TestDb::of(backend).await else { continue };
+        let log = open(&test).await;
+        let before = log.stats();
+        let mut tasks = Vec::new();
+        for caller in 0..CALLERS {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                for round in 0..ROUNDS {
+                    log.append(event(caller * 1_000 + round)).await.unwrap();
+                    // Some work of the caller's own before its next write, over a few turns of the runtime.
+                    for _ in 0..3 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let stats = log.stats();
+        let (events, commits) = (stats.events - before.events, stats.commits - before.commits);
+        assert_eq!(events, CALLERS * ROUNDS, "{backend:?}");
+        // Full groups would be ROUNDS commits; allow a quarter more for the callers' start and end.
+        assert!(commits <= ROUNDS * 5 / 4, "{backend:?}: {events} events took {commits} commits");
+        assert!(log.verify_chain(|_, _| {}).await.unwrap().is_ok());
+    }
+}
