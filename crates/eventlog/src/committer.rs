@@ -156,14 +156,17 @@ const GATHER_YIELDS: usize = 8;
 
 /// Lets the callers of the group just answered run before the next group is taken, so that the many who queue
 /// their next write at once go in it instead of the group after: a group costs one durable commit whatever its size.
-/// Yields until as many jobs wait as the group had, at most `GATHER_YIELDS` times. Each turn runs whatever the
-/// runtime has ready, so callers that are not coming back cost a few microseconds, never a timed wait.
+/// Yields once, then again while the turn before brought more jobs and fewer wait than the group had, at most
+/// `GATHER_YIELDS` times. When nobody comes back at once (callers answering over HTTP), that is the one turn.
 async fn gather(queue: &mpsc::Receiver<Job>, answered: usize) {
+    let mut waiting = queue.len();
     for _ in 0..GATHER_YIELDS {
         tokio::task::yield_now().await;
-        if queue.len() >= answered {
+        let now = queue.len();
+        if now >= answered || now == waiting {
             break;
         }
+        waiting = now;
     }
 }
 

