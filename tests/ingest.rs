@@ -395,6 +395,39 @@ async fn mismatches_aborts_and_expiry_store_nothing() {
     }
 }
 
+/// Whole blobs committed at once on a filesystem store: each is recorded and reads back, and `/metrics` counts
+/// their placements and the rounds of syncs that made them durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_blobs_at_once_are_placed_in_counted_rounds() {
+    let Some(app) = App::start(Backend::Sqlite, StoreKind::File, Options::default()).await else { return };
+    let app = std::sync::Arc::new(app);
+    let blobs: Vec<Vec<u8>> = (0..12u8).map(|n| bytes(4096, 100 + n)).collect();
+    let mut commits = Vec::new();
+    for data in blobs.clone() {
+        let app = app.clone();
+        commits.push(tokio::spawn(async move {
+            let session = app.open(None).await;
+            let digest = DualDigest::of(&data).blake3.to_string();
+            app.commit_whole(&session, &digest, data).await.status()
+        }));
+    }
+    for commit in commits {
+        assert_eq!(commit.await.unwrap(), 201);
+    }
+    for data in &blobs {
+        let got = app.request(Method::GET, &format!("/v1/blobs/{}", DualDigest::of(data).blake3)).send().await;
+        assert_eq!(got.unwrap().bytes().await.unwrap().as_ref(), data.as_slice());
+    }
+    let text = app.request(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    let count = |name: &str| -> u64 {
+        let line = text.lines().find(|line| line.starts_with(name)).unwrap_or_else(|| panic!("no {name}:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(count("artifactstore_blob_placements_total"), 12, "{text}");
+    let rounds = count("artifactstore_blob_placement_rounds_total");
+    assert!((1..=12).contains(&rounds), "{rounds} rounds for 12 placements");
+}
+
 #[tokio::test]
 async fn a_commit_carrying_the_whole_blob() {
     for (backend, kind) in SETUPS {

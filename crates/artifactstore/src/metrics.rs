@@ -44,6 +44,8 @@ pub struct Metrics {
     head_sequence: Gauge,
     subscribers: Gauge,
     subscribers_cut: Counter<u64, AtomicU64>,
+    blob_placements: Counter<u64, AtomicU64>,
+    blob_placement_rounds: Counter<u64, AtomicU64>,
     /// How many events the in-process relay trails the head by (0 without a relay).
     pub relay_lag: Gauge,
 }
@@ -61,6 +63,8 @@ impl Default for Metrics {
             head_sequence: Gauge::default(),
             subscribers: Gauge::default(),
             subscribers_cut: Counter::default(),
+            blob_placements: Counter::default(),
+            blob_placement_rounds: Counter::default(),
             relay_lag: Gauge::default(),
             registry: Registry::default(),
         };
@@ -76,6 +80,16 @@ impl Default for Metrics {
             "feed_subscribers_cut",
             "Live feed subscribers closed for falling behind",
             metrics.subscribers_cut.clone(),
+        );
+        registry.register(
+            "blob_placements",
+            "Blobs this instance put at their content address on a filesystem store (or found there already)",
+            metrics.blob_placements.clone(),
+        );
+        registry.register(
+            "blob_placement_rounds",
+            "Rounds of filesystem syncs that made those placements durable, each for a group of them",
+            metrics.blob_placement_rounds.clone(),
         );
         registry.register("relay_lag_events", "Events the broker relay trails the head by", metrics.relay_lag.clone());
         Metrics { registry, ..metrics }
@@ -103,6 +117,9 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<Response, Ap
     let feed = state.broadcaster.stats();
     m.subscribers.set(i64::try_from(feed.subscribers).unwrap_or(i64::MAX));
     set_counter(&m.subscribers_cut, feed.cut);
+    let placed = state.instance.store.placement_stats();
+    set_counter(&m.blob_placements, placed.placements);
+    set_counter(&m.blob_placement_rounds, placed.rounds);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &m.registry).map_err(|err| ApiError::internal(&err))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())

@@ -26,6 +26,7 @@ use object_store::{ObjectStore, PutPayload};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::placement::Placer;
 use crate::store::Backend;
 use crate::{writeback, BlobStore, Error};
 
@@ -222,14 +223,15 @@ impl BlobStore {
         size: u64,
     ) -> Result<Placed, Error> {
         let blob_key = BlobStore::blob_key(blake3_hex);
-        if let (Backend::File { root, .. }, StagingState::File) = (&self.backend, state) {
+        if let (Backend::File { root, placer, .. }, StagingState::File) = (&self.backend, state) {
             let (from, to) = (Self::staging_file(root, session), root.join(&blob_key));
             let empty = blake3_hex == EMPTY_BLAKE3;
-            return patiently(|| {
+            let ready = patiently(|| {
                 let (from, to) = (from.clone(), to.clone());
-                blocking(move || place_file(session, &from, &to, empty, size))
+                blocking(move || prepare_file(session, &from, &to, empty, size))
             })
-            .await;
+            .await?;
+            return complete(placer, ready, from, to).await;
         }
         if self.size_of(blake3_hex).await?.is_some() {
             self.stage_abort(session, state).await?;
@@ -274,15 +276,15 @@ impl BlobStore {
     }
 
     /// Ends a writer's chunk and puts everything the session staged, that chunk included, at the blob's content
-    /// address: `finish` and `stage_commit` in one. On a filesystem it is one trip to a blocking thread (write, sync,
-    /// rename, directory sync), and a blob the store holds already costs no write of the bytes still pending (those
-    /// of a long chunk already handed to the writer's task are written by then).
+    /// address: `finish` and `stage_commit` in one. On a filesystem it is one trip to a blocking thread (the write)
+    /// and one round of the store's placing thread (`placement`), and a blob the store holds already costs no write
+    /// of the bytes still pending (those of a long chunk already handed to the writer's task are written by then).
     pub async fn commit_writer(&self, mut writer: StageWriter, blake3_hex: &str) -> Result<Placed, Error> {
         writer.drain().await?;
         let (session, start) = (writer.session, writer.start);
-        let (root, (path, opened, pending)) = match (&self.backend, writer.kind) {
-            (Backend::File { root, .. }, WriterKind::File { path, file, pending, .. }) => {
-                (root.clone(), (path, file, pending))
+        let (root, placer, (path, opened, pending)) = match (&self.backend, writer.kind) {
+            (Backend::File { root, placer, .. }, WriterKind::File { path, file, pending, .. }) => {
+                (root.clone(), placer, (path, file, pending))
             }
             (_, kind) => {
                 let size = writer.start + writer.written;
@@ -292,20 +294,18 @@ impl BlobStore {
         };
         let to = root.join(BlobStore::blob_key(blake3_hex));
         let (mut opened, pending) = (opened, std::sync::Arc::new(pending));
-        patiently(|| {
+        let ready = patiently(|| {
             // Only a writer that has not opened its file yet can find it busy, so a retry has no file to pass on.
             let (path, to, opened, pending) = (path.clone(), to.clone(), opened.take(), pending.clone());
             blocking(move || {
-                if let Some(placed) = drop_if_stored(&path, &to)? {
-                    return Ok(placed);
+                if remove_if_stored(&path, &to)? {
+                    return Ok(Ready::Stored);
                 }
-                let file = write_pending(session, &path, start, opened, &pending)?;
-                ensure_dir(to.parent().expect("a blob path has a directory"))?;
-                rename_synced(file, &path, &to)?;
-                Ok(Placed::Stored)
+                Ok(Ready::File(write_pending(session, &path, start, opened, &pending)?))
             })
         })
-        .await
+        .await?;
+        complete(placer, ready, path, to).await
     }
 
     /// Makes the bytes staged under `from` (a filesystem staging of one request's own) the staged bytes of session
@@ -724,49 +724,67 @@ fn cut_locked(session: Uuid, file: &std::fs::File, path: &std::path::Path, len: 
     Ok(())
 }
 
-/// Moves a staged file to its content address, durably: the bytes are synced before the rename and the directory
-/// after it. When the store holds the blob already the staged file is dropped instead.
-fn place_file(
+/// What a placement's trip to a blocking thread found.
+enum Ready {
+    /// The store holds the blob already; the staged file is gone.
+    Stored,
+    /// The staged file, written and cut to the session's length, open and locked, to be renamed into place.
+    File(std::fs::File),
+}
+
+/// Readies a staged file to be moved to its content address (`complete` moves it); when the store holds the blob
+/// already the staged file is dropped instead.
+fn prepare_file(
     session: Uuid,
     from: &std::path::Path,
     to: &std::path::Path,
     empty: bool,
     size: u64,
-) -> Result<Placed, Error> {
-    if let Some(placed) = drop_if_stored(from, to)? {
-        return Ok(placed);
+) -> Result<Ready, Error> {
+    if remove_if_stored(from, to)? {
+        return Ok(Ready::Stored);
     }
-    ensure_dir(to.parent().expect("a blob path has a directory"))?;
     // A session that never received a byte has no staged file; only the empty blob has its address.
     if empty && !from.exists() {
         ensure_dir(from.parent().expect("a staging file has a directory"))?;
         std::fs::File::create(from).map_err(Error::io(format!("create {}", from.display())))?;
     }
-    // The bytes of an acknowledged chunk are synced already; a last chunk that rode on the commit is not, and
-    // must be before the blob appears at its address.
-    move_durably(session, from, to, Some(size))?;
-    Ok(Placed::Stored)
+    open_cut(session, from, Some(size)).map(Ready::File)
 }
 
-/// When the store holds the blob at `to` already, drops the staged file at `from` and answers `AlreadyStored`.
-fn drop_if_stored(from: &std::path::Path, to: &std::path::Path) -> Result<Option<Placed>, Error> {
+/// Puts a readied staged file at its address with the placing thread's next round, or when the store held the blob
+/// already waits for that round to make its name durable (the request that renamed it may not have synced yet):
+/// either way the blob is durable at its address once this returns.
+async fn complete(placer: &Placer, ready: Ready, from: PathBuf, to: PathBuf) -> Result<Placed, Error> {
+    match ready {
+        Ready::Stored => {
+            placer.settle(to).await?;
+            Ok(Placed::AlreadyStored)
+        }
+        Ready::File(file) => placer.place(file, from, to).await,
+    }
+}
+
+/// When the store holds the blob at `to` already, removes the staged file at `from` and answers true.
+pub(crate) fn remove_if_stored(from: &std::path::Path, to: &std::path::Path) -> Result<bool, Error> {
     if !std::fs::metadata(to).is_ok_and(|meta| meta.is_file()) {
-        return Ok(None);
+        return Ok(false);
     }
     match std::fs::remove_file(from) {
-        Ok(()) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => return Err(Error::io(format!("remove {}", from.display()))(err)),
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(err) => Err(Error::io(format!("remove {}", from.display()))(err)),
     }
-    // Another request may have renamed the blob into place and not yet synced its directory: this request's event
-    // must not commit before the blob's name is durable.
-    sync_dir(to.parent().expect("a blob path has a directory"))?;
-    Ok(Some(Placed::AlreadyStored))
 }
 
 /// Renames a staged file to `to` durably: its bytes are synced before the rename and `to`'s directory after it.
 /// With `size`, the session's acknowledged length, the file is locked and cut to it first.
 fn move_durably(session: Uuid, from: &std::path::Path, to: &std::path::Path, size: Option<u64>) -> Result<(), Error> {
+    rename_synced(open_cut(session, from, size)?, from, to)
+}
+
+/// Opens a staged file for its move and, with `size`, locks it and cuts it to that length.
+fn open_cut(session: Uuid, from: &std::path::Path, size: Option<u64>) -> Result<std::fs::File, Error> {
     let file = std::fs::OpenOptions::new().write(true).open(from).map_err(|err| Error::Staging {
         session,
         why: format!("the staged bytes at {} are gone: {err}", from.display()),
@@ -774,7 +792,7 @@ fn move_durably(session: Uuid, from: &std::path::Path, to: &std::path::Path, siz
     if let Some(size) = size {
         cut_locked(session, &file, from, size)?;
     }
-    rename_synced(file, from, to)
+    Ok(file)
 }
 
 /// Syncs `file`, open at `from`, renames it to `to` and syncs `to`'s directory.
@@ -787,7 +805,7 @@ fn rename_synced(file: std::fs::File, from: &std::path::Path, to: &std::path::Pa
 
 /// Creates `dir` (and its missing parents) durably: each new directory's entry is synced in its parent. A directory
 /// that exists costs one failed `mkdir`.
-fn ensure_dir(dir: &std::path::Path) -> Result<(), Error> {
+pub(crate) fn ensure_dir(dir: &std::path::Path) -> Result<(), Error> {
     let create = || match std::fs::create_dir(dir) {
         Ok(()) => Ok(true),
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
@@ -806,7 +824,7 @@ fn ensure_dir(dir: &std::path::Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn sync_dir(dir: &std::path::Path) -> Result<(), Error> {
+pub(crate) fn sync_dir(dir: &std::path::Path) -> Result<(), Error> {
     let handle = std::fs::File::open(dir).map_err(Error::io(format!("open {}", dir.display())))?;
     handle.sync_all().map_err(Error::io(format!("sync {}", dir.display())))
 }

@@ -11,6 +11,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore};
 
+use crate::placement::{PlacementStats, Placer};
 use crate::{Error, Location};
 
 /// The registry's blob storage: one object per blob at `blobs/blake3/ab/cd/<hex>`, and staged uploads beside it.
@@ -22,7 +23,7 @@ pub struct BlobStore {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Backend {
-    File { root: PathBuf, store: Arc<LocalFileSystem> },
+    File { root: PathBuf, store: Arc<LocalFileSystem>, placer: Arc<Placer> },
     S3 { store: Arc<AmazonS3>, prefix: String },
 }
 
@@ -48,7 +49,8 @@ impl BlobStore {
                 let root = std::fs::canonicalize(root)
                     .map_err(Error::io(format!("resolve the blob store directory {}", root.display())))?;
                 let store = LocalFileSystem::new_with_prefix(&root)?;
-                Backend::File { root, store: Arc::new(store) }
+                let placer = Arc::new(Placer::start(&root)?);
+                Backend::File { root, store: Arc::new(store), placer }
             }
             Location::S3 { bucket, prefix } => {
                 let mut builder = AmazonS3Builder::from_env();
@@ -73,6 +75,15 @@ impl BlobStore {
     /// Where the store lives.
     pub fn location(&self) -> &Location {
         &self.location
+    }
+
+    /// How many blobs a filesystem store has placed since it was opened, and in how many rounds of syncs (none on
+    /// S3).
+    pub fn placement_stats(&self) -> PlacementStats {
+        match &self.backend {
+            Backend::File { placer, .. } => placer.stats(),
+            Backend::S3 { .. } => PlacementStats::default(),
+        }
     }
 
     /// Whether this store keeps its bytes on S3.

@@ -169,6 +169,44 @@ async fn filesystem_chunks_longer_than_the_writeback_window() {
     assert_eq!(read_all(&store, &hex, 0..data.len() as u64).await, data);
 }
 
+/// Many blobs placed at once, some of them the same blob: each distinct blob is stored once and the others find it,
+/// every one reads back whole, nothing is left staged, and the placements share rounds of syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_placements_at_once_share_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(&Location::File(dir.path().join("blobs"))).unwrap();
+    let blobs: Vec<Vec<u8>> = (0..48u8).map(|n| bytes(4096 + usize::from(n), n)).collect();
+    let same = bytes(10_000, 200);
+    let mut tasks = Vec::new();
+    for data in blobs.iter().cloned().chain(std::iter::repeat_n(same.clone(), 16)) {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let hex = blake3::hash(&data).to_hex().to_string();
+            let session = Uuid::now_v7();
+            let state = store.stage_open(session).await.unwrap();
+            let mut writer = store.stage_writer(session, &state, 0).await.unwrap();
+            writer.write(Bytes::from(data)).await.unwrap();
+            let placed = store.commit_writer(writer, &hex).await.unwrap();
+            (hex, placed)
+        }));
+    }
+    let mut placed = Vec::new();
+    for task in tasks {
+        placed.push(task.await.unwrap());
+    }
+    assert!(placed[..48].iter().all(|(_, p)| *p == Placed::Stored), "{placed:?}");
+    let stored_same = placed[48..].iter().filter(|(_, p)| *p == Placed::Stored).count();
+    assert_eq!(stored_same, 1, "one of the same blob's placements stores it, the others find it: {placed:?}");
+    for data in blobs.iter().chain([&same]) {
+        let hex = blake3::hash(data).to_hex().to_string();
+        assert_eq!(read_all(&store, &hex, 0..data.len() as u64).await, *data);
+    }
+    assert!(store.staged().await.unwrap().is_empty(), "every staged file was moved or dropped");
+    let stats = store.placement_stats();
+    assert_eq!(stats.placements, 64);
+    assert!(stats.rounds < stats.placements, "64 placements at once took {} rounds", stats.rounds);
+}
+
 #[tokio::test]
 async fn filesystem_writer_refuses_lost_bytes() {
     let dir = tempfile::tempdir().unwrap();
