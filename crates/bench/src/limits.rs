@@ -330,9 +330,10 @@ pub(crate) async fn store_alone_stream(dir: &Path, blob: &crate::push::Blob, chu
 }
 
 /// The filesystem side of workload b alone: `clients` tasks each place blobs into a fresh filesystem store through
-/// the product's own staging code, as a one-request upload does (stage the bytes, then `commit_writer`: write,
-/// sync, a leaf directory when new, rename, directory sync), with no HTTP and no database; blobs per second. Checks every
-/// blob was stored.
+/// the product's own staging code, as a one-request upload does (stage the bytes, then `commit_writer`: write, and
+/// a round of the store's placing thread shared with the placements queued meanwhile: filesystem sync, a leaf
+/// directory when new, rename, filesystem sync), with no HTTP and no database; blobs per second. Checks every blob
+/// was stored.
 pub(crate) async fn store_alone_rate(
     dir: &Path,
     blobs: std::sync::Arc<Vec<crate::push::Blob>>,

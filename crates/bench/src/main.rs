@@ -365,7 +365,7 @@ async fn workload_b(report: &mut Report, sizes: &Sizes, bins: Bins<'_>, work: &s
     report.limit(
         "b",
         "the store alone: the same 4 KiB blobs staged and committed by 16 tasks through the product's filesystem \
-         staging code in-process (create, write, sync, new leaf directory, rename, directory syncs), no HTTP or database",
+         staging code in-process (create and write, then the placing thread's rounds: filesystem sync, new leaf directories and renames, filesystem sync), no HTTP or database",
         format!("{alone:.0} blobs/s"),
     );
     report.push(

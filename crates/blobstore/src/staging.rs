@@ -42,6 +42,9 @@ const FILE_QUEUE: usize = 8;
 /// ... and which leaves at most this many bytes written but not yet on the disk before it waits for the oldest: the
 /// most dirty memory one upload holds, and the most the sync at the chunk's end waits for.
 const WRITEBACK_WINDOW: u64 = 16 * 1024 * 1024;
+/// A blob's only chunk up to this long is written by the placing thread in the round that places it (`placement`);
+/// a longer one is written on a blocking thread of its own first, so that rounds stay short.
+const PLACER_WRITES: usize = 64 * 1024;
 /// How long a request waits for the staged file while another holds it (a dropped request's last batches still
 /// being written) before it gives up.
 const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -294,6 +297,14 @@ impl BlobStore {
         };
         let to = root.join(BlobStore::blob_key(blake3_hex));
         let (mut opened, pending) = (opened, std::sync::Arc::new(pending));
+        let small = pending.iter().map(Bytes::len).sum::<usize>() <= PLACER_WRITES;
+        if opened.is_none() && start == 0 && small {
+            // A small blob's only chunk: the placing thread writes it in its next round.
+            match placer.write_and_place(session, path.clone(), pending.clone(), to.clone()).await {
+                Err(Error::Busy { .. }) => {} // A dropped request still holds the file: wait for it below.
+                placed => return placed,
+            }
+        }
         let ready = patiently(|| {
             // Only a writer that has not opened its file yet can find it busy, so a retry has no file to pass on.
             let (path, to, opened, pending) = (path.clone(), to.clone(), opened.take(), pending.clone());
@@ -575,7 +586,7 @@ async fn join<T>(handle: tokio::task::JoinHandle<Result<T, Error>>) -> Result<T,
 }
 
 /// Writes a writer's pending bytes to its staged file, opening the file first if this writer has not yet.
-fn write_pending(
+pub(crate) fn write_pending(
     session: Uuid,
     path: &std::path::Path,
     start: u64,
