@@ -145,8 +145,8 @@ fn run(root: &std::fs::File, queue: &mpsc::Receiver<Job>, counts: &Counts) {
     }
 }
 
-/// Syncs the filesystem, renames every staged file of the group, and syncs the filesystem again; one outcome per
-/// job. A failed sync fails every job it was to make durable.
+/// Writes the group's small blobs to their staged files, syncs the filesystem, renames every staged file of the
+/// group, and syncs the filesystem again; one outcome per job. A failed sync fails every job it was to make durable.
 #[cfg(target_os = "linux")]
 fn place_group(root: &std::fs::File, group: &mut [Job]) -> Vec<Result<Placed, Error>> {
     let what = |job: &Job| format!("make {} durable", job.to.display());
