@@ -14,7 +14,9 @@
 //! waits for the next: the longer the disk takes, the larger the groups. A placement that finds its blob already
 //! stored asks for a round with nothing to rename, since the request that renamed it may not have synced yet.
 //! A small blob sent whole in one request is even written by the round (its staged file created and written before
-//! the first sync), which spares the request a trip to a blocking thread of its own.
+//! the first sync), which spares the request a trip to a blocking thread of its own. Each sync of the filesystem is
+//! followed by an `fsync` of the store's root, which flushes the disk's cache once more after the sync's last
+//! metadata writes (`place_group`). A failed sync stops the thread placing anything (`run`).
 //!
 //! `syncfs` writes out everything dirty on the filesystem, not only the store's files: a store sharing its
 //! filesystem with a heavy writer waits for that writer's data as well (ADR 0020). Off Linux, each placement is
@@ -32,7 +34,7 @@ use crate::{Error, Placed};
 /// Counts of a store's placements since it was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PlacementStats {
-    /// Placements answered (renames, and placements that found their blob already stored).
+    /// Placements that succeeded (renames, and placements that found their blob already stored).
     pub placements: u64,
     /// Rounds run: each made a group of placements durable with at most two syncs of the filesystem.
     pub rounds: u64,
@@ -131,13 +133,32 @@ impl Placer {
 }
 
 /// The placing thread: one round per wake-up, taking every job queued by then.
+///
+/// Once a sync has failed the thread places nothing more: the kernel reports a lost write once, so a later sync
+/// that succeeds proves nothing about the pages the failed one lost, and a blob named then might be recorded without
+/// its bytes. Every later placement fails until the service is restarted (and `verify` run), as PostgreSQL stops on
+/// a failed `fsync`.
 fn run(root: &std::fs::File, queue: &mpsc::Receiver<Job>, counts: &Counts) {
+    let mut broken: Option<String> = None;
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
         group.extend(queue.try_iter());
-        let outcomes = place_group(root, &mut group);
+        let outcomes = match &broken {
+            Some(why) => group.iter().map(|_| Err(refused(why))).collect(),
+            None => place_group(root, &mut group),
+        };
+        if broken.is_none() {
+            broken = outcomes.iter().find_map(|outcome| match outcome {
+                Err(Error::Io { what, source }) if what.starts_with(SYNC_FAILED) => Some(format!("{what}: {source}")),
+                _ => None,
+            });
+            if let Some(why) = &broken {
+                tracing::error!(error = %why, "syncing the blob store failed: no blob is placed until the service restarts; run `artifactstore verify`");
+            }
+        }
         counts.rounds.fetch_add(1, Ordering::Relaxed);
-        counts.placements.fetch_add(group.len() as u64, Ordering::Relaxed);
+        let placed = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+        counts.placements.fetch_add(placed as u64, Ordering::Relaxed);
         for (job, outcome) in group.into_iter().zip(outcomes) {
             // A caller that went away (its request dropped) needs no answer; its blob is placed all the same.
             let _ = job.done.send(outcome);
@@ -145,15 +166,30 @@ fn run(root: &std::fs::File, queue: &mpsc::Receiver<Job>, counts: &Counts) {
     }
 }
 
+/// What a failed sync's error says first; a placing thread that sees it places nothing more.
+const SYNC_FAILED: &str = "sync the blob store";
+
+/// The answer to a placement once a sync has failed.
+fn refused(why: &str) -> Error {
+    Error::Io { what: SYNC_FAILED.into(), source: std::io::Error::other(format!("an earlier sync failed ({why})")) }
+}
+
 /// Writes the group's small blobs to their staged files, syncs the filesystem, renames every staged file of the
 /// group, and syncs the filesystem again; one outcome per job. A failed sync fails every job it was to make durable.
+///
+/// Each `syncfs` is followed by an `fsync` of the store's root directory. On ext4 without a journal `syncfs` flushes
+/// the disk's cache before its last metadata writes (inodes, directory blocks) rather than after them; the `fsync`
+/// flushes again once they are written, so a staged file's inode is on the disk before any name points at it, and
+/// every new name before its placement is answered.
 #[cfg(target_os = "linux")]
 fn place_group(root: &std::fs::File, group: &mut [Job]) -> Vec<Result<Placed, Error>> {
-    let what = |job: &Job| format!("make {} durable", job.to.display());
     let mut written: Vec<Option<Error>> = group.iter_mut().map(write_staged).collect();
     if group.iter().any(|job| matches!(job.staged, Staged::File(..))) {
-        if let Err(err) = syncfs(root) {
-            return group.iter().map(|job| Err(Error::io(what(job))(copy(&err)))).collect();
+        if let Err(err) = sync_store(root) {
+            return written
+                .into_iter()
+                .map(|failed| Err(failed.unwrap_or_else(|| Error::io(SYNC_FAILED)(copy(&err)))))
+                .collect();
         }
     }
     let mut outcomes: Vec<Result<Placed, Error>> = group
@@ -169,14 +205,21 @@ fn place_group(root: &std::fs::File, group: &mut [Job]) -> Vec<Result<Placed, Er
             (None, _) => Ok(Placed::AlreadyStored),
         })
         .collect();
-    if let Err(err) = syncfs(root) {
-        for (outcome, job) in outcomes.iter_mut().zip(group.iter()) {
+    if let Err(err) = sync_store(root) {
+        for outcome in &mut outcomes {
             if outcome.is_ok() {
-                *outcome = Err(Error::io(what(job))(copy(&err)));
+                *outcome = Err(Error::io(SYNC_FAILED)(copy(&err)));
             }
         }
     }
     outcomes
+}
+
+/// `syncfs` on the store's filesystem, then `fsync` of its root directory (see `place_group`).
+#[cfg(target_os = "linux")]
+fn sync_store(root: &std::fs::File) -> std::io::Result<()> {
+    syncfs(root)?;
+    root.sync_all()
 }
 
 /// Writes a job's bytes to its new staged file, making it a job with a file, or one with nothing when its blob is
@@ -185,9 +228,17 @@ fn write_staged(job: &mut Job) -> Option<Error> {
     let Staged::Bytes { session, from, bytes } = &job.staged else {
         return None;
     };
-    if std::fs::metadata(&job.to).is_ok_and(|meta| meta.is_file()) {
-        job.staged = Staged::Nothing;
-        return None;
+    match crate::staging::remove_if_stored(from, &job.to) {
+        Ok(true) => {
+            // A file a dropped request staged for the same session, if any, is gone too.
+            job.staged = Staged::Nothing;
+            return None;
+        }
+        Ok(false) => {}
+        Err(err) => {
+            job.staged = Staged::Nothing;
+            return Some(err);
+        }
     }
     match crate::staging::write_pending(*session, from, 0, None, bytes) {
         Ok(file) => {

@@ -279,9 +279,10 @@ impl BlobStore {
     }
 
     /// Ends a writer's chunk and puts everything the session staged, that chunk included, at the blob's content
-    /// address: `finish` and `stage_commit` in one. On a filesystem it is one trip to a blocking thread (the write)
-    /// and one round of the store's placing thread (`placement`), and a blob the store holds already costs no write
-    /// of the bytes still pending (those of a long chunk already handed to the writer's task are written by then).
+    /// address: `finish` and `stage_commit` in one. On a filesystem it is one round of the store's placing thread
+    /// (`placement`), which also writes a small blob's only chunk; a longer last chunk is written on a blocking thread
+    /// first. A blob the store holds already costs no write of the bytes still pending (those of a long chunk already
+    /// handed to the writer's task are written by then).
     pub async fn commit_writer(&self, mut writer: StageWriter, blake3_hex: &str) -> Result<Placed, Error> {
         writer.drain().await?;
         let (session, start) = (writer.session, writer.start);

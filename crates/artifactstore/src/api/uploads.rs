@@ -703,7 +703,8 @@ impl Received {
 
     /// Ends the chunk and puts everything staged at the blob's content address, durably (unless the store holds it
     /// already): bytes first, so a blob is durable at its address before the event that names it commits. On a
-    /// filesystem the chunk's bytes, the sync and the rename take one trip to a blocking thread.
+    /// filesystem the rename and its syncs are a round of the store's placing thread, shared with every placement
+    /// queued meanwhile (ADR 0020).
     async fn place(self, store: &BlobStore, id: Uuid, computed: &DualDigest) -> Result<Placed, ApiError> {
         let blake3_hex = computed.blake3.hex();
         Ok(match self.writer {
