@@ -1,5 +1,6 @@
 //! Placements made durable together: a filesystem store's blobs reach their content address in groups, each group
-//! costing two syncs of the whole filesystem instead of three `fsync`s per blob.
+//! costing two syncs of the whole filesystem (each followed by an `fsync` of the store's root) instead of three
+//! `fsync`s per blob.
 //!
 //! A blob is placed by renaming its staged file to its address. For the name to be trusted after a crash its bytes
 //! must be on the disk before the rename, and the new name (with any directory created for it) after it. Each
@@ -143,18 +144,13 @@ fn run(root: &std::fs::File, queue: &mpsc::Receiver<Job>, counts: &Counts) {
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
         group.extend(queue.try_iter());
+        let was_broken = broken.is_some();
         let outcomes = match &broken {
             Some(why) => group.iter().map(|_| Err(refused(why))).collect(),
-            None => place_group(root, &mut group),
+            None => place_group(root, &mut group, &mut broken),
         };
-        if broken.is_none() {
-            broken = outcomes.iter().find_map(|outcome| match outcome {
-                Err(Error::Io { what, source }) if what.starts_with(SYNC_FAILED) => Some(format!("{what}: {source}")),
-                _ => None,
-            });
-            if let Some(why) = &broken {
-                tracing::error!(error = %why, "syncing the blob store failed: no blob is placed until the service restarts; run `artifactstore verify`");
-            }
+        if let (Some(why), false) = (&broken, was_broken) {
+            tracing::error!(error = %why, "syncing the blob store failed: no blob is placed until the service restarts; run `artifactstore verify`");
         }
         counts.rounds.fetch_add(1, Ordering::Relaxed);
         let placed = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
@@ -166,7 +162,7 @@ fn run(root: &std::fs::File, queue: &mpsc::Receiver<Job>, counts: &Counts) {
     }
 }
 
-/// What a failed sync's error says first; a placing thread that sees it places nothing more.
+/// What a failed sync's errors say was being done.
 const SYNC_FAILED: &str = "sync the blob store";
 
 /// The answer to a placement once a sync has failed.
@@ -174,21 +170,29 @@ fn refused(why: &str) -> Error {
     Error::Io { what: SYNC_FAILED.into(), source: std::io::Error::other(format!("an earlier sync failed ({why})")) }
 }
 
+/// A failed sync's error for one job of its round, noting the failure in `broken` for the rounds after it.
+#[cfg(target_os = "linux")]
+fn sync_failed(err: &std::io::Error, broken: &mut Option<String>) -> Error {
+    broken.get_or_insert_with(|| err.to_string());
+    Error::io(SYNC_FAILED)(copy(err))
+}
+
 /// Writes the group's small blobs to their staged files, syncs the filesystem, renames every staged file of the
-/// group, and syncs the filesystem again; one outcome per job. A failed sync fails every job it was to make durable.
+/// group, and syncs the filesystem again; one outcome per job. A failed sync fails every job it was to make durable
+/// and is noted in `broken`.
 ///
 /// Each `syncfs` is followed by an `fsync` of the store's root directory. On ext4 without a journal `syncfs` flushes
 /// the disk's cache before its last metadata writes (inodes, directory blocks) rather than after them; the `fsync`
 /// flushes again once they are written, so a staged file's inode is on the disk before any name points at it, and
 /// every new name before its placement is answered.
 #[cfg(target_os = "linux")]
-fn place_group(root: &std::fs::File, group: &mut [Job]) -> Vec<Result<Placed, Error>> {
+fn place_group(root: &std::fs::File, group: &mut [Job], broken: &mut Option<String>) -> Vec<Result<Placed, Error>> {
     let mut written: Vec<Option<Error>> = group.iter_mut().map(write_staged).collect();
     if group.iter().any(|job| matches!(job.staged, Staged::File(..))) {
         if let Err(err) = sync_store(root) {
             return written
                 .into_iter()
-                .map(|failed| Err(failed.unwrap_or_else(|| Error::io(SYNC_FAILED)(copy(&err)))))
+                .map(|failed| Err(failed.unwrap_or_else(|| sync_failed(&err, broken))))
                 .collect();
         }
     }
@@ -208,7 +212,7 @@ fn place_group(root: &std::fs::File, group: &mut [Job]) -> Vec<Result<Placed, Er
     if let Err(err) = sync_store(root) {
         for outcome in &mut outcomes {
             if outcome.is_ok() {
-                *outcome = Err(Error::io(SYNC_FAILED)(copy(&err)));
+                *outcome = Err(sync_failed(&err, broken));
             }
         }
     }
@@ -255,7 +259,7 @@ fn write_staged(job: &mut Job) -> Option<Error> {
 
 /// Off Linux there is no `syncfs`: each job syncs its own file and directories.
 #[cfg(not(target_os = "linux"))]
-fn place_group(_root: &std::fs::File, group: &mut [Job]) -> Vec<Result<Placed, Error>> {
+fn place_group(_root: &std::fs::File, group: &mut [Job], _broken: &mut Option<String>) -> Vec<Result<Placed, Error>> {
     group
         .iter_mut()
         .map(|job| {
@@ -269,15 +273,8 @@ fn place_group(_root: &std::fs::File, group: &mut [Job]) -> Vec<Result<Placed, E
                         crate::staging::sync_dir(dir)?;
                         return Ok(Placed::AlreadyStored);
                     }
-                    file.sync_data().map_err(Error::io(format!("sync {}", from.display())))?;
-                    drop(file);
                     crate::staging::ensure_dir(dir)?;
-                    std::fs::rename(&from, &job.to).map_err(Error::io(format!(
-                        "move {} to {}",
-                        from.display(),
-                        job.to.display()
-                    )))?;
-                    crate::staging::sync_dir(dir).map(|()| Placed::Stored)
+                    crate::staging::rename_synced(file, &from, &job.to).map(|()| Placed::Stored)
                 }
                 _ => crate::staging::sync_dir(dir).map(|()| Placed::AlreadyStored),
             }

@@ -286,9 +286,9 @@ impl BlobStore {
     pub async fn commit_writer(&self, mut writer: StageWriter, blake3_hex: &str) -> Result<Placed, Error> {
         writer.drain().await?;
         let (session, start) = (writer.session, writer.start);
-        let (root, placer, (path, opened, pending)) = match (&self.backend, writer.kind) {
-            (Backend::File { root, placer, .. }, WriterKind::File { path, file, pending, .. }) => {
-                (root.clone(), placer, (path, file, pending))
+        let (root, placer, (path, opened, pending, pending_len)) = match (&self.backend, writer.kind) {
+            (Backend::File { root, placer, .. }, WriterKind::File { path, file, pending, pending_len, .. }) => {
+                (root.clone(), placer, (path, file, pending, pending_len))
             }
             (_, kind) => {
                 let size = writer.start + writer.written;
@@ -298,8 +298,7 @@ impl BlobStore {
         };
         let to = root.join(BlobStore::blob_key(blake3_hex));
         let (mut opened, pending) = (opened, std::sync::Arc::new(pending));
-        let small = pending.iter().map(Bytes::len).sum::<usize>() <= PLACER_WRITES;
-        if opened.is_none() && start == 0 && small {
+        if opened.is_none() && start == 0 && pending_len <= PLACER_WRITES {
             // A small blob's only chunk: the placing thread writes it in its next round.
             match placer.write_and_place(session, path.clone(), pending.clone(), to.clone()).await {
                 Err(Error::Busy { .. }) => {} // A dropped request still holds the file: wait for it below.
@@ -808,7 +807,7 @@ fn open_cut(session: Uuid, from: &std::path::Path, size: Option<u64>) -> Result<
 }
 
 /// Syncs `file`, open at `from`, renames it to `to` and syncs `to`'s directory.
-fn rename_synced(file: std::fs::File, from: &std::path::Path, to: &std::path::Path) -> Result<(), Error> {
+pub(crate) fn rename_synced(file: std::fs::File, from: &std::path::Path, to: &std::path::Path) -> Result<(), Error> {
     file.sync_data().map_err(Error::io(format!("sync {}", from.display())))?;
     drop(file);
     std::fs::rename(from, to).map_err(Error::io(format!("move {} to {}", from.display(), to.display())))?;
