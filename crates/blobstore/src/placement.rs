@@ -86,7 +86,15 @@ impl Placer {
         let thread_counts = counts.clone();
         std::thread::Builder::new()
             .name("blob-placer".into())
-            .spawn(move || run(&handle, &queue, &thread_counts))
+            .spawn(move || {
+                // A panic ends the thread: every placement waiting and every later one fails as "stopped". Say so
+                // where the operator looks, not only on standard error.
+                let ran =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&handle, &queue, &thread_counts)));
+                if ran.is_err() {
+                    tracing::error!("the blob placing thread panicked: no blob is placed until the service restarts");
+                }
+            })
             .map_err(Error::io("start the blob placing thread"))?;
         Ok(Placer { jobs, counts })
     }

@@ -207,6 +207,42 @@ async fn filesystem_placements_at_once_share_rounds() {
     assert!(stats.rounds < stats.placements, "64 placements at once took {} rounds", stats.rounds);
 }
 
+/// A small blob's only chunk goes to the placing thread to be written; when a dropped request still holds the
+/// session's staged file, the thread answers busy, and the commit waits for the file on its own and places the blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_small_commit_waits_for_a_held_staged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("blobs");
+    let store = BlobStore::open(&Location::File(root.clone())).unwrap();
+    let session = Uuid::now_v7();
+    let state = store.stage_open(session).await.unwrap();
+    // What a dropped request leaves while its write still runs: the session's staged file, open and locked.
+    let path = root.join("staging").join(session.to_string());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, b"a dropped request's bytes").unwrap();
+    let held = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    held.lock().unwrap();
+    let data = bytes(4096, 7);
+    let hex = blake3::hash(&data).to_hex().to_string();
+    let mut writer = store.stage_writer(session, &state, 0).await.unwrap();
+    writer.write(Bytes::from(data.clone())).await.unwrap();
+    let commit = tokio::spawn({
+        let (store, hex) = (store.clone(), hex.clone());
+        async move { store.commit_writer(writer, &hex).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!commit.is_finished(), "the commit waits while another holds the staged file");
+    let rounds = store.placement_stats().rounds;
+    assert!(rounds >= 1, "the placing thread was asked first");
+    drop(held);
+    assert_eq!(commit.await.unwrap().unwrap(), Placed::Stored);
+    assert_eq!(read_all(&store, &hex, 0..data.len() as u64).await, data, "the blob holds the commit's bytes only");
+    let stats = store.placement_stats();
+    assert_eq!(stats.placements, 1, "{stats:?}");
+    assert!(stats.rounds > rounds, "placed in a later round: {stats:?}");
+    assert!(store.staged().await.unwrap().is_empty(), "the staged file was moved into place");
+}
+
 #[tokio::test]
 async fn filesystem_writer_refuses_lost_bytes() {
     let dir = tempfile::tempdir().unwrap();

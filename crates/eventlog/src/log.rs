@@ -145,6 +145,20 @@ impl EventLog {
         self.enqueue(on_tx(work), false, refused).await
     }
 
+    /// `transact` for work that knows, when it fails, whether it changed anything: each of its statements either
+    /// succeeds or is refused by the database as a whole. In a group on SQLite it runs without a savepoint of its
+    /// own, one round trip to the database fewer. A failure that left nothing behind (`Refused::Cleanly`) fails this
+    /// work alone; one that did (`Refused::AfterWriting`), a panic, or SQLite ending the whole transaction (a full
+    /// disk) fails the group as a whole, and nothing of it commits. Events it appended are forgotten either way.
+    pub async fn transact_unfenced<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: for<'a> FnOnce(&'a mut WriteTx) -> BoxFuture<'a, Result<T, Refused<E>>> + Send + 'static,
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        self.enqueue(work, false, |err| matches!(err, Refused::Cleanly(_))).await.map_err(Refused::into_inner)
+    }
+
     /// Queues `work` for the committer; `undone` says whether a failure left nothing behind in the transaction
     /// (for unfenced work; fenced work is rolled back to its savepoint whatever its error).
     async fn enqueue<T, E, F>(&self, work: F, fence: bool, undone: fn(&E) -> bool) -> Result<T, E>
@@ -353,6 +367,32 @@ impl EventLog {
 }
 
 /// Runs work written against the transaction alone as work against a `WriteTx`.
+/// How work run by `EventLog::transact_unfenced` failed.
+#[derive(Debug)]
+pub enum Refused<E> {
+    /// It left nothing in the transaction: it failed before its first statement, a statement that failed undid
+    /// its own changes (SQLite refused it), or its statements so far changed no row.
+    Cleanly(E),
+    /// A statement of it changed rows before it failed, or it cannot tell: the whole group fails.
+    AfterWriting(E),
+}
+
+impl<E> Refused<E> {
+    /// The error itself.
+    pub fn into_inner(self) -> E {
+        match self {
+            Refused::Cleanly(err) | Refused::AfterWriting(err) => err,
+        }
+    }
+}
+
+/// The log's own failures (the group's, the committer's) reach unfenced work as leaving changes behind: the safe side.
+impl<E: From<Error>> From<Error> for Refused<E> {
+    fn from(err: Error) -> Self {
+        Refused::AfterWriting(E::from(err))
+    }
+}
+
 fn on_tx<T, F>(work: F) -> impl for<'a> FnOnce(&'a mut WriteTx) -> BoxFuture<'a, Result<T, Error>> + Send + 'static
 where
     F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Result<T, sqlx::Error>> + Send + 'static,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use artifactstore_blobstore::{BlobStore, Placed, StageWriter, StagingState};
 use artifactstore_db::{execute, fetch_one, fetch_optional, sqlx, Database};
 use artifactstore_digest::{Algorithm, Digest, DualDigest, DualHasher};
-use artifactstore_eventlog::EventLog;
+use artifactstore_eventlog::{EventLog, Refused};
 use artifactstore_views::vocab::{FileIngested, RegistryEvent};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -506,10 +506,12 @@ async fn record_blob(
         media_type,
     });
     let actor = caller.actor().to_owned();
+    // Unfenced: every statement here either succeeds or undoes itself, and the work knows whether it deleted the
+    // session before failing, so it needs no savepoint of its own in its group.
     let logged = state
         .instance
         .log
-        .transact(move |wtx| {
+        .transact_unfenced(move |wtx| {
             Box::pin(async move {
                 let RegistryEvent::FileIngested(payload) = &event else { unreachable!("built above") };
                 let blake3 = payload.blake3.as_str();
@@ -522,7 +524,8 @@ async fn record_blob(
                          RETURNING (SELECT COUNT(*) FROM artifact_files WHERE blake3 = $2)",
                         session,
                         blake3
-                    )?,
+                    )
+                    .map_err(statement_failed)?,
                     Claim::Unclaimed(session) => {
                         let deleted = fetch_optional!(
                             wtx.tx(),
@@ -533,17 +536,20 @@ async fn record_blob(
                             session,
                             now_ms(),
                             blake3
-                        )?;
+                        )
+                        .map_err(statement_failed)?;
                         if deleted.is_none() {
-                            return Err(ApiError::conflict(
+                            return Err(Refused::Cleanly(ApiError::conflict(
                                 "another request wrote to this upload session meanwhile, or it expired; ask HEAD for \
                                  its offset",
-                            ));
+                            )));
                         }
                         deleted
                     }
                     Claim::NoRow => None,
                 };
+                // From here on a failure leaves the deleted session behind, if there was one.
+                let wrote = deleted.is_some();
                 let known = match deleted {
                     Some((count,)) => count > 0,
                     None => fetch_optional!(
@@ -551,19 +557,42 @@ async fn record_blob(
                         (String,),
                         "SELECT blake3 FROM artifact_files WHERE blake3 = $1",
                         blake3
-                    )?
+                    )
+                    // A read: whatever went wrong, it changed nothing.
+                    .map_err(|err| Refused::Cleanly(ApiError::from(err)))?
                     .is_some(),
                 };
                 if known {
-                    return Ok::<_, ApiError>(None);
+                    return Ok(None);
                 }
-                let appended = artifactstore_views::record(wtx, &actor, &event).await?;
+                let appended = artifactstore_views::record(wtx, &actor, &event).await.map_err(|err| {
+                    match !wrote && record_left_nothing(&err) {
+                        true => Refused::Cleanly(ApiError::from(err)),
+                        false => Refused::AfterWriting(ApiError::from(err)),
+                    }
+                })?;
                 Ok(Some(appended.sequence))
             })
         })
         .await?;
     let status = if logged.is_some() { StatusCode::CREATED } else { StatusCode::OK };
     Ok(blob_created(status, &computed, logged))
+}
+
+/// A statement that failed: one SQLite refused undid its own changes; any other failure (its answer could not be
+/// read) may come after it changed rows.
+fn statement_failed(err: sqlx::Error) -> Refused<ApiError> {
+    match err {
+        sqlx::Error::Database(_) => Refused::Cleanly(ApiError::from(err)),
+        _ => Refused::AfterWriting(ApiError::from(err)),
+    }
+}
+
+/// Whether a failed `record` of `v1.file.ingested` left nothing behind: its event was refused before any
+/// statement ran, or the one statement its plan has (the blob's row) was refused and undid itself.
+fn record_left_nothing(err: &artifactstore_views::Error) -> bool {
+    use artifactstore_views::Error;
+    matches!(err, Error::Database(sqlx::Error::Database(_)) | Error::Log(_) | Error::BadPayload { .. })
 }
 
 fn blob_created(status: StatusCode, digest: &DualDigest, sequence: Option<u64>) -> Response {
