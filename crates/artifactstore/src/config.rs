@@ -199,6 +199,14 @@ fn tokens(entries: &[TokenFile]) -> anyhow::Result<Vec<TokenConfig>> {
             if t.subject.is_empty() {
                 bail!("tokens[{i}]: the subject may not be empty");
             }
+            // The subject is the actor of every event the token causes; the log refuses longer ones.
+            if t.subject.len() > artifactstore_eventlog::MAX_ACTOR_BYTES {
+                bail!(
+                    "tokens[{i}]: the subject may be at most {} bytes (it is {})",
+                    artifactstore_eventlog::MAX_ACTOR_BYTES,
+                    t.subject.len()
+                );
+            }
             let scopes = t
                 .scopes
                 .iter()
@@ -363,6 +371,16 @@ mod tests {
         let bad_scope: FileConfig =
             toml::from_str("[[tokens]]\ntoken = \"0123456789abcdef\"\nsubject = \"x\"\nscopes = [\"root\"]\n").unwrap();
         assert!(InstanceConfig::merge(&InstanceArgs::default(), &bad_scope).is_err());
+        let subject = |len: usize| -> FileConfig {
+            let text = format!(
+                "[[tokens]]\ntoken = \"0123456789abcdef\"\nsubject = \"{}\"\nscopes = [\"write\"]\n",
+                "a".repeat(len)
+            );
+            toml::from_str(&text).unwrap()
+        };
+        assert!(InstanceConfig::merge(&InstanceArgs::default(), &subject(256)).is_ok());
+        let long = InstanceConfig::merge(&InstanceArgs::default(), &subject(257)).unwrap_err();
+        assert!(format!("{long:#}").contains("at most 256 bytes"), "{long:#}");
         let s3 = InstanceArgs { store: Some("s3://bucket/p".into()), ..InstanceArgs::default() };
         assert_eq!(
             InstanceConfig::merge(&s3, &FileConfig::default()).unwrap().uploads.max_blob_bytes,

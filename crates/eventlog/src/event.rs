@@ -82,7 +82,7 @@ impl NewEvent {
         if !is_event_type(&self.event_type) {
             return Err(Error::InvalidEventType(self.event_type.clone()));
         }
-        if self.actor.is_empty() || self.actor.len() > 256 {
+        if self.actor.is_empty() || self.actor.len() > MAX_ACTOR_BYTES {
             return Err(Error::InvalidActor);
         }
         artifactstore_cbor::decode_value(&self.payload)?;
@@ -90,6 +90,8 @@ impl NewEvent {
     }
 }
 
+/// The longest `actor` an event may name, in bytes.
+pub const MAX_ACTOR_BYTES: usize = 256;
 /// `v1.` followed by one or more dot-separated segments of `[a-z0-9_]`.
 fn is_event_type(s: &str) -> bool {
     let Some(rest) = s.strip_prefix("v1.") else { return false };

@@ -13,7 +13,7 @@ mod write_tx;
 pub use broadcast::{BroadcastStats, Broadcaster, Subscription};
 pub use chain::{chain_hash, ChainFault, ChainReport, GENESIS_CHAIN_HASH};
 pub use error::Error;
-pub use event::{time_text, Event, Head, NewEvent, SubjectKind};
+pub use event::{time_text, Event, Head, NewEvent, SubjectKind, MAX_ACTOR_BYTES};
 pub use log::{EventLog, Filter, LogOptions, LogStats, Refused, TypeFilter};
 pub use store::{lock_head, read_range};
 pub use write_tx::WriteTx;
