@@ -92,6 +92,7 @@ impl NewEvent {
 
 /// The longest `actor` an event may name, in bytes.
 pub const MAX_ACTOR_BYTES: usize = 256;
+
 /// `v1.` followed by one or more dot-separated segments of `[a-z0-9_]`.
 fn is_event_type(s: &str) -> bool {
     let Some(rest) = s.strip_prefix("v1.") else { return false };

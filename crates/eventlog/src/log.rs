@@ -366,7 +366,6 @@ impl EventLog {
     }
 }
 
-/// Runs work written against the transaction alone as work against a `WriteTx`.
 /// How work run by `EventLog::transact_unfenced` failed.
 #[derive(Debug)]
 pub enum Refused<E> {
@@ -378,6 +377,18 @@ pub enum Refused<E> {
 }
 
 impl<E> Refused<E> {
+    /// A failed statement: clean when the database refused it (SQLite undid its changes), otherwise (its answer
+    /// could not be read, say) after writing.
+    pub fn statement(err: sqlx::Error) -> Self
+    where
+        E: From<sqlx::Error>,
+    {
+        match err {
+            sqlx::Error::Database(_) => Refused::Cleanly(E::from(err)),
+            _ => Refused::AfterWriting(E::from(err)),
+        }
+    }
+
     /// The error itself.
     pub fn into_inner(self) -> E {
         match self {
@@ -393,6 +404,7 @@ impl<E: From<Error>> From<Error> for Refused<E> {
     }
 }
 
+/// Runs work written against the transaction alone as work against a `WriteTx`.
 fn on_tx<T, F>(work: F) -> impl for<'a> FnOnce(&'a mut WriteTx) -> BoxFuture<'a, Result<T, Error>> + Send + 'static
 where
     F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Result<T, sqlx::Error>> + Send + 'static,

@@ -525,7 +525,7 @@ async fn record_blob(
                         session,
                         blake3
                     )
-                    .map_err(statement_failed)?,
+                    .map_err(Refused::statement)?,
                     Claim::Unclaimed(session) => {
                         let deleted = fetch_optional!(
                             wtx.tx(),
@@ -537,7 +537,7 @@ async fn record_blob(
                             now_ms(),
                             blake3
                         )
-                        .map_err(statement_failed)?;
+                        .map_err(Refused::statement)?;
                         if deleted.is_none() {
                             return Err(Refused::Cleanly(ApiError::conflict(
                                 "another request wrote to this upload session meanwhile, or it expired; ask HEAD for \
@@ -566,9 +566,10 @@ async fn record_blob(
                     return Ok(None);
                 }
                 let appended = artifactstore_views::record(wtx, &actor, &event).await.map_err(|err| {
-                    match !wrote && record_left_nothing(&err) {
-                        true => Refused::Cleanly(ApiError::from(err)),
-                        false => Refused::AfterWriting(ApiError::from(err)),
+                    if !wrote && record_left_nothing(&err) {
+                        Refused::Cleanly(ApiError::from(err))
+                    } else {
+                        Refused::AfterWriting(ApiError::from(err))
                     }
                 })?;
                 Ok(Some(appended.sequence))
@@ -577,15 +578,6 @@ async fn record_blob(
         .await?;
     let status = if logged.is_some() { StatusCode::CREATED } else { StatusCode::OK };
     Ok(blob_created(status, &computed, logged))
-}
-
-/// A statement that failed: one SQLite refused undid its own changes; any other failure (its answer could not be
-/// read) may come after it changed rows.
-fn statement_failed(err: sqlx::Error) -> Refused<ApiError> {
-    match err {
-        sqlx::Error::Database(_) => Refused::Cleanly(ApiError::from(err)),
-        _ => Refused::AfterWriting(ApiError::from(err)),
-    }
 }
 
 /// Whether a failed `record` of `v1.file.ingested` left nothing behind: its event was refused before any
