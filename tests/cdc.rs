@@ -31,7 +31,9 @@ async fn serve(db: Database, dir: &std::path::Path) -> Server {
         uploads: UploadLimits::default(),
         tokens: Vec::new(),
     };
-    let instance = Instance::assemble(db, log.clone(), config).unwrap();
+    let instance =
+        Instance::assemble(db, log.clone(), config, artifactstore::session_key::SessionKey::from_bytes([1; 32]))
+            .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

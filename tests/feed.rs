@@ -30,7 +30,13 @@ impl TestApp {
             uploads: UploadLimits::default(),
             tokens: Vec::new(),
         };
-        let instance = Instance::assemble(test.db.clone(), log.clone(), config).unwrap();
+        let instance = Instance::assemble(
+            test.db.clone(),
+            log.clone(),
+            config,
+            artifactstore::session_key::SessionKey::from_bytes([1; 32]),
+        )
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -8,6 +8,7 @@ use artifactstore::auth::{Scope, TokenConfig};
 use artifactstore::config::{InstanceConfig, UploadLimits};
 use artifactstore::instance::Instance;
 use artifactstore::server::AppState;
+use artifactstore::session_key::SessionKey;
 use artifactstore_blobstore::{BlobStore, Location};
 use artifactstore_db::Backend;
 use artifactstore_digest::DualDigest;
@@ -66,7 +67,8 @@ impl App {
             uploads: options.limits,
             tokens: options.tokens,
         };
-        let instance = Instance { db: test.db.clone(), log: log.clone(), store, config: Arc::new(config) };
+        let session_key = SessionKey::load_or_create(&test.db).await.unwrap();
+        let instance = Instance { db: test.db.clone(), log: log.clone(), store, config: Arc::new(config), session_key };
         let state = AppState::new(instance.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -151,7 +153,7 @@ impl App {
 
     /// The session row's lease, as `(lease, lease_until_ms)`: both `None` when no request holds it.
     async fn lease(&self, session: &str) -> (Option<uuid::Uuid>, Option<i64>) {
-        let id = uuid::Uuid::parse_str(session.rsplit('/').next().unwrap()).unwrap();
+        let id = session_uuid(session);
         let mut conn = self.state.instance.db.acquire().await.unwrap();
         artifactstore_db::fetch_one!(
             &mut conn,
@@ -177,6 +179,12 @@ impl App {
     async fn stored_blob(&self, blake3_hex: &str) -> bool {
         self.state.instance.store.size_of(blake3_hex).await.unwrap().is_some()
     }
+}
+
+/// The UUID of a session's path (a bare session's id is its UUID and a tag).
+fn session_uuid(session: &str) -> uuid::Uuid {
+    let id = session.rsplit('/').next().unwrap();
+    uuid::Uuid::parse_str(id.split('.').next().unwrap()).unwrap()
 }
 
 fn header_u64(response: &Response, name: &str) -> u64 {
@@ -383,7 +391,7 @@ async fn mismatches_aborts_and_expiry_store_nothing() {
         let session = app.open(None).await;
         assert_eq!(app.patch(&session, 0, data[..1000].to_vec()).await.status(), 202);
         assert!(!app.staged().await.is_empty());
-        let id = uuid::Uuid::parse_str(session.rsplit('/').next().unwrap()).unwrap();
+        let id = session_uuid(&session);
         let mut conn = app.state.instance.db.acquire().await.unwrap();
         artifactstore_db::execute!(&mut conn, "UPDATE upload_sessions SET expires_ms = 0 WHERE id = $1", id).unwrap();
         drop(conn);
@@ -464,9 +472,10 @@ async fn a_commit_carrying_the_whole_blob() {
         assert_eq!(body["sequence"], before + 2);
         assert!(app.staged().await.is_empty(), "{:?}", app.staged().await);
 
-        // A session another request holds is not committed behind its back: 409, nothing stored or logged.
-        let session = app.open(None).await;
-        let id = uuid::Uuid::parse_str(session.rsplit('/').next().unwrap()).unwrap();
+        // A session another request holds is not committed behind its back: 409, nothing stored or logged. (A
+        // declared session has its row from the start; a bare one's is written by the request that holds it.)
+        let session = app.open(Some(json!({"media_type": "application/octet-stream"}))).await;
+        let id = session_uuid(&session);
         let mut conn = app.state.instance.db.acquire().await.unwrap();
         artifactstore_db::execute!(
             &mut conn,
@@ -1153,12 +1162,20 @@ async fn bad_input_gets_4xx_problems_and_moves_nothing() {
             assert_eq!(response.status().as_u16(), status, "case {i}: {}", response.text().await.unwrap());
             problem(response, status, code).await;
         }
-        // Too many sessions.
+        // Too many sessions. A session counts once it has a row: a declared one from its opening (with `session`,
+        // whose refused chunk gave it its row if it is bare, that makes four)...
         let mut last = None;
         for _ in 0..4 {
-            last = Some(app.request(Method::POST, "/v1/uploads").send().await.unwrap());
+            let declared = json!({"media_type": "application/x-tar"});
+            last = Some(app.request(Method::POST, "/v1/uploads").json(&declared).send().await.unwrap());
         }
         problem(last.unwrap(), 429, "too_many_sessions").await;
+        // ... a bare one from its first bytes: it opens, and its first chunk is refused, leaving no row.
+        if matches!(kind, StoreKind::File) {
+            let bare = app.open(None).await;
+            problem(app.patch(&bare, 0, vec![1]).await, 429, "too_many_sessions").await;
+            assert_eq!(app.request(Method::HEAD, &bare).send().await.unwrap().status(), 204);
+        }
 
         assert_eq!(app.request(Method::GET, "/healthz").send().await.unwrap().status(), 200);
         assert_eq!(app.request(Method::GET, "/readyz").send().await.unwrap().status(), 200);
@@ -1218,6 +1235,147 @@ async fn two_whole_blob_commits_racing_for_one_session_record_one_blob() {
             assert!(app.staged().await.is_empty(), "round {round}: {:?}", app.staged().await);
         }
     }
+}
+
+/// Counts the rows of `table`.
+async fn rows(app: &App, table: &str) -> i64 {
+    let mut conn = app.state.instance.db.acquire().await.unwrap();
+    let (count,): (i64,) =
+        artifactstore_db::fetch_one!(&mut conn, (i64,), &format!("SELECT COUNT(*) FROM {table}")).unwrap();
+    count
+}
+
+/// A session opened without declarations on a filesystem store writes nothing until its first bytes (ADR 0022):
+/// its id is checked by its tag, its commit or abort closes it, and it expires with its id.
+#[tokio::test]
+async fn bare_sessions_write_nothing_until_their_first_bytes() {
+    let setups =
+        [(Backend::Sqlite, StoreKind::File), (Backend::Postgres, StoreKind::File), (Backend::Postgres, StoreKind::S3)];
+    for (backend, kind) in setups {
+        let Some(app) = App::start(backend, kind, Options::default()).await else { continue };
+        let before = app.head_now().await;
+        let session = app.open(None).await;
+        if matches!(kind, StoreKind::S3) {
+            // An S3 session starts its multipart upload at the opening, which its row remembers.
+            assert!(!session.contains('.'), "{session}");
+            assert_eq!(rows(&app, "upload_sessions").await, 1);
+            continue;
+        }
+        assert!(session.contains('.'), "{session}");
+        assert_eq!(rows(&app, "upload_sessions").await, 0, "a bare session writes nothing");
+        let head = app.request(Method::HEAD, &session).send().await.unwrap();
+        assert_eq!(head.status(), 204);
+        assert_eq!(header_u64(&head, "upload-offset"), 0);
+        assert!(head.headers().contains_key("upload-expires"));
+
+        // An altered tag, or a tag on another UUID, names no session.
+        let mut forged = session.clone().into_bytes();
+        let last = forged.len() - 1;
+        forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
+        let forged = String::from_utf8(forged).unwrap();
+        let (_, tag) = session.split_once('.').unwrap();
+        let moved = format!("/v1/uploads/{}.{tag}", uuid::Uuid::now_v7());
+        for path in [&forged, &moved] {
+            assert_eq!(app.request(Method::HEAD, path).send().await.unwrap().status(), 404);
+            problem(app.patch(path, 0, vec![1]).await, 404, "not_found").await;
+            problem(
+                app.commit_whole(path, &DualDigest::of(b"x").blake3.to_string(), b"x".to_vec()).await,
+                404,
+                "not_found",
+            )
+            .await;
+            problem(app.request(Method::DELETE, path).send().await.unwrap(), 404, "not_found").await;
+        }
+        assert_eq!(rows(&app, "upload_sessions").await, 0, "{:?}", app.staged().await);
+
+        // Committed whole: no row, and the id is closed; the same commit again finds no session.
+        let data = bytes(4096, 41);
+        let digest = DualDigest::of(&data).blake3.to_string();
+        assert_eq!(app.commit_whole(&session, &digest, data.clone()).await.status(), 201);
+        assert_eq!((rows(&app, "upload_sessions").await, rows(&app, "upload_sessions_closed").await), (0, 1));
+        assert_eq!(app.request(Method::HEAD, &session).send().await.unwrap().status(), 404);
+        problem(app.commit_whole(&session, &digest, data.clone()).await, 404, "not_found").await;
+        problem(app.patch(&session, 0, vec![1]).await, 404, "not_found").await;
+        assert_eq!(app.head_now().await, before + 1);
+
+        // Aborted before any bytes: gone.
+        let aborted = app.open(None).await;
+        assert_eq!(app.request(Method::DELETE, &aborted).send().await.unwrap().status(), 204);
+        assert_eq!(app.request(Method::HEAD, &aborted).send().await.unwrap().status(), 404);
+        problem(app.request(Method::DELETE, &aborted).send().await.unwrap(), 404, "not_found").await;
+        problem(app.patch(&aborted, 0, vec![1]).await, 404, "not_found").await;
+
+        // In chunks: the first chunk writes the row, the commit deletes it and closes the id.
+        let chunked = app.open(None).await;
+        let data = bytes(5000, 42);
+        assert_eq!(app.patch(&chunked, 0, data[..3000].to_vec()).await.status(), 202);
+        assert_eq!(rows(&app, "upload_sessions").await, 1);
+        assert_eq!(app.lease(&chunked).await, (None, None));
+        let head = app.request(Method::HEAD, &chunked).send().await.unwrap();
+        assert_eq!(header_u64(&head, "upload-offset"), 3000);
+        let response = app
+            .request(Method::PUT, &format!("{chunked}?digest={}", DualDigest::of(&data).sha256))
+            .header("upload-offset", 3000)
+            .body(data[3000..].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        assert_eq!((rows(&app, "upload_sessions").await, rows(&app, "upload_sessions_closed").await), (0, 3));
+        assert_eq!(app.request(Method::HEAD, &chunked).send().await.unwrap().status(), 404);
+        problem(app.patch(&chunked, 5000, vec![1]).await, 404, "not_found").await;
+        assert!(app.staged().await.is_empty(), "{:?}", app.staged().await);
+        assert_eq!(app.head_now().await, before + 2);
+
+        // Another instance on the database holds the same key, so it reads the same ids.
+        let again = SessionKey::load_or_create(&app.state.instance.db).await.unwrap();
+        let fresh = app.open(None).await;
+        let fresh_id = fresh.rsplit('/').next().unwrap();
+        assert_eq!(again.read(fresh_id, artifactstore::auth::ANONYMOUS), Some((session_uuid(&fresh), true)));
+
+        // A bare id expires with the idle time counted from its opening.
+        let idle = UploadLimits::default().session_idle.as_secs();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let old = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, now - idle - 5, 0));
+        let old = format!("/v1/uploads/{}", app.state.instance.session_key.sign(old, artifactstore::auth::ANONYMOUS));
+        assert_eq!(app.request(Method::HEAD, &old).send().await.unwrap().status(), 404);
+        problem(app.patch(&old, 0, vec![1]).await, 404, "not_found").await;
+
+        // The sweeper drops closed marks whose ids have expired, and only those.
+        let mut conn = app.state.instance.db.acquire().await.unwrap();
+        let aborted_id = session_uuid(&aborted);
+        artifactstore_db::execute!(
+            &mut conn,
+            "UPDATE upload_sessions_closed SET until_ms = 0 WHERE id = $1",
+            aborted_id
+        )
+        .unwrap();
+        drop(conn);
+        artifactstore::api::sweep(&app.state, Duration::from_secs(3600)).await.unwrap();
+        assert_eq!(rows(&app, "upload_sessions_closed").await, 2);
+    }
+}
+
+/// A bare session's id names its subject: another subject is told it is not theirs, not that it does not exist.
+#[tokio::test]
+async fn bare_sessions_belong_to_their_subject() {
+    let tokens = vec![
+        TokenConfig::new("writer-one-0123456789", "one", vec![Scope::Write], vec![String::new()]),
+        TokenConfig::new("writer-two-0123456789", "two", vec![Scope::Write], vec![String::new()]),
+    ];
+    let options = Options { tokens, ..Options::default() };
+    let Some(mut app) = App::start(Backend::Sqlite, StoreKind::File, options).await else { return };
+    app.token = Some("writer-one-0123456789".into());
+    let session = app.open(None).await;
+    assert!(session.contains('.'), "{session}");
+    app.token = Some("writer-two-0123456789".into());
+    assert_eq!(app.request(Method::HEAD, &session).send().await.unwrap().status(), 403);
+    problem(app.patch(&session, 0, vec![1]).await, 403, "forbidden").await;
+    problem(app.request(Method::DELETE, &session).send().await.unwrap(), 403, "forbidden").await;
+    app.token = Some("writer-one-0123456789".into());
+    let data = bytes(100, 43);
+    let response = app.commit_whole(&session, &DualDigest::of(&data).blake3.to_string(), data).await;
+    assert_eq!(response.status(), 201);
 }
 
 /// Makes the log refuse `v1.file.ingested` events, as a crash between the bytes and the event would.

@@ -37,7 +37,9 @@ async fn main() {
     };
     let db = artifactstore::instance::connect_and_migrate(&config).await.unwrap();
     let log = EventLog::open(db.clone(), LogOptions::default()).await.unwrap();
-    let instance = Instance::assemble(db, log.clone(), config).unwrap();
+    let instance =
+        Instance::assemble(db, log.clone(), config, artifactstore::session_key::SessionKey::from_bytes([1; 32]))
+            .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(artifactstore::server::serve(listener, instance, std::future::pending()));

@@ -75,6 +75,11 @@ impl TokenConfig {
             prefixes,
         }
     }
+
+    /// The subject the token names, written as the `actor` of what it does.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
 }
 
 /// The authenticated caller of one request.

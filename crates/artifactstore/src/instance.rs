@@ -9,6 +9,7 @@ use artifactstore_db::{redact_url, Backend, ConnectOptions, Database};
 use artifactstore_eventlog::{EventLog, LogOptions};
 
 use crate::config::InstanceConfig;
+use crate::session_key::SessionKey;
 
 /// An instance's data, opened and migrated.
 #[derive(Debug, Clone)]
@@ -21,20 +22,28 @@ pub struct Instance {
     pub store: BlobStore,
     /// How it was configured: limits and tokens.
     pub config: Arc<InstanceConfig>,
+    /// Tags the ids of bare upload sessions (ADR 0022); the same for every instance on the database.
+    pub session_key: SessionKey,
 }
 
 impl Instance {
     /// Creates what is missing (data directory, SQLite file, store directory), applies migrations and opens the log.
     pub async fn open(config: &InstanceConfig) -> anyhow::Result<Instance> {
         let db = connect_and_migrate(config).await?;
+        let session_key = SessionKey::load_or_create(&db).await?;
         let log = EventLog::open(db.clone(), LogOptions::default()).await.context("open the event log")?;
-        Instance::assemble(db, log, config.clone())
+        Instance::assemble(db, log, config.clone(), session_key)
     }
 
     /// An instance from an open database and log; opens (and creates, on a filesystem) the blob store.
-    pub fn assemble(db: Database, log: EventLog, config: InstanceConfig) -> anyhow::Result<Instance> {
+    pub fn assemble(
+        db: Database,
+        log: EventLog,
+        config: InstanceConfig,
+        session_key: SessionKey,
+    ) -> anyhow::Result<Instance> {
         let store = BlobStore::open(&config.store).with_context(|| format!("open the blob store {}", config.store))?;
-        Ok(Instance { db, log, store, config: Arc::new(config) })
+        Ok(Instance { db, log, store, config: Arc::new(config), session_key })
     }
 }
 

@@ -14,3 +14,4 @@ pub mod names;
 pub mod problem;
 pub mod relay;
 pub mod server;
+pub mod session_key;

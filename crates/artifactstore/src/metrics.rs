@@ -72,7 +72,11 @@ impl Default for Metrics {
         registry.register("http_request_bytes", "Request body bytes received", metrics.bytes_in.clone());
         registry.register("http_response_bytes", "Response body bytes sent", metrics.bytes_out.clone());
         registry.register("sse_streams", "Server-Sent Events streams open now", metrics.sse_streams.clone());
-        registry.register("upload_sessions", "Upload sessions open now", metrics.upload_sessions.clone());
+        registry.register(
+            "upload_sessions",
+            "Upload sessions open now that hold a row (declared at their opening, or holding bytes)",
+            metrics.upload_sessions.clone(),
+        );
         registry.register("events_appended", "Events this instance appended", metrics.events_appended.clone());
         registry.register("head_sequence", "The log's head sequence", metrics.head_sequence.clone());
         registry.register("feed_subscribers", "Live feed subscribers", metrics.subscribers.clone());

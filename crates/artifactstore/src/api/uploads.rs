@@ -7,11 +7,16 @@
 //! `commit_unclaimed`). A request that breaks off saves nothing: the session stays at its last acknowledged offset,
 //! which `HEAD` reports, and the next request overwrites whatever the broken one staged. Any instance can serve any
 //! request of a session.
+//!
+//! A bare session (opened without declarations, on a filesystem store) has no row until its first bytes (ADR 0022):
+//! its id carries a tag made with the instance's key (`SessionKey`), and until a request writes to it, it reads as
+//! a row with nothing in it. A commit or abort of such a session leaves a closed mark until its id expires, so the id
+//! cannot open again.
 
 use std::time::Duration;
 
 use artifactstore_blobstore::{BlobStore, Placed, StageWriter, StagingState};
-use artifactstore_db::{execute, fetch_one, fetch_optional, sqlx, Database};
+use artifactstore_db::{execute, fetch_one, fetch_optional, sqlx};
 use artifactstore_digest::{Algorithm, Digest, DualDigest, DualHasher};
 use artifactstore_eventlog::{EventLog, Refused};
 use artifactstore_views::vocab::{FileIngested, RegistryEvent};
@@ -29,6 +34,7 @@ use super::extract::{ApiPath, ApiQuery};
 use crate::auth::{Caller, Scope};
 use crate::problem::ApiError;
 use crate::server::AppState;
+use crate::session_key::opened_ms;
 
 /// How long a writing request holds its session before another request may take it over.
 const LEASE: Duration = Duration::from_secs(15 * 60);
@@ -82,8 +88,51 @@ fn parse_digest(text: &str, what: &str) -> Result<Digest, ApiError> {
     text.parse::<Digest>().map_err(|err| ApiError::bad_request(format!("{what}: {err}")))
 }
 
-fn parse_session_id(text: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text).map_err(|_| ApiError::not_found(format!("no upload session `{text}`")))
+/// A session a request names: its UUID, and for a bare session (ADR 0022) when its id expires.
+#[derive(Debug, Clone, Copy)]
+struct SessionRef {
+    id: Uuid,
+    /// `Some` for a bare session: until when it lives without a row, and its closed mark once it ends.
+    bare_until: Option<i64>,
+}
+
+/// The session an id names for `caller`: a plain UUID (a session with a row from its start), or a bare session's
+/// id whose tag is right for the caller. Anything else, another subject's bare session included, is not found.
+fn parse_session_id(state: &AppState, caller: &Caller, text: &str) -> Result<SessionRef, ApiError> {
+    let unknown = || ApiError::not_found(format!("no upload session `{text}`"));
+    let key = &state.instance.session_key;
+    let (id, bare) = key.read(text, caller.actor()).ok_or_else(|| {
+        // A bare session's tag names its subject: tell another configured subject's session from a made-up id.
+        let tokens = &state.instance.config.tokens;
+        if tokens.iter().any(|token| token.subject() != caller.actor() && key.read(text, token.subject()).is_some()) {
+            ApiError::forbidden("this upload session belongs to another subject")
+        } else {
+            unknown()
+        }
+    })?;
+    let bare_until = match bare {
+        true => Some(opened_ms(id).ok_or_else(unknown)?.saturating_add(idle_ms(state))),
+        false => None,
+    };
+    Ok(SessionRef { id, bare_until })
+}
+
+/// How long a session may sit idle, in milliseconds.
+fn idle_ms(state: &AppState) -> i64 {
+    i64::try_from(state.instance.config.uploads.session_idle.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+/// The answer to a session's opening.
+fn opened(id: &str, expires_ms: i64) -> Response {
+    let location = format!("/v1/uploads/{id}");
+    let mut response =
+        (StatusCode::CREATED, axum::Json(json!({"id": id, "offset": 0, "expires_at": rfc3339_ms(expires_ms)})))
+            .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, header_value(&location));
+    headers.insert("upload-offset", HeaderValue::from(0));
+    headers.insert("upload-expires", header_value(&rfc3339_ms(expires_ms)));
+    response
 }
 
 /// `POST /v1/uploads`: opens a session; with `?digest=`, the body is the whole blob and is committed at once.
@@ -129,6 +178,16 @@ pub(crate) async fn open(
     if let Some(digest) = commit_digest {
         let body = blob_body.take().expect("kept above");
         return commit_direct(&state, &caller, digest, &parts.headers, body).await;
+    }
+    let declares = declared.size.is_some()
+        || declared_blake3.is_some()
+        || declared_sha256.is_some()
+        || declared.media_type.is_some();
+    if !declares && !state.instance.store.is_s3() {
+        // Bare: nothing to keep until the first bytes, so nothing is written (ADR 0022).
+        let id = Uuid::now_v7();
+        let expires_ms = opened_ms(id).unwrap_or_else(now_ms).saturating_add(idle_ms(&state));
+        return Ok(opened(&state.instance.session_key.sign(id, caller.actor()), expires_ms));
     }
     let now = now_ms();
     let most = i64::try_from(limits.max_open_sessions).unwrap_or(i64::MAX);
@@ -184,17 +243,7 @@ pub(crate) async fn open(
             return Err(too_many_sessions(most));
         }
     }
-    let location = format!("/v1/uploads/{id}");
-    let mut response = (
-        StatusCode::CREATED,
-        axum::Json(json!({"id": id.to_string(), "offset": 0, "expires_at": rfc3339_ms(expires_ms)})),
-    )
-        .into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::LOCATION, header_value(&location));
-    headers.insert("upload-offset", HeaderValue::from(0));
-    headers.insert("upload-expires", header_value(&rfc3339_ms(expires_ms)));
-    Ok(response)
+    Ok(opened(&id.to_string(), expires_ms))
 }
 
 /// `POST /v1/uploads?digest=`: the body is the whole blob. Nothing can resume or join such an upload, so it keeps
@@ -244,15 +293,15 @@ async fn commit_in_own_staging(
         let mut received = receive_chunk(state, row, own, offset, headers, body).await?;
         let computed = received.digest().await?;
         if let Err(mismatch) = check_digests(row, digest, &computed) {
-            if let (Claim::Unclaimed(id), true) = (&claim, received.writer.is_some()) {
+            if let (Claim::Unclaimed(session) | Claim::Bare(session), true) = (&claim, received.writer.is_some()) {
                 // The bytes were never acknowledged: if they cannot be kept, the client still learns its digest
                 // was wrong and sends them again.
                 let kept = match received.finish(false).await {
-                    Ok(chunk) => keep_unclaimed_chunk(state, *id, own, &chunk).await,
+                    Ok(chunk) => keep_unclaimed_chunk(state, caller, *session, own, &chunk).await,
                     Err(err) => Err(err),
                 };
                 if let Err(err) = kept {
-                    tracing::info!(upload = %id, error = ?err, "the bytes of a mismatched commit were not kept");
+                    tracing::info!(upload = %session.id, error = ?err, "the bytes of a mismatched commit were not kept");
                 }
             }
             return Err(mismatch);
@@ -276,8 +325,8 @@ pub(crate) async fn status(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     caller.require_any(Scope::Write)?;
-    let id = parse_session_id(&id)?;
-    let row = load(&state.instance.db, id).await?;
+    let session = parse_session_id(&state, &caller, &id)?;
+    let Loaded { row, .. } = load(&state, &caller, session).await?;
     check_owner(&caller, &row)?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
@@ -298,11 +347,12 @@ pub(crate) async fn append(
     request: Request,
 ) -> Result<Response, ApiError> {
     caller.require_any(Scope::Write)?;
-    let id = parse_session_id(&id)?;
+    let session = parse_session_id(&state, &caller, &id)?;
+    let id = session.id;
     let (parts, body) = request.into_parts();
     let offset = requested_offset(&parts.headers)?
         .ok_or_else(|| ApiError::bad_request("a chunk needs `Upload-Offset: N` or `Content-Range: bytes N-M/*`"))?;
-    let (mut lease, row) = Lease::claim(&state, id).await?;
+    let (mut lease, row) = Lease::claim(&state, &caller, session).await?;
     let written = match check_owner(&caller, &row) {
         Ok(()) => match receive_chunk(&state, &row, id, Some(offset), &parts.headers, body).await {
             Ok(received) => match received.finish(true).await {
@@ -333,7 +383,7 @@ pub(crate) async fn commit(
     request: Request,
 ) -> Result<Response, ApiError> {
     caller.require_any(Scope::Write)?;
-    let id = parse_session_id(&id)?;
+    let session = parse_session_id(&state, &caller, &id)?;
     let digest = query
         .digest
         .as_deref()
@@ -342,13 +392,14 @@ pub(crate) async fn commit(
         .ok_or_else(|| ApiError::bad_request("commit needs `?digest=blake3:<hex>` or `?digest=sha256:<hex>`"))?;
     let (parts, body) = request.into_parts();
     let offset = requested_offset(&parts.headers)?;
-    let row = load(&state.instance.db, id).await?;
+    let Loaded { row, stored } = load(&state, &caller, session).await?;
     check_owner(&caller, &row)?;
     let fresh = row.offset_bytes == 0 && !row.leased(now_ms());
-    if fresh && StagingState::from_json(id, &row.staging)? == StagingState::File {
-        return commit_unclaimed(&state, &caller, id, row, offset, digest, &parts.headers, body).await;
+    if fresh && StagingState::from_json(session.id, &row.staging)? == StagingState::File {
+        let claim = if stored { Claim::Unclaimed(session) } else { Claim::Bare(session) };
+        return commit_unclaimed(&state, &caller, row, offset, digest, &parts.headers, body, claim).await;
     }
-    commit_session(&state, &caller, id, offset, digest, Some(body)).await
+    commit_session(&state, &caller, session, offset, digest, Some(body)).await
 }
 
 /// A commit that carries the whole blob, on a session with nothing staged that no request holds (the common
@@ -356,31 +407,37 @@ pub(crate) async fn commit(
 /// its own. Its bytes go to a staging file of their own, so a concurrent request on the same session cannot mix
 /// with them, and the transaction that records the blob deletes the session only if it is still unclaimed and
 /// empty; otherwise the commit fails with a conflict and changes nothing (the placed bytes are content-addressed
-/// and harmless). If the digest does not match, the chunk is kept in the session as any commit's would be.
+/// and harmless). If the digest does not match, the chunk is kept in the session as any commit's would be. A bare
+/// session without a row (`Claim::Bare`) is ended by its closed mark instead, written only if no row appeared.
 #[allow(clippy::too_many_arguments)]
 async fn commit_unclaimed(
     state: &AppState,
     caller: &Caller,
-    id: Uuid,
     row: SessionRow,
     offset: Option<u64>,
     digest: Digest,
     headers: &HeaderMap,
     body: Body,
+    claim: Claim,
 ) -> Result<Response, ApiError> {
-    let claim = Claim::Unclaimed(id);
     let (own, staging) = (Uuid::now_v7(), StagingState::File);
     commit_in_own_staging(state, caller, own, staging, &row, offset, digest, headers, body, claim).await
 }
 
 /// Moves a chunk staged by an unclaimed commit into its session, under a lease, as the session's first bytes.
-async fn keep_unclaimed_chunk(state: &AppState, id: Uuid, own: Uuid, chunk: &Chunk) -> Result<(), ApiError> {
-    let (mut lease, row) = Lease::claim(state, id).await?;
+async fn keep_unclaimed_chunk(
+    state: &AppState,
+    caller: &Caller,
+    session: SessionRef,
+    own: Uuid,
+    chunk: &Chunk,
+) -> Result<(), ApiError> {
+    let (mut lease, row) = Lease::claim(state, caller, session).await?;
     let kept = async {
         if row.offset_bytes != 0 {
             return Err(ApiError::conflict("another request wrote to this upload session meanwhile"));
         }
-        state.instance.store.stage_move(own, id).await?;
+        state.instance.store.stage_move(own, session.id).await?;
         save_chunk(state, &mut lease, chunk).await
     }
     .await;
@@ -395,25 +452,61 @@ pub(crate) async fn abort(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     caller.require_any(Scope::Write)?;
-    let id = parse_session_id(&id)?;
-    let (lease, row) = Lease::claim(&state, id).await?;
+    let session = parse_session_id(&state, &caller, &id)?;
+    if let Some(until) = session.bare_until {
+        if !load(&state, &caller, session).await?.stored {
+            // Nothing staged, nothing to free: the closed mark ends it, unless a request gave it a row meanwhile.
+            let id = session.id;
+            let closed = write(&state.instance.log, move |tx| {
+                Box::pin(async move {
+                    execute!(
+                        tx,
+                        "INSERT INTO upload_sessions_closed (id, until_ms) SELECT $1, $2 \
+                         WHERE NOT EXISTS (SELECT 1 FROM upload_sessions WHERE id = $1) ON CONFLICT (id) DO NOTHING",
+                        id,
+                        until
+                    )
+                })
+            })
+            .await?;
+            if closed > 0 {
+                return Ok(StatusCode::NO_CONTENT.into_response());
+            }
+            // Closed meanwhile (the claim below says not found), or given a row: aborted as any session with one.
+        }
+    }
+    let (lease, row) = Lease::claim(&state, &caller, session).await?;
     if let Err(err) = check_owner(&caller, &row) {
         lease.release().await;
         return Err(err);
     }
     lease.disarm();
-    abort_session(&state, id).await?;
+    abort_session(&state, session).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Deletes a session's row, then its staged bytes (a crash in between leaves bytes the sweeper reclaims).
-pub(crate) async fn abort_session(state: &AppState, id: Uuid) -> Result<(), ApiError> {
-    let staging: Option<(String,)> = write(&state.instance.log, move |tx| {
-        Box::pin(async move {
-            fetch_optional!(tx, (String,), "DELETE FROM upload_sessions WHERE id = $1 RETURNING staging", id)
+/// Deletes a session's row (leaving a bare session's closed mark), then its staged bytes (a crash in between leaves
+/// bytes the sweeper reclaims).
+async fn abort_session(state: &AppState, session: SessionRef) -> Result<(), ApiError> {
+    let SessionRef { id, bare_until } = session;
+    let staging: Option<(String,)> = state
+        .instance
+        .log
+        .transact(move |wtx| {
+            Box::pin(async move {
+                let staging = fetch_optional!(
+                    wtx.tx(),
+                    (String,),
+                    "DELETE FROM upload_sessions WHERE id = $1 RETURNING staging",
+                    id
+                )?;
+                if let Some(until) = bare_until {
+                    close_bare(wtx.tx(), id, until).await?;
+                }
+                Ok::<_, ApiError>(staging)
+            })
         })
-    })
-    .await?;
+        .await?;
     if let Some((staging,)) = staging {
         let staging = StagingState::from_json(id, &staging)?;
         state.instance.store.stage_abort(id, &staging).await?;
@@ -421,16 +514,26 @@ pub(crate) async fn abort_session(state: &AppState, id: Uuid) -> Result<(), ApiE
     Ok(())
 }
 
+/// Leaves a bare session's closed mark, until its id expires (a mark already there stays).
+async fn close_bare(tx: &mut artifactstore_db::Tx, id: Uuid, until: i64) -> Result<u64, sqlx::Error> {
+    execute!(
+        tx,
+        "INSERT INTO upload_sessions_closed (id, until_ms) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+        id,
+        until
+    )
+}
+
 async fn commit_session(
     state: &AppState,
     caller: &Caller,
-    id: Uuid,
+    session: SessionRef,
     offset: Option<u64>,
     digest: Digest,
     body: Option<Body>,
 ) -> Result<Response, ApiError> {
-    let (mut lease, row) = Lease::claim(state, id).await?;
-    match commit_claimed(state, caller, &mut lease, row, offset, digest, body).await {
+    let (mut lease, row) = Lease::claim(state, caller, session).await?;
+    match commit_claimed(state, caller, &mut lease, session, row, offset, digest, body).await {
         Ok(response) => {
             lease.disarm();
             Ok(response)
@@ -442,10 +545,12 @@ async fn commit_session(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn commit_claimed(
     state: &AppState,
     caller: &Caller,
     lease: &mut Lease,
+    session: SessionRef,
     row: SessionRow,
     offset: Option<u64>,
     digest: Digest,
@@ -474,16 +579,19 @@ async fn commit_claimed(
         return Err(mismatch);
     }
     let placed = received.place(&state.instance.store, id, &computed).await?;
-    record_blob(state, caller, id, Claim::Leased(id), placed, row.media_type.clone(), computed).await
+    record_blob(state, caller, id, Claim::Leased(session), placed, row.media_type.clone(), computed).await
 }
 
 /// How a commit holds the session it ends.
+#[derive(Clone, Copy)]
 enum Claim {
     /// It holds the session's lease.
-    Leased(Uuid),
+    Leased(SessionRef),
     /// It holds no lease: the session must still be empty and unclaimed when it ends.
-    Unclaimed(Uuid),
-    /// There is no session row (a one-request upload).
+    Unclaimed(SessionRef),
+    /// A bare session without a row: none may have appeared when it ends, nor a closed mark.
+    Bare(SessionRef),
+    /// There is no session (a one-request upload).
     NoRow,
 }
 
@@ -522,7 +630,7 @@ async fn record_blob(
                         (i64,),
                         "DELETE FROM upload_sessions WHERE id = $1 \
                          RETURNING (SELECT COUNT(*) FROM artifact_files WHERE blake3 = $2)",
-                        session,
+                        session.id,
                         blake3
                     )
                     .map_err(Refused::statement)?,
@@ -533,7 +641,7 @@ async fn record_blob(
                             "DELETE FROM upload_sessions WHERE id = $1 AND offset_bytes = 0 AND expires_ms > $2 \
                              AND (lease IS NULL OR lease_until_ms < $2) \
                              RETURNING (SELECT COUNT(*) FROM artifact_files WHERE blake3 = $3)",
-                            session,
+                            session.id,
                             now_ms(),
                             blake3
                         )
@@ -546,10 +654,37 @@ async fn record_blob(
                         }
                         deleted
                     }
+                    Claim::Bare(session) => {
+                        // The closed mark ends the session (one statement, as a row's deletion would).
+                        let closed = fetch_optional!(
+                            wtx.tx(),
+                            (i64,),
+                            "INSERT INTO upload_sessions_closed (id, until_ms) SELECT $1, $2 \
+                             WHERE NOT EXISTS (SELECT 1 FROM upload_sessions WHERE id = $1) \
+                             ON CONFLICT (id) DO NOTHING \
+                             RETURNING (SELECT COUNT(*) FROM artifact_files WHERE blake3 = $3)",
+                            session.id,
+                            session.bare_until.unwrap_or(i64::MAX),
+                            blake3
+                        )
+                        .map_err(Refused::statement)?;
+                        if closed.is_none() {
+                            return Err(Refused::Cleanly(ApiError::conflict(
+                                "this upload session was committed or aborted meanwhile, or another request wrote to \
+                                 it; ask HEAD for its offset",
+                            )));
+                        }
+                        closed
+                    }
                     Claim::NoRow => None,
                 };
-                // From here on a failure leaves the deleted session behind, if there was one.
+                // From here on a failure leaves the deleted session (or the closed mark) behind, if there was one.
                 let wrote = deleted.is_some();
+                if let Claim::Leased(SessionRef { id, bare_until: Some(until) })
+                | Claim::Unclaimed(SessionRef { id, bare_until: Some(until) }) = claim
+                {
+                    close_bare(wtx.tx(), id, until).await.map_err(|err| Refused::AfterWriting(ApiError::from(err)))?;
+                }
                 let known = match deleted {
                     Some((count,)) => count > 0,
                     None => fetch_optional!(
@@ -988,19 +1123,66 @@ fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-async fn load(db: &Database, id: Uuid) -> Result<SessionRow, ApiError> {
-    let mut conn = db.acquire().await?;
+/// The columns of `SessionRow`, in a statement that reads or returns one.
+macro_rules! session_columns {
+    () => {
+        "actor, expires_ms, offset_bytes, declared_size, declared_blake3, declared_sha256, media_type, hasher, \
+         staging, lease_until_ms"
+    };
+}
+
+fn busy() -> ApiError {
+    ApiError::conflict("another request is writing to this upload session; retry when it is done")
+}
+
+/// A session's row as a request finds it.
+struct Loaded {
+    row: SessionRow,
+    /// False for a bare session without a row yet: `row` is then what its row would be.
+    stored: bool,
+}
+
+async fn load(state: &AppState, caller: &Caller, session: SessionRef) -> Result<Loaded, ApiError> {
+    let id = session.id;
+    let mut conn = state.instance.db.acquire().await?;
     let row = fetch_optional!(
         &mut conn,
         SessionRow,
-        "SELECT actor, expires_ms, offset_bytes, declared_size, declared_blake3, declared_sha256, media_type, \
-         hasher, staging, lease_until_ms FROM upload_sessions WHERE id = $1",
+        concat!("SELECT ", session_columns!(), " FROM upload_sessions WHERE id = $1"),
         id
     )?;
+    let expired = || ApiError::not_found(format!("upload session {id} has expired"));
     match row {
-        Some(row) if row.expires_ms > now_ms() => Ok(row),
-        Some(_) => Err(ApiError::not_found(format!("upload session {id} has expired"))),
-        None => Err(ApiError::not_found(format!("no upload session {id}"))),
+        Some(row) if row.expires_ms > now_ms() => return Ok(Loaded { row, stored: true }),
+        Some(_) => return Err(expired()),
+        None => {}
+    }
+    let Some(until) = session.bare_until else {
+        return Err(ApiError::not_found(format!("no upload session {id}")));
+    };
+    let closed = fetch_optional!(&mut conn, (i64,), "SELECT until_ms FROM upload_sessions_closed WHERE id = $1", id)?;
+    if closed.is_some() {
+        return Err(ApiError::not_found(format!("upload session {id} was committed or aborted")));
+    }
+    if until <= now_ms() {
+        return Err(expired());
+    }
+    Ok(Loaded { row: bare_row(caller, until), stored: false })
+}
+
+/// What a bare session's row is until its first bytes: the caller's (the tag said so), empty, expiring with its id.
+fn bare_row(caller: &Caller, until: i64) -> SessionRow {
+    SessionRow {
+        actor: caller.actor().to_owned(),
+        expires_ms: until,
+        offset_bytes: 0,
+        declared_size: None,
+        declared_blake3: None,
+        declared_sha256: None,
+        media_type: None,
+        hasher: DualHasher::new().save(),
+        staging: StagingState::File.to_json(),
+        lease_until_ms: None,
     }
 }
 
@@ -1015,20 +1197,29 @@ struct Lease {
 }
 
 impl Lease {
-    /// Claims the session and reads its row in the same statement.
-    async fn claim(state: &AppState, id: Uuid) -> Result<(Lease, SessionRow), ApiError> {
+    /// Claims the session and reads its row in the same statement; a bare session without a row gets its row,
+    /// claimed, if the open sessions' limit allows one more.
+    async fn claim(state: &AppState, caller: &Caller, session: SessionRef) -> Result<(Lease, SessionRow), ApiError> {
+        let id = session.id;
         let token = Uuid::new_v4();
         let now = now_ms();
         let until = now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX / 2);
+        if let Some(bare_until) = session.bare_until {
+            if !load(state, caller, session).await?.stored {
+                return Lease::claim_bare(state, caller, session, bare_until, token, until).await;
+            }
+        }
         let claimed = write(&state.instance.log, move |tx| {
             Box::pin(async move {
                 fetch_optional!(
                     tx,
                     SessionRow,
-                    "UPDATE upload_sessions SET lease = $2, lease_until_ms = $3 \
+                    concat!(
+                        "UPDATE upload_sessions SET lease = $2, lease_until_ms = $3 \
                      WHERE id = $1 AND expires_ms > $4 AND (lease IS NULL OR lease_until_ms < $4) \
-                     RETURNING actor, expires_ms, offset_bytes, declared_size, declared_blake3, declared_sha256, \
-                     media_type, hasher, staging, lease_until_ms",
+                     RETURNING ",
+                        session_columns!()
+                    ),
                     id,
                     token,
                     until,
@@ -1038,11 +1229,67 @@ impl Lease {
         })
         .await?;
         if let Some(row) = claimed {
-            return Ok((Lease { log: state.instance.log.clone(), id, token, armed: true }, row));
+            return Ok((Lease::held(state, id, token), row));
         }
         // Tell a missing or expired session apart from a busy one.
-        load(&state.instance.db, id).await?;
-        Err(ApiError::conflict("another request is writing to this upload session; retry when it is done"))
+        load(state, caller, session).await?;
+        Err(busy())
+    }
+
+    /// Writes a bare session's row, claimed by `token` until `until`, unless the session was closed or another
+    /// request wrote its row meanwhile, or the open sessions' limit is reached.
+    async fn claim_bare(
+        state: &AppState,
+        caller: &Caller,
+        session: SessionRef,
+        bare_until: i64,
+        token: Uuid,
+        until: i64,
+    ) -> Result<(Lease, SessionRow), ApiError> {
+        let id = session.id;
+        let row = bare_row(caller, bare_until);
+        let most = i64::try_from(state.instance.config.uploads.max_open_sessions).unwrap_or(i64::MAX);
+        let (now, opened) = (now_ms(), opened_ms(id).unwrap_or_else(now_ms));
+        let claimed = write(&state.instance.log, move |tx| {
+            Box::pin(async move {
+                fetch_optional!(
+                    tx,
+                    SessionRow,
+                    concat!(
+                        "INSERT INTO upload_sessions (id, actor, created_ms, expires_ms, offset_bytes, hasher, \
+                         staging, lease, lease_until_ms) \
+                         SELECT $1, $2, $3, $4, 0, $5, $6, $7, $8 \
+                         WHERE NOT EXISTS (SELECT 1 FROM upload_sessions_closed WHERE id = $1) \
+                         AND (SELECT COUNT(*) FROM upload_sessions WHERE expires_ms > $9) < $10 \
+                         ON CONFLICT (id) DO NOTHING RETURNING ",
+                        session_columns!()
+                    ),
+                    id,
+                    row.actor,
+                    opened,
+                    row.expires_ms,
+                    row.hasher,
+                    row.staging,
+                    token,
+                    until,
+                    now,
+                    most,
+                )
+            })
+        })
+        .await?;
+        if let Some(row) = claimed {
+            return Ok((Lease::held(state, id, token), row));
+        }
+        // Closed or expired meanwhile (not found), given a row by another request (busy), or the limit.
+        if load(state, caller, session).await?.stored {
+            return Err(busy());
+        }
+        Err(too_many_sessions(most))
+    }
+
+    fn held(state: &AppState, id: Uuid, token: Uuid) -> Lease {
+        Lease { log: state.instance.log.clone(), id, token, armed: true }
     }
 
     /// Gives the lease up, unless a save already did.
@@ -1107,6 +1354,14 @@ pub async fn sweep(state: &AppState, orphan_age: Duration) -> Result<(u64, u64),
         })
     })
     .await?;
+    // Closed marks outlive nothing: once a bare session's id has expired, it names no session anyway.
+    let marks = write(&state.instance.log, move |tx| {
+        Box::pin(async move { execute!(tx, "DELETE FROM upload_sessions_closed WHERE until_ms <= $1", now) })
+    })
+    .await?;
+    if marks > 0 {
+        tracing::debug!(marks, "swept the closed marks of expired bare sessions");
+    }
     let mut sessions = 0;
     for (id, staging) in expired {
         match StagingState::from_json(id, &staging) {
