@@ -1204,35 +1204,42 @@ impl Lease {
         let token = Uuid::new_v4();
         let now = now_ms();
         let until = now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX / 2);
-        if let Some(bare_until) = session.bare_until {
-            if !load(state, caller, session).await?.stored {
-                return Lease::claim_bare(state, caller, session, bare_until, token, until).await;
+        let bare_without_row = match session.bare_until {
+            Some(bare_until) if !load(state, caller, session).await?.stored => Some(bare_until),
+            _ => None,
+        };
+        let claimed = match bare_without_row {
+            Some(bare_until) => Lease::claim_bare(state, caller, session, bare_until, token, until).await?,
+            None => {
+                write(&state.instance.log, move |tx| {
+                    Box::pin(async move {
+                        fetch_optional!(
+                            tx,
+                            SessionRow,
+                            concat!(
+                                "UPDATE upload_sessions SET lease = $2, lease_until_ms = $3 \
+                                 WHERE id = $1 AND expires_ms > $4 AND (lease IS NULL OR lease_until_ms < $4) \
+                                 RETURNING ",
+                                session_columns!()
+                            ),
+                            id,
+                            token,
+                            until,
+                            now,
+                        )
+                    })
+                })
+                .await?
             }
-        }
-        let claimed = write(&state.instance.log, move |tx| {
-            Box::pin(async move {
-                fetch_optional!(
-                    tx,
-                    SessionRow,
-                    concat!(
-                        "UPDATE upload_sessions SET lease = $2, lease_until_ms = $3 \
-                     WHERE id = $1 AND expires_ms > $4 AND (lease IS NULL OR lease_until_ms < $4) \
-                     RETURNING ",
-                        session_columns!()
-                    ),
-                    id,
-                    token,
-                    until,
-                    now,
-                )
-            })
-        })
-        .await?;
+        };
         if let Some(row) = claimed {
-            return Ok((Lease::held(state, id, token), row));
+            return Ok((Lease { log: state.instance.log.clone(), id, token, armed: true }, row));
         }
-        // Tell a missing or expired session apart from a busy one.
-        load(state, caller, session).await?;
+        // Tell a missing, expired or closed session apart from a busy one, and a bare one the limit kept out.
+        if !load(state, caller, session).await?.stored {
+            let most = i64::try_from(state.instance.config.uploads.max_open_sessions).unwrap_or(i64::MAX);
+            return Err(too_many_sessions(most));
+        }
         Err(busy())
     }
 
@@ -1245,7 +1252,7 @@ impl Lease {
         bare_until: i64,
         token: Uuid,
         until: i64,
-    ) -> Result<(Lease, SessionRow), ApiError> {
+    ) -> Result<Option<SessionRow>, ApiError> {
         let id = session.id;
         let row = bare_row(caller, bare_until);
         let most = i64::try_from(state.instance.config.uploads.max_open_sessions).unwrap_or(i64::MAX);
@@ -1278,18 +1285,7 @@ impl Lease {
             })
         })
         .await?;
-        if let Some(row) = claimed {
-            return Ok((Lease::held(state, id, token), row));
-        }
-        // Closed or expired meanwhile (not found), given a row by another request (busy), or the limit.
-        if load(state, caller, session).await?.stored {
-            return Err(busy());
-        }
-        Err(too_many_sessions(most))
-    }
-
-    fn held(state: &AppState, id: Uuid, token: Uuid) -> Lease {
-        Lease { log: state.instance.log.clone(), id, token, armed: true }
+        Ok(claimed)
     }
 
     /// Gives the lease up, unless a save already did.
