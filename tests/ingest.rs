@@ -1162,19 +1162,22 @@ async fn bad_input_gets_4xx_problems_and_moves_nothing() {
             assert_eq!(response.status().as_u16(), status, "case {i}: {}", response.text().await.unwrap());
             problem(response, status, code).await;
         }
-        // Too many sessions. A session counts once it has a row: a declared one from its opening (with `session`,
-        // whose refused chunk gave it its row if it is bare, that makes four)...
-        let mut last = None;
-        for _ in 0..4 {
-            let declared = json!({"media_type": "application/x-tar"});
-            last = Some(app.request(Method::POST, "/v1/uploads").json(&declared).send().await.unwrap());
+        // Too many sessions. A session counts once it has a row: a declared one (or any on S3) from its opening
+        // (`session` has one on S3; on a filesystem it is bare, and its refused chunks wrote none)...
+        let held = rows(&app, "upload_sessions").await;
+        assert_eq!(held, i64::from(matches!(kind, StoreKind::S3)));
+        let declared = json!({"media_type": "application/x-tar"});
+        for _ in held..4 {
+            assert_eq!(app.request(Method::POST, "/v1/uploads").json(&declared).send().await.unwrap().status(), 201);
         }
-        problem(last.unwrap(), 429, "too_many_sessions").await;
-        // ... a bare one from its first bytes: it opens, and its first chunk is refused, leaving no row.
+        let refused = app.request(Method::POST, "/v1/uploads").json(&declared).send().await.unwrap();
+        problem(refused, 429, "too_many_sessions").await;
+        // ... a bare one from its first bytes: it opens, and its first chunk is refused, writing no row.
         if matches!(kind, StoreKind::File) {
             let bare = app.open(None).await;
             problem(app.patch(&bare, 0, vec![1]).await, 429, "too_many_sessions").await;
             assert_eq!(app.request(Method::HEAD, &bare).send().await.unwrap().status(), 204);
+            assert_eq!(rows(&app, "upload_sessions").await, 4);
         }
 
         assert_eq!(app.request(Method::GET, "/healthz").send().await.unwrap().status(), 200);
@@ -1305,11 +1308,22 @@ async fn bare_sessions_write_nothing_until_their_first_bytes() {
         problem(app.request(Method::DELETE, &aborted).send().await.unwrap(), 404, "not_found").await;
         problem(app.patch(&aborted, 0, vec![1]).await, 404, "not_found").await;
 
-        // In chunks: the first chunk writes the row, the commit deletes it and closes the id.
+        // A chunk refused before its body is read writes no row.
         let chunked = app.open(None).await;
+        problem(app.patch(&chunked, 5, vec![1]).await, 409, "offset_mismatch").await;
+        assert_eq!(rows(&app, "upload_sessions").await, 0);
+
+        // In chunks: the first chunk writes the row, the commit deletes it and closes the id.
         let data = bytes(5000, 42);
         assert_eq!(app.patch(&chunked, 0, data[..3000].to_vec()).await.status(), 202);
         assert_eq!(rows(&app, "upload_sessions").await, 1);
+        // Its row is reached only through the id with its tag.
+        let untagged = chunked.split_once('.').unwrap().0.to_owned();
+        assert_eq!(app.request(Method::HEAD, &untagged).send().await.unwrap().status(), 404);
+        problem(app.patch(&untagged, 3000, vec![1]).await, 404, "not_found").await;
+        problem(app.commit_whole(&untagged, &DualDigest::of(&data).blake3.to_string(), vec![]).await, 404, "not_found")
+            .await;
+        problem(app.request(Method::DELETE, &untagged).send().await.unwrap(), 404, "not_found").await;
         assert_eq!(app.lease(&chunked).await, (None, None));
         let head = app.request(Method::HEAD, &chunked).send().await.unwrap();
         assert_eq!(header_u64(&head, "upload-offset"), 3000);
@@ -1325,6 +1339,37 @@ async fn bare_sessions_write_nothing_until_their_first_bytes() {
         assert_eq!(app.request(Method::HEAD, &chunked).send().await.unwrap().status(), 404);
         problem(app.patch(&chunked, 5000, vec![1]).await, 404, "not_found").await;
         assert!(app.staged().await.is_empty(), "{:?}", app.staged().await);
+        assert_eq!(app.head_now().await, before + 2);
+
+        // Aborted with a row: the row and its staged bytes go, and the id is closed.
+        let partial = app.open(None).await;
+        assert_eq!(app.patch(&partial, 0, vec![7; 100]).await.status(), 202);
+        assert_eq!(app.request(Method::DELETE, &partial).send().await.unwrap().status(), 204);
+        assert_eq!((rows(&app, "upload_sessions").await, rows(&app, "upload_sessions_closed").await), (0, 4));
+        assert_eq!(app.request(Method::HEAD, &partial).send().await.unwrap().status(), 404);
+        problem(app.patch(&partial, 0, vec![1]).await, 404, "not_found").await;
+        assert!(app.staged().await.is_empty(), "{:?}", app.staged().await);
+
+        // A bare session another request holds (its row written with its lease) is not committed behind its back.
+        let held = app.open(None).await;
+        let id = session_uuid(&held);
+        let mut conn = app.state.instance.db.acquire().await.unwrap();
+        artifactstore_db::execute!(
+            &mut conn,
+            "INSERT INTO upload_sessions (id, actor, created_ms, expires_ms, offset_bytes, hasher, staging, lease, \
+             lease_until_ms, bare_until_ms) VALUES ($1, 'anonymous', 0, $2, 0, $3, $4, $5, $2, $2)",
+            id,
+            i64::MAX / 2,
+            artifactstore_digest::DualHasher::new().save(),
+            artifactstore_blobstore::StagingState::File.to_json(),
+            uuid::Uuid::new_v4()
+        )
+        .unwrap();
+        drop(conn);
+        let other = bytes(700, 44);
+        let response = app.commit_whole(&held, &DualDigest::of(&other).blake3.to_string(), other.clone()).await;
+        problem(response, 409, "conflict").await;
+        assert!(!app.stored_blob(&DualDigest::of(&other).blake3.hex()).await);
         assert_eq!(app.head_now().await, before + 2);
 
         // Another instance on the database holds the same key, so it reads the same ids.
@@ -1352,7 +1397,7 @@ async fn bare_sessions_write_nothing_until_their_first_bytes() {
         .unwrap();
         drop(conn);
         artifactstore::api::sweep(&app.state, Duration::from_secs(3600)).await.unwrap();
-        assert_eq!(rows(&app, "upload_sessions_closed").await, 2);
+        assert_eq!(rows(&app, "upload_sessions_closed").await, 3);
     }
 }
 

@@ -7,6 +7,10 @@ CREATE TABLE instance_keys (
     key     BLOB    NOT NULL
 );
 
+-- A bare session's row, once its first bytes wrote it, remembers when its id expires: only the tagged id reaches it,
+-- and its end leaves a closed mark.
+ALTER TABLE upload_sessions ADD COLUMN bare_until_ms INTEGER;
+
 -- Sessions committed or aborted before their ids expire, so an id cannot open again; swept once `until_ms` passes.
 CREATE TABLE upload_sessions_closed (
     id          BLOB    PRIMARY KEY,

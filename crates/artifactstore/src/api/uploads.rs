@@ -51,6 +51,8 @@ struct SessionRow {
     hasher: Vec<u8>,
     staging: String,
     lease_until_ms: Option<i64>,
+    /// For the row of a bare session (ADR 0022): when its id expires, which its closed mark must outlive.
+    bare_until_ms: Option<i64>,
 }
 
 impl SessionRow {
@@ -97,7 +99,8 @@ struct SessionRef {
 }
 
 /// The session an id names for `caller`: a plain UUID (a session with a row from its start), or a bare session's
-/// id whose tag is right for the caller. Anything else, another subject's bare session included, is not found.
+/// id whose tag is right for the caller. Another configured subject's bare session is forbidden, as any session of
+/// another subject is; anything else is not found.
 fn parse_session_id(state: &AppState, caller: &Caller, text: &str) -> Result<SessionRef, ApiError> {
     let unknown = || ApiError::not_found(format!("no upload session `{text}`"));
     let key = &state.instance.session_key;
@@ -269,6 +272,7 @@ async fn commit_direct(
         hasher: DualHasher::new().save(),
         staging: staging.to_json(),
         lease_until_ms: None,
+        bare_until_ms: None,
     };
     commit_in_own_staging(state, caller, id, staging, &row, Some(0), digest, headers, body, Claim::NoRow).await
 }
@@ -352,7 +356,9 @@ pub(crate) async fn append(
     let (parts, body) = request.into_parts();
     let offset = requested_offset(&parts.headers)?
         .ok_or_else(|| ApiError::bad_request("a chunk needs `Upload-Offset: N` or `Content-Range: bytes N-M/*`"))?;
-    let (mut lease, row) = Lease::claim(&state, &caller, session).await?;
+    // A bare session's row is written only for a chunk that could be taken.
+    let check = |row: &SessionRow| check_chunk_start(&state, row, Some(offset), &parts.headers);
+    let (mut lease, row) = Lease::claim_checked(&state, &caller, session, check).await?;
     let written = match check_owner(&caller, &row) {
         Ok(()) => match receive_chunk(&state, &row, id, Some(offset), &parts.headers, body).await {
             Ok(received) => match received.finish(true).await {
@@ -459,6 +465,7 @@ pub(crate) async fn abort(
             let id = session.id;
             let closed = write(&state.instance.log, move |tx| {
                 Box::pin(async move {
+                    lock_bare(tx, id).await?;
                     execute!(
                         tx,
                         "INSERT INTO upload_sessions_closed (id, until_ms) SELECT $1, $2 \
@@ -494,6 +501,9 @@ async fn abort_session(state: &AppState, session: SessionRef) -> Result<(), ApiE
         .log
         .transact(move |wtx| {
             Box::pin(async move {
+                if bare_until.is_some() {
+                    lock_bare(wtx.tx(), id).await?;
+                }
                 let staging = fetch_optional!(
                     wtx.tx(),
                     (String,),
@@ -510,6 +520,17 @@ async fn abort_session(state: &AppState, session: SessionRef) -> Result<(), ApiE
     if let Some((staging,)) = staging {
         let staging = StagingState::from_json(id, &staging)?;
         state.instance.store.stage_abort(id, &staging).await?;
+    }
+    Ok(())
+}
+
+/// On PostgreSQL, makes the writes that decide a bare session's fate (its row's creation, its closing) take turns
+/// for one id until the transaction ends: under read committed each would otherwise miss the other's uncommitted
+/// row, and a session could be both closed and written to. On SQLite the committer serialises every write already.
+async fn lock_bare(tx: &mut artifactstore_db::Tx, id: Uuid) -> Result<(), sqlx::Error> {
+    if tx.backend() == artifactstore_db::Backend::Postgres {
+        let bytes: [u8; 8] = id.as_bytes()[8..].try_into().expect("a UUID has 16 bytes");
+        execute!(tx, "SELECT pg_advisory_xact_lock($1)", i64::from_le_bytes(bytes))?;
     }
     Ok(())
 }
@@ -623,6 +644,11 @@ async fn record_blob(
             Box::pin(async move {
                 let RegistryEvent::FileIngested(payload) = &event else { unreachable!("built above") };
                 let blake3 = payload.blake3.as_str();
+                if let Claim::Leased(session) | Claim::Unclaimed(session) | Claim::Bare(session) = claim {
+                    if session.bare_until.is_some() {
+                        lock_bare(wtx.tx(), session.id).await.map_err(Refused::statement)?;
+                    }
+                }
                 // Deleting the session also says whether the views know the blob already (one round trip).
                 let deleted = match claim {
                     Claim::Leased(session) => fetch_optional!(
@@ -764,16 +790,14 @@ fn check_digests(row: &SessionRow, digest: Digest, computed: &DualDigest) -> Res
     Ok(())
 }
 
-/// Streams `body` into the session's staging and hashers at `offset`; the caller ends the chunk, to save it
-/// (`Received::finish`) or to commit (`Received::digest`, then `Received::place`).
-async fn receive_chunk(
+/// Refuses a chunk before its body is read: it does not start at the session's offset, or its `Content-Length` is
+/// over a limit.
+fn check_chunk_start(
     state: &AppState,
     row: &SessionRow,
-    id: Uuid,
     offset: Option<u64>,
     headers: &HeaderMap,
-    body: Body,
-) -> Result<Received, ApiError> {
+) -> Result<(), ApiError> {
     let limits = &state.instance.config.uploads;
     let current = u64::try_from(row.offset_bytes).unwrap_or(0);
     if let Some(offset) = offset {
@@ -796,6 +820,23 @@ async fn receive_chunk(
             return Err(too_big(row, limits.max_blob_bytes));
         }
     }
+    Ok(())
+}
+
+/// Streams `body` into the session's staging and hashers at `offset`; the caller ends the chunk, to save it
+/// (`Received::finish`) or to commit (`Received::digest`, then `Received::place`).
+async fn receive_chunk(
+    state: &AppState,
+    row: &SessionRow,
+    id: Uuid,
+    offset: Option<u64>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Received, ApiError> {
+    let limits = &state.instance.config.uploads;
+    let current = u64::try_from(row.offset_bytes).unwrap_or(0);
+    check_chunk_start(state, row, offset, headers)?;
+    let ceiling = row.declared_size.and_then(|s| u64::try_from(s).ok()).unwrap_or(limits.max_blob_bytes);
     let staging = StagingState::from_json(id, &row.staging)?;
     let mut hashing = Hashing::new(DualHasher::restore(&row.hasher).map_err(|err| ApiError::internal(&err))?);
     let mut writer = None;
@@ -1127,7 +1168,7 @@ fn header_value(text: &str) -> HeaderValue {
 macro_rules! session_columns {
     () => {
         "actor, expires_ms, offset_bytes, declared_size, declared_blake3, declared_sha256, media_type, hasher, \
-         staging, lease_until_ms"
+         staging, lease_until_ms, bare_until_ms"
     };
 }
 
@@ -1153,6 +1194,10 @@ async fn load(state: &AppState, caller: &Caller, session: SessionRef) -> Result<
     )?;
     let expired = || ApiError::not_found(format!("upload session {id} has expired"));
     match row {
+        // A bare session's row is reached only through its tagged id.
+        Some(row) if row.bare_until_ms.is_some() && session.bare_until.is_none() => {
+            return Err(ApiError::not_found(format!("no upload session {id}")));
+        }
         Some(row) if row.expires_ms > now_ms() => return Ok(Loaded { row, stored: true }),
         Some(_) => return Err(expired()),
         None => {}
@@ -1183,6 +1228,7 @@ fn bare_row(caller: &Caller, until: i64) -> SessionRow {
         hasher: DualHasher::new().save(),
         staging: StagingState::File.to_json(),
         lease_until_ms: None,
+        bare_until_ms: Some(until),
     }
 }
 
@@ -1200,13 +1246,29 @@ impl Lease {
     /// Claims the session and reads its row in the same statement; a bare session without a row gets its row,
     /// claimed, if the open sessions' limit allows one more.
     async fn claim(state: &AppState, caller: &Caller, session: SessionRef) -> Result<(Lease, SessionRow), ApiError> {
+        Lease::claim_checked(state, caller, session, |_| Ok(())).await
+    }
+
+    /// `claim`, where a bare session without a row gets one only if `check` takes its empty row.
+    async fn claim_checked(
+        state: &AppState,
+        caller: &Caller,
+        session: SessionRef,
+        check: impl FnOnce(&SessionRow) -> Result<(), ApiError>,
+    ) -> Result<(Lease, SessionRow), ApiError> {
         let id = session.id;
         let token = Uuid::new_v4();
         let now = now_ms();
         let until = now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX / 2);
         let bare_without_row = match session.bare_until {
-            Some(bare_until) if !load(state, caller, session).await?.stored => Some(bare_until),
-            _ => None,
+            Some(bare_until) => {
+                let loaded = load(state, caller, session).await?;
+                if !loaded.stored {
+                    check(&loaded.row)?;
+                }
+                (!loaded.stored).then_some(bare_until)
+            }
+            None => None,
         };
         let claimed = match bare_without_row {
             Some(bare_until) => Lease::claim_bare(state, caller, session, bare_until, token, until).await?,
@@ -1219,6 +1281,7 @@ impl Lease {
                             concat!(
                                 "UPDATE upload_sessions SET lease = $2, lease_until_ms = $3 \
                                  WHERE id = $1 AND expires_ms > $4 AND (lease IS NULL OR lease_until_ms < $4) \
+                                 AND (bare_until_ms IS NULL OR $5) \
                                  RETURNING ",
                                 session_columns!()
                             ),
@@ -1226,6 +1289,7 @@ impl Lease {
                             token,
                             until,
                             now,
+                            session.bare_until.is_some(),
                         )
                     })
                 })
@@ -1259,14 +1323,15 @@ impl Lease {
         let (now, opened) = (now_ms(), opened_ms(id).unwrap_or_else(now_ms));
         let claimed = write(&state.instance.log, move |tx| {
             Box::pin(async move {
+                lock_bare(tx, id).await?;
                 fetch_optional!(
                     tx,
                     SessionRow,
                     concat!(
                         "INSERT INTO upload_sessions (id, actor, created_ms, expires_ms, offset_bytes, hasher, \
-                         staging, lease, lease_until_ms) \
-                         SELECT $1, $2, $3, $4, 0, $5, $6, $7, $8 \
-                         WHERE NOT EXISTS (SELECT 1 FROM upload_sessions_closed WHERE id = $1) \
+                         staging, lease, lease_until_ms, bare_until_ms) \
+                         SELECT $1, $2, $3, $4, 0, $5, $6, $7, $8, $4 \
+                         WHERE $4 > $9 AND NOT EXISTS (SELECT 1 FROM upload_sessions_closed WHERE id = $1) \
                          AND (SELECT COUNT(*) FROM upload_sessions WHERE expires_ms > $9) < $10 \
                          ON CONFLICT (id) DO NOTHING RETURNING ",
                         session_columns!()
