@@ -1401,6 +1401,41 @@ async fn bare_sessions_write_nothing_until_their_first_bytes() {
     }
 }
 
+/// Racing requests on one bare session: a first chunk against a whole-blob commit, and against an abort. Whatever
+/// the order, a session is never both closed and written to: never a chunk taken and a blob committed from one
+/// empty session, never a row left beside a closed mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_sessions_are_closed_or_written_never_both() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = App::start(backend, StoreKind::File, Options::default()).await else { continue };
+        for round in 0..24u8 {
+            let session = app.open(None).await;
+            let blob = bytes(1000, round);
+            let digest = DualDigest::of(&blob).blake3.to_string();
+            let patch = app.patch(&session, 0, vec![round; 10]);
+            let (patched, other) = if round % 2 == 0 {
+                let commit = app.commit_whole(&session, &digest, blob.clone());
+                let (patched, committed) = tokio::join!(patch, commit);
+                let pair = (patched.status().as_u16(), committed.status().as_u16());
+                assert_ne!(pair, (202, 201), "round {round}: a chunk taken and a blob committed");
+                pair
+            } else {
+                let abort = app.request(Method::DELETE, &session).send();
+                let (patched, aborted) = tokio::join!(patch, abort);
+                (patched.status().as_u16(), aborted.unwrap().status().as_u16())
+            };
+            let id = session_uuid(&session);
+            let mut conn = app.state.instance.db.acquire().await.unwrap();
+            let count = |table: &'static str| format!("SELECT COUNT(*) FROM {table} WHERE id = $1");
+            let (row,): (i64,) =
+                artifactstore_db::fetch_one!(&mut conn, (i64,), &count("upload_sessions"), id).unwrap();
+            let (mark,): (i64,) =
+                artifactstore_db::fetch_one!(&mut conn, (i64,), &count("upload_sessions_closed"), id).unwrap();
+            assert!(row + mark == 1, "round {round}: {patched} and {other} left {row} row(s), {mark} mark(s)");
+        }
+    }
+}
+
 /// A bare session's id names its subject: another subject is told it is not theirs, not that it does not exist.
 #[tokio::test]
 async fn bare_sessions_belong_to_their_subject() {

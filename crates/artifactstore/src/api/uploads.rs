@@ -51,7 +51,8 @@ struct SessionRow {
     hasher: Vec<u8>,
     staging: String,
     lease_until_ms: Option<i64>,
-    /// For the row of a bare session (ADR 0022): when its id expires, which its closed mark must outlive.
+    /// Set on the row of a bare session (ADR 0022), to its id's expiry: the row answers only to the tagged id, and
+    /// never expires before it.
     bare_until_ms: Option<i64>,
 }
 
@@ -860,7 +861,10 @@ async fn receive_chunk(
         hashing.update(frame.clone()).await;
         writer.as_mut().expect("opened above").write(frame).await?;
     }
-    let expires_ms = now_ms() + i64::try_from(limits.session_idle.as_millis()).unwrap_or(i64::MAX / 2);
+    // A bare session's row never expires before its id (whose time another instance's clock gave), so the sweeper,
+    // which deletes rows without closed marks, cannot let the id open again.
+    let idle = now_ms() + i64::try_from(limits.session_idle.as_millis()).unwrap_or(i64::MAX / 2);
+    let expires_ms = idle.max(row.bare_until_ms.unwrap_or(i64::MIN));
     Ok(Received { offset: current + received, expires_ms, hashing, staging, writer })
 }
 
