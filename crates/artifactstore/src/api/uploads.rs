@@ -262,19 +262,8 @@ async fn commit_direct(
 ) -> Result<Response, ApiError> {
     let id = Uuid::now_v7();
     let staging = state.instance.store.stage_open(id).await?;
-    let row = SessionRow {
-        actor: caller.actor().to_owned(),
-        expires_ms: i64::MAX,
-        offset_bytes: 0,
-        declared_size: None,
-        declared_blake3: None,
-        declared_sha256: None,
-        media_type: None,
-        hasher: DualHasher::new().save(),
-        staging: staging.to_json(),
-        lease_until_ms: None,
-        bare_until_ms: None,
-    };
+    // An empty row of the caller's that never expires and that no table holds.
+    let row = SessionRow { staging: staging.to_json(), bare_until_ms: None, ..bare_row(caller, i64::MAX) };
     commit_in_own_staging(state, caller, id, staging, &row, Some(0), digest, headers, body, Claim::NoRow).await
 }
 
