@@ -115,10 +115,15 @@ fn parse_session_id(state: &AppState, caller: &Caller, text: &str) -> Result<Ses
         }
     })?;
     let bare_until = match bare {
-        true => Some(opened_ms(id).ok_or_else(unknown)?.saturating_add(idle_ms(state))),
+        true => Some(bare_expiry(state, id).ok_or_else(unknown)?),
         false => None,
     };
     Ok(SessionRef { id, bare_until })
+}
+
+/// When a bare session's id expires: the idle limit after its UUIDv7 was made.
+fn bare_expiry(state: &AppState, id: Uuid) -> Option<i64> {
+    Some(opened_ms(id)?.saturating_add(idle_ms(state)))
 }
 
 /// How long a session may sit idle, in milliseconds.
@@ -190,7 +195,7 @@ pub(crate) async fn open(
     if !declares && !state.instance.store.is_s3() {
         // Bare: nothing to keep until the first bytes, so nothing is written (ADR 0022).
         let id = Uuid::now_v7();
-        let expires_ms = opened_ms(id).unwrap_or_else(now_ms).saturating_add(idle_ms(&state));
+        let expires_ms = bare_expiry(&state, id).expect("a v7 UUID tells its time");
         return Ok(opened(&state.instance.session_key.sign(id, caller.actor()), expires_ms));
     }
     let now = now_ms();
@@ -206,7 +211,7 @@ pub(crate) async fn open(
     }
     let id = Uuid::now_v7();
     let staging = state.instance.store.stage_open(id).await?;
-    let expires_ms = now + i64::try_from(limits.session_idle.as_millis()).unwrap_or(i64::MAX / 2);
+    let expires_ms = now + idle_ms(&state);
     {
         let actor = caller.actor().to_owned();
         let declared_size = declared.size.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
@@ -456,17 +461,11 @@ pub(crate) async fn abort(
             let closed = write(&state.instance.log, move |tx| {
                 Box::pin(async move {
                     lock_bare(tx, id).await?;
-                    execute!(
-                        tx,
-                        "INSERT INTO upload_sessions_closed (id, until_ms) SELECT $1, $2 \
-                         WHERE NOT EXISTS (SELECT 1 FROM upload_sessions WHERE id = $1) ON CONFLICT (id) DO NOTHING",
-                        id,
-                        until
-                    )
+                    close_bare(tx, id, until).await
                 })
             })
             .await?;
-            if closed > 0 {
+            if closed {
                 return Ok(StatusCode::NO_CONTENT.into_response());
             }
             // Closed meanwhile (the claim below says not found), or given a row: aborted as any session with one.
@@ -525,14 +524,18 @@ async fn lock_bare(tx: &mut artifactstore_db::Tx, id: Uuid) -> Result<(), sqlx::
     Ok(())
 }
 
-/// Leaves a bare session's closed mark, until its id expires (a mark already there stays).
-async fn close_bare(tx: &mut artifactstore_db::Tx, id: Uuid, until: i64) -> Result<u64, sqlx::Error> {
-    execute!(
-        tx,
-        "INSERT INTO upload_sessions_closed (id, until_ms) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
-        id,
-        until
-    )
+/// The statement that leaves a bare session's closed mark (`$1` its id, `$2` its id's expiry), unless it has a row
+/// (another request wrote one, or the same transaction has yet to delete it) or a mark already.
+macro_rules! close_bare_sql {
+    () => {
+        "INSERT INTO upload_sessions_closed (id, until_ms) SELECT $1, $2 \
+         WHERE NOT EXISTS (SELECT 1 FROM upload_sessions WHERE id = $1) ON CONFLICT (id) DO NOTHING"
+    };
+}
+
+/// Leaves a bare session's closed mark, until its id expires; says whether it wrote one.
+async fn close_bare(tx: &mut artifactstore_db::Tx, id: Uuid, until: i64) -> Result<bool, sqlx::Error> {
+    Ok(execute!(tx, close_bare_sql!(), id, until)? > 0)
 }
 
 async fn commit_session(
@@ -606,6 +609,18 @@ enum Claim {
     NoRow,
 }
 
+impl Claim {
+    /// The bare session the commit ends, if it is one: its UUID and its id's expiry.
+    fn bare(self) -> Option<(Uuid, i64)> {
+        match self {
+            Claim::Leased(session) | Claim::Unclaimed(session) | Claim::Bare(session) => {
+                Some((session.id, session.bare_until?))
+            }
+            Claim::NoRow => None,
+        }
+    }
+}
+
 /// The end of every commit, once the bytes are at their content address (`Received::place`): one transaction
 /// deletes the session's row (if it has one) and records `v1.file.ingested` (if new).
 async fn record_blob(
@@ -634,10 +649,8 @@ async fn record_blob(
             Box::pin(async move {
                 let RegistryEvent::FileIngested(payload) = &event else { unreachable!("built above") };
                 let blake3 = payload.blake3.as_str();
-                if let Claim::Leased(session) | Claim::Unclaimed(session) | Claim::Bare(session) = claim {
-                    if session.bare_until.is_some() {
-                        lock_bare(wtx.tx(), session.id).await.map_err(Refused::statement)?;
-                    }
+                if let Some((id, _)) = claim.bare() {
+                    lock_bare(wtx.tx(), id).await.map_err(Refused::statement)?;
                 }
                 // Deleting the session also says whether the views know the blob already (one round trip).
                 let deleted = match claim {
@@ -675,10 +688,10 @@ async fn record_blob(
                         let closed = fetch_optional!(
                             wtx.tx(),
                             (i64,),
-                            "INSERT INTO upload_sessions_closed (id, until_ms) SELECT $1, $2 \
-                             WHERE NOT EXISTS (SELECT 1 FROM upload_sessions WHERE id = $1) \
-                             ON CONFLICT (id) DO NOTHING \
-                             RETURNING (SELECT COUNT(*) FROM artifact_files WHERE blake3 = $3)",
+                            concat!(
+                                close_bare_sql!(),
+                                " RETURNING (SELECT COUNT(*) FROM artifact_files WHERE blake3 = $3)"
+                            ),
                             session.id,
                             session.bare_until.unwrap_or(i64::MAX),
                             blake3
@@ -696,9 +709,7 @@ async fn record_blob(
                 };
                 // From here on a failure leaves the deleted session (or the closed mark) behind, if there was one.
                 let wrote = deleted.is_some();
-                if let Claim::Leased(SessionRef { id, bare_until: Some(until) })
-                | Claim::Unclaimed(SessionRef { id, bare_until: Some(until) }) = claim
-                {
+                if let (Claim::Leased(_) | Claim::Unclaimed(_), Some((id, until))) = (claim, claim.bare()) {
                     close_bare(wtx.tx(), id, until).await.map_err(|err| Refused::AfterWriting(ApiError::from(err)))?;
                 }
                 let known = match deleted {
@@ -852,8 +863,7 @@ async fn receive_chunk(
     }
     // A bare session's row never expires before its id (whose time another instance's clock gave), so the sweeper,
     // which deletes rows without closed marks, cannot let the id open again.
-    let idle = now_ms() + i64::try_from(limits.session_idle.as_millis()).unwrap_or(i64::MAX / 2);
-    let expires_ms = idle.max(row.bare_until_ms.unwrap_or(i64::MIN));
+    let expires_ms = (now_ms() + idle_ms(state)).max(row.bare_until_ms.unwrap_or(i64::MIN));
     Ok(Received { offset: current + received, expires_ms, hashing, staging, writer })
 }
 
@@ -1179,6 +1189,25 @@ struct Loaded {
 async fn load(state: &AppState, caller: &Caller, session: SessionRef) -> Result<Loaded, ApiError> {
     let id = session.id;
     let mut conn = state.instance.db.acquire().await?;
+    if let Some(until) = session.bare_until {
+        // Usually without a row: one read says whether it has one, or a closed mark.
+        let (has_row, closed): (bool, bool) = fetch_one!(
+            &mut conn,
+            (bool, bool),
+            "SELECT EXISTS (SELECT 1 FROM upload_sessions WHERE id = $1), \
+             EXISTS (SELECT 1 FROM upload_sessions_closed WHERE id = $1)",
+            id
+        )?;
+        if closed && !has_row {
+            return Err(ApiError::not_found(format!("upload session {id} was committed or aborted")));
+        }
+        if !has_row {
+            if until <= now_ms() {
+                return Err(ApiError::not_found(format!("upload session {id} has expired")));
+            }
+            return Ok(Loaded { row: bare_row(caller, until), stored: false });
+        }
+    }
     let row = fetch_optional!(
         &mut conn,
         SessionRow,
@@ -1189,23 +1218,13 @@ async fn load(state: &AppState, caller: &Caller, session: SessionRef) -> Result<
     match row {
         // A bare session's row is reached only through its tagged id.
         Some(row) if row.bare_until_ms.is_some() && session.bare_until.is_none() => {
-            return Err(ApiError::not_found(format!("no upload session {id}")));
+            Err(ApiError::not_found(format!("no upload session {id}")))
         }
-        Some(row) if row.expires_ms > now_ms() => return Ok(Loaded { row, stored: true }),
-        Some(_) => return Err(expired()),
-        None => {}
+        Some(row) if row.expires_ms > now_ms() => Ok(Loaded { row, stored: true }),
+        Some(_) => Err(expired()),
+        // Gone between the two reads of a bare session, or never there.
+        None => Err(ApiError::not_found(format!("no upload session {id}"))),
     }
-    let Some(until) = session.bare_until else {
-        return Err(ApiError::not_found(format!("no upload session {id}")));
-    };
-    let closed = fetch_optional!(&mut conn, (i64,), "SELECT until_ms FROM upload_sessions_closed WHERE id = $1", id)?;
-    if closed.is_some() {
-        return Err(ApiError::not_found(format!("upload session {id} was committed or aborted")));
-    }
-    if until <= now_ms() {
-        return Err(expired());
-    }
-    Ok(Loaded { row: bare_row(caller, until), stored: false })
 }
 
 /// What a bare session's row is until its first bytes: the caller's (the tag said so), empty, expiring with its id.
@@ -1313,7 +1332,8 @@ impl Lease {
         let id = session.id;
         let row = bare_row(caller, bare_until);
         let most = i64::try_from(state.instance.config.uploads.max_open_sessions).unwrap_or(i64::MAX);
-        let (now, opened) = (now_ms(), opened_ms(id).unwrap_or_else(now_ms));
+        let now = now_ms();
+        let opened = opened_ms(id).unwrap_or(now);
         let claimed = write(&state.instance.log, move |tx| {
             Box::pin(async move {
                 lock_bare(tx, id).await?;
