@@ -62,7 +62,9 @@ async fn subscribe(
                 start += end + 2;
                 let mut id = None;
                 let mut created = None;
-                for line in frame.split(|&b| b == b'\n') {
+                // memchr finds the line breaks many bytes at a time: a byte-by-byte split of every frame took a
+                // fifth of a core here, on the cores the server needs.
+                for line in lines(frame) {
                     if let Some(text) = line.strip_prefix(b"id: ") {
                         id = Some(
                             std::str::from_utf8(text)?
@@ -89,6 +91,16 @@ async fn subscribe(
         }
     }
     Ok(seen)
+}
+
+/// The lines of an SSE frame, without their line breaks.
+fn lines(frame: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', frame).chain(std::iter::once(frame.len())).map(move |end| {
+        let line = &frame[start..end];
+        start = end + 1;
+        line
+    })
 }
 
 static FRAME_END: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"\n\n"));
@@ -243,6 +255,14 @@ pub(crate) async fn run_fanout(base: &str, subscribers: usize, events: u64) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_split_as_a_byte_split_splits_them() {
+        for frame in [&b""[..], b"id: 7", b"id: 7\nevent: x\ndata: {}", b"\n\nid: 1\n", b"a\n\nb"] {
+            let expected: Vec<&[u8]> = frame.split(|&b| b == b'\n').collect();
+            assert_eq!(lines(frame).collect::<Vec<_>>(), expected, "{:?}", String::from_utf8_lossy(frame));
+        }
+    }
 
     #[test]
     fn commit_times_read_as_chrono_reads_them() {
