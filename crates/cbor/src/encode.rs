@@ -161,6 +161,40 @@ fn encode_float(value: f64, out: &mut Vec<u8>) {
     }
 }
 
+/// Writers of single canonical items straight into a buffer, for a caller that knows the shape of what it encodes
+/// and needs no `Value` tree for it (the event log's chain hash, once per event). Each writes exactly the bytes
+/// `encode_value` writes for the same item.
+pub mod write {
+    use super::{len_u64, write_head, MAJOR_ARRAY, MAJOR_BYTES, MAJOR_TEXT, MAJOR_UNSIGNED};
+
+    /// The head of an array of `len` items; the items follow.
+    pub fn array(out: &mut Vec<u8>, len: usize) {
+        write_head(out, MAJOR_ARRAY, len_u64(len));
+    }
+
+    /// An unsigned integer.
+    pub fn unsigned(out: &mut Vec<u8>, value: u64) {
+        write_head(out, MAJOR_UNSIGNED, value);
+    }
+
+    /// A byte string.
+    pub fn bytes(out: &mut Vec<u8>, value: &[u8]) {
+        write_head(out, MAJOR_BYTES, len_u64(value.len()));
+        out.extend_from_slice(value);
+    }
+
+    /// A text string.
+    pub fn text(out: &mut Vec<u8>, value: &str) {
+        write_head(out, MAJOR_TEXT, len_u64(value.len()));
+        out.extend_from_slice(value.as_bytes());
+    }
+
+    /// `null`.
+    pub fn null(out: &mut Vec<u8>) {
+        out.push(0xf6);
+    }
+}
+
 /// Appends the head of major type `major` with `argument` in its shortest form.
 fn write_head(out: &mut Vec<u8>, major: u8, argument: u64) {
     let major = major << 5;

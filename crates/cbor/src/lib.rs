@@ -8,7 +8,7 @@ mod float;
 
 pub use ciborium::value::{Integer, Value};
 pub use decode::{canonicalize, decode_sequence, decode_value};
-pub use encode::encode_value;
+pub use encode::{encode_value, write};
 pub use error::{DecodeError, EncodeError};
 
 /// The deepest nesting the encoder writes and the decoder reads.

@@ -393,3 +393,54 @@ proptest! {
         check_any_input(&sloppy_bytes)?;
     }
 }
+
+/// One flat item for the `write` functions, and the same item as a `Value`.
+#[derive(Debug, Clone)]
+enum Flat {
+    Unsigned(u64),
+    Bytes(Vec<u8>),
+    Text(String),
+    Null,
+}
+
+fn arb_flat() -> impl Strategy<Value = Flat> {
+    prop_oneof![
+        prop_oneof![any::<u64>(), prop::sample::select(vec![0u64, 23, 24, 255, 256, 65_535, 65_536, 4_294_967_296])]
+            .prop_map(Flat::Unsigned),
+        vec(any::<u8>(), 0..300).prop_map(Flat::Bytes),
+        ".{0,80}".prop_map(Flat::Text),
+        Just(Flat::Null),
+    ]
+}
+
+proptest! {
+    /// An array written item by item is byte for byte what `encode_value` makes of the same array.
+    #[test]
+    fn writers_encode_as_encode_value_does(items in vec(arb_flat(), 0..40)) {
+        use artifactstore_cbor::write;
+        let mut written = Vec::new();
+        write::array(&mut written, items.len());
+        let mut values = Vec::new();
+        for item in &items {
+            match item {
+                Flat::Unsigned(n) => {
+                    write::unsigned(&mut written, *n);
+                    values.push(Value::from(*n));
+                }
+                Flat::Bytes(b) => {
+                    write::bytes(&mut written, b);
+                    values.push(Value::Bytes(b.clone()));
+                }
+                Flat::Text(t) => {
+                    write::text(&mut written, t);
+                    values.push(Value::Text(t.clone()));
+                }
+                Flat::Null => {
+                    write::null(&mut written);
+                    values.push(Value::Null);
+                }
+            }
+        }
+        prop_assert_eq!(written, encode_value(&Value::Array(values)).unwrap());
+    }
+}

@@ -1,7 +1,5 @@
 //! The hash chain: its definition and its end-to-end check.
 
-use artifactstore_cbor::Value;
-
 use crate::Event;
 
 /// The chain hash before the first event: 32 zero bytes.
@@ -14,18 +12,22 @@ pub const GENESIS_CHAIN_HASH: [u8; 32] = [0; 32];
 /// where the hashes are 32-byte strings, `created_at` is RFC 3339 text in UTC with exactly six fractional digits and a `Z`,
 /// and `subject_id` is the UUID's 16 bytes or null. `docs/EVENT-LOG.md` specifies it for other implementations.
 pub fn chain_hash(previous: &[u8; 32], event: &Event) -> [u8; 32] {
-    let fields = Value::Array(vec![
-        Value::Bytes(previous.to_vec()),
-        Value::Integer(event.sequence.into()),
-        Value::Text(crate::time_text(&event.created_at)),
-        Value::Text(event.event_type.clone()),
-        Value::Text(event.subject_kind.as_str().to_owned()),
-        event.subject_id.map_or(Value::Null, |id| Value::Bytes(id.as_bytes().to_vec())),
-        Value::Text(event.actor.clone()),
-        Value::Bytes(event.payload_digest.to_vec()),
-    ]);
-    let bytes = artifactstore_cbor::encode_value(&fields).expect("an array without maps always encodes");
-    *blake3::hash(&bytes).as_bytes()
+    use artifactstore_cbor::write;
+    // Written item by item, without a `Value` tree: the committer hashes one of these per event.
+    let mut out = Vec::with_capacity(160 + event.event_type.len() + event.actor.len());
+    write::array(&mut out, 8);
+    write::bytes(&mut out, previous);
+    write::unsigned(&mut out, event.sequence);
+    write::text(&mut out, &crate::time_text(&event.created_at));
+    write::text(&mut out, &event.event_type);
+    write::text(&mut out, event.subject_kind.as_str());
+    match event.subject_id {
+        Some(id) => write::bytes(&mut out, id.as_bytes()),
+        None => write::null(&mut out),
+    }
+    write::text(&mut out, &event.actor);
+    write::bytes(&mut out, &event.payload_digest);
+    *blake3::hash(&out).as_bytes()
 }
 
 /// One thing wrong with the stored log.
@@ -69,5 +71,58 @@ pub(crate) fn check_event(previous: &[u8; 32], expected_sequence: u64, event: &E
     }
     if chain_hash(previous, event) != event.chain_hash {
         fault("chain_hash does not follow from the previous event".to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use artifactstore_cbor::Value;
+    use chrono::{TimeZone, Utc};
+    use proptest::prelude::*;
+    use uuid::Uuid;
+
+    use super::chain_hash;
+    use crate::{Event, SubjectKind};
+
+    /// The definition above, built as a `Value` and encoded by the general encoder.
+    fn by_definition(previous: &[u8; 32], event: &Event) -> [u8; 32] {
+        let fields = Value::Array(vec![
+            Value::Bytes(previous.to_vec()),
+            Value::Integer(event.sequence.into()),
+            Value::Text(crate::time_text(&event.created_at)),
+            Value::Text(event.event_type.clone()),
+            Value::Text(event.subject_kind.as_str().to_owned()),
+            event.subject_id.map_or(Value::Null, |id| Value::Bytes(id.as_bytes().to_vec())),
+            Value::Text(event.actor.clone()),
+            Value::Bytes(event.payload_digest.to_vec()),
+        ]);
+        *blake3::hash(&artifactstore_cbor::encode_value(&fields).unwrap()).as_bytes()
+    }
+
+    proptest! {
+        #[test]
+        fn the_chain_hash_is_blake3_of_the_canonical_array(
+            previous in any::<[u8; 32]>(),
+            sequence in prop_oneof![any::<u64>(), 1u64..30, Just(u64::from(u32::MAX) + 1)],
+            micros in 0i64..4_102_444_800_000_000,
+            event_type in "v1\\.[a-z_]{1,20}(\\.[a-z0-9_]{1,100})?",
+            kind in 0usize..5,
+            subject in prop::option::of(any::<u128>()),
+            actor in ".{1,300}",
+            payload_digest in any::<[u8; 32]>(),
+        ) {
+            let event = Event {
+                sequence,
+                created_at: Utc.timestamp_micros(micros).unwrap(),
+                event_type,
+                subject_kind: SubjectKind::ALL[kind],
+                subject_id: subject.map(Uuid::from_u128),
+                actor,
+                payload: Vec::new(),
+                payload_digest,
+                chain_hash: [0; 32],
+            };
+            prop_assert_eq!(chain_hash(&previous, &event), by_definition(&previous, &event));
+        }
     }
 }

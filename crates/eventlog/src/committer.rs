@@ -9,8 +9,8 @@ use futures::future::BoxFuture;
 use futures::FutureExt as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::write_tx::next_event;
-use crate::{store, Error, Event, Head, NewEvent, WriteTx};
+use crate::write_tx::{next_validated, Validated};
+use crate::{store, Error, Event, Head, WriteTx};
 
 /// Hands a finished unit of work the outcome of the transaction it ran in.
 pub(crate) type Deliver = Box<dyn FnOnce(Result<(), Arc<Error>>) + Send>;
@@ -46,8 +46,8 @@ where
 pub(crate) enum Job {
     /// A plain append: only data, so a group of nothing but appends can be written in one checked statement.
     Append {
-        /// The event to append.
-        event: NewEvent,
+        /// The event to append, checked and hashed by the caller's task.
+        event: Validated,
         /// Where the appended event (or the error) goes once the group is durable.
         reply: oneshot::Sender<Result<Event, Error>>,
     },
@@ -195,14 +195,8 @@ async fn append_only(
             job.abort(Failure::Batch(Arc::new(Error::Corrupt("not an append".into()))));
             continue;
         };
-        match next_event(&mut to, event) {
-            Ok(event) => {
-                events.push(event);
-                replies.push(reply);
-            }
-            // Invalid: refused alone, and it takes no sequence.
-            Err(err) => drop(reply.send(Err(err))),
-        }
+        events.push(next_validated(&mut to, event));
+        replies.push(reply);
     }
     if events.is_empty() {
         return Ok(Checked::Written(Some((from, 0))));
@@ -231,7 +225,7 @@ async fn append_only(
             events
                 .into_iter()
                 .zip(replies)
-                .map(|(event, reply)| Job::Append { event: NewEvent::from(event), reply })
+                .map(|(event, reply)| Job::Append { event: Validated::again(event), reply })
                 .collect(),
         )),
         Err(err) => {
@@ -287,15 +281,11 @@ async fn run_batch(db: &Database, kept: &mut Option<Conn>, jobs: Vec<Job>) -> Re
     while let Some(job) = remaining.next() {
         let (run, abort, fenced, unfenced_statement) = match job {
             Job::Append { event, reply } => {
-                // Nothing is written until the commit, and an invalid event changes nothing: no savepoint.
-                let result = wtx.append(event);
-                any_ok |= result.is_ok();
+                // Nothing is written until the commit, and the event was checked before it was queued: no savepoint.
+                let event = wtx.append_validated(event);
+                any_ok = true;
                 delivers.push(Box::new(move |committed: Result<(), Arc<Error>>| {
-                    let _ = reply.send(match (result, committed) {
-                        (Ok(event), Ok(())) => Ok(event),
-                        (Ok(_), Err(err)) => Err(Error::Batch(err)),
-                        (Err(err), _) => Err(err),
-                    });
+                    let _ = reply.send(committed.map(|()| event).map_err(Error::Batch));
                 }) as Deliver);
                 continue;
             }

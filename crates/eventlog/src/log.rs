@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::chain::{check_event, ChainFault, ChainReport, GENESIS_CHAIN_HASH};
 use crate::committer::{self, Counters, Deliver, Failure, Job, Outcome};
+use crate::write_tx::Validated;
 use crate::{store, Error, Event, Head, NewEvent, WriteTx};
 
 /// Tuning of the log.
@@ -203,6 +204,8 @@ impl EventLog {
     /// A group of nothing but plain appends goes out as one statement that checks the head has not moved (one round
     /// trip); in a group with other work, its events are inserted together just before the group commits.
     pub async fn append(&self, event: NewEvent) -> Result<Event, Error> {
+        // Checked and hashed here, on the caller's task: the committer only numbers and chains it.
+        let event = Validated::new(event)?;
         let (reply, answer) = oneshot::channel();
         self.inner.queue.send(Job::Append { event, reply }).await.map_err(|_| Error::Closed)?;
         answer.await.unwrap_or(Err(Error::Closed))

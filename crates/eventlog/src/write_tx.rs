@@ -41,9 +41,14 @@ impl WriteTx {
     /// unit rolled back to its savepoint forgets its own). Until then the event is not in the `events` table, so
     /// nothing in this transaction may look for it there; the views never do. Nothing changes if it is invalid.
     pub fn append(&mut self, new: NewEvent) -> Result<Event, Error> {
-        let event = next_event(&mut self.head, new)?;
+        Ok(self.append_validated(Validated::new(new)?))
+    }
+
+    /// `append` of an event already checked and hashed.
+    pub(crate) fn append_validated(&mut self, validated: Validated) -> Event {
+        let event = next_validated(&mut self.head, validated);
         self.appended.push(event.clone());
-        Ok(event)
+        event
     }
 
     /// The database transaction, for changes that must commit together with the events.
@@ -98,10 +103,33 @@ impl WriteTx {
     }
 }
 
-/// Gives `new` the sequence and chain hash that follow `head`, and moves `head` on past it. Nothing changes if the
-/// event is invalid.
-pub(crate) fn next_event(head: &mut Head, new: NewEvent) -> Result<Event, Error> {
-    new.validate()?;
+/// An event the log has checked (`NewEvent::validate`) and whose payload it has hashed: the part of an append that
+/// does not depend on the head. `EventLog::append` does it on the caller's task, before queueing, so the committer,
+/// which every append waits for in turn, only numbers and chains.
+#[derive(Debug)]
+pub(crate) struct Validated {
+    new: NewEvent,
+    payload_digest: [u8; 32],
+}
+
+impl Validated {
+    /// Checks `new` and hashes its payload.
+    pub(crate) fn new(new: NewEvent) -> Result<Validated, Error> {
+        new.validate()?;
+        let payload_digest = *blake3::hash(&new.payload).as_bytes();
+        Ok(Validated { new, payload_digest })
+    }
+
+    /// An event numbered once already, to be numbered again on another head (its group found the head moved).
+    pub(crate) fn again(event: Event) -> Validated {
+        let payload_digest = event.payload_digest;
+        Validated { new: NewEvent::from(event), payload_digest }
+    }
+}
+
+/// Gives a validated event the sequence and chain hash that follow `head`, and moves `head` on past it.
+pub(crate) fn next_validated(head: &mut Head, validated: Validated) -> Event {
+    let Validated { new, payload_digest } = validated;
     let mut event = Event {
         sequence: head.sequence + 1,
         created_at: crate::event::now(),
@@ -109,12 +137,12 @@ pub(crate) fn next_event(head: &mut Head, new: NewEvent) -> Result<Event, Error>
         subject_kind: new.subject_kind,
         subject_id: new.subject_id,
         actor: new.actor,
-        payload_digest: *blake3::hash(&new.payload).as_bytes(),
+        payload_digest,
         payload: new.payload,
         chain_hash: [0; 32],
     };
     event.chain_hash = chain_hash(&head.chain_hash, &event);
     head.sequence = event.sequence;
     head.chain_hash = event.chain_hash;
-    Ok(event)
+    event
 }
