@@ -2,7 +2,6 @@
 
 use std::sync::atomic::AtomicU64;
 
-use artifactstore_db::fetch_one;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -110,12 +109,7 @@ fn set_counter(counter: &Counter<u64, AtomicU64>, value: u64) {
 /// `GET /metrics`.
 pub(crate) async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
     let m = &state.metrics;
-    let now = crate::api::now_ms();
-    let open: i64 = {
-        let mut conn = state.instance.db.acquire().await?;
-        fetch_one!(&mut conn, (i64,), "SELECT COUNT(*) FROM upload_sessions WHERE expires_ms > $1", now)?.0
-    };
-    m.upload_sessions.set(open);
+    m.upload_sessions.set(state.uploads.sessions().count_open(crate::uploads::now_ms()).await?);
     set_counter(&m.events_appended, state.instance.log.stats().events);
     m.head_sequence.set(i64::try_from(state.instance.log.head().sequence).unwrap_or(i64::MAX));
     let feed = state.broadcaster.stats();

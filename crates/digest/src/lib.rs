@@ -3,8 +3,10 @@
 
 mod digest;
 mod hasher;
+mod pipeline;
 mod resumable;
 
 pub use digest::{Algorithm, Digest, ParseDigestError};
 pub use hasher::{DualDigest, DualHasher, PARALLEL_THRESHOLD};
+pub use pipeline::{Pipeline, PipelineError, PIPELINE_BATCH};
 pub use resumable::StateError;

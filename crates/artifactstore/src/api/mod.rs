@@ -17,10 +17,10 @@ use axum::Router;
 use crate::problem::ApiError;
 use crate::server::AppState;
 
+pub use crate::jobs::sweep;
+pub(crate) use body::broken_body;
 pub use envelope::{envelope_cbor, envelope_json, payload_json};
 pub use stream::FrameCache;
-pub(crate) use uploads::now_ms;
-pub use uploads::sweep;
 
 /// Every route of the service.
 pub fn router(state: AppState) -> Router {

@@ -1,0 +1,100 @@
+//! Background jobs of a serving instance: WAL checkpoints or head polling, the upload sweeper, and the optional
+//! relay and archiver, each restarted after an error.
+
+use std::time::Duration;
+
+use artifactstore_db::Backend;
+
+use crate::instance::Instance;
+use crate::problem::ApiError;
+use crate::relay::RelayConfig;
+use crate::server::AppState;
+
+/// How often SQLite's write-ahead log is checkpointed and truncated.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+/// How often an instance on PostgreSQL looks for other instances' commits.
+const HEAD_POLL_EVERY: Duration = Duration::from_millis(250);
+
+/// Deletes expired upload sessions (those no request holds) and frees their bytes; then frees staged bytes that no
+/// session owns and that have sat untouched for `orphan_age`. Returns how many sessions and orphans it reclaimed.
+pub async fn sweep(state: &AppState, orphan_age: Duration) -> Result<(u64, u64), ApiError> {
+    state.uploads.sweep(orphan_age).await
+}
+
+/// Keeps the in-process relay running: after an error it starts again (and resumes from the stream) in 5 s.
+pub(crate) async fn supervise_relay(state: AppState, config: RelayConfig) {
+    loop {
+        let log = state.instance.log.clone();
+        let metrics = state.metrics.clone();
+        let progress = move |relayed: u64| {
+            let lag = log.head().sequence.saturating_sub(relayed);
+            metrics.relay_lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
+        };
+        match crate::relay::run(state.instance.log.clone(), config.clone(), progress, std::future::pending()).await {
+            Ok(()) => return,
+            Err(err) => tracing::error!(error = %format!("{err:#}"), "the broker relay stopped; restarting in 5 s"),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// Keeps the archiver running; after an error it starts again (continuing after the last segment) in 5 s.
+pub(crate) async fn supervise_archive(state: AppState, config: crate::archive::ArchiveConfig) {
+    loop {
+        let (log, store) = (state.instance.log.clone(), state.instance.store.clone());
+        match crate::archive::run(log, store, config, std::future::pending()).await {
+            Ok(()) => return,
+            Err(err) => tracing::error!(error = %format!("{err:#}"), "the archiver stopped; restarting in 5 s"),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// How often expired upload sessions and orphaned staged bytes are reclaimed.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Reclaims expired upload sessions; staged bytes no session owns are reclaimed once they are as old as the idle
+/// limit, so a request still writing them (on this or another instance) is never cut short.
+pub(crate) async fn sweeper(state: AppState) {
+    let orphan_age = state.instance.config.uploads.session_idle;
+    let mut ticks = tokio::time::interval(SWEEP_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match sweep(&state, orphan_age).await {
+            Ok((0, 0)) => {}
+            Ok((sessions, orphans)) => tracing::info!(sessions, orphans, "reclaimed expired upload sessions"),
+            Err(err) => tracing::warn!(error = ?err, "sweeping upload sessions failed"),
+        }
+    }
+}
+
+/// Background work of a running instance: WAL checkpoints on SQLite, head polling on PostgreSQL.
+pub(crate) async fn housekeeping(instance: Instance) {
+    match instance.db.backend() {
+        Backend::Sqlite => {
+            let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match instance.db.checkpoint().await {
+                    Ok(Some(stats)) if stats.busy => {
+                        tracing::debug!(?stats, "checkpoint could not finish; a reader holds the log");
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "WAL checkpoint failed"),
+                }
+            }
+        }
+        Backend::Postgres => {
+            let mut ticks = tokio::time::interval(HEAD_POLL_EVERY);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(err) = instance.log.refresh_head().await {
+                    tracing::warn!(error = %err, "reading the head failed");
+                }
+            }
+        }
+    }
+}

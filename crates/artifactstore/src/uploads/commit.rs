@@ -1,0 +1,236 @@
+//! The one commit path: every route that ends an upload (a one-request upload, the commit of a session held by its
+//! lease, the commit of an untouched or bare session that takes no lease) goes through `Uploads::commit_as`.
+
+use artifactstore_blobstore::StagingState;
+use artifactstore_digest::{Digest, DualDigest};
+use artifactstore_eventlog::Refused;
+use artifactstore_views::vocab::{FileIngested, RegistryEvent};
+use uuid::Uuid;
+
+use super::chunk::{Incoming, Received};
+use super::session::{Session, SessionRef};
+use super::store::{Ended, Ending, Lease, SessionStore};
+use super::Uploads;
+use crate::auth::Caller;
+use crate::problem::ApiError;
+
+/// How a commit holds what it ends: the one difference between the routes that commit.
+#[derive(Debug)]
+pub(crate) enum Hold {
+    /// A one-request upload (`POST ?digest=`): no session; its bytes are staged under an id of their own.
+    OneRequest,
+    /// A session with nothing staged that no request holds, on a filesystem store (the common `POST` + `PUT` of a
+    /// small blob): the commit takes no lease, which would cost a durable write of its own, and stages under an id
+    /// of its own, so a concurrent request on the session cannot mix with its bytes. The record ends the session
+    /// only if it is still untouched; otherwise the commit fails with a conflict and changes nothing (ADR 0013).
+    /// `stored` is false for a bare session without a row, which its closed mark ends instead; `row` is the
+    /// session's row as the request found it.
+    Untouched { session: SessionRef, stored: bool, row: Box<Session> },
+    /// The commit claims the session's lease and adds its bytes to the session's staging.
+    Leased(SessionRef),
+}
+
+/// Where a commit whose hold is taken stages its bytes, and how it ends the session.
+struct Staged<'a> {
+    row: &'a Session,
+    /// The staging its bytes go to: the session's, or its own.
+    id: Uuid,
+    /// The session's lease, when the commit holds it.
+    lease: Option<&'a mut Lease>,
+    ending: Ending,
+}
+
+/// A blob committed: its digests, and the sequence of its `v1.file.ingested` if this commit recorded it.
+#[derive(Debug)]
+pub(crate) struct Committed {
+    pub(crate) digest: DualDigest,
+    pub(crate) sequence: Option<u64>,
+}
+
+impl Uploads {
+    /// Receives a last chunk (possibly empty) into the session (or a staging of the commit's own), checks the
+    /// digests, puts the bytes at their content address and records the blob, ending the session as `hold` says.
+    /// A mismatch keeps the chunk in the session, as if it had been appended.
+    pub(crate) async fn commit_as(
+        &self,
+        caller: &Caller,
+        hold: Hold,
+        digest: Digest,
+        incoming: Incoming,
+    ) -> Result<Committed, ApiError> {
+        match hold {
+            Hold::Leased(session) => {
+                let (mut lease, row) = self.sessions().claim(caller.actor(), session, |_| Ok(())).await?;
+                let result = async {
+                    row.check_owner(caller.actor())?;
+                    let ending = Ending::Leased(session);
+                    let staged = Staged { row: &row, id: session.id, lease: Some(&mut lease), ending };
+                    self.commit_staged(caller, staged, digest, incoming).await
+                }
+                .await;
+                match result {
+                    Ok(_) => lease.disarm(),
+                    Err(_) => lease.release().await,
+                }
+                result
+            }
+            Hold::OneRequest | Hold::Untouched { .. } => {
+                let own = Uuid::now_v7();
+                let (staging, ending, row) = match hold {
+                    Hold::Untouched { session, stored, row } => {
+                        let ending = if stored { Ending::Untouched(session) } else { Ending::Bare(session) };
+                        (StagingState::File, ending, *row)
+                    }
+                    _ => {
+                        let staging = self.blobs().stage_open(own).await?;
+                        let row = Session::one_request(caller.actor(), &staging);
+                        (staging, Ending::Nothing, row)
+                    }
+                };
+                let staged = Staged { row: &row, id: own, lease: None, ending };
+                let result = self.commit_staged(caller, staged, digest, incoming).await;
+                if result.is_err() {
+                    if let Err(err) = self.blobs().stage_abort(own, &staging).await {
+                        tracing::warn!(upload = %own, error = %err, "could not free the bytes of a failed commit");
+                    }
+                }
+                result
+            }
+        }
+    }
+
+    /// The commit once its hold is taken: the chunk into staging, the digests checked, the bytes placed, the blob
+    /// recorded.
+    async fn commit_staged(
+        &self,
+        caller: &Caller,
+        staged: Staged<'_>,
+        digest: Digest,
+        incoming: Incoming,
+    ) -> Result<Committed, ApiError> {
+        let Staged { row, id: staged, lease, ending } = staged;
+        // A last chunk riding on the commit is made durable and recorded only if the commit does not happen; when
+        // it does, the staged file is synced as it moves to its content address.
+        let mut received = self.receive(row, staged, incoming).await?;
+        let computed = received.digest().await?;
+        if let Err(mismatch) = row.check_digests(digest, &computed) {
+            if received.has_bytes() {
+                match (lease, ending) {
+                    (Some(lease), _) => {
+                        let chunk = received.finish(true).await?;
+                        self.sessions().save(lease, &chunk).await?;
+                    }
+                    (None, Ending::Untouched(session) | Ending::Bare(session)) => {
+                        // The bytes were never acknowledged: if they cannot be kept, the client still learns its
+                        // digest was wrong and sends them again.
+                        if let Err(err) = self.keep_chunk(caller, session, staged, received).await {
+                            tracing::info!(upload = %session.id, error = ?err, "the bytes of a mismatched commit were not kept");
+                        }
+                    }
+                    (None, _) => {}
+                }
+            }
+            return Err(mismatch);
+        }
+        let placed = received.place(self.blobs(), staged, &computed).await?;
+        tracing::debug!(session = %staged, blob = %computed.blake3, ?placed, "staged bytes placed");
+        let sequence = self.record(caller, ending, row.media_type.clone(), computed).await?;
+        Ok(Committed { digest: computed, sequence })
+    }
+
+    /// Moves a chunk staged by a commit without a lease into its session, under a lease, as the session's first
+    /// bytes.
+    async fn keep_chunk(
+        &self,
+        caller: &Caller,
+        session: SessionRef,
+        own: Uuid,
+        received: Received,
+    ) -> Result<(), ApiError> {
+        let chunk = received.finish(false).await?;
+        let (mut lease, row) = self.sessions().claim(caller.actor(), session, |_| Ok(())).await?;
+        let kept = async {
+            if row.offset_bytes != 0 {
+                return Err(ApiError::conflict("another request wrote to this upload session meanwhile"));
+            }
+            self.blobs().stage_move(own, session.id).await?;
+            self.sessions().save(&mut lease, &chunk).await
+        }
+        .await;
+        lease.release().await;
+        kept
+    }
+
+    /// The end of every commit, once the bytes are at their content address: one transaction ends the session as
+    /// `ending` says and records `v1.file.ingested` unless the views hold the blob already. Returns the event's
+    /// sequence if it recorded one.
+    async fn record(
+        &self,
+        caller: &Caller,
+        ending: Ending,
+        media_type: Option<String>,
+        computed: DualDigest,
+    ) -> Result<Option<u64>, ApiError> {
+        let event = RegistryEvent::FileIngested(FileIngested {
+            blake3: computed.blake3.to_string(),
+            sha256: computed.sha256.to_string(),
+            size: computed.size,
+            media_type,
+        });
+        let actor = caller.actor().to_owned();
+        let now = super::now_ms();
+        // The work says whether its failure left changes behind: each statement either succeeds or undoes itself,
+        // and once the session is ended, any failure counts as after writing.
+        self.log()
+            .transact_unfenced(move |wtx| {
+                Box::pin(async move {
+                    let RegistryEvent::FileIngested(payload) = &event else { unreachable!("built above") };
+                    let ended =
+                        SessionStore::end(wtx.tx(), ending, &payload.blake3, now).await.map_err(Refused::statement)?;
+                    let (wrote, known) = match ended {
+                        Ended::Conflict(err) => return Err(Refused::Cleanly(err)),
+                        Ended::Ended { wrote, known } => (wrote, known),
+                    };
+                    if wrote {
+                        SessionStore::mark_ended(wtx.tx(), ending)
+                            .await
+                            .map_err(|err| Refused::AfterWriting(ApiError::from(err)))?;
+                    }
+                    let known = match known {
+                        Some(known) => known,
+                        // A read: whatever went wrong, it changed nothing.
+                        None => artifactstore_db::fetch_optional!(
+                            wtx.tx(),
+                            (String,),
+                            "SELECT blake3 FROM artifact_files WHERE blake3 = $1",
+                            &payload.blake3
+                        )
+                        .map(|row| row.is_some())
+                        .map_err(|err| Refused::Cleanly(ApiError::from(err)))?,
+                    };
+                    if known {
+                        return Ok(None);
+                    }
+                    let appended = artifactstore_views::record(wtx, &actor, &event).await.map_err(|err| {
+                        if !wrote && record_left_nothing(&err) {
+                            Refused::Cleanly(ApiError::from(err))
+                        } else {
+                            Refused::AfterWriting(ApiError::from(err))
+                        }
+                    })?;
+                    Ok(Some(appended.sequence))
+                })
+            })
+            .await
+    }
+}
+
+/// Whether a failed `record` of `v1.file.ingested` left nothing behind: its event was refused before any
+/// statement ran, or the one statement its plan has (the blob's row) was refused and undid itself.
+fn record_left_nothing(err: &artifactstore_views::Error) -> bool {
+    use artifactstore_views::Error;
+    matches!(
+        err,
+        Error::Database(artifactstore_db::sqlx::Error::Database(_)) | Error::Log(_) | Error::BadPayload { .. }
+    )
+}
