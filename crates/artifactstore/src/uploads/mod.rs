@@ -23,6 +23,8 @@ mod chunk;
 mod commit;
 mod session;
 mod store;
+#[cfg(test)]
+mod store_tests;
 
 use std::time::Duration;
 
