@@ -122,6 +122,42 @@ impl Caller {
     }
 }
 
+/// A scope a handler needs over at least one prefix, as a type: `Granted<Reads>`, `Granted<Writes>`.
+pub(crate) trait Needs: Send + Sync {
+    /// The scope.
+    const SCOPE: Scope;
+}
+
+/// `Scope::Read` over some prefix.
+#[derive(Debug)]
+pub(crate) struct Reads;
+
+/// `Scope::Write` over some prefix.
+#[derive(Debug)]
+pub(crate) struct Writes;
+
+impl Needs for Reads {
+    const SCOPE: Scope = Scope::Read;
+}
+
+impl Needs for Writes {
+    const SCOPE: Scope = Scope::Write;
+}
+
+/// The caller of a call that names no package, once `require_any(N::SCOPE)` let it through.
+#[derive(Debug)]
+pub(crate) struct Granted<N>(pub(crate) Caller, pub(crate) std::marker::PhantomData<N>);
+
+impl<N: Needs> FromRequestParts<AppState> for Granted<N> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require_any(N::SCOPE)?;
+        Ok(Granted(caller, std::marker::PhantomData))
+    }
+}
+
 fn verb(scope: Scope) -> &'static str {
     match scope {
         Scope::Read => "read",

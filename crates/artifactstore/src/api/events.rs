@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use artifactstore_eventlog::{Filter, Head, SubjectKind, TypeFilter};
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,7 +14,7 @@ use uuid::Uuid;
 
 use super::envelope::{envelope_cbor, envelope_json, head_json};
 use super::extract::{ApiPath, ApiQuery};
-use crate::auth::{Caller, Scope};
+use crate::auth::{Granted, Reads};
 use crate::problem::ApiError;
 use crate::server::AppState;
 
@@ -46,6 +47,17 @@ pub(crate) struct FeedRequest {
     wait: Duration,
     pub(crate) filter: Filter,
     log_id: Option<Uuid>,
+}
+
+/// A feed request of a caller with the `read` scope: the query checked, for the page and the stream alike.
+impl FromRequestParts<AppState> for FeedRequest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Granted::<Reads>::from_request_parts(parts, state).await?;
+        let ApiQuery(query) = ApiQuery::<FeedQuery>::from_request_parts(parts, state).await?;
+        FeedRequest::try_from(query)
+    }
 }
 
 impl TryFrom<FeedQuery> for FeedRequest {
@@ -135,12 +147,9 @@ pub(crate) fn check_cursor(request: &FeedRequest, head: &Head) -> Result<(), Api
 /// `GET /v1/events`: events after `since`, in order; with `wait`, held until one arrives or the wait runs out.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    caller: Caller,
     headers: HeaderMap,
-    ApiQuery(query): ApiQuery<FeedQuery>,
+    request: FeedRequest,
 ) -> Result<Response, ApiError> {
-    caller.require_any(Scope::Read)?;
-    let request = FeedRequest::try_from(query)?;
     let log = &state.instance.log;
     // Subscribe before reading the head, so a commit between the two still wakes us.
     let mut wakeups = log.subscribe();
@@ -187,10 +196,9 @@ pub(crate) async fn list(
 /// `GET /v1/events/{sequence}`: one event.
 pub(crate) async fn one(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Granted<Reads>,
     ApiPath(sequence): ApiPath<u64>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_any(Scope::Read)?;
     match state.instance.log.get(sequence).await? {
         Some(event) => Ok(Json(envelope_json(&event))),
         None => Err(ApiError::not_found(format!("no event has sequence {sequence}"))),
@@ -198,8 +206,7 @@ pub(crate) async fn one(
 }
 
 /// `GET /v1/events/head`: `{log_id, sequence, chain_hash}`.
-pub(crate) async fn head(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    caller.require_any(Scope::Read)?;
+pub(crate) async fn head(State(state): State<AppState>, _: Granted<Reads>) -> Result<Json<Value>, ApiError> {
     let head = state.instance.log.read_head().await?;
     Ok(Json(head_json(&head)))
 }

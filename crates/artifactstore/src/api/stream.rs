@@ -19,9 +19,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::envelope::envelope_json;
-use super::events::{check_cursor, FeedQuery, FeedRequest};
-use super::extract::ApiQuery;
-use crate::auth::{Caller, Scope};
+use super::events::{check_cursor, FeedRequest};
 use crate::problem::ApiError;
 use crate::server::AppState;
 
@@ -83,12 +81,9 @@ const HEARTBEAT_FRAME: &[u8] = b": heartbeat\n\n";
 /// `GET /v1/events/stream?since=&type=&subject_kind=&subject_id=&log_id=`.
 pub(crate) async fn stream(
     State(state): State<AppState>,
-    caller: Caller,
     headers: HeaderMap,
-    ApiQuery(query): ApiQuery<FeedQuery>,
+    mut request: FeedRequest,
 ) -> Result<Response, ApiError> {
-    caller.require_any(Scope::Read)?;
-    let mut request = FeedRequest::try_from(query)?;
     if let Some(last) = headers.get("last-event-id") {
         request.since = last
             .to_str()

@@ -2,7 +2,8 @@
 //! parses the request into a call, and the call's answer into a response.
 
 use artifactstore_digest::DualDigest;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -10,10 +11,10 @@ use serde_json::json;
 
 use super::body::{read_small_body, BodyFormat};
 use super::extract::{ApiPath, ApiQuery};
-use crate::auth::{Caller, Scope};
+use crate::auth::{Caller, Granted, Writes};
 use crate::problem::ApiError;
 use crate::server::AppState;
-use crate::uploads::{parse_digest, ChunkStart, Committed, Declared, Incoming};
+use crate::uploads::{parse_digest, ChunkStart, Committed, Declared, Incoming, SessionRef};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,14 +22,32 @@ pub(crate) struct CommitQuery {
     digest: Option<String>,
 }
 
+/// The caller and the session a `/v1/uploads/{id}` request names, extracted alike for every handler of a session:
+/// the `write` scope, the id, and the session the id names for this caller.
+#[derive(Debug)]
+pub(crate) struct SessionCall {
+    caller: Caller,
+    session: SessionRef,
+}
+
+impl FromRequestParts<AppState> for SessionCall {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Granted(caller, _) = Granted::<Writes>::from_request_parts(parts, state).await?;
+        let ApiPath(id) = ApiPath::<String>::from_request_parts(parts, state).await?;
+        let session = state.uploads.resolve(&caller, &id)?;
+        Ok(SessionCall { caller, session })
+    }
+}
+
 /// `POST /v1/uploads`: opens a session; with `?digest=`, the body is the whole blob and is committed at once.
 pub(crate) async fn open(
     State(state): State<AppState>,
-    caller: Caller,
+    Granted(caller, _): Granted<Writes>,
     ApiQuery(query): ApiQuery<CommitQuery>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    caller.require_any(Scope::Write)?;
     let (parts, body) = request.into_parts();
     if let Some(digest) = query.digest.as_deref().map(|d| parse_digest(d, "digest")).transpose()? {
         // The whole blob from its first byte, whatever offset the request names.
@@ -51,13 +70,8 @@ pub(crate) async fn open(
 }
 
 /// `HEAD /v1/uploads/{id}`: where to resume.
-pub(crate) async fn status(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
-) -> Result<Response, ApiError> {
-    caller.require_any(Scope::Write)?;
-    let session = state.uploads.resolve(&caller, &id)?;
+pub(crate) async fn status(State(state): State<AppState>, call: SessionCall) -> Result<Response, ApiError> {
+    let SessionCall { caller, session } = call;
     let status = state.uploads.status(&caller, session).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
@@ -73,12 +87,10 @@ pub(crate) async fn status(
 /// `PATCH /v1/uploads/{id}`: appends one chunk at the session's offset.
 pub(crate) async fn append(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    call: SessionCall,
     request: Request,
 ) -> Result<Response, ApiError> {
-    caller.require_any(Scope::Write)?;
-    let session = state.uploads.resolve(&caller, &id)?;
+    let SessionCall { caller, session } = call;
     let (parts, body) = request.into_parts();
     let offset = requested_offset(&parts.headers)?
         .ok_or_else(|| ApiError::bad_request("a chunk needs `Upload-Offset: N` or `Content-Range: bytes N-M/*`"))?;
@@ -94,13 +106,11 @@ pub(crate) async fn append(
 /// `PUT /v1/uploads/{id}?digest=`: appends an optional last chunk, then commits.
 pub(crate) async fn commit(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    call: SessionCall,
     ApiQuery(query): ApiQuery<CommitQuery>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    caller.require_any(Scope::Write)?;
-    let session = state.uploads.resolve(&caller, &id)?;
+    let SessionCall { caller, session } = call;
     let digest = query
         .digest
         .as_deref()
@@ -114,13 +124,8 @@ pub(crate) async fn commit(
 }
 
 /// `DELETE /v1/uploads/{id}`: aborts the session and frees its staged bytes.
-pub(crate) async fn abort(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
-) -> Result<Response, ApiError> {
-    caller.require_any(Scope::Write)?;
-    let session = state.uploads.resolve(&caller, &id)?;
+pub(crate) async fn abort(State(state): State<AppState>, call: SessionCall) -> Result<Response, ApiError> {
+    let SessionCall { caller, session } = call;
     state.uploads.abort(&caller, session).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
