@@ -64,13 +64,7 @@ async fn a_chunk_broken_off_midway_leaves_no_bytes_in_the_blob() {
         assert_eq!(app.send_chunk(&session, 0, data[..acked].to_vec()).await.status(), 202);
         broken_patch(&app, &session, acked as u64, 4 * 1024 * 1024, &junk).await;
         let digest = DualDigest::of(&data);
-        let response = app
-            .request(Method::PUT, &format!("{session}?digest={}", digest.sha256))
-            .header("upload-offset", acked)
-            .body(data[acked..].to_vec())
-            .send()
-            .await
-            .unwrap();
+        let response = app.commit_at(&session, &digest.sha256, acked as u64, data[acked..].to_vec()).await;
         assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
         let got = app.request(Method::GET, &format!("/v1/blobs/{}", digest.blake3)).send().await.unwrap();
         assert_eq!(got.bytes().await.unwrap().as_ref(), data.as_slice());
@@ -154,13 +148,7 @@ async fn a_stalled_body_is_ended_and_its_session_freed() {
         )
         .await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-        let resumed = app
-            .request(Method::PUT, &format!("{session}?digest={other_digest}"))
-            .header("upload-offset", 400)
-            .body(other[400..].to_vec())
-            .send()
-            .await
-            .unwrap();
+        let resumed = app.commit_at(&session, &other_digest, 400, other[400..].to_vec()).await;
         assert_eq!(resumed.status(), 201, "{}", resumed.text().await.unwrap());
         let third = bytes(1000, 12);
         let third_digest = DualDigest::of(&third).blake3;

@@ -15,8 +15,7 @@ use reqwest::Method;
 /// its id is checked by its tag, its commit or abort closes it, and it expires with its id.
 #[tokio::test]
 async fn bare_sessions_write_nothing_until_their_first_bytes() {
-    let setups =
-        [(Backend::Sqlite, Store::File), (Backend::Postgres, Store::File), (Backend::Postgres, Store::S3)];
+    let setups = [(Backend::Sqlite, Store::File), (Backend::Postgres, Store::File), (Backend::Postgres, Store::S3)];
     for (backend, kind) in setups {
         let Some(app) = TestApp::builder().backend(backend).store(kind).start().await else { continue };
         let before = app.head_now().await;
@@ -90,13 +89,7 @@ async fn bare_sessions_write_nothing_until_their_first_bytes() {
         assert_eq!(app.lease(&chunked).await, (None, None));
         let head = app.request(Method::HEAD, &chunked).send().await.unwrap();
         assert_eq!(header_u64(&head, "upload-offset"), 3000);
-        let response = app
-            .request(Method::PUT, &format!("{chunked}?digest={}", DualDigest::of(&data).sha256))
-            .header("upload-offset", 3000)
-            .body(data[3000..].to_vec())
-            .send()
-            .await
-            .unwrap();
+        let response = app.commit_at(&chunked, &DualDigest::of(&data).sha256, 3000, data[3000..].to_vec()).await;
         assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
         assert_eq!((app.rows("upload_sessions").await, app.rows("upload_sessions_closed").await), (0, 3));
         assert_eq!(app.request(Method::HEAD, &chunked).send().await.unwrap().status(), 404);

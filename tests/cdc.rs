@@ -119,7 +119,9 @@ async fn eight_writers_and_two_tailers_see_every_event_once() {
         let Some(a) = TestApp::builder().backend(backend).start().await else { continue };
         // On PostgreSQL a second instance with its own pool serves the SSE tailer and takes half the writes.
         let b = match backend {
-            Backend::Postgres => Some(TestApp::builder().same_database_as(&a).start().await.expect("a second instance")),
+            Backend::Postgres => {
+                Some(TestApp::builder().same_database_as(&a).start().await.expect("a second instance"))
+            }
             Backend::Sqlite => None,
         };
         let sse_address = b.as_ref().map_or(a.address.clone(), |b| b.address.clone());
@@ -294,8 +296,9 @@ async fn cbor_sequences_carry_the_exact_payload_bytes() {
         for n in 1..=4 {
             server.log.append(event(n, "v1.test.cbor", 3)).await.unwrap();
         }
-        let response =
-            server.send(server.request(Method::GET, "/v1/events?since=0").header("accept", "application/cbor-seq")).await;
+        let response = server
+            .send(server.request(Method::GET, "/v1/events?since=0").header("accept", "application/cbor-seq"))
+            .await;
         assert_eq!(response.headers["content-type"], "application/cbor-seq");
         assert_eq!(response.headers["feed-next"], "4");
         let log_id = response.header("log-id").to_owned();

@@ -107,8 +107,7 @@ async fn packages_publish_read_list_delete_and_retention() {
         assert_eq!(doc["retention"]["hold"], false);
 
         // The event carries the manifest with both digests.
-        let event: Value =
-            app.request(Method::GET, &format!("/v1/events/{}", before + 1)).send().await.unwrap().json().await.unwrap();
+        let event: Value = app.get_json(&format!("/v1/events/{}", before + 1)).await;
         assert_eq!(event["event_type"], "v1.package.created");
         assert_eq!(event["subject_id"], doc["package_id"]);
         assert_eq!(event["payload"]["files"][1]["sha256"], db.sha256.to_string());
@@ -153,8 +152,7 @@ async fn packages_publish_read_list_delete_and_retention() {
         assert!(artifactstore_cbor::decode_value(&raw).is_ok());
 
         // Versions, listing and pagination.
-        let versions: Value =
-            app.request(Method::GET, "/v1/packages/team/app").send().await.unwrap().json().await.unwrap();
+        let versions: Value = app.get_json("/v1/packages/team/app").await;
         let names: Vec<&str> =
             versions["versions"].as_array().unwrap().iter().map(|v| v["version"].as_str().unwrap()).collect();
         assert_eq!(names, ["1.0.0", "2.0"]);
@@ -167,21 +165,13 @@ async fn packages_publish_read_list_delete_and_retention() {
                 .unwrap();
             assert_eq!(response.status(), 201);
         }
-        let page: Value =
-            app.request(Method::GET, "/v1/packages?prefix=team/&limit=2").send().await.unwrap().json().await.unwrap();
+        let page: Value = app.get_json("/v1/packages?prefix=team/&limit=2").await;
         let first: Vec<&str> =
             page["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
         assert_eq!(first, ["team/app", "team/lib"]);
         assert_eq!(page["packages"][0]["versions"], 2);
         let cursor = page["next_cursor"].as_str().unwrap();
-        let page: Value = app
-            .request(Method::GET, &format!("/v1/packages?prefix=team/&limit=2&cursor={cursor}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = app.get_json(&format!("/v1/packages?prefix=team/&limit=2&cursor={cursor}")).await;
         let second: Vec<&str> =
             page["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
         assert_eq!(second, ["team/zed"]);
@@ -227,14 +217,7 @@ async fn packages_publish_read_list_delete_and_retention() {
         assert_eq!(response.status(), 200);
         assert_eq!(app.head_now().await, head + 3);
         let types: Vec<String> = {
-            let feed: Value = app
-                .request(Method::GET, &format!("/v1/events?since={head}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let feed: Value = app.get_json(&format!("/v1/events?since={head}")).await;
             feed["events"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap().to_owned()).collect()
         };
         assert_eq!(types, ["v1.retention.extended", "v1.retention.hold_set", "v1.retention.hold_released"]);
@@ -245,14 +228,7 @@ async fn packages_publish_read_list_delete_and_retention() {
         let response =
             app.request(Method::DELETE, "/v1/packages/team/app/versions/2.0?reason=superseded").send().await.unwrap();
         assert_eq!(response.status(), 200);
-        let event: Value = app
-            .request(Method::GET, &format!("/v1/events/{}", app.head_sequence()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let event: Value = app.get_json(&format!("/v1/events/{}", app.head_sequence())).await;
         assert_eq!(event["event_type"], "v1.package.deleted");
         assert_eq!(event["payload"]["reason"], "superseded");
         problem(app.request(Method::GET, "/v1/packages/team/app/versions/2.0").send().await.unwrap(), 404, "not_found")
@@ -279,7 +255,9 @@ async fn tokens_scope_every_call_and_name_the_actor() {
         TokenConfig::new("admin-token-0123456789", "root", vec![Scope::Admin], vec![String::new()]),
     ];
     for (backend, kind) in SETUPS {
-        let Some(mut app) = TestApp::builder().backend(backend).store(kind).tokens(tokens.clone()).start().await else { continue };
+        let Some(mut app) = TestApp::builder().backend(backend).store(kind).tokens(tokens.clone()).start().await else {
+            continue;
+        };
         let data = bytes(2000, 7);
         let digest = DualDigest::of(&data);
 
@@ -317,7 +295,7 @@ async fn tokens_scope_every_call_and_name_the_actor() {
         problem(app.send_chunk(&session, 0, vec![1, 2, 3]).await, 403, "forbidden").await;
         assert_eq!(app.request(Method::DELETE, "/v1/packages/team/x/versions/1").send().await.unwrap().status(), 200);
 
-        let feed: Value = app.request(Method::GET, "/v1/events").send().await.unwrap().json().await.unwrap();
+        let feed: Value = app.get_json("/v1/events").await;
         let actors: Vec<&str> =
             feed["events"].as_array().unwrap().iter().map(|e| e["actor"].as_str().unwrap()).collect();
         assert_eq!(actors, ["ci-team", "ci-team", "root"]);

@@ -68,13 +68,7 @@ async fn upload_sessions_from_open_to_commit() {
         assert_eq!(app.head_now().await, before, "session bookkeeping logs nothing");
 
         // The last chunk rides on the commit.
-        let response = app
-            .request(Method::PUT, &format!("{session}?digest={}", digest.sha256))
-            .header("upload-offset", offset)
-            .body(data[offset..].to_vec())
-            .send()
-            .await
-            .unwrap();
+        let response = app.commit_at(&session, &digest.sha256, offset as u64, data[offset..].to_vec()).await;
         assert_eq!(response.status(), 201);
         assert_eq!(response.headers()["location"], format!("/v1/blobs/{}", digest.blake3).as_str());
         let body: Value = response.json().await.unwrap();
@@ -84,8 +78,7 @@ async fn upload_sessions_from_open_to_commit() {
         assert_eq!(app.head_now().await, before + 1);
         assert!(app.stored_blob(&digest.blake3.hex()).await);
         assert!(app.staged().await.is_empty(), "commit clears staging: {:?}", app.staged().await);
-        let event: Value =
-            app.request(Method::GET, &format!("/v1/events/{}", before + 1)).send().await.unwrap().json().await.unwrap();
+        let event: Value = app.get_json(&format!("/v1/events/{}", before + 1)).await;
         assert_eq!(event["event_type"], "v1.file.ingested");
         assert_eq!(event["actor"], "anonymous");
         assert_eq!(event["payload"]["blake3"], digest.blake3.to_string());
@@ -164,13 +157,7 @@ async fn mismatches_aborts_and_expiry_store_nothing() {
         // lease up, so the session stands at its end and is free for the next request.
         let carried = app.open_session(None).await;
         assert_eq!(app.send_chunk(&carried, 0, data[..1000].to_vec()).await.status(), 202);
-        let response = app
-            .request(Method::PUT, &format!("{carried}?digest={}", other.blake3))
-            .header("upload-offset", 1000)
-            .body(data[1000..].to_vec())
-            .send()
-            .await
-            .unwrap();
+        let response = app.commit_at(&carried, &other.blake3, 1000, data[1000..].to_vec()).await;
         problem(response, 422, "digest_mismatch").await;
         let head = app.request(Method::HEAD, &carried).send().await.unwrap();
         assert_eq!(header_u64(&head, "upload-offset"), data.len() as u64);
@@ -316,4 +303,3 @@ async fn a_failure_between_bytes_and_event_leaves_an_orphan_never_a_dangling_eve
         assert!(app.staged().await.is_empty());
     }
 }
-

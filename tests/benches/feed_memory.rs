@@ -38,9 +38,8 @@ async fn main() {
     let started = Instant::now();
     let mut peak = baseline;
     for batch in 0..(total / 500) {
-        let appends = (0..500).map(|i| {
-            log.append(event("v1.bench.feed", None, &serde_json::json!({"n": batch * 500 + i, "pad": pad})))
-        });
+        let appends = (0..500)
+            .map(|i| log.append(event("v1.bench.feed", None, &serde_json::json!({"n": batch * 500 + i, "pad": pad}))));
         for appended in futures::future::join_all(appends).await {
             appended.unwrap();
         }

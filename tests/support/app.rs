@@ -59,11 +59,14 @@ pub struct TestAppBuilder {
     store: Store,
     limits: Option<UploadLimits>,
     tokens: Option<Vec<TokenConfig>>,
-    tweak: Option<Box<dyn FnOnce(&mut InstanceConfig) + Send>>,
+    tweak: Option<Tweak>,
     background: Background,
     data: Option<PathBuf>,
     sibling: Option<Sibling>,
 }
+
+/// A change to the configuration, made last.
+type Tweak = Box<dyn FnOnce(&mut InstanceConfig) + Send>;
 
 /// What a second instance shares with the first: the database, the data directory and the store.
 struct Sibling {
@@ -283,14 +286,10 @@ impl TestAppBuilder {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = tokio::spawn(artifactstore::server::serve_configured(
-            listener,
-            instance.clone(),
-            background,
-            async {
+        let served =
+            tokio::spawn(artifactstore::server::serve_configured(listener, instance.clone(), background, async {
                 let _ = stopped.await;
-            },
-        ));
+            }));
         Some(TestApp {
             client: Client::new(format!("http://{address}")),
             address,

@@ -62,7 +62,7 @@ impl Client {
         self.send(self.request(Method::GET, path)).await
     }
 
-    /// `GET path`'s body as JSON (`Null` when it is not JSON), whatever the status.
+    /// `GET path`'s body as JSON, whatever the status.
     pub async fn get_json(&self, path: &str) -> Value {
         self.get(path).await.json()
     }
@@ -118,9 +118,10 @@ impl Reply {
         Reply { status, headers, body }
     }
 
-    /// The body as JSON, `Null` when it is not JSON.
+    /// The body as JSON; panics when it is not JSON.
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|err| panic!("a {} whose body is not JSON ({err}): {}", self.status, self.text()))
     }
 
     /// The body as text.

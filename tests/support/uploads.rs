@@ -33,8 +33,19 @@ impl TestApp {
 
     /// Commits `session` with the whole blob in the body of the `PUT`.
     pub async fn commit_whole(&self, session: &str, digest: &str, body: Vec<u8>) -> Response {
+        self.commit_at(session, digest, 0, body).await
+    }
+
+    /// Commits `session` with its last bytes, from `offset` on, in the body of the `PUT`.
+    pub async fn commit_at(
+        &self,
+        session: &str,
+        digest: impl std::fmt::Display,
+        offset: u64,
+        body: Vec<u8>,
+    ) -> Response {
         self.request(Method::PUT, &format!("{session}?digest={digest}"))
-            .header("upload-offset", 0)
+            .header("upload-offset", offset)
             .body(body)
             .send()
             .await
