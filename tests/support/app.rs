@@ -110,11 +110,6 @@ impl TestApp {
         TestApp::builder().start().await.expect("SQLite and a filesystem store need nothing")
     }
 
-    /// A [`Client`] of its own for this server (another token, another connection pool).
-    pub fn client(&self) -> Client {
-        Client::new(self.client.base.clone())
-    }
-
     /// An [`AppState`] on this instance, for calls that take one in-process (the sweeper's `api::sweep`); made
     /// on first use, beside the server's own.
     pub fn state(&self) -> &AppState {
