@@ -1,10 +1,14 @@
 //! The test harness of the workspace's end-to-end tests: one [`TestApp`] builder that starts the service in-process
 //! on a loopback port, request helpers over real HTTP, and helpers for the `artifactstore` binary.
 //!
-//! ```ignore
+//! ```no_run
+//! # use artifactstore_db::Backend;
+//! # use artifactstore_tests::{Store, TestApp};
+//! # async fn example() {
 //! let Some(app) = TestApp::builder().backend(Backend::Postgres).store(Store::S3).start().await else { return };
 //! let reply = app.upload_blob(b"some bytes").await;
 //! assert_eq!(reply.status, 201);
+//! # }
 //! ```
 //!
 //! The tests are `feed.rs` and its neighbours in this directory, and `crates/artifactstore/tests/` (which use this
