@@ -3,55 +3,17 @@
 
 use std::time::Duration;
 
-use artifactstore::config::{InstanceConfig, UploadLimits};
-use artifactstore::instance::Instance;
-use artifactstore_blobstore::Location;
-use artifactstore_db::{Backend, Database};
-use artifactstore_eventlog::{EventLog, LogOptions, NewEvent, SubjectKind};
-use artifactstore_testkit::{TestDb, BACKENDS};
+use artifactstore_db::Backend;
+use artifactstore_eventlog::NewEvent;
+use artifactstore_testkit::BACKENDS;
+use artifactstore_tests::{Client, TestApp};
+use reqwest::Method;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
-use uuid::Uuid;
-
-/// One serving instance on a database.
-struct Server {
-    base: String,
-    address: String,
-    log: EventLog,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn serve(db: Database, dir: &std::path::Path) -> Server {
-    let log = EventLog::open(db.clone(), LogOptions::default()).await.unwrap();
-    let config = InstanceConfig {
-        data: dir.to_path_buf(),
-        database: "unused://".into(),
-        store: Location::File(dir.join("blobs")),
-        uploads: UploadLimits::default(),
-        tokens: Vec::new(),
-    };
-    let instance =
-        Instance::assemble(db, log.clone(), config, artifactstore::session_key::SessionKey::from_bytes([1; 32]))
-            .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(artifactstore::server::serve(listener, instance, async {
-        let _ = stopped.await;
-    }));
-    Server { base: format!("http://{address}"), address, log, _stop: stop }
-}
 
 fn event(n: u64, event_type: &str, pad: usize) -> NewEvent {
-    let payload = artifactstore_cbor::to_vec(&serde_json::json!({"n": n, "pad": "x".repeat(pad)})).unwrap();
-    NewEvent {
-        event_type: event_type.into(),
-        subject_kind: SubjectKind::System,
-        subject_id: Some(Uuid::from_u128(u128::from(n))),
-        actor: "tester".into(),
-        payload,
-    }
+    artifactstore_tests::event(event_type, Some(n.into()), &serde_json::json!({"n": n, "pad": "x".repeat(pad)}))
 }
 
 /// One SSE frame.
@@ -138,18 +100,11 @@ impl SseClient {
 }
 
 async fn long_poll_until(base: &str, last: u64) -> Vec<u64> {
-    let client = reqwest::Client::new();
+    let client = Client::new(base);
     let mut since = 0;
     let mut seen = Vec::new();
     while since < last {
-        let page: Value = client
-            .get(format!("{base}/v1/events?since={since}&limit=37&wait=5"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = client.get_json(&format!("/v1/events?since={since}&limit=37&wait=5")).await;
         seen.extend(page["events"].as_array().unwrap().iter().map(|e| e["sequence"].as_u64().unwrap()));
         since = page["next"].as_u64().unwrap();
     }
@@ -161,11 +116,12 @@ async fn eight_writers_and_two_tailers_see_every_event_once() {
     const WRITERS: u64 = 8;
     const EACH: u64 = 40;
     for backend in BACKENDS {
-        let Some(test) = TestDb::of(backend).await else { continue };
-        let a = serve(test.db.clone(), test.dir()).await;
+        let Some(a) = TestApp::builder().backend(backend).start().await else { continue };
         // On PostgreSQL a second instance with its own pool serves the SSE tailer and takes half the writes.
         let b = match backend {
-            Backend::Postgres => Some(serve(test.connect_again().await, test.dir()).await),
+            Backend::Postgres => {
+                Some(TestApp::builder().same_database_as(&a).start().await.expect("a second instance"))
+            }
             Backend::Sqlite => None,
         };
         let sse_address = b.as_ref().map_or(a.address.clone(), |b| b.address.clone());
@@ -197,8 +153,7 @@ async fn eight_writers_and_two_tailers_see_every_event_once() {
 #[tokio::test]
 async fn reconnecting_with_last_event_id_loses_and_repeats_nothing() {
     for backend in BACKENDS {
-        let Some(test) = TestDb::of(backend).await else { continue };
-        let server = serve(test.db.clone(), test.dir()).await;
+        let Some(server) = TestApp::builder().backend(backend).start().await else { continue };
         for n in 1..=10 {
             server.log.append(event(n, if n % 3 == 0 { "v1.test.three" } else { "v1.test.other" }, 0)).await.unwrap();
         }
@@ -228,15 +183,13 @@ async fn reconnecting_with_last_event_id_loses_and_repeats_nothing() {
         assert_eq!(filtered.collect_until(9).await, [6, 9]);
 
         // A cursor beyond the head is refused.
-        let response = reqwest::get(format!("{}/v1/events/stream?since=999", server.base)).await.unwrap();
-        assert_eq!(response.status(), 410);
+        assert_eq!(server.get("/v1/events/stream?since=999").await.status, 410);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_consumer_is_cut_counted_and_resumes_to_completeness() {
-    let test = TestDb::sqlite().await;
-    let server = serve(test.db.clone(), test.dir()).await;
+    let server = TestApp::sqlite().await;
     // A client that reads nothing, with a tiny receive buffer, so the server's buffers fill.
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -254,7 +207,7 @@ async fn a_slow_consumer_is_cut_counted_and_resumes_to_completeness() {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let metrics = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
+        let metrics = server.get("/metrics").await.text();
         if metric(&metrics, "artifactstore_feed_subscribers_cut_total") >= 1.0 {
             break;
         }
@@ -284,11 +237,10 @@ fn metric(text: &str, name: &str) -> f64 {
 /// ends and its subscription is released, so departed clients cost nothing until the next event.
 #[tokio::test]
 async fn a_client_hanging_up_on_an_idle_stream_is_let_go_at_once() {
-    let test = TestDb::sqlite().await;
-    let server = serve(test.db.clone(), test.dir()).await;
+    let server = TestApp::sqlite().await;
     server.log.append(event(1, "v1.test.before", 0)).await.unwrap();
     let streams = || async {
-        let text = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
+        let text = server.get("/metrics").await.text();
         metric(&text, "artifactstore_sse_streams")
     };
     let mut clients = Vec::new();
@@ -318,15 +270,14 @@ async fn a_client_hanging_up_on_an_idle_stream_is_let_go_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_idle_subscribers_each_receive_a_new_event() {
-    let test = TestDb::sqlite().await;
-    let server = serve(test.db.clone(), test.dir()).await;
+    let server = TestApp::sqlite().await;
     server.log.append(event(1, "v1.test.before", 0)).await.unwrap();
     let mut clients = Vec::new();
     for _ in 0..1000 {
         let mut client = SseClient::connect(&server.address, "?since=1", None).await;
         clients.push(tokio::spawn(async move { client.collect_until(2).await }));
     }
-    let metrics = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
+    let metrics = server.get("/metrics").await.text();
     assert!(metric(&metrics, "artifactstore_sse_streams") >= 1000.0, "{metrics}");
     server.log.append(event(2, "v1.test.after", 0)).await.unwrap();
     let mut received = 0;
@@ -341,21 +292,17 @@ async fn a_thousand_idle_subscribers_each_receive_a_new_event() {
 #[tokio::test]
 async fn cbor_sequences_carry_the_exact_payload_bytes() {
     for backend in BACKENDS {
-        let Some(test) = TestDb::of(backend).await else { continue };
-        let server = serve(test.db.clone(), test.dir()).await;
+        let Some(server) = TestApp::builder().backend(backend).start().await else { continue };
         for n in 1..=4 {
             server.log.append(event(n, "v1.test.cbor", 3)).await.unwrap();
         }
-        let response = reqwest::Client::new()
-            .get(format!("{}/v1/events?since=0", server.base))
-            .header("accept", "application/cbor-seq")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.headers()["content-type"], "application/cbor-seq");
-        assert_eq!(response.headers()["feed-next"], "4");
-        let log_id = response.headers()["log-id"].to_str().unwrap().to_owned();
-        let body = response.bytes().await.unwrap();
+        let response = server
+            .send(server.request(Method::GET, "/v1/events?since=0").header("accept", "application/cbor-seq"))
+            .await;
+        assert_eq!(response.headers["content-type"], "application/cbor-seq");
+        assert_eq!(response.headers["feed-next"], "4");
+        let log_id = response.header("log-id").to_owned();
+        let body = response.body;
         let items = artifactstore_cbor::decode_sequence(&body).expect("canonical CBOR items");
         assert_eq!(items.len(), 4);
         let mut previous = [0u8; 32];
@@ -381,14 +328,13 @@ async fn cbor_sequences_carry_the_exact_payload_bytes() {
 
 #[tokio::test]
 async fn metrics_speak_prometheus() {
-    let test = TestDb::sqlite().await;
-    let server = serve(test.db.clone(), test.dir()).await;
+    let server = TestApp::sqlite().await;
     server.log.append(event(1, "v1.test.m", 0)).await.unwrap();
-    reqwest::get(format!("{}/v1/events", server.base)).await.unwrap();
-    reqwest::get(format!("{}/nowhere", server.base)).await.unwrap();
-    let response = reqwest::get(format!("{}/metrics", server.base)).await.unwrap();
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
-    let text = response.text().await.unwrap();
+    server.get("/v1/events").await;
+    server.get("/nowhere").await;
+    let response = server.get("/metrics").await;
+    assert!(response.header("content-type").starts_with("text/plain"));
+    let text = response.text();
     assert_eq!(metric(&text, "artifactstore_head_sequence"), 1.0);
     assert_eq!(metric(&text, "artifactstore_events_appended_total"), 1.0);
     assert!(

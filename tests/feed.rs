@@ -2,70 +2,15 @@
 
 use std::time::{Duration, Instant};
 
-use artifactstore::config::{InstanceConfig, UploadLimits};
-use artifactstore::instance::Instance;
-use artifactstore_blobstore::Location;
-use artifactstore_eventlog::{EventLog, LogOptions, NewEvent, SubjectKind};
-use artifactstore_testkit::{TestDb, BACKENDS};
+use artifactstore_eventlog::NewEvent;
+use artifactstore_testkit::BACKENDS;
+use artifactstore_tests::{event, TestApp};
 use serde_json::Value;
 use uuid::Uuid;
 
-struct TestApp {
-    base: String,
-    log: EventLog,
-    client: reqwest::Client,
-    _test: TestDb,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl TestApp {
-    async fn start(test: TestDb) -> TestApp {
-        let log = EventLog::open(test.db.clone(), LogOptions::default()).await.unwrap();
-        let store = test.dir().join("blobs");
-        std::fs::create_dir_all(&store).unwrap();
-        let config = InstanceConfig {
-            data: test.dir().to_path_buf(),
-            database: test.url.clone(),
-            store: Location::File(store),
-            uploads: UploadLimits::default(),
-            tokens: Vec::new(),
-        };
-        let instance = Instance::assemble(
-            test.db.clone(),
-            log.clone(),
-            config,
-            artifactstore::session_key::SessionKey::from_bytes([1; 32]),
-        )
-        .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(artifactstore::server::serve(listener, instance, async {
-            let _ = stopped.await;
-        }));
-        TestApp { base, log, client: reqwest::Client::new(), _test: test, _stop: stop }
-    }
-
-    async fn get(&self, path: &str) -> (u16, String, Value) {
-        let response = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
-        let status = response.status().as_u16();
-        let content_type =
-            response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-        let body = response.json::<Value>().await.unwrap_or(Value::Null);
-        (status, content_type, body)
-    }
-
-    async fn append(&self, n: u64, event_type: &str) {
-        let payload = artifactstore_cbor::to_vec(&serde_json::json!({"n": n, "z": [1, 2], "a": "x"})).unwrap();
-        let event = NewEvent {
-            event_type: event_type.into(),
-            subject_kind: SubjectKind::System,
-            subject_id: Some(Uuid::from_u128(u128::from(n))),
-            actor: "tester".into(),
-            payload,
-        };
-        self.log.append(event).await.unwrap();
-    }
+/// Appends event `n` of `event_type`, about the system subject `n`.
+async fn append(app: &TestApp, n: u64, event_type: &str) {
+    app.append(event(event_type, Some(n.into()), &serde_json::json!({"n": n, "z": [1, 2], "a": "x"}))).await;
 }
 
 fn sequences(body: &Value) -> Vec<u64> {
@@ -75,22 +20,22 @@ fn sequences(body: &Value) -> Vec<u64> {
 #[tokio::test]
 async fn health_head_and_events() {
     for backend in BACKENDS {
-        let Some(test) = TestDb::of(backend).await else { continue };
-        let app = TestApp::start(test).await;
-        assert_eq!(app.get("/healthz").await.0, 200);
-        let (status, _, ready) = app.get("/readyz").await;
-        assert_eq!(status, 200, "{ready}");
+        let Some(app) = TestApp::builder().backend(backend).start().await else { continue };
+        assert_eq!(app.get("/healthz").await.status, 200);
+        let ready = app.get("/readyz").await;
+        assert_eq!(ready.status, 200, "{}", ready.text());
 
-        let (_, _, head) = app.get("/v1/events/head").await;
+        let head = app.get_json("/v1/events/head").await;
         assert_eq!(head["sequence"], 0);
         let log_id = head["log_id"].as_str().unwrap().to_owned();
         assert_eq!(head["chain_hash"], format!("blake3:{}", "0".repeat(64)));
 
         for n in 1..=5 {
-            app.append(n, if n % 2 == 0 { "v1.test.even" } else { "v1.test.odd" }).await;
+            append(&app, n, if n % 2 == 0 { "v1.test.even" } else { "v1.test.odd" }).await;
         }
-        let (status, _, body) = app.get("/v1/events").await;
-        assert_eq!(status, 200);
+        let reply = app.get("/v1/events").await;
+        assert_eq!(reply.status, 200);
+        let body = reply.json();
         assert_eq!(sequences(&body), vec![1, 2, 3, 4, 5]);
         assert_eq!((body["next"].as_u64(), body["head"].as_u64()), (Some(5), Some(5)));
         assert_eq!(body["log_id"], log_id.as_str());
@@ -105,24 +50,25 @@ async fn health_head_and_events() {
         assert_eq!(first["payload_digest"], format!("blake3:{}", blake3_hex(&stored.payload)));
         assert!(first["created_at"].as_str().unwrap().ends_with('Z'));
 
-        let (_, _, page) = app.get("/v1/events?since=1&limit=2").await;
+        let page = app.get_json("/v1/events?since=1&limit=2").await;
         assert_eq!((sequences(&page), page["next"].as_u64()), (vec![2, 3], Some(3)));
-        let (_, _, filtered) = app.get("/v1/events?type=v1.test.even").await;
+        let filtered = app.get_json("/v1/events?type=v1.test.even").await;
         assert_eq!((sequences(&filtered), filtered["next"].as_u64()), (vec![2, 4], Some(5)));
-        let (_, _, prefixed) = app.get("/v1/events?type=v1.test.*&since=3").await;
+        let prefixed = app.get_json("/v1/events?type=v1.test.*&since=3").await;
         assert_eq!(sequences(&prefixed), vec![4, 5]);
-        let (_, _, subject) = app.get(&format!("/v1/events?subject_id={}", Uuid::from_u128(3))).await;
+        let subject = app.get_json(&format!("/v1/events?subject_id={}", Uuid::from_u128(3))).await;
         assert_eq!(sequences(&subject), vec![3]);
-        let (_, _, kind) = app.get("/v1/events?subject_kind=package").await;
+        let kind = app.get_json("/v1/events?subject_kind=package").await;
         assert_eq!((sequences(&kind), kind["next"].as_u64()), (vec![], Some(5)));
-        let (_, _, same_log) = app.get(&format!("/v1/events?since=5&log_id={log_id}")).await;
+        let same_log = app.get_json(&format!("/v1/events?since=5&log_id={log_id}")).await;
         assert_eq!(sequences(&same_log), Vec::<u64>::new());
 
-        let (status, _, one) = app.get("/v1/events/4").await;
-        assert_eq!(status, 200);
+        let reply = app.get("/v1/events/4").await;
+        assert_eq!(reply.status, 200);
+        let one = reply.json();
         assert_eq!(one["sequence"], 4);
         assert_eq!(one["chain_hash"], format!("blake3:{}", hex(&app.log.get(4).await.unwrap().unwrap().chain_hash)));
-        let (_, _, head) = app.get("/v1/events/head").await;
+        let head = app.get_json("/v1/events/head").await;
         assert_eq!(head["sequence"], 5);
         assert_eq!(head["chain_hash"], one_chain(&app, 5).await);
     }
@@ -144,35 +90,28 @@ fn blake3_hex(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn long_poll_returns_as_soon_as_an_event_commits() {
     for backend in BACKENDS {
-        let Some(test) = TestDb::of(backend).await else { continue };
-        let app = TestApp::start(test).await;
-        app.append(1, "v1.test.odd").await;
+        let Some(app) = TestApp::builder().backend(backend).start().await else { continue };
+        append(&app, 1, "v1.test.odd").await;
         let writer_log = app.log.clone();
         let writer = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let payload = artifactstore_cbor::to_vec(&2u64).unwrap();
-            let event = NewEvent {
-                event_type: "v1.test.even".into(),
-                subject_kind: SubjectKind::System,
-                subject_id: None,
-                actor: "tester".into(),
-                payload,
-            };
-            writer_log.append(event).await.unwrap();
+            writer_log.append(event("v1.test.even", None, &2u64)).await.unwrap();
         });
         let started = Instant::now();
-        let (status, _, body) = app.get("/v1/events?since=1&wait=20").await;
+        let reply = app.get("/v1/events?since=1&wait=20").await;
         let waited = started.elapsed();
         writer.await.unwrap();
-        assert_eq!(status, 200);
+        assert_eq!(reply.status, 200);
+        let body = reply.json();
         assert_eq!(sequences(&body), vec![2], "{backend:?}");
         assert!(waited >= Duration::from_millis(250), "it waited for the event: {waited:?}");
         assert!(waited < Duration::from_secs(10), "it returned when the event came: {waited:?}");
 
         // Nothing arrives: the wait runs out and the answer is empty, with the cursor where it was.
         let started = Instant::now();
-        let (status, _, body) = app.get("/v1/events?since=2&wait=1").await;
-        assert_eq!(status, 200);
+        let reply = app.get("/v1/events?since=2&wait=1").await;
+        assert_eq!(reply.status, 200);
+        let body = reply.json();
         assert_eq!((sequences(&body), body["next"].as_u64()), (vec![], Some(2)));
         assert!(started.elapsed() >= Duration::from_millis(900));
     }
@@ -181,9 +120,8 @@ async fn long_poll_returns_as_soon_as_an_event_commits() {
 #[tokio::test]
 async fn bad_requests_get_problem_documents_and_change_nothing() {
     for backend in BACKENDS {
-        let Some(test) = TestDb::of(backend).await else { continue };
-        let app = TestApp::start(test).await;
-        app.append(1, "v1.test.odd").await;
+        let Some(app) = TestApp::builder().backend(backend).start().await else { continue };
+        append(&app, 1, "v1.test.odd").await;
         let cases: &[(&str, u16, &str)] = &[
             ("/v1/events?since=2", 410, "cursor_expired"),
             ("/v1/events?log_id=0190d1c6-1111-7222-8333-444455556666", 410, "cursor_expired"),
@@ -204,20 +142,21 @@ async fn bad_requests_get_problem_documents_and_change_nothing() {
             ("/v1/nothing-here", 404, "not_found"),
         ];
         for (path, status, code) in cases {
-            let (got, content_type, body) = app.get(path).await;
-            assert_eq!(got, *status, "{backend:?} {path}: {body}");
-            assert_eq!(content_type, "application/problem+json", "{path}");
+            let reply = app.get(path).await;
+            let body = reply.json();
+            assert_eq!(reply.status, *status, "{backend:?} {path}: {body}");
+            assert_eq!(reply.header("content-type"), "application/problem+json", "{path}");
             assert_eq!(body["code"], *code, "{path}");
             assert_eq!(body["status"], *status, "{path}");
             assert!(body["type"].as_str().unwrap().ends_with(code), "{path}");
             assert!(!body["detail"].as_str().unwrap().is_empty(), "{path}");
         }
-        let (_, _, expired) = app.get("/v1/events?since=7").await;
+        let expired = app.get_json("/v1/events?since=7").await;
         assert_eq!(expired["head"], 1, "a 410 says where the head is");
-        let response = app.client.post(format!("{}/v1/events", app.base)).send().await.unwrap();
-        assert_eq!(response.status().as_u16(), 405);
-        assert_eq!(response.headers()["content-type"], "application/problem+json");
-        assert_eq!(app.get("/healthz").await.0, 200, "the server stays healthy");
+        let response = app.post("/v1/events", "").await;
+        assert_eq!(response.status, 405);
+        assert_eq!(response.headers["content-type"], "application/problem+json");
+        assert_eq!(app.get("/healthz").await.status, 200, "the server stays healthy");
         assert_eq!(app.log.read_head().await.unwrap().sequence, 1, "the head did not move");
     }
 }
@@ -280,19 +219,16 @@ mod independent_chain_check {
     #[tokio::test]
     async fn recomputed_chain_matches_the_feed() {
         for backend in BACKENDS {
-            let Some(test) = TestDb::of(backend).await else { continue };
-            let app = TestApp::start(test).await;
+            let Some(app) = TestApp::builder().backend(backend).start().await else { continue };
             for n in 1..=30 {
                 let event = NewEvent {
-                    event_type: "v1.system.checked".into(),
-                    subject_kind: SubjectKind::System,
                     subject_id: (n % 2 == 0).then(Uuid::now_v7),
                     actor: "a".repeat(n as usize * 8),
-                    payload: artifactstore_cbor::to_vec(&vec![n; n as usize]).unwrap(),
+                    ..event("v1.system.checked", None, &vec![n; n as usize])
                 };
                 app.log.append(event).await.unwrap();
             }
-            let (_, _, body) = app.get("/v1/events?limit=1000").await;
+            let body = app.get_json("/v1/events?limit=1000").await;
             let events = body["events"].as_array().unwrap();
             assert_eq!(events.len(), 30);
             let mut previous = vec![0u8; 32];
@@ -301,7 +237,7 @@ mod independent_chain_check {
                 assert_eq!(digest_bytes(&e["chain_hash"]), expected, "{backend:?} event {}", e["sequence"]);
                 previous = expected;
             }
-            let (_, _, head) = app.get("/v1/events/head").await;
+            let head = app.get_json("/v1/events/head").await;
             assert_eq!(digest_bytes(&head["chain_hash"]), previous);
         }
     }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use artifactstore::relay::{header_names, RelayConfig};
-use artifactstore_eventlog::{EventLog, LogOptions, NewEvent, SubjectKind};
-use artifactstore_testkit::{skip_or_panic, TestDb};
+use artifactstore_eventlog::NewEvent;
+use artifactstore_testkit::skip_or_panic;
+use artifactstore_tests::TestApp;
 use uuid::Uuid;
 
 const NATS: &str = "nats://127.0.0.1:4222";
@@ -23,20 +24,15 @@ async fn nats() -> Option<async_nats::Client> {
 }
 
 fn event(n: u64) -> NewEvent {
-    NewEvent {
-        event_type: if n.is_multiple_of(2) { "v1.test.even".into() } else { "v1.test.odd".into() },
-        subject_kind: SubjectKind::System,
-        subject_id: Some(Uuid::from_u128(u128::from(n))),
-        actor: "tester".into(),
-        payload: artifactstore_cbor::to_vec(&serde_json::json!({"n": n})).unwrap(),
-    }
+    let event_type = if n.is_multiple_of(2) { "v1.test.even" } else { "v1.test.odd" };
+    artifactstore_tests::event(event_type, Some(n.into()), &serde_json::json!({"n": n}))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_relay_resumes_and_the_stream_holds_every_event_once() {
     let Some(client) = nats().await else { return };
-    let test = TestDb::sqlite().await;
-    let log = EventLog::open(test.db.clone(), LogOptions::default()).await.unwrap();
+    let app = TestApp::sqlite().await;
+    let log = app.log.clone();
     let name = format!("T{}", Uuid::new_v4().simple());
     let config = RelayConfig { url: NATS.into(), stream: name.clone(), subject_prefix: name.to_lowercase() };
     let js = async_nats::jetstream::new(client);
@@ -123,8 +119,8 @@ async fn a_relay_refuses_a_stream_written_from_another_log() {
     let name = format!("T{}", Uuid::new_v4().simple());
     let config = RelayConfig { url: NATS.into(), stream: name.clone(), subject_prefix: name.to_lowercase() };
     for round in 0..2 {
-        let test = TestDb::sqlite().await;
-        let log = EventLog::open(test.db.clone(), LogOptions::default()).await.unwrap();
+        let app = TestApp::sqlite().await;
+        let log = app.log.clone();
         log.append(event(1)).await.unwrap();
         let relayed = Arc::new(AtomicU64::new(0));
         let seen = relayed.clone();

@@ -7,10 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use artifactstore::config::{InstanceConfig, UploadLimits};
-use artifactstore::instance::Instance;
-use artifactstore_blobstore::Location;
-use artifactstore_eventlog::{EventLog, LogOptions, NewEvent, SubjectKind};
+use artifactstore_tests::{event, TestApp};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpSocket;
 
@@ -26,23 +23,9 @@ fn rss_kib(field: &str) -> u64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}", dir.path().join("registry.db").display());
-    let config = InstanceConfig {
-        data: dir.path().to_path_buf(),
-        database,
-        store: Location::File(dir.path().join("blobs")),
-        uploads: UploadLimits::default(),
-        tokens: Vec::new(),
-    };
-    let db = artifactstore::instance::connect_and_migrate(&config).await.unwrap();
-    let log = EventLog::open(db.clone(), LogOptions::default()).await.unwrap();
-    let instance =
-        Instance::assemble(db, log.clone(), config, artifactstore::session_key::SessionKey::from_bytes([1; 32]))
-            .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(artifactstore::server::serve(listener, instance, std::future::pending()));
+    let app = TestApp::sqlite().await;
+    let log = app.log.clone();
+    let address: std::net::SocketAddr = app.address.parse().unwrap();
 
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -55,16 +38,8 @@ async fn main() {
     let started = Instant::now();
     let mut peak = baseline;
     for batch in 0..(total / 500) {
-        let appends = (0..500).map(|i| {
-            let payload = artifactstore_cbor::to_vec(&serde_json::json!({"n": batch * 500 + i, "pad": pad})).unwrap();
-            log.append(NewEvent {
-                event_type: "v1.bench.feed".into(),
-                subject_kind: SubjectKind::System,
-                subject_id: None,
-                actor: "bench".into(),
-                payload,
-            })
-        });
+        let appends = (0..500)
+            .map(|i| log.append(event("v1.bench.feed", None, &serde_json::json!({"n": batch * 500 + i, "pad": pad}))));
         for appended in futures::future::join_all(appends).await {
             appended.unwrap();
         }
@@ -72,7 +47,7 @@ async fn main() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     peak = peak.max(rss_kib("VmRSS:"));
-    let metrics = reqwest::get(format!("http://{address}/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = app.get("/metrics").await.text();
     let cut =
         metrics.lines().find(|l| l.starts_with("artifactstore_feed_subscribers_cut_total")).unwrap_or("?").to_owned();
     println!(

@@ -5,38 +5,20 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use artifactstore_digest::DualDigest;
 use artifactstore_testkit::{postgres_url, skip_or_panic};
-use serde_json::{json, Value};
+use artifactstore_tests::{cli, free_port, Client, ServeProcess};
+use serde_json::json;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start(data: &Path, database: &str, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_artifactstore"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database", database, "--log", "warn"])
-        .arg("--data")
-        .arg(data)
-        .env_remove("ARTIFACTSTORE_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    for _ in 0..300 {
-        if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the server at {base} did not become ready");
+/// Starts `serve` on `data` and `database` on a free port, and waits until it is ready.
+async fn start(data: &Path, database: &str) -> ServeProcess {
+    let data = data.to_str().unwrap();
+    let mut server = cli!().serve(Some(free_port()), &["--database", database, "--log", "warn", "--data", data]);
+    server.wait_ready(Duration::from_secs(10)).await;
+    server
 }
 
 /// What the server acknowledged with a 2xx: blobs by BLAKE3, and package versions with their one file.
@@ -74,59 +56,43 @@ async fn worker(id: usize, base: Arc<RwLock<String>>, acked: Arc<Mutex<Acknowled
 }
 
 async fn crash_loop(data: &Path, database: &str, kills: usize) {
-    let http = reqwest::Client::new();
-    let port = free_port();
-    let base = Arc::new(RwLock::new(format!("http://127.0.0.1:{port}")));
-    let mut server = start(data, database, port);
-    let url = base.read().unwrap().clone();
-    wait_ready(&http, &url).await;
+    let mut server = start(data, database).await;
+    let base = Arc::new(RwLock::new(server.base.clone()));
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
     let stop = Arc::new(RwLock::new(false));
     let workers: Vec<_> =
         (0..4).map(|id| tokio::spawn(worker(id, base.clone(), acked.clone(), stop.clone()))).collect();
     for kill in 0..kills {
         tokio::time::sleep(Duration::from_millis(150 + (kill as u64 * 97) % 400)).await;
-        server.kill().unwrap(); // SIGKILL
-        server.wait().unwrap();
-        let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        *base.write().unwrap() = url.clone();
-        server = start(data, database, port);
-        wait_ready(&http, &url).await;
+        server.kill(); // SIGKILL
+        server = start(data, database).await;
+        *base.write().unwrap() = server.base.clone();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     *stop.write().unwrap() = true;
     for worker in workers {
         worker.await.unwrap();
     }
-    let url = base.read().unwrap().clone();
+    let client = Client::new(server.base.clone());
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     assert!(acked.blobs.len() > kills, "the workers got work acknowledged between kills: {}", acked.blobs.len());
 
     // Every acknowledged blob is whole, by either digest.
     for (blake3, bytes) in &acked.blobs {
-        let got = http.get(format!("{url}/v1/blobs/{blake3}")).send().await.unwrap();
-        assert_eq!(got.status(), 200, "{blake3} was acknowledged");
-        assert_eq!(got.bytes().await.unwrap().as_ref(), bytes.as_slice(), "{blake3}");
+        let got = client.get(&format!("/v1/blobs/{blake3}")).await;
+        assert_eq!(got.status, 200, "{blake3} was acknowledged");
+        assert_eq!(&got.body, bytes, "{blake3}");
     }
     // Every acknowledged package version is intact.
     for (name, version, blake3) in &acked.packages {
-        let manifest: Value = http
-            .get(format!("{url}/v1/packages/{name}/versions/{version}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let manifest = client.get_json(&format!("/v1/packages/{name}/versions/{version}")).await;
         assert_eq!(manifest["files"][0]["blake3"], blake3.as_str(), "{name}@{version}");
     }
     // The feed is contiguous from 1 to the head.
     let mut since = 0;
     let mut expected = 1;
     loop {
-        let page: Value =
-            http.get(format!("{url}/v1/events?since={since}&limit=1000")).send().await.unwrap().json().await.unwrap();
+        let page = client.get_json(&format!("/v1/events?since={since}&limit=1000")).await;
         for event in page["events"].as_array().unwrap() {
             assert_eq!(event["sequence"], expected);
             expected += 1;
@@ -136,18 +102,12 @@ async fn crash_loop(data: &Path, database: &str, kills: usize) {
             break;
         }
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
 
     // The chain, the views and every blob check out (orphans allowed, missing blobs never).
-    let output = Command::new(env!("CARGO_BIN_EXE_artifactstore"))
-        .args(["verify", "--blobs", "--database", database])
-        .arg("--data")
-        .arg(data)
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "{text}");
+    let output = cli!().run_on(data, &["verify", "--blobs", "--database", database]).await;
+    let text = output.text();
+    assert!(output.ok, "{text}");
     println!(
         "{} blobs and {} package versions acknowledged across {kills} kills; {text}",
         acked.blobs.len(),

@@ -1,32 +1,23 @@
 //! `artifactstore snapshot` and `replay --from-snapshot`: the same views as a replay from the first event.
 
-mod common;
-
 use std::path::Path;
 
-use artifactstore::config::{InstanceConfig, UploadLimits};
 use artifactstore::instance::Instance;
-use artifactstore_blobstore::Location;
+use artifactstore_tests::{cli, TestApp};
 use artifactstore_views::vocab::{
     FileIngested, PackageCreated, PackageDeleted, PackageFile, RetentionChange, RetentionKind,
 };
 use artifactstore_views::{record, RegistryEvent};
 
-fn config(dir: &Path) -> InstanceConfig {
-    let data = dir.join("data");
-    InstanceConfig {
-        database: format!("sqlite://{}", data.join("artifactstore.db").display()),
-        store: Location::File(data.join("blobs")),
-        data,
-        uploads: UploadLimits::default(),
-        tokens: Vec::new(),
-    }
+/// An app on `dir/data`, the binary's data directory when run in `dir`.
+async fn open(dir: &Path) -> TestApp {
+    TestApp::builder().data_dir(&dir.join("data")).start().await.unwrap()
 }
 
-fn run(dir: &Path, args: &[&str]) -> String {
-    let (ok, _, text) = common::run_cli(&dir.join("data"), args);
-    assert!(ok, "{args:?}: {text}");
-    text
+async fn run(dir: &Path, args: &[&str]) -> String {
+    let out = cli!().run_on(&dir.join("data"), args).await;
+    assert!(out.ok, "{args:?}: {}", out.text());
+    out.text()
 }
 
 /// Appends a workload that exercises every kind of view row: files, packages, retention, deletions.
@@ -99,35 +90,35 @@ async fn workload(instance: &Instance, from: u64, to: u64) {
 }
 
 async fn views(dir: &Path) -> artifactstore_views::ViewsDump {
-    let instance = Instance::open(&config(dir)).await.unwrap();
-    let mut tx = instance.db.begin_read().await.unwrap();
+    let app = open(dir).await;
+    let mut tx = app.instance.db.begin_read().await.unwrap();
     let dump = artifactstore_views::dump(&mut tx).await.unwrap();
     tx.rollback().await.unwrap();
-    instance.db.close().await;
+    app.stop().await;
     dump
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_from_a_snapshot_equals_replay_from_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let instance = Instance::open(&config(dir.path())).await.unwrap();
+    let app = open(dir.path()).await;
     // More blobs and packages than one multi-row INSERT takes, so loading the snapshot writes several statements
     // for each of those tables.
-    workload(&instance, 1, 1000).await;
-    instance.db.close().await;
-    let text = run(dir.path(), &["snapshot"]);
+    workload(&app.instance, 1, 1000).await;
+    app.stop().await;
+    let text = run(dir.path(), &["snapshot"]).await;
     assert!(text.contains("snapshot of"), "{text}");
 
-    let instance = Instance::open(&config(dir.path())).await.unwrap();
-    workload(&instance, 1000, 1080).await;
-    instance.db.close().await;
+    let app = open(dir.path()).await;
+    workload(&app.instance, 1000, 1080).await;
+    app.stop().await;
     let live = views(dir.path()).await;
     assert!(live.rows() > 1600, "{}", live.rows());
 
-    let text = run(dir.path(), &["replay", "--from-snapshot"]);
+    let text = run(dir.path(), &["replay", "--from-snapshot"]).await;
     assert!(text.contains("loaded snapshot"), "{text}");
     let from_snapshot = views(dir.path()).await;
-    let text = run(dir.path(), &["replay"]);
+    let text = run(dir.path(), &["replay"]).await;
     assert!(text.contains("the views are rebuilt"), "{text}");
     let from_zero = views(dir.path()).await;
     assert_eq!(artifactstore_views::diff(&from_zero, &from_snapshot), Vec::new());
@@ -135,14 +126,14 @@ async fn replay_from_a_snapshot_equals_replay_from_zero() {
 
     // A snapshot from another log is skipped, and replay falls back to the first event.
     let other = tempfile::tempdir().unwrap();
-    let instance = Instance::open(&config(other.path())).await.unwrap();
-    workload(&instance, 1, 5).await;
-    instance.db.close().await;
+    let app = open(other.path()).await;
+    workload(&app.instance, 1, 5).await;
+    app.stop().await;
     std::fs::create_dir_all(other.path().join("data/blobs/snapshots")).unwrap();
     for entry in std::fs::read_dir(dir.path().join("data/blobs/snapshots")).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), other.path().join("data/blobs/snapshots").join(entry.file_name())).unwrap();
     }
-    let text = run(other.path(), &["replay", "--from-snapshot"]);
+    let text = run(other.path(), &["replay", "--from-snapshot"]).await;
     assert!(text.contains("skipping snapshot") && text.contains("replaying from the start"), "{text}");
 }

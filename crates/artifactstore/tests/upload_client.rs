@@ -1,32 +1,12 @@
 //! `artifactstore upload` against a live server behind a proxy that cuts connections mid-chunk.
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use artifactstore::config::{InstanceConfig, UploadLimits};
-use artifactstore::instance::Instance;
-use artifactstore_blobstore::Location;
 use artifactstore_digest::DualDigest;
+use artifactstore_tests::{cli, TestApp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// Starts the service on a loopback port over a fresh SQLite database and filesystem store.
-async fn serve(dir: &Path) -> String {
-    let config = InstanceConfig {
-        data: dir.join("data"),
-        database: format!("sqlite://{}", dir.join("data/artifactstore.db").display()),
-        store: Location::File(dir.join("data/blobs")),
-        uploads: UploadLimits::default(),
-        tokens: Vec::new(),
-    };
-    let instance = Instance::open(&config).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    tokio::spawn(artifactstore::server::serve(listener, instance, std::future::pending()));
-    address
-}
 
 /// A TCP proxy to `upstream` that resets whichever connection carries the byte at each of `cut_at` (counted over
 /// everything sent upstream, whatever connections the client uses), in the middle of a request body.
@@ -84,35 +64,23 @@ async fn cutting_proxy(upstream: String, cut_at: Vec<usize>) -> (String, Arc<Ato
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_resumes_after_cut_connections_and_publishes() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path()).await;
+    let app = TestApp::sqlite().await;
     let mib = 1024 * 1024;
     // Cut twice: 2.5 MiB and 4.5 MiB into the traffic, each in the middle of a 1 MiB chunk.
-    let (proxy, cuts) = cutting_proxy(server.clone(), vec![2 * mib + mib / 2, 4 * mib + mib / 2]).await;
+    let (proxy, cuts) = cutting_proxy(app.address.clone(), vec![2 * mib + mib / 2, 4 * mib + mib / 2]).await;
 
     let data: Vec<u8> = (0..5 * mib + 12_345).map(|i| (i % 251) as u8 ^ (i / 4096) as u8).collect();
     let file = dir.path().join("model.bin");
     std::fs::write(&file, &data).unwrap();
     let other = dir.path().join("README.txt");
     std::fs::write(&other, b"read me").unwrap();
+    let (file, other) = (file.to_str().unwrap(), other.to_str().unwrap());
 
-    let output = tokio::task::spawn_blocking({
-        let (file, other, proxy) = (file.clone(), other.clone(), proxy.clone());
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_artifactstore"))
-                .args(["upload", "--server", &format!("http://{proxy}"), "--chunk-size", "1048576"])
-                .args(["--package", "ml/model@1.0.0"])
-                .arg(&file)
-                .arg(&other)
-                .env_remove("ARTIFACTSTORE_TOKEN")
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "upload failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let proxy = format!("http://{proxy}");
+    let args = ["upload", "--server", &proxy, "--chunk-size", "1048576", "--package", "ml/model@1.0.0", file, other];
+    let output = cli!().run(&args).await;
+    let (stdout, stderr) = (&output.stdout, &output.stderr);
+    assert!(output.ok, "upload failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert_eq!(cuts.load(Ordering::SeqCst), 2, "the proxy cut two connections\n{stderr}");
     assert!(stderr.contains("resuming"), "{stderr}");
 
@@ -121,30 +89,17 @@ async fn upload_resumes_after_cut_connections_and_publishes() {
     assert!(stdout.contains("published ml/model@1.0.0"), "{stdout}");
 
     // The bytes on the server are the file's, and the package names both files.
-    let http = reqwest::Client::new();
-    let got = http.get(format!("http://{server}/v1/blobs/{}", digest.sha256)).send().await.unwrap();
-    assert_eq!(got.status(), 200);
-    assert_eq!(got.bytes().await.unwrap().as_ref(), data.as_slice());
-    let manifest: serde_json::Value = http
-        .get(format!("http://{server}/v1/packages/ml/model/versions/1.0.0"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got = app.get(&format!("/v1/blobs/{}", digest.sha256)).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, data);
+    let manifest = app.get_json("/v1/packages/ml/model/versions/1.0.0").await;
     let paths: Vec<&str> = manifest["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
     assert_eq!(paths, ["README.txt", "model.bin"]);
 
     // A second run finds everything in place and changes nothing.
-    let output = Command::new(env!("CARGO_BIN_EXE_artifactstore"))
-        .args(["upload", "--server", &format!("http://{server}"), "--package", "ml/model@1.0.0"])
-        .arg(&file)
-        .arg(&other)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let output = cli!().run(&["upload", "--server", &app.base, "--package", "ml/model@1.0.0", file, other]).await;
+    let stdout = &output.stdout;
+    assert!(output.ok, "{stdout}{}", output.stderr);
     assert!(stdout.contains(&format!("present  {}", digest.blake3)), "{stdout}");
     assert!(stdout.contains("unchanged ml/model@1.0.0"), "{stdout}");
 }

@@ -1,0 +1,303 @@
+//! Blobs and packages over real HTTP, on SQLite with a filesystem store and on PostgreSQL with an S3 store: blobs
+//! by either digest with ranges, packages published, read, listed and deleted, retention, and tokens' scopes.
+
+use artifactstore::auth::{Scope, TokenConfig};
+use artifactstore_digest::DualDigest;
+use artifactstore_tests::{bytes, header_u64, problem, TestApp, SETUPS};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn blobs_by_either_digest_with_ranges() {
+    for (backend, kind) in SETUPS {
+        let Some(app) = TestApp::builder().backend(backend).store(kind).start().await else { continue };
+        let data = bytes(100_000, 4);
+        let digest = DualDigest::of(&data);
+        assert_eq!(app.upload_in_chunks(&data, 30_000).await.status(), 201);
+        for d in [digest.blake3, digest.sha256] {
+            let response = app.request(Method::GET, &format!("/v1/blobs/{d}")).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.headers()["etag"], format!("\"{}\"", digest.blake3).as_str());
+            assert_eq!(header_u64(&response, "content-length"), 100_000);
+            let repr = response.headers()["repr-digest"].to_str().unwrap().to_owned();
+            assert!(repr.contains("sha-256=:") && repr.contains("blake3=:"), "{repr}");
+            assert_eq!(response.bytes().await.unwrap().as_ref(), data.as_slice());
+        }
+        let path = format!("/v1/blobs/{}", digest.blake3);
+        let head = app.request(Method::HEAD, &path).send().await.unwrap();
+        assert_eq!(head.status(), 200);
+        assert_eq!(header_u64(&head, "content-length"), 100_000);
+
+        let ranged = app.request(Method::GET, &path).header("range", "bytes=10-19").send().await.unwrap();
+        assert_eq!(ranged.status(), 206);
+        assert_eq!(ranged.headers()["content-range"], "bytes 10-19/100000");
+        assert_eq!(ranged.bytes().await.unwrap().as_ref(), &data[10..20]);
+        let suffix = app.request(Method::GET, &path).header("range", "bytes=-5").send().await.unwrap();
+        assert_eq!(suffix.status(), 206);
+        assert_eq!(suffix.bytes().await.unwrap().as_ref(), &data[99_995..]);
+        let open_ended = app.request(Method::GET, &path).header("range", "bytes=99990-").send().await.unwrap();
+        assert_eq!(open_ended.bytes().await.unwrap().as_ref(), &data[99_990..]);
+        let unsatisfiable = app.request(Method::GET, &path).header("range", "bytes=100000-").send().await.unwrap();
+        assert_eq!(unsatisfiable.headers()["content-range"], "bytes */100000");
+        problem(unsatisfiable, 416, "range_not_satisfiable").await;
+
+        let etag = format!("\"{}\"", digest.blake3);
+        let cached = app.request(Method::GET, &path).header("if-none-match", etag).send().await.unwrap();
+        assert_eq!(cached.status(), 304);
+
+        let unknown = DualDigest::of(b"never uploaded");
+        problem(
+            app.request(Method::GET, &format!("/v1/blobs/{}", unknown.sha256)).send().await.unwrap(),
+            404,
+            "not_found",
+        )
+        .await;
+        problem(app.request(Method::GET, "/v1/blobs/md5:abc").send().await.unwrap(), 400, "bad_request").await;
+        problem(app.request(Method::GET, "/v1/blobs/blake3:XYZ").send().await.unwrap(), 400, "bad_request").await;
+    }
+}
+
+#[tokio::test]
+async fn packages_publish_read_list_delete_and_retention() {
+    for (backend, kind) in SETUPS {
+        let Some(app) = TestApp::builder().backend(backend).store(kind).start().await else { continue };
+        let a = bytes(5000, 5);
+        let b = bytes(7000, 6);
+        let (da, db) = (DualDigest::of(&a), DualDigest::of(&b));
+        assert_eq!(app.upload_in_chunks(&a, 5000).await.status(), 201);
+        let url = "/v1/packages/team/app/versions/1.0.0";
+
+        // Unknown blobs are listed.
+        let missing = DualDigest::of(b"missing");
+        let manifest = json!({"files": [
+            {"path": "bin/app", "digest": da.blake3.to_string(), "media_type": "application/x-executable"},
+            {"path": "lib/b.so", "digest": db.sha256.to_string()},
+            {"path": "x", "digest": missing.blake3.to_string()},
+        ]});
+        let before = app.head_now().await;
+        let body =
+            problem(app.request(Method::PUT, url).json(&manifest).send().await.unwrap(), 422, "missing_blobs").await;
+        let listed: Vec<&str> = body["missing"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+        assert_eq!(listed.len(), 2);
+        assert!(
+            listed.contains(&db.sha256.to_string().as_str()) && listed.contains(&missing.blake3.to_string().as_str())
+        );
+        assert_eq!(app.head_now().await, before);
+
+        assert_eq!(app.upload_in_chunks(&b, 3000).await.status(), 201);
+        let manifest = json!({
+            "files": [
+                {"path": "bin/app", "digest": da.sha256.to_string(), "media_type": "application/x-executable"},
+                {"path": "lib/b.so", "digest": db.blake3.to_string()},
+            ],
+            "metadata": {"git": {"sha": "abc", "dirty": false}, "build": 42},
+        });
+        let before = app.head_now().await;
+        let created = app.request(Method::PUT, url).json(&manifest).send().await.unwrap();
+        assert_eq!(created.status(), 201);
+        assert_eq!(created.headers()["location"], url);
+        let doc: Value = created.json().await.unwrap();
+        assert_eq!(app.head_now().await, before + 1);
+        assert_eq!(doc["created_sequence"], before + 1);
+        assert_eq!(doc["files"][0]["path"], "bin/app");
+        assert_eq!(doc["files"][0]["blake3"], da.blake3.to_string());
+        assert_eq!(doc["files"][0]["sha256"], da.sha256.to_string());
+        assert_eq!(doc["files"][0]["size"], 5000);
+        assert_eq!(doc["metadata"]["git"]["sha"], "abc");
+        assert_eq!(doc["retention"]["hold"], false);
+
+        // The event carries the manifest with both digests.
+        let event: Value = app.get_json(&format!("/v1/events/{}", before + 1)).await;
+        assert_eq!(event["event_type"], "v1.package.created");
+        assert_eq!(event["subject_id"], doc["package_id"]);
+        assert_eq!(event["payload"]["files"][1]["sha256"], db.sha256.to_string());
+
+        // Same manifest (keys in another order): 200, no event. A different one: 409.
+        let same = json!({
+            "metadata": {"build": 42, "git": {"dirty": false, "sha": "abc"}},
+            "files": [
+                {"path": "lib/b.so", "digest": db.sha256.to_string()},
+                {"path": "bin/app", "digest": da.blake3.to_string(), "media_type": "application/x-executable"},
+            ],
+        });
+        assert_eq!(app.request(Method::PUT, url).json(&same).send().await.unwrap().status(), 200);
+        let mut different = manifest.clone();
+        different["metadata"]["build"] = json!(43);
+        problem(app.request(Method::PUT, url).json(&different).send().await.unwrap(), 409, "conflict").await;
+        assert_eq!(app.head_now().await, before + 1);
+
+        // CBOR in, canonical CBOR out.
+        let cbor_manifest =
+            json!({"files": [{"path": "only", "digest": da.blake3.to_string()}], "metadata": {"z": 1, "a": [1, 2]}});
+        let cbor_body = {
+            let mut out = Vec::new();
+            ciborium::into_writer(&cbor_manifest, &mut out).unwrap();
+            out
+        };
+        let response = app
+            .request(Method::PUT, "/v1/packages/team/app/versions/2.0")
+            .header("content-type", "application/cbor")
+            .header("accept", "application/cbor")
+            .body(cbor_body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        assert_eq!(response.headers()["content-type"], "application/cbor");
+        let raw = response.bytes().await.unwrap();
+        let value = artifactstore_cbor::decode_value(&raw).expect("the response is canonical CBOR");
+        assert_eq!(artifactstore_cbor::encode_value(&value).unwrap(), raw.as_ref());
+        let response = app.request(Method::GET, url).header("accept", "application/cbor").send().await.unwrap();
+        let raw = response.bytes().await.unwrap();
+        assert!(artifactstore_cbor::decode_value(&raw).is_ok());
+
+        // Versions, listing and pagination.
+        let versions: Value = app.get_json("/v1/packages/team/app").await;
+        let names: Vec<&str> =
+            versions["versions"].as_array().unwrap().iter().map(|v| v["version"].as_str().unwrap()).collect();
+        assert_eq!(names, ["1.0.0", "2.0"]);
+        for name in ["team/lib", "team/zed", "other/x"] {
+            let response = app
+                .request(Method::PUT, &format!("/v1/packages/{name}/versions/1"))
+                .json(&json!({"files": [{"path": "f", "digest": da.blake3.to_string()}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+        }
+        let page: Value = app.get_json("/v1/packages?prefix=team/&limit=2").await;
+        let first: Vec<&str> =
+            page["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(first, ["team/app", "team/lib"]);
+        assert_eq!(page["packages"][0]["versions"], 2);
+        let cursor = page["next_cursor"].as_str().unwrap();
+        let page: Value = app.get_json(&format!("/v1/packages?prefix=team/&limit=2&cursor={cursor}")).await;
+        let second: Vec<&str> =
+            page["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(second, ["team/zed"]);
+        assert!(page["next_cursor"].is_null());
+
+        // Files download like blobs, with the manifest's media type.
+        let file = app.request(Method::GET, &format!("{url}/files/bin/app")).send().await.unwrap();
+        assert_eq!(file.status(), 200);
+        assert_eq!(file.headers()["content-type"], "application/x-executable");
+        assert_eq!(file.bytes().await.unwrap().as_ref(), a.as_slice());
+        let ranged = app
+            .request(Method::GET, &format!("{url}/files/lib/b.so"))
+            .header("range", "bytes=0-3")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ranged.status(), 206);
+        assert_eq!(ranged.bytes().await.unwrap().as_ref(), &b[..4]);
+        problem(app.request(Method::GET, &format!("{url}/files/nope")).send().await.unwrap(), 404, "not_found").await;
+
+        // Retention: extend, never shorten; a hold or a future date blocks delete.
+        let retention = format!("{url}/retention");
+        let head = app.head_now().await;
+        let response = app
+            .request(Method::PUT, &retention)
+            .json(&json!({"until": "2999-01-01T00:00:00Z", "hold": true, "reason": "audit"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["sequences"].as_array().unwrap().len(), 2);
+        assert_eq!(body["retention"]["hold"], true);
+        assert_eq!(app.head_now().await, head + 2);
+        problem(
+            app.request(Method::PUT, &retention).json(&json!({"until": "2998-01-01T00:00:00Z"})).send().await.unwrap(),
+            409,
+            "conflict",
+        )
+        .await;
+        problem(app.request(Method::DELETE, url).send().await.unwrap(), 409, "conflict").await;
+        let response = app.request(Method::PUT, &retention).json(&json!({"hold": false})).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(app.head_now().await, head + 3);
+        let types: Vec<String> = {
+            let feed: Value = app.get_json(&format!("/v1/events?since={head}")).await;
+            feed["events"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap().to_owned()).collect()
+        };
+        assert_eq!(types, ["v1.retention.extended", "v1.retention.hold_set", "v1.retention.hold_released"]);
+        // Still retained until 2999.
+        problem(app.request(Method::DELETE, url).send().await.unwrap(), 409, "conflict").await;
+
+        // A version with no retention deletes.
+        let response =
+            app.request(Method::DELETE, "/v1/packages/team/app/versions/2.0?reason=superseded").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let event: Value = app.get_json(&format!("/v1/events/{}", app.head_sequence())).await;
+        assert_eq!(event["event_type"], "v1.package.deleted");
+        assert_eq!(event["payload"]["reason"], "superseded");
+        problem(app.request(Method::GET, "/v1/packages/team/app/versions/2.0").send().await.unwrap(), 404, "not_found")
+            .await;
+        problem(
+            app.request(Method::DELETE, "/v1/packages/team/app/versions/2.0").send().await.unwrap(),
+            404,
+            "not_found",
+        )
+        .await;
+        problem(app.request(Method::GET, "/v1/packages/nobody").send().await.unwrap(), 404, "not_found").await;
+
+        // The live views equal a replay of the log.
+        let differences = artifactstore_views::verify(&app.log, |_, _| {}).await.unwrap();
+        assert!(differences.is_empty(), "{differences:?}");
+    }
+}
+
+#[tokio::test]
+async fn tokens_scope_every_call_and_name_the_actor() {
+    let tokens = vec![
+        TokenConfig::new("reader-token-0123456789", "reader", vec![Scope::Read], vec![String::new()]),
+        TokenConfig::new("team-writer-0123456789", "ci-team", vec![Scope::Write], vec!["team/".into()]),
+        TokenConfig::new("admin-token-0123456789", "root", vec![Scope::Admin], vec![String::new()]),
+    ];
+    for (backend, kind) in SETUPS {
+        let Some(mut app) = TestApp::builder().backend(backend).store(kind).tokens(tokens.clone()).start().await else {
+            continue;
+        };
+        let data = bytes(2000, 7);
+        let digest = DualDigest::of(&data);
+
+        let response = app.request(Method::GET, "/v1/events").send().await.unwrap();
+        assert!(response.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+        problem(response, 401, "unauthorized").await;
+        app.token = Some("wrong-token-0123456789".into());
+        problem(app.request(Method::GET, "/v1/events").send().await.unwrap(), 401, "unauthorized").await;
+        assert_eq!(app.request(Method::GET, "/healthz").send().await.unwrap().status(), 200);
+
+        app.token = Some("reader-token-0123456789".into());
+        assert_eq!(app.request(Method::GET, "/v1/events").send().await.unwrap().status(), 200);
+        problem(app.request(Method::POST, "/v1/uploads").send().await.unwrap(), 403, "forbidden").await;
+
+        app.token = Some("team-writer-0123456789".into());
+        let response = app.upload_in_chunks(&data, 1000).await;
+        assert_eq!(response.status(), 201);
+        let manifest = json!({"files": [{"path": "f", "digest": digest.blake3.to_string()}]});
+        let response = app.request(Method::PUT, "/v1/packages/team/x/versions/1").json(&manifest).send().await.unwrap();
+        assert_eq!(response.status(), 201);
+        let doc: Value = response.json().await.unwrap();
+        assert_eq!(doc["created_by"], "ci-team");
+        problem(
+            app.request(Method::PUT, "/v1/packages/other/x/versions/1").json(&manifest).send().await.unwrap(),
+            403,
+            "forbidden",
+        )
+        .await;
+        problem(app.request(Method::DELETE, "/v1/packages/team/x/versions/1").send().await.unwrap(), 403, "forbidden")
+            .await;
+
+        // Sessions belong to their subject.
+        let session = app.open_session(None).await;
+        app.token = Some("admin-token-0123456789".into());
+        problem(app.send_chunk(&session, 0, vec![1, 2, 3]).await, 403, "forbidden").await;
+        assert_eq!(app.request(Method::DELETE, "/v1/packages/team/x/versions/1").send().await.unwrap().status(), 200);
+
+        let feed: Value = app.get_json("/v1/events").await;
+        let actors: Vec<&str> =
+            feed["events"].as_array().unwrap().iter().map(|e| e["actor"].as_str().unwrap()).collect();
+        assert_eq!(actors, ["ci-team", "ci-team", "root"]);
+    }
+}
