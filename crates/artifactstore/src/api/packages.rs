@@ -1,11 +1,12 @@
 //! The control plane: package versions (publish, read, list, delete), their files, and retention.
 
 use artifactstore_cbor::Value as Cbor;
-use artifactstore_db::{fetch_all, fetch_optional, Tx};
-use artifactstore_digest::{Algorithm, Digest};
+use artifactstore_digest::Digest;
+use artifactstore_views::queries::{self, Version};
 use artifactstore_views::vocab::{
     PackageCreated, PackageDeleted, PackageFile, RegistryEvent, RetentionChange, RetentionKind,
 };
+use artifactstore_views::{PackageFileRow, RetentionRow};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 use uuid::Uuid;
 
-use super::blobs::{serve_blob, BlobRow};
+use super::blobs::{serve_blob, Blob};
 use super::body::{read_small_body, wants_cbor, BodyFormat, MAX_CONTROL_BODY};
 use super::envelope::payload_json;
 use super::extract::{ApiPath, ApiQuery};
@@ -93,38 +94,14 @@ pub(crate) async fn dispatch(
         (Method::PUT, Target::Retention(name, version)) => retention(&state, &caller, name, version, request).await,
         (Method::GET | Method::HEAD, Target::File(name, version, path)) => {
             caller.require(Scope::Read, &name)?;
-            let (blob, media_type) = package_file(&state, &name, &version, &path).await?;
-            serve_blob(&state, &blob, media_type.as_deref(), &method, request.headers()).await
+            let file = package_file(&state, &name, &version, &path).await?;
+            serve_blob(&state, Blob::from(&file), &method, request.headers()).await
         }
         _ => Err(ApiError::method_not_allowed()),
     }
 }
 
 // ---- reading ----
-
-#[derive(Debug, sqlx::FromRow)]
-struct PackageRow {
-    package_id: Uuid,
-    name: String,
-    version: String,
-    metadata: Vec<u8>,
-    created_by: String,
-    created_at: DateTime<Utc>,
-    created_sequence: i64,
-    until: Option<DateTime<Utc>>,
-    hold: bool,
-    reason: Option<String>,
-    expired: bool,
-}
-
-#[derive(Debug, sqlx::FromRow)]
-struct FileRow {
-    path: String,
-    blake3: String,
-    sha256: String,
-    size: i64,
-    media_type: Option<String>,
-}
 
 /// A package version as the API shows it; the same document in JSON and canonical CBOR.
 #[derive(Debug, Serialize)]
@@ -158,67 +135,57 @@ struct Retention {
     expired: bool,
 }
 
-const PACKAGE_COLUMNS: &str = "p.package_id, p.name, p.version, p.metadata, p.created_by, p.created_at, \
-     p.created_sequence, r.until, r.hold, r.reason, r.expired";
-
 fn time(t: &DateTime<Utc>) -> String {
     artifactstore_eventlog::time_text(t)
 }
 
-fn retention_of(row: &PackageRow) -> Retention {
-    Retention { until: row.until.as_ref().map(time), hold: row.hold, reason: row.reason.clone(), expired: row.expired }
+impl From<&RetentionRow> for Retention {
+    fn from(row: &RetentionRow) -> Self {
+        Retention {
+            until: row.until.as_ref().map(time),
+            hold: row.hold,
+            reason: row.reason.clone(),
+            expired: row.expired,
+        }
+    }
 }
 
-async fn find_version(tx: &mut Tx, name: &str, version: &str) -> Result<Option<PackageRow>, ApiError> {
-    let sql = format!(
-        "SELECT {PACKAGE_COLUMNS} FROM artifact_packages p JOIN retention_state r ON r.package_id = p.package_id \
-         WHERE p.name = $1 AND p.version = $2"
-    );
-    Ok(fetch_optional!(tx, PackageRow, &sql, name, version)?)
+impl From<PackageFileRow> for ManifestFile {
+    fn from(f: PackageFileRow) -> Self {
+        ManifestFile {
+            path: f.path,
+            blake3: f.blake3,
+            sha256: f.sha256,
+            size: u64::try_from(f.size).unwrap_or(0),
+            media_type: f.media_type,
+        }
+    }
 }
 
-async fn files_of(tx: &mut Tx, package_id: Uuid) -> Result<Vec<FileRow>, ApiError> {
-    Ok(fetch_all!(
-        tx,
-        FileRow,
-        "SELECT path, blake3, sha256, size, media_type FROM artifact_package_files WHERE package_id = $1 ORDER BY path",
-        package_id
-    )?)
-}
-
-async fn build_manifest(tx: &mut Tx, row: PackageRow) -> Result<Manifest, ApiError> {
-    let files = files_of(tx, row.package_id).await?;
-    let metadata = artifactstore_cbor::decode_value(&row.metadata).map_err(|err| ApiError::internal(&err))?;
+/// The manifest of a version and its files, as the views hold them.
+fn build_manifest(found: Version, files: Vec<PackageFileRow>) -> Result<Manifest, ApiError> {
+    let Version { package, retention } = found;
+    let metadata = artifactstore_cbor::decode_value(&package.metadata).map_err(|err| ApiError::internal(&err))?;
     Ok(Manifest {
-        package_id: row.package_id.to_string(),
-        retention: retention_of(&row),
-        name: row.name,
-        version: row.version,
-        files: files
-            .into_iter()
-            .map(|f| ManifestFile {
-                path: f.path,
-                blake3: f.blake3,
-                sha256: f.sha256,
-                size: u64::try_from(f.size).unwrap_or(0),
-                media_type: f.media_type,
-            })
-            .collect(),
+        package_id: package.package_id.to_string(),
+        retention: Retention::from(&retention),
+        name: package.name,
+        version: package.version,
+        files: files.into_iter().map(ManifestFile::from).collect(),
         metadata,
-        created_at: time(&row.created_at),
-        created_by: row.created_by,
-        created_sequence: u64::try_from(row.created_sequence).unwrap_or(0),
+        created_at: time(&package.created_at),
+        created_by: package.created_by,
+        created_sequence: u64::try_from(package.created_sequence).unwrap_or(0),
     })
 }
 
 async fn manifest(state: &AppState, name: &str, version: &str) -> Result<Manifest, ApiError> {
     let mut tx = state.instance.db.begin_read().await?;
-    let row = find_version(&mut tx, name, version)
+    let (found, files) = queries::version_with_files(&mut tx, name, version)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no package version {name}@{version}")))?;
-    let manifest = build_manifest(&mut tx, row).await?;
     tx.rollback().await?;
-    Ok(manifest)
+    build_manifest(found, files)
 }
 
 /// JSON, or canonical CBOR when the client accepts it.
@@ -254,25 +221,23 @@ fn manifest_json(doc: &Manifest) -> Json {
 
 async fn versions(state: &AppState, caller: &Caller, name: &str) -> Result<Response, ApiError> {
     caller.require(Scope::Read, name)?;
-    let mut conn = state.instance.db.acquire().await?;
-    let sql = format!(
-        "SELECT {PACKAGE_COLUMNS} FROM artifact_packages p JOIN retention_state r ON r.package_id = p.package_id \
-         WHERE p.name = $1 ORDER BY p.created_sequence"
-    );
-    let rows = fetch_all!(&mut conn, PackageRow, &sql, name)?;
+    let rows = {
+        let mut conn = state.instance.db.acquire().await?;
+        queries::versions(&mut conn, name).await?
+    };
     if rows.is_empty() {
         return Err(ApiError::not_found(format!("no package `{name}`")));
     }
     let versions: Vec<Json> = rows
         .iter()
-        .map(|row| {
+        .map(|Version { package, retention }| {
             json!({
-                "version": row.version,
-                "package_id": row.package_id.to_string(),
-                "created_at": time(&row.created_at),
-                "created_by": row.created_by,
-                "created_sequence": row.created_sequence,
-                "retention": retention_of(row),
+                "version": package.version,
+                "package_id": package.package_id.to_string(),
+                "created_at": time(&package.created_at),
+                "created_by": package.created_by,
+                "created_sequence": package.created_sequence,
+                "retention": Retention::from(retention),
             })
         })
         .collect();
@@ -303,47 +268,23 @@ pub(crate) async fn list(
         return Err(ApiError::bad_request("prefix is longer than any package name"));
     }
     let cursor = query.cursor.unwrap_or_default();
-    let mut conn = state.instance.db.acquire().await?;
-    let rows = fetch_all!(
-        &mut conn,
-        (String, i64, i64),
-        "SELECT name, COUNT(*), MAX(created_sequence) FROM artifact_packages \
-         WHERE substr(name, 1, $1) = $2 AND name > $3 GROUP BY name ORDER BY name LIMIT $4",
-        i32::try_from(prefix.len()).unwrap_or(0),
-        prefix.as_str(),
-        cursor.as_str(),
-        i64::from(limit) + 1,
-    )?;
-    let more = rows.len() > limit as usize;
-    let page: Vec<Json> = rows
+    let page = {
+        let mut conn = state.instance.db.acquire().await?;
+        queries::list_packages(&mut conn, &prefix, &cursor, limit).await?
+    };
+    let packages: Vec<Json> = page
+        .packages
         .iter()
-        .take(limit as usize)
-        .map(|(name, count, latest)| json!({"name": name, "versions": count, "latest_sequence": latest}))
+        .map(|p| json!({"name": p.name, "versions": p.versions, "latest_sequence": p.latest_sequence}))
         .collect();
-    let next = if more { page.last().map(|p| p["name"].clone()) } else { None };
-    Ok(axum::Json(json!({"packages": page, "next_cursor": next})).into_response())
+    Ok(axum::Json(json!({"packages": packages, "next_cursor": page.next_cursor})).into_response())
 }
 
-async fn package_file(
-    state: &AppState,
-    name: &str,
-    version: &str,
-    path: &str,
-) -> Result<(BlobRow, Option<String>), ApiError> {
+async fn package_file(state: &AppState, name: &str, version: &str, path: &str) -> Result<PackageFileRow, ApiError> {
     let mut conn = state.instance.db.acquire().await?;
-    let row = fetch_optional!(
-        &mut conn,
-        FileRow,
-        "SELECT f.path, f.blake3, f.sha256, f.size, f.media_type FROM artifact_package_files f \
-         JOIN artifact_packages p ON p.package_id = f.package_id \
-         WHERE p.name = $1 AND p.version = $2 AND f.path = $3",
-        name,
-        version,
-        path
-    )?
-    .ok_or_else(|| ApiError::not_found(format!("{name}@{version} has no file `{}`", path.escape_debug())))?;
-    let media_type = row.media_type.clone();
-    Ok((BlobRow { blake3: row.blake3, sha256: row.sha256, size: row.size, media_type: row.media_type }, media_type))
+    queries::package_file(&mut conn, name, version, path)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("{name}@{version} has no file `{}`", path.escape_debug())))
 }
 
 // ---- publishing ----
@@ -456,16 +397,12 @@ async fn publish(
         .transact(move |wtx| {
             Box::pin(async move {
                 // Resolve every digest to a stored blob.
+                let digests: Vec<Digest> = files.iter().map(|(_, digest, _)| *digest).collect();
+                let blobs = queries::resolve(wtx.tx(), &digests).await?;
                 let mut resolved = Vec::with_capacity(files.len());
                 let mut missing = Vec::new();
-                for (path, digest, media_type) in files {
-                    let column = match digest.algorithm() {
-                        Algorithm::Blake3 => "blake3",
-                        Algorithm::Sha256 => "sha256",
-                    };
-                    let sql =
-                        format!("SELECT blake3, sha256, size, media_type FROM artifact_files WHERE {column} = $1");
-                    match fetch_optional!(wtx.tx(), BlobRow, &sql, digest.to_string())? {
+                for ((path, digest, media_type), blob) in files.into_iter().zip(blobs) {
+                    match blob {
                         Some(blob) => resolved.push(PackageFile {
                             path,
                             blake3: blob.blake3,
@@ -487,9 +424,10 @@ async fn publish(
                     )
                     .with("missing", missing));
                 }
-                if let Some(existing) = find_version(wtx.tx(), &n, &v).await? {
-                    let package_id = existing.package_id;
-                    let stored = build_manifest(wtx.tx(), existing).await?;
+                if let Some(existing) = queries::version(wtx.tx(), &n, &v).await? {
+                    let package_id = existing.package.package_id;
+                    let files = queries::version_files(wtx.tx(), package_id).await?;
+                    let stored = build_manifest(existing, files)?;
                     return if same_manifest(&stored, &resolved, &metadata) {
                         Ok(Published::Same(package_id))
                     } else {
@@ -559,7 +497,7 @@ async fn delete(
         .log
         .transact(move |wtx| {
             Box::pin(async move {
-                let row = find_version(wtx.tx(), &n, &v)
+                let Version { package, retention: row } = queries::version(wtx.tx(), &n, &v)
                     .await?
                     .ok_or_else(|| ApiError::not_found(format!("no package version {n}@{v}")))?;
                 if row.hold {
@@ -568,7 +506,7 @@ async fn delete(
                 if let Some(until) = row.until.filter(|until| *until > Utc::now()) {
                     return Err(ApiError::conflict(format!("{n}@{v} is retained until {}", time(&until))));
                 }
-                let package_id = row.package_id;
+                let package_id = package.package_id;
                 let event = RegistryEvent::PackageDeleted {
                     package_id,
                     payload: PackageDeleted { name: n, version: v, reason },
@@ -628,10 +566,10 @@ async fn retention(
         .log
         .transact(move |wtx| {
             Box::pin(async move {
-                let row = find_version(wtx.tx(), &n, &v)
+                let Version { package, retention: row } = queries::version(wtx.tx(), &n, &v)
                     .await?
                     .ok_or_else(|| ApiError::not_found(format!("no package version {n}@{v}")))?;
-                let package_id = row.package_id.to_string();
+                let package_id = package.package_id.to_string();
                 let mut changes = Vec::new();
                 if let Some(until) = until {
                     match row.until {
