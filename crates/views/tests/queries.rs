@@ -22,7 +22,7 @@ fn ingest(n: u8) -> RegistryEvent {
         blake3,
         sha256,
         size: u64::from(n) * 10,
-        media_type: (n % 2 == 0).then(|| "text/plain".to_owned()),
+        media_type: n.is_multiple_of(2).then(|| "text/plain".to_owned()),
     })
 }
 
