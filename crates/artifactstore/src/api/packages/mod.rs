@@ -83,15 +83,38 @@ pub(crate) async fn dispatch(
             let doc = manifest(&state, &name, &version).await?;
             Ok(render(request.headers(), StatusCode::OK, doc))
         }
-        (Method::PUT, Target::Version(name, version)) => publish(&state, &caller, name, version, request).await,
-        (Method::DELETE, Target::Version(name, version)) => delete(&state, &caller, name, version, request).await,
-        (Method::PUT, Target::Retention(name, version)) => retention(&state, &caller, name, version, request).await,
+        (Method::PUT, Target::Version(name, version)) => {
+            publish(VersionCall { state: &state, caller: &caller, name, version }, request).await
+        }
+        (Method::DELETE, Target::Version(name, version)) => {
+            delete(VersionCall { state: &state, caller: &caller, name, version }, request).await
+        }
+        (Method::PUT, Target::Retention(name, version)) => {
+            retention(VersionCall { state: &state, caller: &caller, name, version }, request).await
+        }
         (Method::GET | Method::HEAD, Target::File(name, version, path)) => {
             caller.require(Scope::Read, &name)?;
             let file = package_file(&state, &name, &version, &path).await?;
             serve_blob(&state, Blob::from(&file), &method, request.headers()).await
         }
         _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+/// A call that changes one package version: the service, who calls, and the version it names.
+struct VersionCall<'a> {
+    state: &'a AppState,
+    caller: &'a Caller,
+    name: String,
+    version: String,
+}
+
+impl VersionCall<'_> {
+    /// Checks that the caller holds `scope` on the package; gives its actor, and the version's name and version for
+    /// the write transaction to own.
+    fn grant(&self, scope: Scope) -> Result<(String, String, String), ApiError> {
+        self.caller.require(scope, &self.name)?;
+        Ok((self.caller.actor().to_owned(), self.name.clone(), self.version.clone()))
     }
 }
 

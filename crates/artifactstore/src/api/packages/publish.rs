@@ -12,13 +12,12 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 use uuid::Uuid;
 
-use super::decode_body;
 use super::read::{build_manifest, manifest, render, Manifest};
+use super::{decode_body, VersionCall};
 use crate::api::body::BodyFormat;
-use crate::auth::{Caller, Scope};
+use crate::auth::Scope;
 use crate::names::check_path;
 use crate::problem::ApiError;
-use crate::server::AppState;
 
 /// The most files one package version may hold.
 const MAX_FILES: usize = 100_000;
@@ -104,18 +103,11 @@ enum Published {
 }
 
 /// `PUT /v1/packages/{name}/versions/{version}`: 201 with the new version, 200 when the same manifest stands already.
-pub(super) async fn publish(
-    state: &AppState,
-    caller: &Caller,
-    name: String,
-    version: String,
-    request: Request,
-) -> Result<Response, ApiError> {
-    caller.require(Scope::Write, &name)?;
+pub(super) async fn publish(call: VersionCall<'_>, request: Request) -> Result<Response, ApiError> {
+    let (actor, n, v) = call.grant(Scope::Write)?;
+    let VersionCall { state, name, version, .. } = call;
     let accept = request.headers().clone();
     let (files, metadata) = read_manifest(request).await?;
-    let actor = caller.actor().to_owned();
-    let (n, v) = (name.clone(), version.clone());
     let published = state
         .instance
         .log

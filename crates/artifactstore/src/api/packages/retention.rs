@@ -1,5 +1,6 @@
 //! Deleting a package version, and extending or holding its retention.
 
+use artifactstore_db::Tx;
 use artifactstore_views::queries::{self, Version};
 use artifactstore_views::vocab::{PackageDeleted, RegistryEvent, RetentionChange, RetentionKind};
 use axum::extract::Request;
@@ -8,12 +9,17 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::decode_body;
 use super::read::{manifest, time};
+use super::{decode_body, VersionCall};
 use crate::api::extract::ApiQuery;
-use crate::auth::{Caller, Scope};
+use crate::auth::Scope;
 use crate::problem::ApiError;
-use crate::server::AppState;
+
+/// The version `name`@`version` with its retention, read in the write transaction; 404 when there is none.
+async fn existing(tx: &mut Tx, name: &str, version: &str) -> Result<Version, ApiError> {
+    let found = queries::version(tx, name, version).await?;
+    found.ok_or_else(|| ApiError::not_found(format!("no package version {name}@{version}")))
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,14 +28,9 @@ pub(crate) struct DeleteQuery {
 }
 
 /// `DELETE /v1/packages/{name}/versions/{version}`: refused while a hold or a retention time keeps the version.
-pub(super) async fn delete(
-    state: &AppState,
-    caller: &Caller,
-    name: String,
-    version: String,
-    request: Request,
-) -> Result<Response, ApiError> {
-    caller.require(Scope::Admin, &name)?;
+pub(super) async fn delete(call: VersionCall<'_>, request: Request) -> Result<Response, ApiError> {
+    let (actor, n, v) = call.grant(Scope::Admin)?;
+    let VersionCall { state, name, version, .. } = call;
     let (mut parts, _body) = request.into_parts();
     let ApiQuery(query) =
         <ApiQuery<DeleteQuery> as axum::extract::FromRequestParts<()>>::from_request_parts(&mut parts, &()).await?;
@@ -37,16 +38,12 @@ pub(super) async fn delete(
     if reason.as_ref().is_some_and(|r| r.len() > 1024) {
         return Err(ApiError::bad_request("reason is at most 1024 bytes"));
     }
-    let actor = caller.actor().to_owned();
-    let (n, v) = (name.clone(), version.clone());
     let (package_id, sequence) = state
         .instance
         .log
         .transact(move |wtx| {
             Box::pin(async move {
-                let Version { package, retention: row } = queries::version(wtx.tx(), &n, &v)
-                    .await?
-                    .ok_or_else(|| ApiError::not_found(format!("no package version {n}@{v}")))?;
+                let Version { package, retention: row } = existing(wtx.tx(), &n, &v).await?;
                 if row.hold {
                     return Err(ApiError::conflict(format!("{n}@{v} is under a retention hold")));
                 }
@@ -81,14 +78,9 @@ struct RetentionIn {
 }
 
 /// `PUT /v1/packages/{name}/versions/{version}/retention`: extends the retention time, sets or releases a hold.
-pub(super) async fn retention(
-    state: &AppState,
-    caller: &Caller,
-    name: String,
-    version: String,
-    request: Request,
-) -> Result<Response, ApiError> {
-    caller.require(Scope::Admin, &name)?;
+pub(super) async fn retention(call: VersionCall<'_>, request: Request) -> Result<Response, ApiError> {
+    let (actor, n, v) = call.grant(Scope::Admin)?;
+    let VersionCall { state, name, version, .. } = call;
     let (_, wanted): (_, RetentionIn) = decode_body(request).await?;
     let until = wanted
         .until
@@ -105,8 +97,6 @@ pub(super) async fn retention(
     if until.is_none() && wanted.hold.is_none() {
         return Err(ApiError::bad_request("give `until`, `hold`, or both"));
     }
-    let actor = caller.actor().to_owned();
-    let (n, v) = (name.clone(), version.clone());
     let reason = wanted.reason;
     let hold = wanted.hold;
     let sequences = state
@@ -114,9 +104,7 @@ pub(super) async fn retention(
         .log
         .transact(move |wtx| {
             Box::pin(async move {
-                let Version { package, retention: row } = queries::version(wtx.tx(), &n, &v)
-                    .await?
-                    .ok_or_else(|| ApiError::not_found(format!("no package version {n}@{v}")))?;
+                let Version { package, retention: row } = existing(wtx.tx(), &n, &v).await?;
                 let package_id = package.package_id.to_string();
                 let mut changes = Vec::new();
                 if let Some(until) = until {
