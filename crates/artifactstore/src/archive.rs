@@ -191,19 +191,14 @@ pub async fn restore(store: &BlobStore, archived_log: Uuid, log: &EventLog) -> a
     }
     // First every segment is read and checked (name, digest, continuity, payload digests, chain), so a damaged
     // archive is refused before anything is written; then the events are imported.
-    let mut expected = 1;
-    let mut chain = [0u8; 32];
+    let (mut previous, mut chain) = (0, artifactstore_eventlog::GENESIS_CHAIN_HASH);
     for segment in &segments {
-        for event in read_segment(store, archived_log, segment, expected).await? {
-            if *blake3::hash(&event.payload).as_bytes() != event.payload_digest {
-                bail!("event {} in the archive has the wrong payload digest", event.sequence);
+        for event in read_segment(store, archived_log, segment, previous + 1).await? {
+            if let Err(fault) = event.check(previous, &chain) {
+                bail!("event {} in the archive: {fault}", event.sequence);
             }
-            if artifactstore_eventlog::chain_hash(&chain, &event) != event.chain_hash {
-                bail!("event {} in the archive breaks the hash chain", event.sequence);
-            }
-            chain = event.chain_hash;
+            (previous, chain) = (event.sequence, event.chain_hash);
         }
-        expected = segment.last + 1;
     }
     {
         let mut tx = log.database().begin_write().await?;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use artifactstore_db::{sqlx, AsExec as _, Database, Exec, Tx};
 use artifactstore_digest::DualHasher;
+use artifactstore_views::FileRow;
 
 /// BLAKE3 and SHA-256 together over `size` bytes in 8 MiB chunks, as the server feeds them; MiB/s.
 pub(crate) fn dual_digest_speed(size: usize) -> f64 {
@@ -129,8 +130,10 @@ const FILES_SECONDARY_INDEX: &str = "artifact_files_by_sha256";
 pub(crate) async fn raw_insert_speed(db: &Database, rows: usize) -> anyhow::Result<f64> {
     const PER_STATEMENT: usize = 200;
     let sql = format!(
-        "{} INTO artifact_files (blake3, sha256, size, media_type, file_id, ingested_sequence, sequence) VALUES {}",
+        "{} INTO {} ({}) VALUES {}",
         artifactstore_db::bulk_insert(db.backend()),
+        FileRow::TABLE,
+        FileRow::COLUMNS,
         artifactstore_db::placeholders(db.backend(), PER_STATEMENT, 7)
     );
     let keys: Vec<(String, String, uuid::Uuid)> = (0..rows.div_ceil(PER_STATEMENT) * PER_STATEMENT)
@@ -212,10 +215,11 @@ pub(crate) fn sqlite_c_insert_speed(dir: &Path, rows: usize, in_key_order: bool)
     conn.execute_batch("BEGIN IMMEDIATE")?;
     conn.execute_batch(&format!("DROP INDEX {FILES_SECONDARY_INDEX}"))?;
     {
-        let mut insert = conn.prepare(
-            "INSERT INTO artifact_files (blake3, sha256, size, media_type, file_id, ingested_sequence, sequence) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
+        let mut insert = conn.prepare(&format!(
+            "INSERT INTO {} ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            FileRow::TABLE,
+            FileRow::COLUMNS
+        ))?;
         for (n, (k, s, id)) in keys.iter().enumerate() {
             let seq = n as i64;
             insert.execute(rusqlite::params![k, s, 4096i64, None::<String>, &id.as_bytes()[..], seq, seq])?;

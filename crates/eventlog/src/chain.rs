@@ -57,20 +57,57 @@ impl ChainReport {
     }
 }
 
-/// Checks one event against its predecessor's chain hash and the expected sequence, pushing any fault found.
-pub(crate) fn check_event(previous: &[u8; 32], expected_sequence: u64, event: &Event, faults: &mut Vec<ChainFault>) {
-    let mut fault = |problem: String| faults.push(ChainFault { sequence: event.sequence, problem });
-    if event.sequence != expected_sequence {
-        fault(format!("expected sequence {expected_sequence}, found {}", event.sequence));
+/// One way an event does not follow from the event before it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventFault {
+    /// Its sequence is not the next one.
+    #[error("expected sequence {expected}, found {found}")]
+    Sequence {
+        /// The sequence after the previous event's.
+        expected: u64,
+        /// The event's own.
+        found: u64,
+    },
+    /// Its `payload_digest` is not the BLAKE3 of its payload.
+    #[error("payload_digest is not the BLAKE3 of the payload")]
+    PayloadDigest,
+    /// Its payload is not canonical CBOR.
+    #[error("payload is not canonical CBOR: {0}")]
+    NonCanonicalPayload(String),
+    /// Its `chain_hash` is not the one its fields and the previous chain hash make.
+    #[error("chain_hash does not follow from the previous event")]
+    ChainHash,
+}
+
+impl Event {
+    /// The event check: that this event follows the one whose sequence and chain hash are given (0 and
+    /// `GENESIS_CHAIN_HASH` before the first event). Its sequence is the next one, its payload digest is the BLAKE3
+    /// of its payload, its payload is canonical CBOR and its chain hash follows. Returns the first fault found.
+    pub fn check(&self, previous_sequence: u64, previous_chain: &[u8; 32]) -> Result<(), EventFault> {
+        match self.faults(previous_sequence, previous_chain).into_iter().next() {
+            Some(fault) => Err(fault),
+            None => Ok(()),
+        }
     }
-    if *blake3::hash(&event.payload).as_bytes() != event.payload_digest {
-        fault("payload_digest is not the BLAKE3 of the payload".to_owned());
-    }
-    if let Err(err) = artifactstore_cbor::decode_value(&event.payload) {
-        fault(format!("payload is not canonical CBOR: {err}"));
-    }
-    if chain_hash(previous, event) != event.chain_hash {
-        fault("chain_hash does not follow from the previous event".to_owned());
+
+    /// Every fault `check` finds, in its order.
+    pub fn faults(&self, previous_sequence: u64, previous_chain: &[u8; 32]) -> Vec<EventFault> {
+        let mut faults = Vec::new();
+        let expected = previous_sequence + 1;
+        if self.sequence != expected {
+            faults.push(EventFault::Sequence { expected, found: self.sequence });
+        }
+        if *blake3::hash(&self.payload).as_bytes() != self.payload_digest {
+            faults.push(EventFault::PayloadDigest);
+        }
+        if let Err(err) = artifactstore_cbor::decode_value(&self.payload) {
+            faults.push(EventFault::NonCanonicalPayload(err.to_string()));
+        }
+        if chain_hash(previous_chain, self) != self.chain_hash {
+            faults.push(EventFault::ChainHash);
+        }
+        faults
     }
 }
 

@@ -31,3 +31,14 @@ pub enum Error {
     #[error("the event log is closed")]
     Closed,
 }
+
+impl Error {
+    /// Whether the database refused a statement (a constraint, a type, a conflict), which then undid whatever it
+    /// had changed: the transaction it ran in holds nothing of it and may go on.
+    ///
+    /// Any other failure of a statement (its answer lost, the connection gone, the transaction ended) may have left
+    /// changes behind.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Error::Database(sqlx::Error::Database(_)))
+    }
+}

@@ -11,7 +11,7 @@ mod store;
 mod write_tx;
 
 pub use broadcast::{BroadcastStats, Broadcaster, Subscription};
-pub use chain::{chain_hash, ChainFault, ChainReport, GENESIS_CHAIN_HASH};
+pub use chain::{chain_hash, ChainFault, ChainReport, EventFault, GENESIS_CHAIN_HASH};
 pub use error::Error;
 pub use event::{time_text, Event, Head, NewEvent, SubjectKind, MAX_ACTOR_BYTES};
 pub use log::{EventLog, Filter, LogOptions, LogStats, Refused, TypeFilter};

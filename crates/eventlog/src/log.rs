@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::chain::{check_event, ChainFault, ChainReport, GENESIS_CHAIN_HASH};
+use crate::chain::{ChainFault, ChainReport, GENESIS_CHAIN_HASH};
 use crate::committer::{self, Counters, Deliver, Failure, Job, Outcome};
 use crate::write_tx::Validated;
 use crate::{store, Error, Event, Head, NewEvent, WriteTx};
@@ -140,10 +140,7 @@ impl EventLog {
         F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Result<T, sqlx::Error>> + Send + 'static,
         T: Send + 'static,
     {
-        fn refused(err: &Error) -> bool {
-            matches!(err, Error::Database(sqlx::Error::Database(_)))
-        }
-        self.enqueue(on_tx(work), false, refused).await
+        self.enqueue(on_tx(work), false, Error::is_refused).await
     }
 
     /// `transact` for work that knows, when it fails, whether it changed anything: each of its statements either
@@ -233,18 +230,9 @@ impl EventLog {
         let mut wtx = self.begin().await?;
         let mut head = wtx.head();
         for event in events {
-            if event.sequence != head.sequence + 1 {
-                return Err(Error::Corrupt(format!(
-                    "import: event {} does not follow {}",
-                    event.sequence, head.sequence
-                )));
-            }
-            if *blake3::hash(&event.payload).as_bytes() != event.payload_digest {
-                return Err(Error::Corrupt(format!("import: event {} has the wrong payload digest", event.sequence)));
-            }
-            if crate::chain_hash(&head.chain_hash, event) != event.chain_hash {
-                return Err(Error::Corrupt(format!("import: event {} breaks the hash chain", event.sequence)));
-            }
+            event
+                .check(head.sequence, &head.chain_hash)
+                .map_err(|fault| Error::Corrupt(format!("import: event {}: {fault}", event.sequence)))?;
             head.sequence = event.sequence;
             head.chain_hash = event.chain_hash;
         }
@@ -335,7 +323,10 @@ impl EventLog {
             let Some(last) = events.last() else { break };
             let last_sequence = last.sequence;
             for event in &events {
-                check_event(&previous, after + 1, event, &mut report.faults);
+                let faults = event.faults(after, &previous);
+                report
+                    .faults
+                    .extend(faults.iter().map(|f| ChainFault { sequence: event.sequence, problem: f.to_string() }));
                 previous = event.chain_hash;
                 after = event.sequence;
                 report.events_checked += 1;

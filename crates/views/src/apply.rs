@@ -5,6 +5,7 @@ use artifactstore_eventlog::{Event, WriteTx};
 use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
+use crate::rows::{insert_one, insert_one_sql, once, FileRow, PackageFileRow, PackageRow, RetentionRow, StorageRow};
 use crate::vocab::{self, RegistryEvent, RetentionKind, StorageKind};
 use crate::Error;
 
@@ -31,13 +32,10 @@ pub async fn apply(tx: &mut Tx, event: &Event) -> Result<(), Error> {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Op {
     /// A blob's row; a blob is ingested once, and should the log name it twice the first event stays its origin.
-    InsertFile(NewFile),
-    InsertPackage(NewPackage),
-    InsertPackageFile(NewPackageFile),
-    InsertRetention {
-        package_id: Uuid,
-        seq: i64,
-    },
+    InsertFile(FileRow),
+    InsertPackage(PackageRow),
+    InsertPackageFile(PackageFileRow),
+    InsertRetention(RetentionRow),
     /// A package version with its files and retention; it must exist.
     DeletePackage {
         package_id: Uuid,
@@ -53,47 +51,8 @@ pub(crate) enum Op {
         blake3: String,
         location: String,
     },
-    UpsertLocation {
-        blake3: String,
-        location: String,
-        tier: String,
-        seq: i64,
-    },
-}
-
-/// A new `artifact_files` row.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct NewFile {
-    pub(crate) blake3: String,
-    pub(crate) sha256: String,
-    pub(crate) size: i64,
-    pub(crate) media_type: Option<String>,
-    pub(crate) file_id: Uuid,
-    pub(crate) seq: i64,
-}
-
-/// A new `artifact_packages` row.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct NewPackage {
-    pub(crate) package_id: Uuid,
-    pub(crate) name: String,
-    pub(crate) version: String,
-    pub(crate) metadata: Vec<u8>,
-    pub(crate) created_by: String,
-    pub(crate) created_at: DateTime<Utc>,
-    pub(crate) seq: i64,
-}
-
-/// A new `artifact_package_files` row.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct NewPackageFile {
-    pub(crate) package_id: Uuid,
-    pub(crate) path: String,
-    pub(crate) blake3: String,
-    pub(crate) sha256: String,
-    pub(crate) size: i64,
-    pub(crate) media_type: Option<String>,
-    pub(crate) seq: i64,
+    /// A blob's place, new or with its tier changed.
+    UpsertLocation(StorageRow),
 }
 
 /// What a retention event sets.
@@ -111,39 +70,41 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, Error> {
     };
     let seq = i64::try_from(event.sequence).unwrap_or(i64::MAX);
     let ops = match typed {
-        RegistryEvent::FileIngested(p) => vec![Op::InsertFile(NewFile {
+        RegistryEvent::FileIngested(p) => vec![Op::InsertFile(FileRow {
             size: size(event, p.size)?,
             file_id: vocab::file_id(&p.blake3),
             blake3: p.blake3,
             sha256: p.sha256,
             media_type: p.media_type,
-            seq,
+            ingested_sequence: seq,
+            sequence: seq,
         })],
         RegistryEvent::PackageCreated { package_id, payload } => {
             let metadata = artifactstore_cbor::encode_value(&payload.metadata)
                 .map_err(|err| crate::vocab::bad_payload(&event.event_type, event.sequence, &err.to_string()))?;
             let mut ops = Vec::with_capacity(payload.files.len() + 2);
-            ops.push(Op::InsertPackage(NewPackage {
+            ops.push(Op::InsertPackage(PackageRow {
                 package_id,
                 name: payload.name,
                 version: payload.version,
                 metadata,
                 created_by: event.actor.clone(),
                 created_at: event.created_at,
-                seq,
+                created_sequence: seq,
+                sequence: seq,
             }));
             for file in payload.files {
-                ops.push(Op::InsertPackageFile(NewPackageFile {
+                ops.push(Op::InsertPackageFile(PackageFileRow {
                     package_id,
                     size: size(event, file.size)?,
                     path: file.path,
                     blake3: file.blake3,
                     sha256: file.sha256,
                     media_type: file.media_type,
-                    seq,
+                    sequence: seq,
                 }));
             }
-            ops.push(Op::InsertRetention { package_id, seq });
+            ops.push(Op::InsertRetention(RetentionRow::initial(package_id, seq)));
             ops
         }
         RegistryEvent::PackageDeleted { package_id, .. } => vec![Op::DeletePackage { package_id }],
@@ -168,12 +129,12 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, Error> {
             if kind == StorageKind::Removed {
                 ops.push(Op::DeleteLocation { blake3: payload.blake3, location: payload.location });
             } else {
-                ops.push(Op::UpsertLocation {
+                ops.push(Op::UpsertLocation(StorageRow {
                     blake3: payload.blake3,
                     location: payload.location,
                     tier: payload.tier,
-                    seq,
-                });
+                    sequence: seq,
+                }));
             }
             ops
         }
@@ -185,56 +146,14 @@ impl Op {
     /// Runs this one change; `event` names the cause in errors.
     pub(crate) async fn execute(&self, tx: &mut Tx, event: &Event) -> Result<(), Error> {
         match self {
-            Op::InsertFile(NewFile { blake3, sha256, size, media_type, file_id, seq }) => {
-                execute!(
-                    tx,
-                    "INSERT INTO artifact_files (blake3, sha256, size, media_type, file_id, ingested_sequence, sequence) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (blake3) DO NOTHING",
-                    blake3.as_str(),
-                    sha256.as_str(),
-                    *size,
-                    media_type.as_deref(),
-                    *file_id,
-                    *seq,
-                )?;
+            // The one-row inserts of the live path (replay writes many rows per statement, `rows::insert_rows`).
+            Op::InsertFile(row) => {
+                let sql = once!(insert_one_sql::<FileRow>(" ON CONFLICT (blake3) DO NOTHING"));
+                insert_one(tx, sql, row).await?;
             }
-            Op::InsertPackage(NewPackage { package_id, name, version, metadata, created_by, created_at, seq }) => {
-                execute!(
-                    tx,
-                    "INSERT INTO artifact_packages (package_id, name, version, metadata, created_by, created_at, created_sequence, sequence) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-                    *package_id,
-                    name.as_str(),
-                    version.as_str(),
-                    metadata.as_slice(),
-                    created_by.as_str(),
-                    *created_at,
-                    *seq,
-                )?;
-            }
-            Op::InsertPackageFile(NewPackageFile { package_id, path, blake3, sha256, size, media_type, seq }) => {
-                execute!(
-                    tx,
-                    "INSERT INTO artifact_package_files (package_id, path, blake3, sha256, size, media_type, sequence) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    *package_id,
-                    path.as_str(),
-                    blake3.as_str(),
-                    sha256.as_str(),
-                    *size,
-                    media_type.as_deref(),
-                    *seq,
-                )?;
-            }
-            Op::InsertRetention { package_id, seq } => {
-                execute!(
-                    tx,
-                    "INSERT INTO retention_state (package_id, until, hold, reason, expired, sequence) \
-                     VALUES ($1, NULL, FALSE, NULL, FALSE, $2)",
-                    *package_id,
-                    *seq,
-                )?;
-            }
+            Op::InsertPackage(row) => insert_one(tx, once!(insert_one_sql::<PackageRow>("")), row).await?,
+            Op::InsertPackageFile(row) => insert_one(tx, once!(insert_one_sql::<PackageFileRow>("")), row).await?,
+            Op::InsertRetention(row) => insert_one(tx, once!(insert_one_sql::<RetentionRow>("")), row).await?,
             Op::DeletePackage { package_id } => {
                 execute!(tx, "DELETE FROM retention_state WHERE package_id = $1", *package_id)?;
                 execute!(tx, "DELETE FROM artifact_package_files WHERE package_id = $1", *package_id)?;
@@ -282,16 +201,11 @@ impl Op {
                     location.as_str(),
                 )?;
             }
-            Op::UpsertLocation { blake3, location, tier, seq } => {
-                execute!(
-                    tx,
-                    "INSERT INTO storage_locations (blake3, location, tier, sequence) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (blake3, location) DO UPDATE SET tier = excluded.tier, sequence = excluded.sequence",
-                    blake3.as_str(),
-                    location.as_str(),
-                    tier.as_str(),
-                    *seq,
-                )?;
+            Op::UpsertLocation(row) => {
+                let sql = once!(insert_one_sql::<StorageRow>(
+                    " ON CONFLICT (blake3, location) DO UPDATE SET tier = excluded.tier, sequence = excluded.sequence"
+                ));
+                insert_one(tx, sql, row).await?;
             }
         }
         Ok(())

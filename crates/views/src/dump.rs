@@ -4,76 +4,22 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use artifactstore_db::{fetch_all, Tx};
-use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
+use crate::rows::{qualified, FileRow, PackageFileRow, PackageRow, RetentionRow, StorageRow};
 use crate::Error;
-
-/// A row of `artifact_files`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
-pub struct FileRow {
-    pub blake3: String,
-    pub sha256: String,
-    pub size: i64,
-    pub media_type: Option<String>,
-    pub file_id: Uuid,
-    pub ingested_sequence: i64,
-    pub sequence: i64,
-}
-
-/// A row of `artifact_packages`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
-pub struct PackageRow {
-    pub package_id: Uuid,
-    pub name: String,
-    pub version: String,
-    #[serde(with = "serde_bytes")]
-    pub metadata: Vec<u8>,
-    pub created_by: String,
-    pub created_at: DateTime<Utc>,
-    pub created_sequence: i64,
-    pub sequence: i64,
-}
-
-/// A row of `artifact_package_files`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
-pub struct PackageFileRow {
-    pub package_id: Uuid,
-    pub path: String,
-    pub blake3: String,
-    pub sha256: String,
-    pub size: i64,
-    pub media_type: Option<String>,
-    pub sequence: i64,
-}
-
-/// A row of `retention_state`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
-pub struct RetentionRow {
-    pub package_id: Uuid,
-    pub until: Option<DateTime<Utc>>,
-    pub hold: bool,
-    pub reason: Option<String>,
-    pub expired: bool,
-    pub sequence: i64,
-}
-
-/// A row of `storage_locations`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
-pub struct StorageRow {
-    pub blake3: String,
-    pub location: String,
-    pub tier: String,
-    pub sequence: i64,
-}
 
 /// The whole content of the views, each table ordered by its key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ViewsDump {
+    /// `artifact_files`, by BLAKE3 digest.
     pub files: Vec<FileRow>,
+    /// `artifact_packages`, by name and version.
     pub packages: Vec<PackageRow>,
+    /// `artifact_package_files`, by their version's name and version, then path.
     pub package_files: Vec<PackageFileRow>,
+    /// `retention_state`, by their version's name and version.
     pub retention: Vec<RetentionRow>,
+    /// `storage_locations`, by BLAKE3 digest and location.
     pub storage: Vec<StorageRow>,
 }
 
@@ -87,34 +33,34 @@ impl ViewsDump {
 /// Reads every view row inside `tx`.
 pub async fn dump(tx: &mut Tx) -> Result<ViewsDump, Error> {
     Ok(ViewsDump {
-        files: fetch_all!(
-            tx,
-            FileRow,
-            "SELECT blake3, sha256, size, media_type, file_id, ingested_sequence, sequence FROM artifact_files ORDER BY blake3"
-        )?,
+        files: fetch_all!(tx, FileRow, &format!("SELECT {} FROM artifact_files ORDER BY blake3", FileRow::COLUMNS))?,
         packages: fetch_all!(
             tx,
             PackageRow,
-            "SELECT package_id, name, version, metadata, created_by, created_at, created_sequence, sequence \
-             FROM artifact_packages ORDER BY name, version"
+            &format!("SELECT {} FROM artifact_packages ORDER BY name, version", PackageRow::COLUMNS)
         )?,
         package_files: fetch_all!(
             tx,
             PackageFileRow,
-            "SELECT f.package_id, f.path, f.blake3, f.sha256, f.size, f.media_type, f.sequence \
-             FROM artifact_package_files f JOIN artifact_packages p ON p.package_id = f.package_id \
-             ORDER BY p.name, p.version, f.path"
+            &format!(
+                "SELECT {} FROM artifact_package_files f JOIN artifact_packages p ON p.package_id = f.package_id \
+                 ORDER BY p.name, p.version, f.path",
+                qualified("f", PackageFileRow::COLUMNS)
+            )
         )?,
         retention: fetch_all!(
             tx,
             RetentionRow,
-            "SELECT r.package_id, r.until, r.hold, r.reason, r.expired, r.sequence \
-             FROM retention_state r JOIN artifact_packages p ON p.package_id = r.package_id ORDER BY p.name, p.version"
+            &format!(
+                "SELECT {} FROM retention_state r JOIN artifact_packages p ON p.package_id = r.package_id \
+                 ORDER BY p.name, p.version",
+                qualified("r", RetentionRow::COLUMNS)
+            )
         )?,
         storage: fetch_all!(
             tx,
             StorageRow,
-            "SELECT blake3, location, tier, sequence FROM storage_locations ORDER BY blake3, location"
+            &format!("SELECT {} FROM storage_locations ORDER BY blake3, location", StorageRow::COLUMNS)
         )?,
     })
 }
@@ -139,18 +85,18 @@ impl std::fmt::Display for Difference {
 /// Every row that differs between the live views and a fresh replay.
 pub fn diff(live: &ViewsDump, replayed: &ViewsDump) -> Vec<Difference> {
     let mut out = Vec::new();
-    diff_table("artifact_files", &live.files, &replayed.files, |r| r.blake3.clone(), &mut out);
-    diff_table("artifact_packages", &live.packages, &replayed.packages, |r| r.package_id.to_string(), &mut out);
+    diff_table(FileRow::TABLE, &live.files, &replayed.files, |r| r.blake3.clone(), &mut out);
+    diff_table(PackageRow::TABLE, &live.packages, &replayed.packages, |r| r.package_id.to_string(), &mut out);
     diff_table(
-        "artifact_package_files",
+        PackageFileRow::TABLE,
         &live.package_files,
         &replayed.package_files,
         |r| format!("{} {}", r.package_id, r.path),
         &mut out,
     );
-    diff_table("retention_state", &live.retention, &replayed.retention, |r| r.package_id.to_string(), &mut out);
+    diff_table(RetentionRow::TABLE, &live.retention, &replayed.retention, |r| r.package_id.to_string(), &mut out);
     diff_table(
-        "storage_locations",
+        StorageRow::TABLE,
         &live.storage,
         &replayed.storage,
         |r| format!("{} {}", r.blake3, r.location),

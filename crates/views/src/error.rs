@@ -34,3 +34,18 @@ pub enum Error {
     #[error("snapshot: {0}")]
     Snapshot(String),
 }
+
+impl Error {
+    /// Whether the database refused a statement (a constraint, a type, a conflict), which then undid whatever it
+    /// had changed: the transaction it ran in holds nothing of it and may go on.
+    ///
+    /// Any other failure of a statement (its answer lost, the connection gone, the transaction ended) may have left
+    /// changes behind.
+    pub fn is_refused(&self) -> bool {
+        match self {
+            Error::Database(err) => matches!(err, sqlx::Error::Database(_)),
+            Error::Log(err) => err.is_refused(),
+            _ => false,
+        }
+    }
+}

@@ -5,13 +5,16 @@ mod apply;
 mod batch;
 mod dump;
 mod error;
+pub mod queries;
 mod replay;
+pub mod rows;
 mod snapshot;
 pub mod vocab;
 
 pub use apply::{apply, record};
-pub use dump::{diff, dump, Difference, FileRow, PackageFileRow, PackageRow, RetentionRow, StorageRow, ViewsDump};
+pub use dump::{diff, dump, Difference, ViewsDump};
 pub use error::Error;
 pub use replay::{clear, mark_stale, rebuild, stale_reason, verify, RebuildStats};
+pub use rows::{FileRow, PackageFileRow, PackageRow, RetentionRow, StorageRow};
 pub use snapshot::{load, matches_log, rebuild_from, take, Snapshot, SNAPSHOT_FORMAT};
 pub use vocab::RegistryEvent;

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::apply::{plan, Op};
 use crate::batch::Batch;
+use crate::rows::{FileRow, PackageFileRow, PackageRow, RetentionRow, StorageRow};
 use crate::{diff, dump, Difference, Error};
 
 /// How many events replay reads per round trip.
@@ -25,7 +26,7 @@ pub struct RebuildStats {
 
 /// The views' tables, children before parents.
 const VIEW_TABLES: [&str; 5] =
-    ["retention_state", "artifact_package_files", "artifact_packages", "artifact_files", "storage_locations"];
+    [RetentionRow::TABLE, PackageFileRow::TABLE, PackageRow::TABLE, FileRow::TABLE, StorageRow::TABLE];
 
 /// Deletes every view row inside `tx`.
 pub async fn clear(tx: &mut Tx) -> Result<(), Error> {

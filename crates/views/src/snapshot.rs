@@ -6,8 +6,8 @@ use artifactstore_eventlog::{EventLog, Head};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::batch::{insert_rows, FILES_INTO, PACKAGES_INTO, PACKAGE_FILES_INTO, RETENTION_INTO};
 use crate::replay::{replay_after, Refill};
+use crate::rows::insert_rows;
 use crate::{dump, Error, RebuildStats, ViewsDump};
 
 /// The format tag every snapshot carries.
@@ -112,42 +112,10 @@ pub async fn rebuild_from(
 /// Inserts every row of `views` (into views that are empty), parents before children, in multi-row statements as
 /// replay writes its rows.
 pub async fn load(tx: &mut Tx, views: &ViewsDump) -> Result<(), Error> {
-    insert_rows!(tx, FILES_INTO, "", &views.files, |r| [
-        r.blake3,
-        r.sha256,
-        r.size,
-        r.media_type,
-        r.file_id,
-        r.ingested_sequence,
-        r.sequence
-    ]);
-    insert_rows!(
-        tx,
-        PACKAGES_INTO,
-        "",
-        &views.packages,
-        |r| [r.package_id, r.name, r.version, r.metadata, r.created_by, r.created_at, r.created_sequence, r.sequence],
-        weigh = |r| r.metadata.len()
-    );
-    insert_rows!(tx, PACKAGE_FILES_INTO, "", &views.package_files, |r| [
-        r.package_id,
-        r.path,
-        r.blake3,
-        r.sha256,
-        r.size,
-        r.media_type,
-        r.sequence
-    ]);
-    insert_rows!(tx, RETENTION_INTO, "", &views.retention, |r| [
-        r.package_id,
-        r.until,
-        r.hold,
-        r.reason,
-        r.expired,
-        r.sequence
-    ]);
-    insert_rows!(tx, "storage_locations (blake3, location, tier, sequence)", "", &views.storage, |r| [
-        r.blake3, r.location, r.tier, r.sequence
-    ]);
+    insert_rows(tx, &views.files, "").await?;
+    insert_rows(tx, &views.packages, "").await?;
+    insert_rows(tx, &views.package_files, "").await?;
+    insert_rows(tx, &views.retention, "").await?;
+    insert_rows(tx, &views.storage, "").await?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `GET|HEAD /v1/blobs/{digest}`: a blob's bytes, whole or by range, streamed from the store.
 
-use artifactstore_db::fetch_optional;
-use artifactstore_digest::{Algorithm, Digest};
+use artifactstore_digest::Digest;
+use artifactstore_views::{queries, FileRow, PackageFileRow};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -13,24 +13,26 @@ use crate::auth::{Caller, Scope};
 use crate::problem::ApiError;
 use crate::server::AppState;
 
-/// A stored blob as the views know it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct BlobRow {
-    pub(crate) blake3: String,
-    pub(crate) sha256: String,
-    pub(crate) size: i64,
-    pub(crate) media_type: Option<String>,
+/// What answering with a blob's bytes needs: a blob of the views, or a package version's file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Blob<'a> {
+    blake3: &'a str,
+    sha256: &'a str,
+    size: i64,
+    media_type: Option<&'a str>,
 }
 
-/// Looks a blob up by either of its digests.
-pub(crate) async fn find_blob(state: &AppState, digest: &Digest) -> Result<Option<BlobRow>, ApiError> {
-    let column = match digest.algorithm() {
-        Algorithm::Blake3 => "blake3",
-        Algorithm::Sha256 => "sha256",
-    };
-    let mut conn = state.instance.db.acquire().await?;
-    let sql = format!("SELECT blake3, sha256, size, media_type FROM artifact_files WHERE {column} = $1");
-    Ok(fetch_optional!(&mut conn, BlobRow, &sql, digest.to_string())?)
+impl<'a> From<&'a FileRow> for Blob<'a> {
+    fn from(row: &'a FileRow) -> Self {
+        Blob { blake3: &row.blake3, sha256: &row.sha256, size: row.size, media_type: row.media_type.as_deref() }
+    }
+}
+
+/// A package file is served with the media type its manifest gave it.
+impl<'a> From<&'a PackageFileRow> for Blob<'a> {
+    fn from(row: &'a PackageFileRow) -> Self {
+        Blob { blake3: &row.blake3, sha256: &row.sha256, size: row.size, media_type: row.media_type.as_deref() }
+    }
 }
 
 /// `GET|HEAD /v1/blobs/{digest}`.
@@ -43,16 +45,18 @@ pub(crate) async fn get(
 ) -> Result<Response, ApiError> {
     caller.require_any(Scope::Read)?;
     let digest: Digest = digest.parse().map_err(|err| ApiError::bad_request(format!("digest: {err}")))?;
-    let blob =
-        find_blob(&state, &digest).await?.ok_or_else(|| ApiError::not_found(format!("no blob has digest {digest}")))?;
-    serve_blob(&state, &blob, None, &method, &headers).await
+    let found = {
+        let mut conn = state.instance.db.acquire().await?;
+        queries::blob(&mut conn, &digest).await?
+    };
+    let blob = found.ok_or_else(|| ApiError::not_found(format!("no blob has digest {digest}")))?;
+    serve_blob(&state, Blob::from(&blob), &method, &headers).await
 }
 
 /// Answers with a blob's bytes: `Range` (one range) gives 206, `If-None-Match` on its ETag gives 304.
 pub(crate) async fn serve_blob(
     state: &AppState,
-    blob: &BlobRow,
-    media_type: Option<&str>,
+    blob: Blob<'_>,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -62,7 +66,7 @@ pub(crate) async fn serve_blob(
     let etag = format!("\"{blake3}\"");
     let b64 = |d: &Digest| base64::engine::general_purpose::STANDARD.encode(d.bytes());
     let repr_digest = format!("sha-256=:{}:, blake3=:{}:", b64(&sha256), b64(&blake3));
-    let content_type = media_type.or(blob.media_type.as_deref()).unwrap_or("application/octet-stream");
+    let content_type = blob.media_type.unwrap_or("application/octet-stream");
 
     let mut builder = Response::builder()
         .header(header::ETAG, &etag)

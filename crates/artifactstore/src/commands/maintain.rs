@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use artifactstore_db::redact_url;
+use artifactstore_views::queries;
 
 use crate::cli::{InstanceArgs, VerifyArgs};
 use crate::config::InstanceConfig;
@@ -121,35 +122,12 @@ fn report_views(differences: &[artifactstore_views::Difference]) -> bool {
     false
 }
 
-#[derive(Debug, sqlx::FromRow)]
-struct StoredFile {
-    blake3: String,
-    sha256: String,
-    size: i64,
-}
-
 /// Checks every blob the views know against the store, and lists what the store holds that no event names.
 /// Returns whether nothing is missing or corrupt (orphans are reported, not faults).
 async fn verify_blobs(instance: &Instance) -> anyhow::Result<bool> {
-    let files = {
+    let (files, named) = {
         let mut conn = instance.db.acquire().await?;
-        artifactstore_db::fetch_all!(
-            &mut conn,
-            StoredFile,
-            "SELECT blake3, sha256, size FROM artifact_files ORDER BY blake3"
-        )?
-    };
-    let named: Vec<String> = {
-        let mut conn = instance.db.acquire().await?;
-        artifactstore_db::fetch_all!(
-            &mut conn,
-            (String,),
-            "SELECT DISTINCT f.blake3 FROM artifact_package_files f \
-             LEFT JOIN artifact_files a ON a.blake3 = f.blake3 WHERE a.blake3 IS NULL"
-        )?
-        .into_iter()
-        .map(|(b,)| b)
-        .collect()
+        (queries::all_blobs(&mut conn).await?, queries::missing_blobs(&mut conn).await?)
     };
     let stored: std::collections::HashMap<String, u64> =
         instance.store.list_blobs().await.context("list the blob store")?.into_iter().collect();
