@@ -118,9 +118,16 @@ impl EventLog {
 
     /// Runs `work` in a write transaction shared with other waiting work, and returns once that transaction is durable.
     ///
-    /// If `work` fails, everything it did is rolled back and its error returned; other work in the group is unaffected.
-    /// If the transaction as a whole fails to commit (the group's events are inserted with the commit), every unit
-    /// in it gets the error.
+    /// There are three ways in, which differ in what the work promises and what its failure costs:
+    /// - `transact`: any work. If it fails, exactly what it did is undone and its error returned; other work in the
+    ///   group is unaffected.
+    /// - `transact_statement`: one plain statement that appends nothing. Cheaper on SQLite (one round trip fewer).
+    /// - `transact_reporting`: work whose every statement either succeeds or is refused whole, and which says, when
+    ///   it fails, whether it had changed anything (`Refused`). As cheap as one statement.
+    ///
+    /// With the two cheaper ones, a failure the work cannot vouch for (a statement refused after others changed
+    /// rows, an answer that could not be read, a panic) fails the whole group: nothing of it commits, and every unit
+    /// in it gets the error. If the transaction as a whole fails to commit, every unit in it gets the error too.
     pub async fn transact<T, E, F>(&self, work: F) -> Result<T, E>
     where
         F: for<'a> FnOnce(&'a mut WriteTx) -> BoxFuture<'a, Result<T, E>> + Send + 'static,
@@ -131,10 +138,9 @@ impl EventLog {
     }
 
     /// `transact` for work that runs exactly one SQL statement (a plain `INSERT`, `UPDATE` or `DELETE`, without an
-    /// `OR` conflict clause) and appends nothing. In a group on SQLite it runs without a savepoint of its own, one
-    /// round trip to the database fewer: a statement that SQLite refuses undoes its own changes. Should it fail any
-    /// other way (its row could not be decoded, it panicked), or should SQLite have ended the whole transaction
-    /// (a full disk), the group fails as a whole and nothing of it commits.
+    /// `OR` conflict clause) and appends nothing. A statement the database refuses undoes its own changes and fails
+    /// this work alone; any other failure, or the database ending the whole transaction (a full disk), fails the
+    /// group.
     pub async fn transact_statement<T, F>(&self, work: F) -> Result<T, Error>
     where
         F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, Result<T, sqlx::Error>> + Send + 'static,
@@ -143,12 +149,10 @@ impl EventLog {
         self.enqueue(on_tx(work), false, Error::is_refused).await
     }
 
-    /// `transact` for work that knows, when it fails, whether it changed anything: each of its statements either
-    /// succeeds or is refused by the database as a whole. In a group on SQLite it runs without a savepoint of its
-    /// own, one round trip to the database fewer. A failure that left nothing behind (`Refused::Cleanly`) fails this
-    /// work alone; one that did (`Refused::AfterWriting`), a panic, or SQLite ending the whole transaction (a full
-    /// disk) fails the group as a whole, and nothing of it commits. Events it appended are forgotten either way.
-    pub async fn transact_unfenced<T, E, F>(&self, work: F) -> Result<T, E>
+    /// `transact` for work that says, when it fails, whether it changed anything: `Refused::Cleanly` fails this work
+    /// alone; `Refused::AfterWriting`, a panic, or the database ending the whole transaction fails the group, and
+    /// nothing of it commits. Events the work appended are forgotten either way.
+    pub async fn transact_reporting<T, E, F>(&self, work: F) -> Result<T, E>
     where
         F: for<'a> FnOnce(&'a mut WriteTx) -> BoxFuture<'a, Result<T, Refused<E>>> + Send + 'static,
         T: Send + 'static,
@@ -360,7 +364,7 @@ impl EventLog {
     }
 }
 
-/// How work run by `EventLog::transact_unfenced` failed.
+/// How work run by `EventLog::transact_reporting` failed.
 #[derive(Debug)]
 pub enum Refused<E> {
     /// It left nothing in the transaction: it failed before its first statement, a statement that failed undid

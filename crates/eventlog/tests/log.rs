@@ -503,7 +503,7 @@ async fn unit(log: EventLog, backend: Backend, i: i64, wreck: bool) -> (i64, boo
         let id = if matches!(i % 64, 7 | 39) { 1000 } else { i };
         let dirty = wreck && i % 64 == 31;
         let written = log
-            .transact_unfenced(move |wtx| {
+            .transact_reporting(move |wtx| {
                 Box::pin(async move {
                     wtx.append(event(u64::try_from(i).unwrap()))?;
                     execute!(wtx.tx(), "INSERT INTO scratch (id, note) VALUES ($1, 'unfenced')", id)

@@ -182,7 +182,7 @@ impl Uploads {
         // The work says whether its failure left changes behind: each statement either succeeds or undoes itself,
         // and once the session is ended, any failure counts as after writing.
         self.log()
-            .transact_unfenced(move |wtx| {
+            .transact_reporting(move |wtx| {
                 Box::pin(async move {
                     let RegistryEvent::FileIngested(payload) = &event else { unreachable!("built above") };
                     let ended =
@@ -199,14 +199,9 @@ impl Uploads {
                     let known = match known {
                         Some(known) => known,
                         // A read: whatever went wrong, it changed nothing.
-                        None => artifactstore_db::fetch_optional!(
-                            wtx.tx(),
-                            (String,),
-                            "SELECT blake3 FROM artifact_files WHERE blake3 = $1",
-                            &payload.blake3
-                        )
-                        .map(|row| row.is_some())
-                        .map_err(|err| Refused::Cleanly(ApiError::from(err)))?,
+                        None => artifactstore_views::queries::file_known(wtx.tx(), &payload.blake3)
+                            .await
+                            .map_err(|err| Refused::Cleanly(ApiError::from(err)))?,
                     };
                     if known {
                         return Ok(None);
@@ -229,8 +224,5 @@ impl Uploads {
 /// statement ran, or the one statement its plan has (the blob's row) was refused and undid itself.
 fn record_left_nothing(err: &artifactstore_views::Error) -> bool {
     use artifactstore_views::Error;
-    matches!(
-        err,
-        Error::Database(artifactstore_db::sqlx::Error::Database(_)) | Error::Log(_) | Error::BadPayload { .. }
-    )
+    err.is_refused() || matches!(err, Error::Log(_) | Error::BadPayload { .. })
 }

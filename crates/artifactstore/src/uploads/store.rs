@@ -28,13 +28,6 @@ macro_rules! session_columns {
     };
 }
 
-// TODO(views): from the views crate.
-macro_rules! file_known_sql {
-    ($param:literal) => {
-        concat!("(SELECT COUNT(*) FROM artifact_files WHERE blake3 = ", $param, ")")
-    };
-}
-
 /// The statement that leaves a bare session's closed mark (`$1` its id, `$2` its id's expiry), unless it has a row
 /// (another request wrote one, or the same transaction has yet to delete it) or a mark already.
 macro_rules! close_bare_sql {
@@ -411,7 +404,10 @@ impl SessionStore {
             Ending::Leased(session) => fetch_optional!(
                 tx,
                 (i64,),
-                concat!("DELETE FROM upload_sessions WHERE id = $1 RETURNING ", file_known_sql!("$2")),
+                concat!(
+                    "DELETE FROM upload_sessions WHERE id = $1 RETURNING ",
+                    artifactstore_views::file_known_sql!(2)
+                ),
                 session.id,
                 blake3
             )?,
@@ -422,7 +418,7 @@ impl SessionStore {
                     concat!(
                         "DELETE FROM upload_sessions WHERE id = $1 AND offset_bytes = 0 AND expires_ms > $2 \
                          AND (lease IS NULL OR lease_until_ms < $2) RETURNING ",
-                        file_known_sql!("$3")
+                        artifactstore_views::file_known_sql!(3)
                     ),
                     session.id,
                     now,
@@ -440,7 +436,7 @@ impl SessionStore {
                 let closed = fetch_optional!(
                     tx,
                     (i64,),
-                    concat!(close_bare_sql!(), " RETURNING ", file_known_sql!("$3")),
+                    concat!(close_bare_sql!(), " RETURNING ", artifactstore_views::file_known_sql!(3)),
                     session.id,
                     session.bare_until.unwrap_or(i64::MAX),
                     blake3
