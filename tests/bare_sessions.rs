@@ -152,7 +152,7 @@ async fn bare_sessions_write_nothing_until_their_first_bytes() {
         )
         .unwrap();
         drop(conn);
-        artifactstore::api::sweep(app.state(), Duration::from_secs(3600)).await.unwrap();
+        artifactstore::jobs::sweep(app.state(), Duration::from_secs(3600)).await.unwrap();
         assert_eq!(app.rows("upload_sessions_closed").await, 3);
     }
 }

@@ -180,7 +180,7 @@ async fn mismatches_aborts_and_expiry_store_nothing() {
         artifactstore_db::execute!(&mut conn, "UPDATE upload_sessions SET expires_ms = 0 WHERE id = $1", id).unwrap();
         drop(conn);
         problem(app.send_chunk(&session, 1000, vec![1]).await, 404, "not_found").await;
-        let (sessions, _) = artifactstore::api::sweep(app.state(), Duration::from_secs(3600)).await.unwrap();
+        let (sessions, _) = artifactstore::jobs::sweep(app.state(), Duration::from_secs(3600)).await.unwrap();
         assert_eq!(sessions, 1);
         assert!(app.staged().await.is_empty(), "{:?}", app.staged().await);
         assert_eq!(app.head_now().await, before);

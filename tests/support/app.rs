@@ -110,7 +110,7 @@ impl TestApp {
         TestApp::builder().start().await.expect("SQLite and a filesystem store need nothing")
     }
 
-    /// An [`AppState`] on this instance, for calls that take one in-process (the sweeper's `api::sweep`); made
+    /// An [`AppState`] on this instance, for calls that take one in-process (the sweeper's `jobs::sweep`); made
     /// on first use, beside the server's own.
     pub fn state(&self) -> &AppState {
         self.state.get_or_init(|| AppState::new(self.instance.clone()))

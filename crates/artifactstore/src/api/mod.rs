@@ -17,7 +17,6 @@ use axum::Router;
 use crate::problem::ApiError;
 use crate::server::AppState;
 
-pub use crate::jobs::sweep;
 pub(crate) use body::broken_body;
 pub use envelope::{envelope_cbor, envelope_json, payload_json};
 pub use stream::FrameCache;

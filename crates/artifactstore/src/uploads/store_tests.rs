@@ -23,12 +23,11 @@ async fn store(backend: Backend, most: u64) -> Option<(TestDb, SessionStore)> {
     Some((test, SessionStore::new(log, most)))
 }
 
-/// Opens a session with a row (as one with declarations does), expiring in an hour.
-async fn open(store: &SessionStore) -> SessionRef {
-    let id = Uuid::now_v7();
+/// A new session's row, declaring 10 bytes, expiring in an hour.
+fn new_session() -> NewSession {
     let now = now_ms();
-    let new = NewSession {
-        id,
+    NewSession {
+        id: Uuid::now_v7(),
         actor: ACTOR.to_owned(),
         created_ms: now,
         expires_ms: now + HOUR,
@@ -37,7 +36,13 @@ async fn open(store: &SessionStore) -> SessionRef {
         declared_sha256: None,
         media_type: None,
         staging: StagingState::File.to_json(),
-    };
+    }
+}
+
+/// Opens a session with a row (as one with declarations does), expiring in an hour.
+async fn open(store: &SessionStore) -> SessionRef {
+    let new = new_session();
+    let id = new.id;
     assert!(store.insert(new).await.unwrap(), "the limit allows it");
     SessionRef { id, bare_until: None }
 }
@@ -173,19 +178,7 @@ async fn the_open_sessions_limit_holds_for_rows_and_bare_sessions() {
         let (lease, _) = store.claim(ACTOR, session, |_| Ok(())).await.unwrap();
         lease.release().await;
         assert_eq!(store.count_open(now_ms()).await.unwrap(), 2, "{backend:?}");
-        let now = now_ms();
-        let refused = NewSession {
-            id: Uuid::now_v7(),
-            actor: ACTOR.to_owned(),
-            created_ms: now,
-            expires_ms: now + HOUR,
-            declared_size: None,
-            declared_blake3: None,
-            declared_sha256: None,
-            media_type: None,
-            staging: StagingState::File.to_json(),
-        };
-        assert!(!store.insert(refused).await.unwrap(), "{backend:?}: a third row is refused");
+        assert!(!store.insert(new_session()).await.unwrap(), "{backend:?}: a third row is refused");
         let third = store.claim(ACTOR, bare(), |_| Ok(())).await.unwrap_err();
         assert_eq!((third.status().as_u16(), third.code()), (429, "too_many_sessions"), "{backend:?}");
     }
