@@ -178,24 +178,22 @@ impl Uploads {
             media_type,
         });
         let actor = caller.actor().to_owned();
-        let now = super::now_ms();
         // The work says whether its failure left changes behind: each statement either succeeds or undoes itself,
         // and once the session is ended, any failure counts as after writing.
         self.log()
             .transact_reporting(move |wtx| {
                 Box::pin(async move {
                     let RegistryEvent::FileIngested(payload) = &event else { unreachable!("built above") };
-                    let ended =
-                        SessionStore::end(wtx.tx(), ending, &payload.blake3, now).await.map_err(Refused::statement)?;
+                    let ended = SessionStore::end(wtx.tx(), ending, &payload.blake3, super::now_ms())
+                        .await
+                        .map_err(Refused::statement)?;
                     let (wrote, known) = match ended {
                         Ended::Conflict(err) => return Err(Refused::Cleanly(err)),
                         Ended::Ended { wrote, known } => (wrote, known),
                     };
-                    if wrote {
-                        SessionStore::mark_ended(wtx.tx(), ending)
-                            .await
-                            .map_err(|err| Refused::AfterWriting(ApiError::from(err)))?;
-                    }
+                    SessionStore::mark_ended(wtx.tx(), ending)
+                        .await
+                        .map_err(|err| Refused::AfterWriting(ApiError::from(err)))?;
                     let known = match known {
                         Some(known) => known,
                         // A read: whatever went wrong, it changed nothing.

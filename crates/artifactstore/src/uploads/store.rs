@@ -450,10 +450,11 @@ impl SessionStore {
                 closed
             }
         };
-        Ok(Ended::Ended { wrote: true, known: deleted.map(|(count,)| count > 0) })
+        Ok(Ended::Ended { wrote: deleted.is_some(), known: deleted.map(|(count,)| count > 0) })
     }
 
-    /// After `end` deleted a bare session's row: its closed mark, so the id cannot open again.
+    /// After `end` ended a bare session that had a row: its closed mark, so the id cannot open again (nothing for
+    /// other endings).
     pub(crate) async fn mark_ended(tx: &mut Tx, ending: Ending) -> Result<(), sqlx::Error> {
         if let (Ending::Leased(_) | Ending::Untouched(_), Some((id, until))) = (ending, ending.bare()) {
             execute!(tx, close_bare_sql!(), id, until)?;
