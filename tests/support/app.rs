@@ -9,10 +9,9 @@ use artifactstore::auth::TokenConfig;
 use artifactstore::config::{InstanceConfig, UploadLimits};
 use artifactstore::instance::{connect_and_migrate, Instance};
 use artifactstore::server::{AppState, Background};
-use artifactstore::session_key::SessionKey;
-use artifactstore_blobstore::{BlobStore, Location};
-use artifactstore_db::{Backend, Database};
-use artifactstore_eventlog::{EventLog, LogOptions, NewEvent, SubjectKind};
+use artifactstore_blobstore::Location;
+use artifactstore_db::Backend;
+use artifactstore_eventlog::{EventLog, NewEvent, SubjectKind};
 use artifactstore_testkit::{S3Server, TestDb};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -275,7 +274,7 @@ impl TestAppBuilder {
             Some(test_db) => test_db.db.clone(),
             None => connect_and_migrate(&config).await.expect("open the data directory's database"),
         };
-        let instance = assemble(db, config, &overrides).await;
+        let instance = Instance::on_database(db, config, &overrides).await.unwrap();
         let log = instance.log.clone();
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -298,15 +297,6 @@ impl TestAppBuilder {
             test_db,
         })
     }
-}
-
-/// The one way the harness makes an [`Instance`]: the upload sessions' key as the database holds it, the log, and
-/// the store with the S3 server's settings.
-async fn assemble(db: Database, config: InstanceConfig, overrides: &[(String, String)]) -> Instance {
-    let session_key = SessionKey::load_or_create(&db).await.unwrap();
-    let log = EventLog::open(db.clone(), LogOptions::default()).await.unwrap();
-    let store = BlobStore::open_with(&config.store, overrides).unwrap();
-    Instance { db, log, store, config: Arc::new(config), session_key }
 }
 
 /// A system event of type `event_type` by `tester`, about `subject` (if any), with `payload` as CBOR.

@@ -30,19 +30,20 @@ impl Instance {
     /// Creates what is missing (data directory, SQLite file, store directory), applies migrations and opens the log.
     pub async fn open(config: &InstanceConfig) -> anyhow::Result<Instance> {
         let db = connect_and_migrate(config).await?;
-        let session_key = SessionKey::load_or_create(&db).await?;
-        let log = EventLog::open(db.clone(), LogOptions::default()).await.context("open the event log")?;
-        Instance::assemble(db, log, config.clone(), session_key)
+        Instance::on_database(db, config.clone(), &[]).await
     }
 
-    /// An instance from an open database and log; opens (and creates, on a filesystem) the blob store.
-    pub fn assemble(
+    /// An instance on a migrated database: its upload sessions' key (made if no instance has yet), its log, and its
+    /// blob store opened (and created, on a filesystem) with `store_overrides` over the environment's S3 settings.
+    pub async fn on_database(
         db: Database,
-        log: EventLog,
         config: InstanceConfig,
-        session_key: SessionKey,
+        store_overrides: &[(String, String)],
     ) -> anyhow::Result<Instance> {
-        let store = BlobStore::open(&config.store).with_context(|| format!("open the blob store {}", config.store))?;
+        let session_key = SessionKey::load_or_create(&db).await?;
+        let log = EventLog::open(db.clone(), LogOptions::default()).await.context("open the event log")?;
+        let store = BlobStore::open_with(&config.store, store_overrides)
+            .with_context(|| format!("open the blob store {}", config.store))?;
         Ok(Instance { db, log, store, config: Arc::new(config), session_key })
     }
 }
