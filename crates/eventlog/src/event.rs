@@ -18,12 +18,20 @@ pub enum SubjectKind {
     Storage,
     /// The registry itself: snapshots, migrations, collection runs.
     System,
+    /// A retention policy, by name.
+    Policy,
 }
 
 impl SubjectKind {
     /// Every kind, in a stable order.
-    pub const ALL: [SubjectKind; 5] =
-        [SubjectKind::Package, SubjectKind::File, SubjectKind::Retention, SubjectKind::Storage, SubjectKind::System];
+    pub const ALL: [SubjectKind; 6] = [
+        SubjectKind::Package,
+        SubjectKind::File,
+        SubjectKind::Retention,
+        SubjectKind::Storage,
+        SubjectKind::System,
+        SubjectKind::Policy,
+    ];
 
     /// The name stored in the log.
     pub fn as_str(self) -> &'static str {
@@ -33,6 +41,7 @@ impl SubjectKind {
             SubjectKind::Retention => "retention",
             SubjectKind::Storage => "storage",
             SubjectKind::System => "system",
+            SubjectKind::Policy => "policy",
         }
     }
 

@@ -5,8 +5,10 @@ use artifactstore_eventlog::{Event, WriteTx};
 use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
-use crate::rows::{insert_one, insert_one_sql, once, FileRow, PackageFileRow, PackageRow, RetentionRow, StorageRow};
-use crate::vocab::{self, RegistryEvent, RetentionKind, StorageKind};
+use crate::rows::{
+    insert_one, insert_one_sql, once, FileRow, PackageFileRow, PackageRow, PolicyRow, RetentionRow, StorageRow,
+};
+use crate::vocab::{self, PolicyKind, RegistryEvent, RetentionKind, StorageKind};
 use crate::Error;
 
 /// The live write path: appends `event` caused by `actor` and applies it to the views, in the same transaction
@@ -53,6 +55,12 @@ pub(crate) enum Op {
     },
     /// A blob's place, new or with its tier changed.
     UpsertLocation(StorageRow),
+    /// A retention policy, new or changed.
+    UpsertPolicy(PolicyRow),
+    /// A retention policy; it must exist.
+    DeletePolicy {
+        name: String,
+    },
 }
 
 /// What a retention event sets.
@@ -138,6 +146,14 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, Error> {
             }
             ops
         }
+        RegistryEvent::Policy { kind: PolicyKind::Set, payload } => vec![Op::UpsertPolicy(PolicyRow {
+            keep_last: payload.keep_last.map(|n| count(event, n)).transpose()?,
+            keep_days: payload.keep_days.map(|n| count(event, n)).transpose()?,
+            name: payload.name,
+            prefix: payload.prefix,
+            sequence: seq,
+        })],
+        RegistryEvent::Policy { kind: PolicyKind::Removed, payload } => vec![Op::DeletePolicy { name: payload.name }],
     };
     Ok(ops)
 }
@@ -207,6 +223,18 @@ impl Op {
                 ));
                 insert_one(tx, sql, row).await?;
             }
+            Op::UpsertPolicy(row) => {
+                let sql = once!(insert_one_sql::<PolicyRow>(
+                    " ON CONFLICT (name) DO UPDATE SET prefix = excluded.prefix, keep_last = excluded.keep_last, \
+                     keep_days = excluded.keep_days, sequence = excluded.sequence"
+                ));
+                insert_one(tx, sql, row).await?;
+            }
+            Op::DeletePolicy { name } => {
+                if execute!(tx, "DELETE FROM retention_policies WHERE name = $1", name.as_str())? == 0 {
+                    return Err(missing(event, format!("policy {name}")));
+                }
+            }
         }
         Ok(())
     }
@@ -214,6 +242,10 @@ impl Op {
 
 fn size(event: &Event, size: u64) -> Result<i64, Error> {
     i64::try_from(size).map_err(|_| crate::vocab::bad_payload(&event.event_type, event.sequence, "size out of range"))
+}
+
+fn count(event: &Event, n: u64) -> Result<i64, Error> {
+    i64::try_from(n).map_err(|_| crate::vocab::bad_payload(&event.event_type, event.sequence, "count out of range"))
 }
 
 fn parse_time(event: &Event, text: Option<&str>) -> Result<Option<DateTime<Utc>>, Error> {

@@ -5,7 +5,7 @@ use std::fmt::Debug;
 
 use artifactstore_db::{fetch_all, Tx};
 
-use crate::rows::{qualified, FileRow, PackageFileRow, PackageRow, RetentionRow, StorageRow};
+use crate::rows::{qualified, FileRow, PackageFileRow, PackageRow, PolicyRow, RetentionRow, StorageRow};
 use crate::Error;
 
 /// The whole content of the views, each table ordered by its key.
@@ -21,12 +21,20 @@ pub struct ViewsDump {
     pub retention: Vec<RetentionRow>,
     /// `storage_locations`, by BLAKE3 digest and location.
     pub storage: Vec<StorageRow>,
+    /// `retention_policies`, by name (absent from snapshots made before policies existed).
+    #[serde(default)]
+    pub policies: Vec<PolicyRow>,
 }
 
 impl ViewsDump {
     /// How many rows the views hold in all.
     pub fn rows(&self) -> usize {
-        self.files.len() + self.packages.len() + self.package_files.len() + self.retention.len() + self.storage.len()
+        self.files.len()
+            + self.packages.len()
+            + self.package_files.len()
+            + self.retention.len()
+            + self.storage.len()
+            + self.policies.len()
     }
 }
 
@@ -61,6 +69,11 @@ pub async fn dump(tx: &mut Tx) -> Result<ViewsDump, Error> {
             tx,
             StorageRow,
             &format!("SELECT {} FROM storage_locations ORDER BY blake3, location", StorageRow::COLUMNS)
+        )?,
+        policies: fetch_all!(
+            tx,
+            PolicyRow,
+            &format!("SELECT {} FROM retention_policies ORDER BY name", PolicyRow::COLUMNS)
         )?,
     })
 }
@@ -102,6 +115,7 @@ pub fn diff(live: &ViewsDump, replayed: &ViewsDump) -> Vec<Difference> {
         |r| format!("{} {}", r.blake3, r.location),
         &mut out,
     );
+    diff_table(PolicyRow::TABLE, &live.policies, &replayed.policies, |r| r.name.clone(), &mut out);
     out
 }
 

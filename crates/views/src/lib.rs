@@ -15,6 +15,6 @@ pub use apply::{apply, record};
 pub use dump::{diff, dump, Difference, ViewsDump};
 pub use error::Error;
 pub use replay::{clear, mark_stale, rebuild, stale_reason, verify, RebuildStats};
-pub use rows::{FileRow, PackageFileRow, PackageRow, RetentionRow, StorageRow};
+pub use rows::{FileRow, PackageFileRow, PackageRow, PolicyRow, RetentionRow, StorageRow};
 pub use snapshot::{load, matches_log, rebuild_from, take, Snapshot, SNAPSHOT_FORMAT};
 pub use vocab::RegistryEvent;

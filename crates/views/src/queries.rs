@@ -9,7 +9,7 @@ use artifactstore_digest::{Algorithm, Digest};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::rows::{once, qualified, FileRow, PackageFileRow, PackageRow, RetentionRow};
+use crate::rows::{once, qualified, FileRow, PackageFileRow, PackageRow, PolicyRow, RetentionRow};
 use crate::Error;
 
 /// `(SELECT COUNT(*) FROM artifact_files WHERE blake3 = $N)`: 1 when the views know the blob whose BLAKE3 digest is
@@ -245,4 +245,16 @@ pub async fn list_packages<E: AsExec>(
     packages.truncate(limit as usize);
     let next_cursor = if more { packages.last().map(|p| p.name.clone()) } else { None };
     Ok(PackagePage { packages, next_cursor })
+}
+
+/// Every retention policy in force, by name.
+pub async fn policies<E: AsExec>(target: &mut E) -> Result<Vec<PolicyRow>, Error> {
+    let sql = once!(format!("SELECT {} FROM retention_policies ORDER BY name", PolicyRow::COLUMNS));
+    Ok(fetch_all!(target, PolicyRow, sql)?)
+}
+
+/// The retention policy named `name`.
+pub async fn policy<E: AsExec>(target: &mut E, name: &str) -> Result<Option<PolicyRow>, Error> {
+    let sql = once!(format!("SELECT {} FROM retention_policies WHERE name = $1", PolicyRow::COLUMNS));
+    Ok(fetch_optional!(target, PolicyRow, sql, name)?)
 }

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::apply::{plan, Op};
 use crate::batch::Batch;
-use crate::rows::{FileRow, PackageFileRow, PackageRow, RetentionRow, StorageRow};
+use crate::rows::{FileRow, PackageFileRow, PackageRow, PolicyRow, RetentionRow, StorageRow};
 use crate::{diff, dump, Difference, Error};
 
 /// How many events replay reads per round trip.
@@ -25,8 +25,14 @@ pub struct RebuildStats {
 }
 
 /// The views' tables, children before parents.
-const VIEW_TABLES: [&str; 5] =
-    [RetentionRow::TABLE, PackageFileRow::TABLE, PackageRow::TABLE, FileRow::TABLE, StorageRow::TABLE];
+const VIEW_TABLES: [&str; 6] = [
+    RetentionRow::TABLE,
+    PackageFileRow::TABLE,
+    PackageRow::TABLE,
+    FileRow::TABLE,
+    StorageRow::TABLE,
+    PolicyRow::TABLE,
+];
 
 /// Deletes every view row inside `tx`.
 pub async fn clear(tx: &mut Tx) -> Result<(), Error> {

@@ -171,6 +171,22 @@ view_row! {
     }
 }
 
+view_row! {
+    /// A row of `retention_policies`: a retention policy in force, made by its last `v1.policy.set`.
+    pub struct PolicyRow in "retention_policies" {
+        /// The policy's name; the key.
+        pub name: String,
+        /// The package-name prefix it governs.
+        pub prefix: String,
+        /// It keeps each package's this many newest versions.
+        pub keep_last: Option<i64>,
+        /// It keeps versions created less than this many days ago.
+        pub keep_days: Option<i64>,
+        /// The event that last changed the row.
+        pub sequence: i64,
+    }
+}
+
 impl RetentionRow {
     /// The retention a new package version starts with: no time, no hold, not expired.
     pub fn initial(package_id: Uuid, sequence: i64) -> RetentionRow {

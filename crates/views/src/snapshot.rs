@@ -117,5 +117,6 @@ pub async fn load(tx: &mut Tx, views: &ViewsDump) -> Result<(), Error> {
     insert_rows(tx, &views.package_files, "").await?;
     insert_rows(tx, &views.retention, "").await?;
     insert_rows(tx, &views.storage, "").await?;
+    insert_rows(tx, &views.policies, "").await?;
     Ok(())
 }

@@ -27,6 +27,10 @@ pub const STORAGE_PLACED: &str = "v1.storage.placed";
 pub const STORAGE_MOVED: &str = "v1.storage.moved";
 /// A blob's bytes were removed from a location.
 pub const STORAGE_REMOVED: &str = "v1.storage.removed";
+/// A retention policy was made or changed.
+pub const POLICY_SET: &str = "v1.policy.set";
+/// A retention policy was removed.
+pub const POLICY_REMOVED: &str = "v1.policy.removed";
 
 /// The subject id of a blob: the UUIDv5 (URL namespace) of its `blake3:<hex>` digest string, the same on every instance.
 pub fn file_id(blake3: &str) -> Uuid {
@@ -115,6 +119,35 @@ pub struct StorageChange {
     pub from: Option<String>,
 }
 
+/// Payload of `v1.policy.set` (the policy as it now is) and `v1.policy.removed` (as it was).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyChange {
+    /// The policy's name; its subject id is `policy_id(name)`.
+    pub name: String,
+    /// The package-name prefix it governs.
+    pub prefix: String,
+    /// It keeps each package's this many newest versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u64>,
+    /// It keeps versions created less than this many days ago.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_days: Option<u64>,
+}
+
+/// The subject id of the retention policy named `name`.
+pub fn policy_id(name: &str) -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("artifactstore:policy:{name}").as_bytes())
+}
+
+/// Which policy event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    /// `v1.policy.set`.
+    Set,
+    /// `v1.policy.removed`.
+    Removed,
+}
+
 /// Which retention event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetentionKind {
@@ -172,6 +205,13 @@ pub enum RegistryEvent {
         /// Its payload.
         payload: StorageChange,
     },
+    /// `v1.policy.*`.
+    Policy {
+        /// Which policy event.
+        kind: PolicyKind,
+        /// Its payload.
+        payload: PolicyChange,
+    },
 }
 
 impl RegistryEvent {
@@ -192,6 +232,10 @@ impl RegistryEvent {
                 StorageKind::Moved => STORAGE_MOVED,
                 StorageKind::Removed => STORAGE_REMOVED,
             },
+            RegistryEvent::Policy { kind, .. } => match kind {
+                PolicyKind::Set => POLICY_SET,
+                PolicyKind::Removed => POLICY_REMOVED,
+            },
         }
     }
 
@@ -206,6 +250,7 @@ impl RegistryEvent {
                 (SubjectKind::Retention, parse_uuid(self, &payload.package_id)?)
             }
             RegistryEvent::Storage { payload, .. } => (SubjectKind::Storage, file_id(&payload.blake3)),
+            RegistryEvent::Policy { payload, .. } => (SubjectKind::Policy, policy_id(&payload.name)),
         })
     }
 
@@ -222,6 +267,7 @@ impl RegistryEvent {
             RegistryEvent::PackageDeleted { payload, .. } => encode(self, payload),
             RegistryEvent::Retention { payload, .. } => encode(self, payload),
             RegistryEvent::Storage { payload, .. } => encode(self, payload),
+            RegistryEvent::Policy { payload, .. } => encode(self, payload),
         }?;
         let (subject_kind, subject_id) = self.subject()?;
         Ok(NewEvent {
@@ -242,6 +288,7 @@ impl RegistryEvent {
         };
         let retention = |kind| decode(event).map(|payload| RegistryEvent::Retention { kind, payload });
         let storage = |kind| decode(event).map(|payload| RegistryEvent::Storage { kind, payload });
+        let policy = |kind| decode(event).map(|payload| RegistryEvent::Policy { kind, payload });
         let typed = match event.event_type.as_str() {
             FILE_INGESTED => RegistryEvent::FileIngested(decode(event)?),
             PACKAGE_CREATED => RegistryEvent::PackageCreated { package_id: subject()?, payload: decode(event)? },
@@ -253,6 +300,8 @@ impl RegistryEvent {
             STORAGE_PLACED => storage(StorageKind::Placed)?,
             STORAGE_MOVED => storage(StorageKind::Moved)?,
             STORAGE_REMOVED => storage(StorageKind::Removed)?,
+            POLICY_SET => policy(PolicyKind::Set)?,
+            POLICY_REMOVED => policy(PolicyKind::Removed)?,
             _ => return Ok(None),
         };
         Ok(Some(typed))

@@ -9,8 +9,8 @@ use artifactstore_digest::DualDigest;
 use artifactstore_eventlog::{EventLog, LogOptions};
 use artifactstore_testkit::TestDb;
 use artifactstore_views::vocab::{
-    FileIngested, PackageCreated, PackageDeleted, PackageFile, RetentionChange, RetentionKind, StorageChange,
-    StorageKind,
+    FileIngested, PackageCreated, PackageDeleted, PackageFile, PolicyChange, PolicyKind, RetentionChange,
+    RetentionKind, StorageChange, StorageKind,
 };
 use artifactstore_views::{dump, record, RegistryEvent, ViewsDump};
 use proptest::prelude::*;
@@ -52,6 +52,13 @@ enum Op {
     Abandon {
         seed: u16,
     },
+    /// Makes or changes one of the lane's four policies.
+    SetPolicy {
+        policy: u8,
+        keep_last: Option<u8>,
+        keep_days: Option<u16>,
+    },
+    RemovePolicy(prop::sample::Index),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -68,6 +75,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (index(), 0..3u8).prop_map(|(file, location)| Op::Move { file, location }),
         1 => index().prop_map(Op::Remove),
         1 => any::<u16>().prop_map(|seed| Op::Abandon { seed }),
+        1 => (0..4u8, any::<Option<u8>>(), any::<Option<u16>>())
+            .prop_map(|(policy, keep_last, keep_days)| Op::SetPolicy { policy, keep_last, keep_days }),
+        1 => index().prop_map(Op::RemovePolicy),
     ]
 }
 
@@ -78,7 +88,11 @@ struct Lane {
     files: Vec<FileIngested>,
     packages: Vec<(Uuid, String, String)>,
     placed: BTreeMap<(String, String), String>,
+    policies: BTreeMap<String, String>,
 }
+
+/// A policy as the model keeps it: prefix, keep_last, keep_days.
+type ModelPolicy = (String, Option<u64>, Option<u64>);
 
 #[derive(Default, Debug, PartialEq, Eq)]
 struct Model {
@@ -87,6 +101,7 @@ struct Model {
     holds: BTreeSet<(String, String)>,
     expired: BTreeSet<(String, String)>,
     storage: BTreeSet<(String, String, String)>,
+    policies: BTreeMap<String, ModelPolicy>,
 }
 
 fn blob(lane: usize, seed: u16, media: bool) -> FileIngested {
@@ -188,6 +203,28 @@ impl Lane {
                 }
             }
             Op::Abandon { .. } => return None,
+            Op::SetPolicy { policy, keep_last, keep_days } => {
+                let name = format!("lane{}-p{policy}", self.id);
+                let prefix = format!("lane{}/", self.id);
+                self.policies.insert(name.clone(), prefix.clone());
+                RegistryEvent::Policy {
+                    kind: PolicyKind::Set,
+                    payload: PolicyChange {
+                        name,
+                        prefix,
+                        keep_last: keep_last.map(u64::from),
+                        keep_days: keep_days.map(u64::from),
+                    },
+                }
+            }
+            Op::RemovePolicy(i) => {
+                let name = self.policies.keys().nth(i.index(self.policies.len().max(1)))?.clone();
+                let prefix = self.policies.remove(&name)?;
+                RegistryEvent::Policy {
+                    kind: PolicyKind::Removed,
+                    payload: PolicyChange { name, prefix, keep_last: None, keep_days: None },
+                }
+            }
         })
     }
 
@@ -218,6 +255,14 @@ fn project(dump: &ViewsDump) -> Model {
         holds: dump.retention.iter().filter(|r| r.hold).map(|r| by_id[&r.package_id].clone()).collect(),
         expired: dump.retention.iter().filter(|r| r.expired).map(|r| by_id[&r.package_id].clone()).collect(),
         storage: dump.storage.iter().map(|s| (s.blake3.clone(), s.location.clone(), s.tier.clone())).collect(),
+        policies: dump
+            .policies
+            .iter()
+            .map(|p| {
+                let count = |n: Option<i64>| n.map(|n| u64::try_from(n).unwrap());
+                (p.name.clone(), (p.prefix.clone(), count(p.keep_last), count(p.keep_days)))
+            })
+            .collect(),
     }
 }
 
@@ -264,6 +309,13 @@ fn model_of(events: &[RegistryEvent]) -> Model {
                 if *kind != StorageKind::Removed {
                     m.storage.insert((payload.blake3.clone(), payload.location.clone(), payload.tier.clone()));
                 }
+            }
+            RegistryEvent::Policy { kind: PolicyKind::Set, payload } => {
+                let policy = (payload.prefix.clone(), payload.keep_last, payload.keep_days);
+                m.policies.insert(payload.name.clone(), policy);
+            }
+            RegistryEvent::Policy { kind: PolicyKind::Removed, payload } => {
+                m.policies.remove(&payload.name);
             }
         }
     }

@@ -82,3 +82,18 @@ pub(crate) fn wants_cbor(headers: &HeaderMap) -> bool {
         accept.split(',').any(|part| part.split(';').next().unwrap_or("").trim() == "application/cbor")
     })
 }
+
+/// The request's body, at most `limit` bytes, decoded from JSON or CBOR as its `Content-Type` says; an empty body is
+/// refused.
+pub(crate) async fn decode_body<T: DeserializeOwned>(
+    request: axum::extract::Request,
+    limit: usize,
+) -> Result<(BodyFormat, T), ApiError> {
+    let (parts, body) = request.into_parts();
+    let format = BodyFormat::of(&parts.headers)?;
+    let bytes = read_small_body(body, limit).await?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("this call needs a body"));
+    }
+    Ok((format, format.decode(&bytes)?))
+}

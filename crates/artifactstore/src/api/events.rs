@@ -76,7 +76,7 @@ impl TryFrom<FeedQuery> for FeedRequest {
         let subject_kind = match q.subject_kind.filter(|k| !k.is_empty()) {
             Some(kind) if SubjectKind::parse(&kind).is_none() => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown subject_kind `{kind}`; expected one of package, file, retention, storage, system"
+                    "unknown subject_kind `{kind}`; expected one of package, file, retention, storage, system, policy"
                 )))
             }
             other => other,

@@ -7,6 +7,7 @@ mod events;
 mod extract;
 mod health;
 mod packages;
+mod policies;
 mod stream;
 mod uploads;
 
@@ -48,6 +49,8 @@ fn v1() -> Router<AppState> {
             axum::routing::patch(uploads::append).head(uploads::status).put(uploads::commit).delete(uploads::abort),
         )
         .route("/blobs/{digest}", get(blobs::get))
+        .route("/policies", get(policies::list))
+        .route("/policies/{name}", get(policies::get).put(policies::put).delete(policies::delete))
         .route("/packages", get(packages::list))
         .route("/packages/{*rest}", any(packages::dispatch))
 }

@@ -14,7 +14,7 @@ use axum::response::Response;
 use serde::de::DeserializeOwned;
 
 use super::blobs::{serve_blob, Blob};
-use super::body::{read_small_body, BodyFormat, MAX_CONTROL_BODY};
+use super::body::{BodyFormat, MAX_CONTROL_BODY};
 use super::extract::ApiPath;
 use crate::auth::{Caller, Scope};
 use crate::names::{check_name, check_path, check_version};
@@ -120,13 +120,7 @@ impl VersionCall<'_> {
 
 /// The request's body, decoded from JSON or CBOR as its `Content-Type` says; an empty body is refused.
 async fn decode_body<T: DeserializeOwned>(request: Request) -> Result<(BodyFormat, T), ApiError> {
-    let (parts, body) = request.into_parts();
-    let format = BodyFormat::of(&parts.headers)?;
-    let bytes = read_small_body(body, MAX_CONTROL_BODY).await?;
-    if bytes.is_empty() {
-        return Err(ApiError::bad_request("this call needs a body"));
-    }
-    Ok((format, format.decode(&bytes)?))
+    super::body::decode_body(request, MAX_CONTROL_BODY).await
 }
 
 #[cfg(test)]
