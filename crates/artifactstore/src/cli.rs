@@ -41,6 +41,24 @@ pub enum Command {
     Tail(TailArgs),
     /// Publish every event, in order and exactly once, to a NATS JetStream stream.
     Relay(RelayArgs),
+    /// Expire the package versions the retention policies let go, now, and print the report.
+    Gc(GcArgs),
+}
+
+/// Options of `gc`.
+#[derive(Debug, Clone, Args)]
+pub struct GcArgs {
+    /// Where the instance keeps its data.
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    /// Decide and report, commit nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `relay`.

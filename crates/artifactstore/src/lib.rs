@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod instance;
 pub mod jobs;
+pub mod lifecycle;
 pub mod metrics;
 pub mod names;
 pub mod problem;

@@ -102,3 +102,36 @@ async fn sqlite(path: &Path, sql: &str) {
     sqlx::query(sql).execute(&mut conn).await.unwrap();
     conn.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn gc_expires_what_the_policies_let_go_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::builder().data_dir(&dir.path().join("data")).start().await.unwrap();
+    let blob = app.upload_blob(b"cli gc bytes").await.json();
+    let manifest = serde_json::json!({"files": [{"path": "f", "digest": blob["blake3"]}]});
+    for version in ["1", "2", "3"] {
+        assert_eq!(app.publish("tools/gc", version, &manifest).await.status, 201);
+    }
+    let policy = serde_json::json!({"prefix": "tools/", "keep_last": 1});
+    assert_eq!(app.put_json("/v1/policies/tools", &policy).await.status, 201);
+    app.stop().await;
+
+    let (code, out) = run(dir.path(), &["gc", "--dry-run", "--json"]).await;
+    assert_eq!(code, 0, "{out}");
+    let line = out.lines().find(|l| l.starts_with('{')).expect("a JSON report");
+    let report: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(report["dry_run"], true);
+    let versions: Vec<&str> =
+        report["expired"].as_array().unwrap().iter().map(|e| e["version"].as_str().unwrap()).collect();
+    assert_eq!(versions, ["1", "2"]);
+
+    let (code, out) = run(dir.path(), &["gc"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("expired 2 version(s)") && out.contains("tools/gc@1  policy tools: not among the 1 newest"),
+        "{out}"
+    );
+    let (code, out) = run(dir.path(), &["gc", "--json"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(r#""expired":[]"#), "{out}");
+}

@@ -54,6 +54,7 @@ async fn workload(instance: &Instance, from: u64, to: u64) {
                         package_id: package_id.to_string(),
                         until: None,
                         reason: Some("audit".into()),
+                        ..RetentionChange::default()
                     },
                 });
                 events.push(RegistryEvent::Retention {
@@ -62,6 +63,7 @@ async fn workload(instance: &Instance, from: u64, to: u64) {
                         package_id: package_id.to_string(),
                         until: Some("2999-01-01T00:00:00Z".into()),
                         reason: None,
+                        ..RetentionChange::default()
                     },
                 });
             }

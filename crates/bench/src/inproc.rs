@@ -102,6 +102,7 @@ pub(crate) async fn fill(db: &Database, events: u64) -> anyhow::Result<EventLog>
                         package_id: last_package.take().map(|p| p.to_string()).unwrap_or_default(),
                         until: None,
                         reason: Some("release candidate".into()),
+                        ..RetentionChange::default()
                     },
                 },
                 _ => ingested(n),

@@ -154,6 +154,7 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, Error> {
             sequence: seq,
         })],
         RegistryEvent::Policy { kind: PolicyKind::Removed, payload } => vec![Op::DeletePolicy { name: payload.name }],
+        RegistryEvent::SystemGc { .. } => Vec::new(),
     };
     Ok(ops)
 }

@@ -186,6 +186,15 @@ pub async fn versions<E: AsExec>(target: &mut E, name: &str) -> Result<Vec<Versi
     Ok(fetch_all!(target, VersionColumns, sql, name)?.into_iter().map(Version::from).collect())
 }
 
+/// Every version whose package name starts with `prefix` (the empty prefix: every version), with its retention,
+/// by name, then newest first.
+pub async fn versions_under<E: AsExec>(target: &mut E, prefix: &str) -> Result<Vec<Version>, Error> {
+    // `substr`, not `LIKE` (where `_` matches any character) nor a range (which a collation may reorder).
+    let sql = once!(select_versions("substr(p.name, 1, $1) = $2 ORDER BY p.name, p.created_sequence DESC"));
+    let rows = fetch_all!(target, VersionColumns, sql, i32::try_from(prefix.len()).unwrap_or(i32::MAX), prefix)?;
+    Ok(rows.into_iter().map(Version::from).collect())
+}
+
 /// The files of the package version `package_id`, by path.
 pub async fn version_files<E: AsExec>(target: &mut E, package_id: Uuid) -> Result<Vec<PackageFileRow>, Error> {
     let sql = once!(format!(

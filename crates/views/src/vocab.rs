@@ -31,6 +31,19 @@ pub const STORAGE_REMOVED: &str = "v1.storage.removed";
 pub const POLICY_SET: &str = "v1.policy.set";
 /// A retention policy was removed.
 pub const POLICY_REMOVED: &str = "v1.policy.removed";
+/// A lifecycle run (expiry and collection) that changed something.
+pub const SYSTEM_GC: &str = "v1.system.gc";
+
+/// Payload of `v1.system.gc`: what one run changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcRun {
+    /// Package versions expired.
+    pub expired: u64,
+    /// Blobs removed.
+    pub removed: u64,
+    /// Bytes of the removed blobs.
+    pub bytes: u64,
+}
 
 /// The subject id of a blob: the UUIDv5 (URL namespace) of its `blake3:<hex>` digest string, the same on every instance.
 pub fn file_id(blake3: &str) -> Uuid {
@@ -93,7 +106,7 @@ pub struct PackageDeleted {
 }
 
 /// Payload of every `v1.retention.*` event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionChange {
     /// The package version's id, as a hyphenated UUID string.
     pub package_id: String,
@@ -103,6 +116,18 @@ pub struct RetentionChange {
     /// Why, if given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For `expired`: the version's package name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// For `expired`: the version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// For `expired`: the policy that let it go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// For `expired`: the policy's rule that let it go, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// Payload of every `v1.storage.*` event.
@@ -212,6 +237,13 @@ pub enum RegistryEvent {
         /// Its payload.
         payload: PolicyChange,
     },
+    /// `v1.system.gc`; the views keep nothing of it.
+    SystemGc {
+        /// The run's id (a UUIDv7), the event's subject.
+        run_id: Uuid,
+        /// What the run changed.
+        payload: GcRun,
+    },
 }
 
 impl RegistryEvent {
@@ -236,6 +268,7 @@ impl RegistryEvent {
                 PolicyKind::Set => POLICY_SET,
                 PolicyKind::Removed => POLICY_REMOVED,
             },
+            RegistryEvent::SystemGc { .. } => SYSTEM_GC,
         }
     }
 
@@ -251,6 +284,7 @@ impl RegistryEvent {
             }
             RegistryEvent::Storage { payload, .. } => (SubjectKind::Storage, file_id(&payload.blake3)),
             RegistryEvent::Policy { payload, .. } => (SubjectKind::Policy, policy_id(&payload.name)),
+            RegistryEvent::SystemGc { run_id, .. } => (SubjectKind::System, *run_id),
         })
     }
 
@@ -268,6 +302,7 @@ impl RegistryEvent {
             RegistryEvent::Retention { payload, .. } => encode(self, payload),
             RegistryEvent::Storage { payload, .. } => encode(self, payload),
             RegistryEvent::Policy { payload, .. } => encode(self, payload),
+            RegistryEvent::SystemGc { payload, .. } => encode(self, payload),
         }?;
         let (subject_kind, subject_id) = self.subject()?;
         Ok(NewEvent {
@@ -302,6 +337,7 @@ impl RegistryEvent {
             STORAGE_REMOVED => storage(StorageKind::Removed)?,
             POLICY_SET => policy(PolicyKind::Set)?,
             POLICY_REMOVED => policy(PolicyKind::Removed)?,
+            SYSTEM_GC => RegistryEvent::SystemGc { run_id: subject()?, payload: decode(event)? },
             _ => return Ok(None),
         };
         Ok(Some(typed))

@@ -24,6 +24,7 @@ fn retention(package: Uuid, kind: RetentionKind, until: Option<&str>) -> Registr
             package_id: package.to_string(),
             until: until.map(str::to_owned),
             reason: Some(format!("{kind:?}")),
+            ..RetentionChange::default()
         },
     }
 }

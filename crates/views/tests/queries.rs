@@ -99,7 +99,11 @@ async fn a_version_comes_with_its_files_and_retention() {
         write(&log, vec![publish(second, "team/app", "2.0", &[1])]).await;
         let hold = RegistryEvent::Retention {
             kind: RetentionKind::HoldSet,
-            payload: RetentionChange { package_id: first.to_string(), until: None, reason: Some("audit".into()) },
+            payload: RetentionChange {
+                package_id: first.to_string(),
+                reason: Some("audit".into()),
+                ..RetentionChange::default()
+            },
         };
         write(&log, vec![hold]).await;
 

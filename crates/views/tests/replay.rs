@@ -240,7 +240,12 @@ impl Lane {
         let until = days.map(|d| (chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(i64::from(d))).to_rfc3339());
         Some(RegistryEvent::Retention {
             kind,
-            payload: RetentionChange { package_id: id.to_string(), until, reason: Some(format!("{kind:?}")) },
+            payload: RetentionChange {
+                package_id: id.to_string(),
+                until,
+                reason: Some(format!("{kind:?}")),
+                ..RetentionChange::default()
+            },
         })
     }
 }
@@ -317,6 +322,7 @@ fn model_of(events: &[RegistryEvent]) -> Model {
             RegistryEvent::Policy { kind: PolicyKind::Removed, payload } => {
                 m.policies.remove(&payload.name);
             }
+            RegistryEvent::SystemGc { .. } => {}
         }
     }
     m

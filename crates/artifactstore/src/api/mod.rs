@@ -5,6 +5,7 @@ mod body;
 mod envelope;
 mod events;
 mod extract;
+mod gc;
 mod health;
 mod packages;
 mod policies;
@@ -49,6 +50,7 @@ fn v1() -> Router<AppState> {
             axum::routing::patch(uploads::append).head(uploads::status).put(uploads::commit).delete(uploads::abort),
         )
         .route("/blobs/{digest}", get(blobs::get))
+        .route("/gc", post(gc::run))
         .route("/policies", get(policies::list))
         .route("/policies/{name}", get(policies::get).put(policies::put).delete(policies::delete))
         .route("/packages", get(packages::list))

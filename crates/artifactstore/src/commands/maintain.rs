@@ -109,6 +109,25 @@ pub(crate) async fn verify_views(args: &InstanceArgs) -> anyhow::Result<ExitCode
     Ok(if report_views(&differences) { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// `gc`: a lifecycle run now, as `artifactstore-gc`; the report on standard output.
+pub(crate) async fn gc(args: &crate::cli::GcArgs) -> anyhow::Result<ExitCode> {
+    let config = InstanceConfig::resolve(&args.instance)?;
+    let instance = Instance::open(&config).await?;
+    let report = crate::lifecycle::run(&instance, "artifactstore-gc", args.dry_run)
+        .await
+        .map_err(|err| anyhow::anyhow!("the run failed: {} ({})", err.code(), err.status()))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verb = if report.dry_run { "would expire" } else { "expired" };
+    println!("{verb} {} version(s)", report.expired.len());
+    for expired in &report.expired {
+        println!("  {}@{}  policy {}: {}", expired.name, expired.version, expired.policy, expired.rule);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn report_views(differences: &[artifactstore_views::Difference]) -> bool {
     if differences.is_empty() {
         println!("views: ok, equal to a fresh replay of the log");

@@ -28,6 +28,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Upload(args) => upload::run(&args).await,
         Command::Tail(args) => tail::run(&args).await,
         Command::Relay(args) => relay::run(&args).await,
+        Command::Gc(args) => maintain::gc(&args).await,
     }
 }
 

@@ -128,7 +128,12 @@ pub(super) async fn retention(call: VersionCall<'_>, request: Request) -> Result
                 for (kind, until) in changes {
                     let event = RegistryEvent::Retention {
                         kind,
-                        payload: RetentionChange { package_id: package_id.clone(), until, reason: reason.clone() },
+                        payload: RetentionChange {
+                            package_id: package_id.clone(),
+                            until,
+                            reason: reason.clone(),
+                            ..RetentionChange::default()
+                        },
                     };
                     sequences.push(artifactstore_views::record(wtx, &actor, &event).await?.sequence);
                 }
