@@ -76,6 +76,8 @@ async fn bad_policies_get_a_problem_and_commit_nothing() {
         ("/v1/policies/p", json!({"prefix": "A/"}), "upper case prefix"),
         ("/v1/policies/p", json!({"prefix": "/a"}), "leading slash"),
         ("/v1/policies/p", json!({"prefix": "a/", "keep_last": 2_000_000}), "too many"),
+        ("/v1/policies/p", json!({"prefix": "a/", "keep_last": 0}), "keeps nothing by count"),
+        ("/v1/policies/p", json!({"prefix": "a/", "keep_days": 0}), "keeps nothing by age"),
         ("/v1/policies/P", json!({"prefix": "a/"}), "bad name"),
         ("/v1/policies/-p", json!({"prefix": "a/"}), "bad name start"),
         ("/v1/policies/p", json!(["a/"]), "not an object"),
@@ -88,6 +90,12 @@ async fn bad_policies_get_a_problem_and_commit_nothing() {
     app.put("/v1/policies/p", Vec::new()).await.problem(400, "bad_request");
     app.get("/v1/policies/Bad").await.problem(400, "bad_request");
     assert_eq!(app.head_now().await, head, "no refused body committed anything");
+
+    // One policy per prefix: longest-prefix matching must have one answer.
+    assert_eq!(app.put_json("/v1/policies/first", &json!({"prefix": "a/", "keep_last": 3})).await.status, 201);
+    app.put_json("/v1/policies/second", &json!({"prefix": "a/", "keep_days": 3})).await.problem(409, "conflict");
+    assert_eq!(app.put_json("/v1/policies/first", &json!({"prefix": "b/", "keep_last": 3})).await.status, 200);
+    assert_eq!(app.put_json("/v1/policies/second", &json!({"prefix": "a/", "keep_days": 3})).await.status, 201);
 }
 
 #[tokio::test]
@@ -102,6 +110,7 @@ async fn changing_a_policy_needs_admin_over_its_prefix() {
 
     app.token = Some("reader-token-0123456789".into());
     app.put_json("/v1/policies/team-app", &body).await.problem(403, "forbidden");
+    app.put("/v1/policies/team-app", Vec::new()).await.problem(403, "forbidden");
     assert_eq!(app.get_json("/v1/policies").await["policies"], json!([]));
 
     app.token = Some("team-admin-0123456789".into());
@@ -111,9 +120,13 @@ async fn changing_a_policy_needs_admin_over_its_prefix() {
     app.token = Some("root-admin-0123456789".into());
     assert_eq!(app.put_json("/v1/policies/other", &json!({"prefix": "other/"})).await.status, 201);
 
-    // The team's admin may not remove a policy over another prefix; its actor is recorded on what it may change.
+    // The team's admin may neither remove nor retarget a policy over another prefix; its actor is recorded on what
+    // it may change.
     app.token = Some("team-admin-0123456789".into());
     app.delete("/v1/policies/other").await.problem(403, "forbidden");
+    let retarget = json!({"prefix": "team/x", "keep_last": 1});
+    app.put_json("/v1/policies/other", &retarget).await.problem(403, "forbidden");
+    assert_eq!(app.get_json("/v1/policies/other").await["prefix"], "other/");
     assert_eq!(app.delete("/v1/policies/team-app").await.status, 204);
     let events = app.get_json("/v1/events?since=0&subject_kind=policy").await;
     let actors: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["actor"].as_str().unwrap()).collect();

@@ -65,6 +65,7 @@ pub(crate) async fn put(
     request: Request,
 ) -> Result<Response, ApiError> {
     check_policy_name(&name)?;
+    caller.require_any(Scope::Admin)?;
     let (_, body): (_, PolicyBody) = decode_body(request, MAX_POLICY_BODY).await?;
     check_body(&body)?;
     caller.require(Scope::Admin, &body.prefix)?;
@@ -76,8 +77,19 @@ pub(crate) async fn put(
         .transact(move |wtx| {
             Box::pin(async move {
                 let before = queries::policy(wtx.tx(), &change.name).await?;
-                if before.as_ref().is_some_and(|row| same(row, &change)) {
-                    return Ok::<_, ApiError>((false, before.expect("checked")));
+                if let Some(row) = &before {
+                    // Changing a policy needs the scope over what it governs now as well as over what it will.
+                    caller.require(Scope::Admin, &row.prefix)?;
+                    if same(row, &change) {
+                        return Ok::<_, ApiError>((false, before.expect("checked")));
+                    }
+                }
+                let policies = queries::policies(wtx.tx()).await?;
+                if let Some(other) = policies.iter().find(|p| p.prefix == change.prefix && p.name != change.name) {
+                    return Err(ApiError::conflict(format!(
+                        "policy `{}` governs the prefix `{}` already; change that one, or remove it first",
+                        other.name, other.prefix
+                    )));
                 }
                 let event = RegistryEvent::Policy { kind: PolicyKind::Set, payload: change };
                 artifactstore_views::record(wtx, &actor, &event).await?;
@@ -175,11 +187,11 @@ fn check_body(body: &PolicyBody) -> Result<(), ApiError> {
             prefix.escape_debug()
         )));
     }
-    if body.keep_last.is_some_and(|n| n > MAX_KEEP_LAST) {
-        return Err(ApiError::bad_request(format!("keep_last is at most {MAX_KEEP_LAST}")));
+    if body.keep_last.is_some_and(|n| n == 0 || n > MAX_KEEP_LAST) {
+        return Err(ApiError::bad_request(format!("keep_last is 1 to {MAX_KEEP_LAST}")));
     }
-    if body.keep_days.is_some_and(|n| n > MAX_KEEP_DAYS) {
-        return Err(ApiError::bad_request(format!("keep_days is at most {MAX_KEEP_DAYS}")));
+    if body.keep_days.is_some_and(|n| n == 0 || n > MAX_KEEP_DAYS) {
+        return Err(ApiError::bad_request(format!("keep_days is 1 to {MAX_KEEP_DAYS}")));
     }
     Ok(())
 }
