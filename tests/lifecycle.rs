@@ -2,6 +2,9 @@
 //! the retention policies, holds winning, a dry run equal to the real run and committing nothing, the events that
 //! explain each expiry, and replay equal to the live views afterwards.
 
+use std::time::Duration;
+
+use artifactstore::server::Background;
 use artifactstore_tests::{TestApp, SETUPS};
 use serde_json::json;
 
@@ -61,5 +64,32 @@ async fn a_run_expires_what_the_policies_let_go_and_explains_it() {
         assert!(differences.is_empty(), "{backend:?}: {differences:?}");
 
         app.post("/v1/gc?dry=1", Vec::new()).await.problem(400, "bad_request");
+
+        // Three real runs, two expiries; the dry run is not counted.
+        let metrics = app.get("/metrics").await.text();
+        assert!(metrics.contains("artifactstore_gc_runs_total 3\n"), "{metrics}");
+        assert!(metrics.contains("artifactstore_gc_versions_expired_total 2\n"), "{metrics}");
+        assert!(metrics.contains("artifactstore_gc_last_run_timestamp_seconds "), "{metrics}");
     }
+}
+
+#[tokio::test]
+async fn serve_runs_the_lifecycle_on_its_timer() {
+    let background = Background { gc_every: Some(Duration::from_millis(200)), ..Background::default() };
+    let Some(app) = TestApp::builder().background(background).start().await else { return };
+    let blob = app.upload_blob(b"timer bytes").await.json();
+    let manifest = json!({"files": [{"path": "f", "digest": blob["blake3"]}]});
+    for version in ["1", "2", "3"] {
+        assert_eq!(app.publish("nightly/app", version, &manifest).await.status, 201);
+    }
+    assert_eq!(app.put_json("/v1/policies/nightly", &json!({"prefix": "nightly/", "keep_last": 1})).await.status, 201);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while app.get("/v1/packages/nightly/app/versions/2").await.status != 404 {
+        assert!(tokio::time::Instant::now() < deadline, "the timer never expired nightly/app@2");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.get("/v1/packages/nightly/app/versions/1").await.status, 404);
+    assert_eq!(app.get("/v1/packages/nightly/app/versions/3").await.status, 200);
+    let runs = app.get_json("/v1/events?since=0&type=v1.system.gc").await;
+    assert_eq!(runs["events"][0]["actor"], "artifactstore-gc");
 }

@@ -39,6 +39,28 @@ pub struct FileConfig {
     /// The event archive.
     #[serde(default)]
     pub archive: ArchiveFile,
+    /// Lifecycle runs.
+    #[serde(default)]
+    pub gc: GcFile,
+}
+
+/// `[gc]` in the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcFile {
+    /// Seconds between lifecycle runs of `serve` [default: 3600; 0 turns the timer off].
+    pub interval_secs: Option<u64>,
+}
+
+/// Seconds between lifecycle runs when `[gc] interval_secs` is not set.
+pub const DEFAULT_GC_INTERVAL_SECS: u64 = 3600;
+
+impl GcFile {
+    /// How often `serve` runs the lifecycle; `None` when the timer is off.
+    pub fn every(&self) -> Option<std::time::Duration> {
+        let secs = self.interval_secs.unwrap_or(DEFAULT_GC_INTERVAL_SECS);
+        (secs > 0).then(|| std::time::Duration::from_secs(secs))
+    }
 }
 
 /// `[archive]` in the configuration file.
@@ -273,6 +295,8 @@ pub struct ServeConfig {
     pub relay: Option<crate::relay::RelayConfig>,
     /// The archiver, if on.
     pub archive: Option<crate::archive::ArchiveConfig>,
+    /// How often to run the lifecycle; `None` when the timer is off.
+    pub gc_every: Option<std::time::Duration>,
 }
 
 impl InstanceConfig {
@@ -322,7 +346,8 @@ impl ServeConfig {
                 segment_age: file.archive.segment_seconds.map_or(defaults.segment_age, std::time::Duration::from_secs),
             }
         });
-        Ok(ServeConfig { instance, listen, relay, archive })
+        let gc_every = file.gc.every();
+        Ok(ServeConfig { instance, listen, relay, archive, gc_every })
     }
 }
 
@@ -346,6 +371,17 @@ mod tests {
         assert_eq!(config.data, PathBuf::from("/flag"));
         assert_eq!(config.database, "sqlite:///flag/artifactstore.db");
         assert_eq!(config.store, Location::File(PathBuf::from("/srv/blobs")));
+    }
+
+    #[test]
+    fn the_lifecycle_timer_runs_hourly_unless_told_otherwise() {
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(FileConfig::default().gc.every(), Some(hour));
+        let every_minute: FileConfig = toml::from_str("[gc]\ninterval_secs = 60\n").unwrap();
+        assert_eq!(every_minute.gc.every(), Some(std::time::Duration::from_secs(60)));
+        let off: FileConfig = toml::from_str("[gc]\ninterval_secs = 0\n").unwrap();
+        assert_eq!(off.gc.every(), None);
+        assert!(toml::from_str::<FileConfig>("[gc]\ninterval = 5\n").is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Background jobs of a serving instance: WAL checkpoints or head polling, the upload sweeper, and the optional
-//! relay and archiver, each restarted after an error.
+//! Background jobs of a serving instance: WAL checkpoints or head polling, the upload sweeper, the lifecycle timer,
+//! and the optional relay and archiver, each restarted after an error.
 
 use std::time::Duration;
 
@@ -35,6 +35,22 @@ pub(crate) async fn supervise_relay(state: AppState, config: RelayConfig) {
             Err(err) => tracing::error!(error = %format!("{err:#}"), "the broker relay stopped; restarting in 5 s"),
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// Runs the lifecycle every `every`, as `artifactstore-gc`. Instances sharing a database may run it at once: each
+/// expiry decides again in its own transaction, so a version another run expired meanwhile is passed over.
+pub(crate) async fn lifecycle(state: AppState, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let started = std::time::Instant::now();
+        match crate::lifecycle::run(&state.instance, "artifactstore-gc", false).await {
+            Ok(report) => state.metrics.record_gc(&report, started.elapsed()),
+            Err(err) => tracing::warn!(error = ?err, "the lifecycle run failed; trying again at the next interval"),
+        }
     }
 }
 

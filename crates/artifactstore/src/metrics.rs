@@ -47,6 +47,10 @@ pub struct Metrics {
     blob_placement_rounds: Counter<u64, AtomicU64>,
     /// How many events the in-process relay trails the head by (0 without a relay).
     pub relay_lag: Gauge,
+    gc_runs: Counter,
+    gc_expired: Counter,
+    gc_last_run: Gauge,
+    gc_run_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -65,6 +69,10 @@ impl Default for Metrics {
             blob_placements: Counter::default(),
             blob_placement_rounds: Counter::default(),
             relay_lag: Gauge::default(),
+            gc_runs: Counter::default(),
+            gc_expired: Counter::default(),
+            gc_last_run: Gauge::default(),
+            gc_run_seconds: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("http_requests", "HTTP requests by route, method and status", metrics.requests.clone());
@@ -95,7 +103,40 @@ impl Default for Metrics {
             metrics.blob_placement_rounds.clone(),
         );
         registry.register("relay_lag_events", "Events the broker relay trails the head by", metrics.relay_lag.clone());
+        registry.register(
+            "gc_runs",
+            "Lifecycle runs this instance made (dry runs not counted)",
+            metrics.gc_runs.clone(),
+        );
+        registry.register(
+            "gc_versions_expired",
+            "Package versions expired by lifecycle runs",
+            metrics.gc_expired.clone(),
+        );
+        registry.register(
+            "gc_last_run_timestamp_seconds",
+            "When the last lifecycle run of this instance ended, in Unix seconds",
+            metrics.gc_last_run.clone(),
+        );
+        registry.register(
+            "gc_last_run_duration_seconds",
+            "How long the last lifecycle run took",
+            metrics.gc_run_seconds.clone(),
+        );
         Metrics { registry, ..metrics }
+    }
+}
+
+impl Metrics {
+    /// Counts a lifecycle run that took `took` (dry runs change nothing and are not counted).
+    pub(crate) fn record_gc(&self, report: &crate::lifecycle::Report, took: std::time::Duration) {
+        if report.dry_run {
+            return;
+        }
+        self.gc_runs.inc();
+        self.gc_expired.inc_by(report.expired.len() as u64);
+        self.gc_last_run.set(chrono::Utc::now().timestamp());
+        self.gc_run_seconds.set(took.as_secs_f64());
     }
 }
 

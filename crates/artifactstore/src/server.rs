@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use artifactstore_eventlog::Broadcaster;
 use tokio::net::TcpListener;
@@ -56,6 +57,8 @@ pub struct Background {
     pub relay: Option<RelayConfig>,
     /// Archive the log into the blob store.
     pub archive: Option<crate::archive::ArchiveConfig>,
+    /// Run the lifecycle (expiry) this often.
+    pub gc_every: Option<Duration>,
 }
 
 /// As `serve`, with the background work `background` asks for.
@@ -68,6 +71,7 @@ pub async fn serve_configured(
     let state = AppState::new(instance);
     let relay = background.relay.map(|config| tokio::spawn(jobs::supervise_relay(state.clone(), config)));
     let archiver = background.archive.map(|config| tokio::spawn(jobs::supervise_archive(state.clone(), config)));
+    let lifecycle = background.gc_every.map(|every| tokio::spawn(jobs::lifecycle(state.clone(), every)));
     let housekeeping = tokio::spawn(jobs::housekeeping(state.instance.clone()));
     let sweeper = tokio::spawn(jobs::sweeper(state.clone()));
     let body_idle = state.instance.config.uploads.body_idle;
@@ -76,7 +80,7 @@ pub async fn serve_configured(
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     housekeeping.abort();
     sweeper.abort();
-    for task in [relay, archiver].into_iter().flatten() {
+    for task in [relay, archiver, lifecycle].into_iter().flatten() {
         task.abort();
     }
     served

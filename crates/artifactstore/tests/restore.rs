@@ -15,7 +15,7 @@ async fn a_lost_database_is_restored_from_the_archive() {
     let data = dir.path().join("data");
     let cli = cli!();
     let archive_config = ArchiveConfig { segment_events: 7, segment_age: Duration::from_millis(300) };
-    let background = Background { relay: None, archive: Some(archive_config) };
+    let background = Background { archive: Some(archive_config), ..Background::default() };
     let app = TestApp::builder().data_dir(&data).background(background).start().await.unwrap();
     let mut blobs = Vec::new();
     for i in 0..12u32 {

@@ -23,5 +23,8 @@ pub(crate) async fn run(
     ApiQuery(query): ApiQuery<GcQuery>,
 ) -> Result<Json<Report>, ApiError> {
     caller.require_any(Scope::Admin)?;
-    Ok(Json(lifecycle::run(&state.instance, caller.actor(), query.dry_run.unwrap_or(false)).await?))
+    let started = std::time::Instant::now();
+    let report = lifecycle::run(&state.instance, caller.actor(), query.dry_run.unwrap_or(false)).await?;
+    state.metrics.record_gc(&report, started.elapsed());
+    Ok(Json(report))
 }

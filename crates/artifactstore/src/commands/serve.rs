@@ -30,7 +30,8 @@ pub(crate) async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             config.listen
         );
     }
-    let background = crate::server::Background { relay: config.relay.clone(), archive: config.archive };
+    let background =
+        crate::server::Background { relay: config.relay.clone(), archive: config.archive, gc_every: config.gc_every };
     if let Some(archive) = &config.archive {
         tracing::info!(segment_events = archive.segment_events, "archiving the log into the blob store");
     }
