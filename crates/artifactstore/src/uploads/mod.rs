@@ -45,7 +45,7 @@ use crate::problem::ApiError;
 use crate::session_key::opened_ms;
 use session::Session;
 pub(crate) use session::SessionRef;
-use store::{Loaded, NewSession};
+use store::Loaded;
 
 /// Now, in Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
@@ -149,18 +149,16 @@ impl Uploads {
         let id = Uuid::now_v7();
         let staging = self.blobs().stage_open(id).await?;
         let expires_ms = now + self.idle_ms();
-        let new = NewSession {
-            id,
-            actor: caller.actor().to_owned(),
-            created_ms: now,
-            expires_ms,
+        let row = Session {
             declared_size: declared.size.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
             declared_blake3: declared.blake3.map(|d| d.to_string()),
             declared_sha256: declared.sha256.map(|d| d.to_string()),
             media_type: declared.media_type,
             staging: staging.to_json(),
+            bare_until_ms: None,
+            ..Session::bare(caller.actor(), expires_ms)
         };
-        if !self.sessions.insert(new).await? {
+        if !self.sessions.insert(id, now, row).await? {
             if let Err(err) = self.blobs().stage_abort(id, &staging).await {
                 tracing::warn!(upload = %id, error = %err, "could not free the staging of a refused session");
             }

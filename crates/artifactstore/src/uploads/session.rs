@@ -35,7 +35,8 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// What a bare session's row is until its first bytes: `actor`'s (the tag said so), empty, expiring with its id.
+    /// What a bare session's row is until its first bytes: `actor`'s (the tag said so), empty, expiring with its id;
+    /// with its declarations, staging and no bare expiry, the row of any new session.
     pub(crate) fn bare(actor: &str, until: i64) -> Session {
         Session {
             actor: actor.to_owned(),

@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use artifactstore_db::{execute, fetch_all, fetch_one, fetch_optional, sqlx, Backend, Tx};
-use artifactstore_digest::DualHasher;
 use artifactstore_eventlog::EventLog;
 use futures::future::BoxFuture;
 use uuid::Uuid;
@@ -47,20 +46,6 @@ pub(crate) struct SessionStore {
     log: EventLog,
     /// At most this many sessions may be open at once.
     most: i64,
-}
-
-/// A new session's row, as `POST` writes it for a session with declarations (or any session on S3).
-#[derive(Debug)]
-pub(crate) struct NewSession {
-    pub(crate) id: Uuid,
-    pub(crate) actor: String,
-    pub(crate) created_ms: i64,
-    pub(crate) expires_ms: i64,
-    pub(crate) declared_size: Option<i64>,
-    pub(crate) declared_blake3: Option<String>,
-    pub(crate) declared_sha256: Option<String>,
-    pub(crate) media_type: Option<String>,
-    pub(crate) staging: String,
 }
 
 /// A session as a request finds it.
@@ -125,10 +110,11 @@ impl SessionStore {
         Ok(open)
     }
 
-    /// Writes a new session's row, unless `most` sessions are open: the statement checks the limit, so on SQLite,
-    /// where every write goes through the committer, concurrent opens cannot overshoot it; on PostgreSQL they can,
-    /// by the few that race. Says whether it wrote the row.
-    pub(crate) async fn insert(&self, new: NewSession) -> Result<bool, ApiError> {
+    /// Writes the row `new` of a session opened at `created_ms` (as `POST` does for one with declarations, or any on
+    /// S3), unless `most` sessions are open: the statement checks the limit, so on SQLite, where every write goes
+    /// through the committer, concurrent opens cannot overshoot it; on PostgreSQL they can, by the few that race.
+    /// Says whether it wrote the row.
+    pub(crate) async fn insert(&self, id: Uuid, created_ms: i64, new: Session) -> Result<bool, ApiError> {
         let most = self.most;
         let written = self
             .write(move |tx| {
@@ -137,17 +123,18 @@ impl SessionStore {
                         tx,
                         "INSERT INTO upload_sessions (id, actor, created_ms, expires_ms, offset_bytes, declared_size, \
                          declared_blake3, declared_sha256, media_type, hasher, staging) \
-                         SELECT $1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10 \
-                         WHERE (SELECT COUNT(*) FROM upload_sessions WHERE expires_ms > $3) < $11",
-                        new.id,
+                         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+                         WHERE (SELECT COUNT(*) FROM upload_sessions WHERE expires_ms > $3) < $12",
+                        id,
                         new.actor,
-                        new.created_ms,
+                        created_ms,
                         new.expires_ms,
+                        new.offset_bytes,
                         new.declared_size,
                         new.declared_blake3,
                         new.declared_sha256,
                         new.media_type,
-                        DualHasher::new().save(),
+                        new.hasher,
                         new.staging,
                         most,
                     )

@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use super::chunk::Chunk;
 use super::now_ms;
+use super::session::Session;
 use super::session::SessionRef;
-use super::store::{Ended, Ending, NewSession, SessionStore};
+use super::store::{Ended, Ending, SessionStore};
 
 const ACTOR: &str = "alice";
 const HOUR: i64 = 3_600_000;
@@ -24,26 +25,14 @@ async fn store(backend: Backend, most: u64) -> Option<(TestDb, SessionStore)> {
 }
 
 /// A new session's row, declaring 10 bytes, expiring in an hour.
-fn new_session() -> NewSession {
-    let now = now_ms();
-    NewSession {
-        id: Uuid::now_v7(),
-        actor: ACTOR.to_owned(),
-        created_ms: now,
-        expires_ms: now + HOUR,
-        declared_size: Some(10),
-        declared_blake3: None,
-        declared_sha256: None,
-        media_type: None,
-        staging: StagingState::File.to_json(),
-    }
+fn new_session() -> Session {
+    Session { declared_size: Some(10), bare_until_ms: None, ..Session::bare(ACTOR, now_ms() + HOUR) }
 }
 
 /// Opens a session with a row (as one with declarations does), expiring in an hour.
 async fn open(store: &SessionStore) -> SessionRef {
-    let new = new_session();
-    let id = new.id;
-    assert!(store.insert(new).await.unwrap(), "the limit allows it");
+    let id = Uuid::now_v7();
+    assert!(store.insert(id, now_ms(), new_session()).await.unwrap(), "the limit allows it");
     SessionRef { id, bare_until: None }
 }
 
@@ -178,7 +167,10 @@ async fn the_open_sessions_limit_holds_for_rows_and_bare_sessions() {
         let (lease, _) = store.claim(ACTOR, session, |_| Ok(())).await.unwrap();
         lease.release().await;
         assert_eq!(store.count_open(now_ms()).await.unwrap(), 2, "{backend:?}");
-        assert!(!store.insert(new_session()).await.unwrap(), "{backend:?}: a third row is refused");
+        assert!(
+            !store.insert(Uuid::now_v7(), now_ms(), new_session()).await.unwrap(),
+            "{backend:?}: a third row is refused"
+        );
         let third = store.claim(ACTOR, bare(), |_| Ok(())).await.unwrap_err();
         assert_eq!((third.status().as_u16(), third.code()), (429, "too_many_sessions"), "{backend:?}");
     }
