@@ -41,7 +41,7 @@ struct PolicyBody {
 pub(crate) async fn list(State(state): State<AppState>, _: Granted<Reads>) -> Result<Json<Value>, ApiError> {
     let mut conn = state.instance.db.acquire().await?;
     let policies = queries::policies(&mut conn).await?;
-    Ok(Json(json!({ "policies": policies.iter().map(policy_json).collect::<Vec<_>>() })))
+    Ok(Json(json!({ "policies": policies.iter().map(|p| policy_json(&change_of(p), p.sequence)).collect::<Vec<_>>() })))
 }
 
 /// `GET /v1/policies/{name}`.
@@ -53,7 +53,7 @@ pub(crate) async fn get(
     check_policy_name(&name)?;
     let mut conn = state.instance.db.acquire().await?;
     let policy = queries::policy(&mut conn, &name).await?;
-    policy.map(|p| Json(policy_json(&p))).ok_or_else(|| not_found(&name))
+    policy.map(|p| Json(policy_json(&change_of(&p), p.sequence))).ok_or_else(|| not_found(&name))
 }
 
 /// `PUT /v1/policies/{name}`: makes or changes a policy (`201` when new, `200` otherwise); the same body again
@@ -71,36 +71,36 @@ pub(crate) async fn put(
     caller.require(Scope::Admin, &body.prefix)?;
     let actor = caller.actor().to_owned();
     let change = PolicyChange { name, prefix: body.prefix, keep_last: body.keep_last, keep_days: body.keep_days };
-    let (created, row) = state
+    let (created, sequence, change) = state
         .instance
         .log
         .transact(move |wtx| {
             Box::pin(async move {
-                let before = queries::policy(wtx.tx(), &change.name).await?;
-                if let Some(row) = &before {
+                let policies = queries::policies(wtx.tx()).await?;
+                let before = policies.iter().find(|p| p.name == change.name);
+                if let Some(row) = before {
                     // Changing a policy needs the scope over what it governs now as well as over what it will.
                     caller.require(Scope::Admin, &row.prefix)?;
-                    if same(row, &change) {
-                        return Ok::<_, ApiError>((false, before.expect("checked")));
+                    if change_of(row) == change {
+                        return Ok::<_, ApiError>((false, row.sequence, change));
                     }
                 }
-                let policies = queries::policies(wtx.tx()).await?;
                 if let Some(other) = policies.iter().find(|p| p.prefix == change.prefix && p.name != change.name) {
                     return Err(ApiError::conflict(format!(
                         "policy `{}` governs the prefix `{}` already; change that one, or remove it first",
                         other.name, other.prefix
                     )));
                 }
+                let created = before.is_none();
                 let event = RegistryEvent::Policy { kind: PolicyKind::Set, payload: change };
-                artifactstore_views::record(wtx, &actor, &event).await?;
-                let RegistryEvent::Policy { payload, .. } = &event else { unreachable!("built above") };
-                let row = queries::policy(wtx.tx(), &payload.name).await?.expect("just written");
-                Ok((before.is_none(), row))
+                let appended = artifactstore_views::record(wtx, &actor, &event).await?;
+                let RegistryEvent::Policy { payload, .. } = event else { unreachable!("built above") };
+                Ok((created, i64::try_from(appended.sequence).unwrap_or(i64::MAX), payload))
             })
         })
         .await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(policy_json(&row))).into_response())
+    Ok((status, Json(policy_json(&change, sequence))).into_response())
 }
 
 /// `DELETE /v1/policies/{name}`: removes a policy (`204`); the versions it governed are kept forever unless another
@@ -120,13 +120,7 @@ pub(crate) async fn delete(
             Box::pin(async move {
                 let row = queries::policy(wtx.tx(), &name).await?.ok_or_else(|| not_found(&name))?;
                 caller.require(Scope::Admin, &row.prefix)?;
-                let payload = PolicyChange {
-                    name: row.name,
-                    prefix: row.prefix,
-                    keep_last: row.keep_last.and_then(|n| u64::try_from(n).ok()),
-                    keep_days: row.keep_days.and_then(|n| u64::try_from(n).ok()),
-                };
-                let event = RegistryEvent::Policy { kind: PolicyKind::Removed, payload };
+                let event = RegistryEvent::Policy { kind: PolicyKind::Removed, payload: change_of(&row) };
                 artifactstore_views::record(wtx, &actor, &event).await?;
                 Ok::<_, ApiError>(())
             })
@@ -135,21 +129,25 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Whether a stored policy says what `change` says.
-fn same(row: &PolicyRow, change: &PolicyChange) -> bool {
-    let stored = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok());
-    row.prefix == change.prefix
-        && stored(row.keep_last) == change.keep_last
-        && stored(row.keep_days) == change.keep_days
+/// A stored policy as the event that set it says it.
+fn change_of(row: &PolicyRow) -> PolicyChange {
+    let count = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok());
+    PolicyChange {
+        name: row.name.clone(),
+        prefix: row.prefix.clone(),
+        keep_last: count(row.keep_last),
+        keep_days: count(row.keep_days),
+    }
 }
 
-fn policy_json(row: &PolicyRow) -> Value {
+/// A policy as the API shows it: what it says, and the sequence of the event that last set it.
+fn policy_json(policy: &PolicyChange, sequence: i64) -> Value {
     json!({
-        "name": row.name,
-        "prefix": row.prefix,
-        "keep_last": row.keep_last,
-        "keep_days": row.keep_days,
-        "sequence": row.sequence,
+        "name": policy.name,
+        "prefix": policy.prefix,
+        "keep_last": policy.keep_last,
+        "keep_days": policy.keep_days,
+        "sequence": sequence,
     })
 }
 
