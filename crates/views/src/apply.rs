@@ -79,7 +79,7 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, Error> {
     let seq = i64::try_from(event.sequence).unwrap_or(i64::MAX);
     let ops = match typed {
         RegistryEvent::FileIngested(p) => vec![Op::InsertFile(FileRow {
-            size: size(event, p.size)?,
+            size: int(event, p.size)?,
             file_id: vocab::file_id(&p.blake3),
             blake3: p.blake3,
             sha256: p.sha256,
@@ -104,7 +104,7 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, Error> {
             for file in payload.files {
                 ops.push(Op::InsertPackageFile(PackageFileRow {
                     package_id,
-                    size: size(event, file.size)?,
+                    size: int(event, file.size)?,
                     path: file.path,
                     blake3: file.blake3,
                     sha256: file.sha256,
@@ -147,8 +147,8 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, Error> {
             ops
         }
         RegistryEvent::Policy { kind: PolicyKind::Set, payload } => vec![Op::UpsertPolicy(PolicyRow {
-            keep_last: payload.keep_last.map(|n| count(event, n)).transpose()?,
-            keep_days: payload.keep_days.map(|n| count(event, n)).transpose()?,
+            keep_last: payload.keep_last.map(|n| int(event, n)).transpose()?,
+            keep_days: payload.keep_days.map(|n| int(event, n)).transpose()?,
             name: payload.name,
             prefix: payload.prefix,
             sequence: seq,
@@ -241,12 +241,9 @@ impl Op {
     }
 }
 
-fn size(event: &Event, size: u64) -> Result<i64, Error> {
-    i64::try_from(size).map_err(|_| crate::vocab::bad_payload(&event.event_type, event.sequence, "size out of range"))
-}
-
-fn count(event: &Event, n: u64) -> Result<i64, Error> {
-    i64::try_from(n).map_err(|_| crate::vocab::bad_payload(&event.event_type, event.sequence, "count out of range"))
+/// A payload's count (a size, a number of versions or days) as its column stores it.
+fn int(event: &Event, n: u64) -> Result<i64, Error> {
+    i64::try_from(n).map_err(|_| crate::vocab::bad_payload(&event.event_type, event.sequence, "a count out of range"))
 }
 
 fn parse_time(event: &Event, text: Option<&str>) -> Result<Option<DateTime<Utc>>, Error> {
