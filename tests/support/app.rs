@@ -260,7 +260,8 @@ impl TestAppBuilder {
                 };
                 let overrides = s3.as_ref().map(|s3| s3.env()).unwrap_or_default();
                 let (uploads, tokens) = (UploadLimits::default(), Vec::new());
-                let config = InstanceConfig { data, database, store: location, uploads, tokens };
+                let gc_grace = artifactstore::config::GcFile::default().grace();
+                let config = InstanceConfig { data, database, store: location, uploads, tokens, gc_grace };
                 (test_db, config, s3, overrides)
             }
         };

@@ -50,16 +50,26 @@ pub struct FileConfig {
 pub struct GcFile {
     /// Seconds between lifecycle runs of `serve` [default: 3600; 0 turns the timer off].
     pub interval_secs: Option<u64>,
+    /// Seconds a blob stays after its last reference ended (or its ingestion, if it never had one) before
+    /// collection may remove it [default: 86400].
+    pub grace_secs: Option<u64>,
 }
 
 /// Seconds between lifecycle runs when `[gc] interval_secs` is not set.
 pub const DEFAULT_GC_INTERVAL_SECS: u64 = 3600;
+/// Seconds of grace before collection when `[gc] grace_secs` is not set.
+pub const DEFAULT_GC_GRACE_SECS: u64 = 86_400;
 
 impl GcFile {
     /// How often `serve` runs the lifecycle; `None` when the timer is off.
     pub fn every(&self) -> Option<std::time::Duration> {
         let secs = self.interval_secs.unwrap_or(DEFAULT_GC_INTERVAL_SECS);
         (secs > 0).then(|| std::time::Duration::from_secs(secs))
+    }
+
+    /// How long an unreferenced blob is kept before collection may remove it.
+    pub fn grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.grace_secs.unwrap_or(DEFAULT_GC_GRACE_SECS))
     }
 }
 
@@ -270,6 +280,8 @@ pub struct InstanceConfig {
     pub uploads: UploadLimits,
     /// Bearer tokens; empty means an open instance.
     pub tokens: Vec<TokenConfig>,
+    /// How long an unreferenced blob is kept before collection may remove it (`[gc] grace_secs`).
+    pub gc_grace: std::time::Duration,
 }
 
 impl std::fmt::Debug for InstanceConfig {
@@ -321,7 +333,8 @@ impl InstanceConfig {
         };
         let uploads = UploadLimits::merge(&file.uploads, &store)?;
         let tokens = tokens(&file.tokens)?;
-        Ok(InstanceConfig { data, database, store, uploads, tokens })
+        let gc_grace = file.gc.grace();
+        Ok(InstanceConfig { data, database, store, uploads, tokens, gc_grace })
     }
 }
 
@@ -381,6 +394,9 @@ mod tests {
         assert_eq!(every_minute.gc.every(), Some(std::time::Duration::from_secs(60)));
         let off: FileConfig = toml::from_str("[gc]\ninterval_secs = 0\n").unwrap();
         assert_eq!(off.gc.every(), None);
+        assert_eq!(FileConfig::default().gc.grace(), std::time::Duration::from_secs(86_400));
+        let no_grace: FileConfig = toml::from_str("[gc]\ngrace_secs = 0\n").unwrap();
+        assert_eq!(no_grace.gc.grace(), std::time::Duration::ZERO);
         assert!(toml::from_str::<FileConfig>("[gc]\ninterval = 5\n").is_err());
     }
 
@@ -434,6 +450,7 @@ mod tests {
             store: Location::File("b".into()),
             uploads: UploadLimits::default(),
             tokens: Vec::new(),
+            gc_grace: std::time::Duration::ZERO,
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

@@ -24,6 +24,8 @@ pub struct Instance {
     pub config: Arc<InstanceConfig>,
     /// Tags the ids of bare upload sessions (ADR 0022); the same for every instance on the database.
     pub session_key: SessionKey,
+    /// Held by this process's lifecycle run (on PostgreSQL an advisory lock also keeps other instances out).
+    pub lifecycle: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Instance {
@@ -44,7 +46,14 @@ impl Instance {
         let log = EventLog::open(db.clone(), LogOptions::default()).await.context("open the event log")?;
         let store = BlobStore::open_with(&config.store, store_overrides)
             .with_context(|| format!("open the blob store {}", config.store))?;
-        Ok(Instance { db, log, store, config: Arc::new(config), session_key })
+        if let Some(reason) = artifactstore_views::stale_reason(&mut db.acquire().await?).await? {
+            if reason.starts_with("migration ") {
+                tracing::info!(%reason, "rebuilding the views from the log");
+                artifactstore_views::rebuild(&log, |_, _| {}).await.context("rebuild the views after a migration")?;
+            }
+        }
+        let lifecycle = Arc::new(tokio::sync::Mutex::new(()));
+        Ok(Instance { db, log, store, config: Arc::new(config), session_key, lifecycle })
     }
 }
 

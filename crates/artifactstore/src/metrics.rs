@@ -49,6 +49,8 @@ pub struct Metrics {
     pub relay_lag: Gauge,
     gc_runs: Counter,
     gc_expired: Counter,
+    gc_removed: Counter,
+    gc_bytes: Counter,
     gc_last_run: Gauge,
     gc_run_seconds: Gauge<f64, AtomicU64>,
 }
@@ -71,6 +73,8 @@ impl Default for Metrics {
             relay_lag: Gauge::default(),
             gc_runs: Counter::default(),
             gc_expired: Counter::default(),
+            gc_removed: Counter::default(),
+            gc_bytes: Counter::default(),
             gc_last_run: Gauge::default(),
             gc_run_seconds: Gauge::default(),
             registry: Registry::default(),
@@ -113,6 +117,12 @@ impl Default for Metrics {
             "Package versions expired by lifecycle runs",
             metrics.gc_expired.clone(),
         );
+        registry.register("gc_blobs_removed", "Blobs removed by lifecycle runs", metrics.gc_removed.clone());
+        registry.register(
+            "gc_bytes_reclaimed",
+            "Bytes of the blobs removed by lifecycle runs",
+            metrics.gc_bytes.clone(),
+        );
         registry.register(
             "gc_last_run_timestamp_seconds",
             "When the last lifecycle run of this instance ended, in Unix seconds",
@@ -135,6 +145,8 @@ impl Metrics {
         }
         self.gc_runs.inc();
         self.gc_expired.inc_by(report.expired.len() as u64);
+        self.gc_removed.inc_by(report.removed.len() as u64);
+        self.gc_bytes.inc_by(report.bytes);
         self.gc_last_run.set(chrono::Utc::now().timestamp());
         self.gc_run_seconds.set(took.as_secs_f64());
     }

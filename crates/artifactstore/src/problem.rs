@@ -112,6 +112,19 @@ impl ApiError {
         Self::new(StatusCode::TOO_MANY_REQUESTS, code, "Too many requests", detail)
     }
 
+    /// 410: collection removed the blob; `sequence` is its `v1.file.removed`.
+    pub fn blob_removed(blake3: &str, sequence: i64) -> Self {
+        Self::new(
+            StatusCode::GONE,
+            "blob_removed",
+            "Blob removed",
+            format!(
+                "blob {blake3} was removed by garbage collection (event {sequence}); upload it again to restore it"
+            ),
+        )
+        .with("sequence", sequence)
+    }
+
     /// 410: the thing existed and is gone.
     pub fn gone(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::GONE, "gone", "Gone", detail)

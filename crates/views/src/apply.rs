@@ -33,14 +33,23 @@ pub async fn apply(tx: &mut Tx, event: &Event) -> Result<(), Error> {
 /// replay hands them to a `Batch`, which writes runs of them as multi-row statements with the same outcome.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Op {
-    /// A blob's row; a blob is ingested once, and should the log name it twice the first event stays its origin.
+    /// A blob's row. A blob is ingested once while it lives: should the log name it twice the first event stays its
+    /// origin; ingested again after its removal, the row starts anew.
     InsertFile(FileRow),
+    /// A file of a new package version; its blob gains a reference.
     InsertPackage(PackageRow),
     InsertPackageFile(PackageFileRow),
     InsertRetention(RetentionRow),
-    /// A package version with its files and retention; it must exist.
+    /// A package version with its files and retention; it must exist. Its blobs lose a reference each, and those
+    /// left with none are idle from `at_ms`.
     DeletePackage {
         package_id: Uuid,
+        at_ms: i64,
+    },
+    /// A blob removed by collection; it must exist, live and unreferenced.
+    RemoveFile {
+        blake3: String,
+        seq: i64,
     },
     /// A change to a package version's retention; it must exist.
     UpdateRetention {
@@ -77,6 +86,7 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, Error> {
         return Ok(Vec::new());
     };
     let seq = i64::try_from(event.sequence).unwrap_or(i64::MAX);
+    let at_ms = event.created_at.timestamp_millis();
     let ops = match typed {
         RegistryEvent::FileIngested(p) => vec![Op::InsertFile(FileRow {
             size: int(event, p.size)?,
@@ -86,7 +96,11 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, Error> {
             media_type: p.media_type,
             ingested_sequence: seq,
             sequence: seq,
+            refs: 0,
+            idle_since_ms: at_ms,
+            removed_sequence: None,
         })],
+        RegistryEvent::FileRemoved(p) => vec![Op::RemoveFile { blake3: p.blake3, seq }],
         RegistryEvent::PackageCreated { package_id, payload } => {
             let metadata = artifactstore_cbor::encode_value(&payload.metadata)
                 .map_err(|err| crate::vocab::bad_payload(&event.event_type, event.sequence, &err.to_string()))?;
@@ -115,7 +129,7 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, Error> {
             ops.push(Op::InsertRetention(RetentionRow::initial(package_id, seq)));
             ops
         }
-        RegistryEvent::PackageDeleted { package_id, .. } => vec![Op::DeletePackage { package_id }],
+        RegistryEvent::PackageDeleted { package_id, .. } => vec![Op::DeletePackage { package_id, at_ms }],
         RegistryEvent::Retention { kind, payload } => {
             let package_id = Uuid::parse_str(&payload.package_id)
                 .map_err(|err| crate::vocab::bad_payload(&event.event_type, event.sequence, &err.to_string()))?;
@@ -164,14 +178,28 @@ impl Op {
     pub(crate) async fn execute(&self, tx: &mut Tx, event: &Event) -> Result<(), Error> {
         match self {
             // The one-row inserts of the live path (replay writes many rows per statement, `rows::insert_rows`).
-            Op::InsertFile(row) => {
-                let sql = once!(insert_one_sql::<FileRow>(" ON CONFLICT (blake3) DO NOTHING"));
-                insert_one(tx, sql, row).await?;
-            }
+            Op::InsertFile(row) => insert_one(tx, once!(insert_one_sql::<FileRow>(FILE_CONFLICT)), row).await?,
             Op::InsertPackage(row) => insert_one(tx, once!(insert_one_sql::<PackageRow>("")), row).await?,
-            Op::InsertPackageFile(row) => insert_one(tx, once!(insert_one_sql::<PackageFileRow>("")), row).await?,
+            Op::InsertPackageFile(row) => {
+                insert_one(tx, once!(insert_one_sql::<PackageFileRow>("")), row).await?;
+                add_refs(tx, &row.blake3, 1).await?;
+            }
             Op::InsertRetention(row) => insert_one(tx, once!(insert_one_sql::<RetentionRow>("")), row).await?,
-            Op::DeletePackage { package_id } => {
+            Op::DeletePackage { package_id, at_ms } => {
+                execute!(
+                    tx,
+                    "UPDATE artifact_files SET refs = refs - (SELECT COUNT(*) FROM artifact_package_files pf \
+                     WHERE pf.package_id = $1 AND pf.blake3 = artifact_files.blake3) \
+                     WHERE blake3 IN (SELECT blake3 FROM artifact_package_files WHERE package_id = $1)",
+                    *package_id,
+                )?;
+                execute!(
+                    tx,
+                    "UPDATE artifact_files SET idle_since_ms = $2 WHERE refs = 0 \
+                     AND blake3 IN (SELECT blake3 FROM artifact_package_files WHERE package_id = $1)",
+                    *package_id,
+                    *at_ms,
+                )?;
                 execute!(tx, "DELETE FROM retention_state WHERE package_id = $1", *package_id)?;
                 execute!(tx, "DELETE FROM artifact_package_files WHERE package_id = $1", *package_id)?;
                 let deleted = execute!(tx, "DELETE FROM artifact_packages WHERE package_id = $1", *package_id)?;
@@ -210,6 +238,19 @@ impl Op {
                     return Err(missing(event, package_id.to_string()));
                 }
             }
+            Op::RemoveFile { blake3, seq } => {
+                let removed = execute!(
+                    tx,
+                    "UPDATE artifact_files SET removed_sequence = $2, sequence = $2 \
+                     WHERE blake3 = $1 AND removed_sequence IS NULL AND refs = 0",
+                    blake3.as_str(),
+                    *seq,
+                )?;
+                if removed == 0 {
+                    return Err(missing(event, format!("unreferenced live blob {blake3}")));
+                }
+                execute!(tx, "DELETE FROM storage_locations WHERE blake3 = $1", blake3.as_str())?;
+            }
             Op::DeleteLocation { blake3, location } => {
                 execute!(
                     tx,
@@ -239,6 +280,32 @@ impl Op {
         }
         Ok(())
     }
+}
+
+/// What an ingestion does to a blob's existing row: a live row keeps its origin and gains the new row's references
+/// (replay counts a waiting row's references on it); a removed row starts anew.
+pub(crate) const FILE_CONFLICT: &str = concat!(
+    " ON CONFLICT (blake3) DO UPDATE SET refs = artifact_files.refs + excluded.refs",
+    keep_or_renew!(sha256, size, media_type, ingested_sequence, sequence, idle_since_ms),
+    ", removed_sequence = NULL"
+);
+
+/// `, col = CASE WHEN artifact_files.removed_sequence IS NULL THEN artifact_files.col ELSE excluded.col END` for
+/// each column.
+macro_rules! keep_or_renew {
+    ($($column:ident),*) => {
+        concat!($(
+            ", ", stringify!($column), " = CASE WHEN artifact_files.removed_sequence IS NULL THEN artifact_files.",
+            stringify!($column), " ELSE excluded.", stringify!($column), " END"
+        ),*)
+    };
+}
+use keep_or_renew;
+
+/// Adds `n` references to the blob `blake3`, which must exist.
+pub(crate) async fn add_refs(tx: &mut Tx, blake3: &str, n: i64) -> Result<(), Error> {
+    execute!(tx, "UPDATE artifact_files SET refs = refs + $2 WHERE blake3 = $1", blake3, n)?;
+    Ok(())
 }
 
 /// A payload's count (a size, a number of versions or days) as its column stores it.

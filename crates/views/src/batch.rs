@@ -2,15 +2,16 @@
 //!
 //! Rows inserted during a replay wait in memory until enough have gathered; a later change to a waiting row (a
 //! retention change, a deletion) is made to the waiting row itself. A change to a row already written flushes
-//! what waits and runs as the live path runs it. The views end up exactly as `Op::execute` one by one leaves them.
+//! what waits and runs as the live path runs it. A new package file's reference is counted on its blob's waiting
+//! row, or gathered per blob and added when the batch is written. The views end up exactly as `Op::execute` one by one leaves them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use artifactstore_db::Tx;
 use artifactstore_eventlog::Event;
 use uuid::Uuid;
 
-use crate::apply::{Op, RetentionSet};
+use crate::apply::{add_refs, Op, RetentionSet, FILE_CONFLICT};
 use crate::rows::{insert_rows, FileRow, PackageFileRow, PackageRow, RetentionRow};
 use crate::Error;
 
@@ -21,7 +22,10 @@ const FLUSH_AT: usize = 4_000;
 #[derive(Default)]
 pub(crate) struct Batch {
     files: Vec<FileRow>,
-    file_keys: HashSet<String>,
+    /// Index into `files` of each waiting blob's row.
+    file_of: HashMap<String, usize>,
+    /// References gained by blobs whose rows are written already.
+    refs: HashMap<String, i64>,
     packages: Vec<PackageRow>,
     package_files: Vec<PackageFileRow>,
     retention: Vec<RetentionRow>,
@@ -44,13 +48,21 @@ impl Batch {
     pub(crate) async fn add(&mut self, tx: &mut Tx, op: Op, event: &Event) -> Result<(), Error> {
         match op {
             Op::InsertFile(file) => {
-                // The first ingestion of a blob wins, here as in `ON CONFLICT DO NOTHING`.
-                if self.file_keys.insert(file.blake3.clone()) {
+                // The first ingestion of a waiting blob wins, as `FILE_CONFLICT` keeps a live row (a removal flushes,
+                // so no waiting row is removed).
+                if !self.file_of.contains_key(&file.blake3) {
+                    self.file_of.insert(file.blake3.clone(), self.files.len());
                     self.files.push(file);
                 }
             }
             Op::InsertPackage(package) => self.packages.push(package),
-            Op::InsertPackageFile(file) => self.package_files.push(file),
+            Op::InsertPackageFile(file) => {
+                match self.file_of.get(&file.blake3) {
+                    Some(&index) => self.files[index].refs += 1,
+                    None => *self.refs.entry(file.blake3.clone()).or_default() += 1,
+                }
+                self.package_files.push(file);
+            }
             Op::InsertRetention(row) => {
                 if self.retention_of.contains_key(&row.package_id) {
                     // A second row for one package: let the database refuse it as it would live.
@@ -88,10 +100,15 @@ impl Batch {
 
     /// Writes every waiting row, parents before children.
     pub(crate) async fn flush(&mut self, tx: &mut Tx) -> Result<(), Error> {
-        insert_rows(tx, std::mem::take(&mut self.files).as_slice(), " ON CONFLICT (blake3) DO NOTHING").await?;
-        self.file_keys.clear();
+        insert_rows(tx, std::mem::take(&mut self.files).as_slice(), FILE_CONFLICT).await?;
+        self.file_of.clear();
         insert_rows(tx, std::mem::take(&mut self.packages).as_slice(), "").await?;
         insert_rows(tx, std::mem::take(&mut self.package_files).as_slice(), "").await?;
+        let mut refs: Vec<(String, i64)> = std::mem::take(&mut self.refs).into_iter().collect();
+        refs.sort_unstable();
+        for (blake3, n) in refs {
+            add_refs(tx, &blake3, n).await?;
+        }
         insert_rows(tx, std::mem::take(&mut self.retention).as_slice(), "").await?;
         self.retention_of.clear();
         Ok(())

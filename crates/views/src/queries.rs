@@ -12,15 +12,16 @@ use uuid::Uuid;
 use crate::rows::{once, qualified, FileRow, PackageFileRow, PackageRow, PolicyRow, RetentionRow};
 use crate::Error;
 
-/// `(SELECT COUNT(*) FROM artifact_files WHERE blake3 = $N)`: 1 when the views know the blob whose BLAKE3 digest is
-/// bound as parameter `$N`, else 0, as a SQL literal for `concat!`.
+/// `(SELECT COUNT(*) FROM artifact_files WHERE blake3 = $N AND removed_sequence IS NULL)`: 1 when the views hold the
+/// blob whose BLAKE3 digest is bound as parameter `$N` (and collection has not removed it), else 0, as a SQL literal
+/// for `concat!`.
 ///
 /// For a statement that writes something else and learns in the same round trip whether the blob is known
 /// (`... RETURNING artifactstore_views::file_known_sql!(2)`); `queries::file_known` asks the same on its own.
 #[macro_export]
 macro_rules! file_known_sql {
     ($param:literal) => {
-        concat!("(SELECT COUNT(*) FROM artifact_files WHERE blake3 = $", $param, ")")
+        concat!("(SELECT COUNT(*) FROM artifact_files WHERE blake3 = $", $param, " AND removed_sequence IS NULL)")
     };
 }
 
@@ -53,7 +54,7 @@ pub struct PackagePage {
     pub next_cursor: Option<String>,
 }
 
-/// The blob with `digest` (BLAKE3 or SHA-256).
+/// The blob with `digest` (BLAKE3 or SHA-256), removed or not.
 pub async fn blob<E: AsExec>(target: &mut E, digest: &Digest) -> Result<Option<FileRow>, Error> {
     let sql = match digest.algorithm() {
         Algorithm::Blake3 => once!(format!("SELECT {} FROM artifact_files WHERE blake3 = $1", FileRow::COLUMNS)),
@@ -62,8 +63,8 @@ pub async fn blob<E: AsExec>(target: &mut E, digest: &Digest) -> Result<Option<F
     Ok(fetch_optional!(target, FileRow, sql, digest.to_string())?)
 }
 
-/// The blob each of `digests` names, in order (`None` for a digest no blob has): what a publish resolves its
-/// manifest's files to, inside its write transaction.
+/// The live blob each of `digests` names, in order (`None` for a digest no blob has, or one collection removed):
+/// what a publish resolves its manifest's files to, inside its write transaction.
 pub async fn resolve<E: AsExec>(target: &mut E, digests: &[Digest]) -> Result<Vec<Option<FileRow>>, Error> {
     let mut found = std::collections::HashMap::new();
     for (algorithm, column) in [(Algorithm::Blake3, "blake3"), (Algorithm::Sha256, "sha256")] {
@@ -71,7 +72,7 @@ pub async fn resolve<E: AsExec>(target: &mut E, digests: &[Digest]) -> Result<Ve
             digests.iter().filter(|d| d.algorithm() == algorithm).map(Digest::to_string).collect();
         keys.sort_unstable();
         keys.dedup();
-        for row in files_where_in(target, column, &keys).await? {
+        for row in files_where_in(target, column, &keys).await?.into_iter().filter(|row| !row.is_removed()) {
             let key = if algorithm == Algorithm::Blake3 { row.blake3.clone() } else { row.sha256.clone() };
             found.insert(key, row);
         }
@@ -104,27 +105,53 @@ async fn files_where_in<E: AsExec>(target: &mut E, column: &str, keys: &[String]
     Ok(rows)
 }
 
-/// Whether the views know the blob with this BLAKE3 digest (`blake3:<hex>`).
+/// The rows of the blobs with these BLAKE3 digests (`blake3:<hex>`), removed or not, in no particular order.
+pub async fn files<E: AsExec>(target: &mut E, blake3: &[String]) -> Result<Vec<FileRow>, Error> {
+    files_where_in(target, "blake3", blake3).await
+}
+
+/// Collection's candidates: blobs no live version names, idle since `cutoff_ms` or before and not removed, oldest
+/// idle first, after the key `after` (`(idle_since_ms, blake3)` of the last one seen), at most `limit`. Read from
+/// the index of unreferenced blobs, so the cost follows the garbage, not the registry's size.
+pub async fn unreferenced<E: AsExec>(
+    target: &mut E,
+    cutoff_ms: i64,
+    after: Option<(i64, &str)>,
+    limit: i64,
+) -> Result<Vec<FileRow>, Error> {
+    let sql = once!(format!(
+        "SELECT {} FROM artifact_files WHERE refs = 0 AND removed_sequence IS NULL AND idle_since_ms <= $1 \
+         AND (idle_since_ms > $2 OR (idle_since_ms = $2 AND blake3 > $3)) ORDER BY idle_since_ms, blake3 LIMIT $4",
+        FileRow::COLUMNS
+    ));
+    let (after_ms, after_key) = after.unwrap_or((i64::MIN, ""));
+    Ok(fetch_all!(target, FileRow, sql, cutoff_ms, after_ms, after_key, limit)?)
+}
+
+/// Whether the views hold the live blob with this BLAKE3 digest (`blake3:<hex>`).
 pub async fn file_known<E: AsExec>(target: &mut E, blake3: &str) -> Result<bool, Error> {
     let (count,): (i64,) =
         artifactstore_db::fetch_one!(target, (i64,), concat!("SELECT ", file_known_sql!(1)), blake3)?;
     Ok(count > 0)
 }
 
-/// Every blob the views know, by BLAKE3 digest.
+/// Every live blob the views hold (removed ones left out), by BLAKE3 digest.
 pub async fn all_blobs<E: AsExec>(target: &mut E) -> Result<Vec<FileRow>, Error> {
-    let sql = once!(format!("SELECT {} FROM artifact_files ORDER BY blake3", FileRow::COLUMNS));
+    let sql = once!(format!(
+        "SELECT {} FROM artifact_files WHERE removed_sequence IS NULL ORDER BY blake3",
+        FileRow::COLUMNS
+    ));
     Ok(fetch_all!(target, FileRow, sql)?)
 }
 
-/// The BLAKE3 digests that package versions name but no blob of the views has (a fault: every file is ingested
-/// before a version can name it).
+/// The BLAKE3 digests that package versions name but no live blob of the views has (a fault: every file is
+/// ingested before a version can name it, and collection removes only blobs no version names).
 pub async fn missing_blobs<E: AsExec>(target: &mut E) -> Result<Vec<String>, Error> {
     let rows = fetch_all!(
         target,
         (String,),
         "SELECT DISTINCT f.blake3 FROM artifact_package_files f \
-         LEFT JOIN artifact_files a ON a.blake3 = f.blake3 WHERE a.blake3 IS NULL"
+         LEFT JOIN artifact_files a ON a.blake3 = f.blake3 WHERE a.blake3 IS NULL OR a.removed_sequence IS NOT NULL"
     )?;
     Ok(rows.into_iter().map(|(blake3,)| blake3).collect())
 }

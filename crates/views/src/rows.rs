@@ -89,10 +89,24 @@ view_row! {
         pub media_type: Option<String>,
         /// The file's id, derived from its BLAKE3 digest.
         pub file_id: Uuid,
-        /// The event that ingested it.
+        /// The event that ingested it (the latest, for bytes ingested again after a removal).
         pub ingested_sequence: i64,
-        /// The event that last changed the row.
+        /// The event that last changed the row (its ingestion or its removal).
         pub sequence: i64,
+        /// How many files of live package versions name it.
+        pub refs: i64,
+        /// When it last became unreferenced, or was ingested if never referenced since: Unix milliseconds of that
+        /// event's time. Meaningful while `refs` is 0.
+        pub idle_since_ms: i64,
+        /// The `v1.file.removed` that removed it, while it stays removed.
+        pub removed_sequence: Option<i64>,
+    }
+}
+
+impl FileRow {
+    /// Whether collection removed it (and no later ingestion brought it back).
+    pub fn is_removed(&self) -> bool {
+        self.removed_sequence.is_some()
     }
 }
 
@@ -244,7 +258,7 @@ pub(crate) async fn insert_rows<R: ViewRow>(tx: &mut Tx, rows: &[R], tail: &str)
     Ok(())
 }
 
-/// Rows per multi-row `INSERT` (at most 8 parameters each, far below either backend's limit).
+/// Rows per multi-row `INSERT` (at most 10 parameters each, far below either backend's limit).
 pub(crate) const ROWS_PER_INSERT: usize = 200;
 /// Bound bytes per multi-row `INSERT`, at most (but always one row): a package's metadata may be 16 MiB, and
 /// PostgreSQL refuses a message over 1 GiB.
@@ -288,8 +302,12 @@ mod tests {
 
     #[test]
     fn column_lists_follow_the_fields() {
-        assert_eq!(FileRow::COLUMNS, "blake3, sha256, size, media_type, file_id, ingested_sequence, sequence");
-        assert_eq!(<FileRow as ViewRow>::ARITY, 7);
+        assert_eq!(
+            FileRow::COLUMNS,
+            "blake3, sha256, size, media_type, file_id, ingested_sequence, sequence, refs, idle_since_ms, \
+             removed_sequence"
+        );
+        assert_eq!(<FileRow as ViewRow>::ARITY, 10);
         assert_eq!(
             PackageRow::COLUMNS,
             "package_id, name, version, metadata, created_by, created_at, created_sequence, sequence"

@@ -2,7 +2,7 @@
 //! canonical CBOR; and a rebuild that loads a snapshot and replays only what follows it.
 
 use artifactstore_db::Tx;
-use artifactstore_eventlog::{EventLog, Filter, Head, TypeFilter};
+use artifactstore_eventlog::{EventLog, Head};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -10,15 +10,15 @@ use crate::replay::{replay_after, Refill};
 use crate::rows::insert_rows;
 use crate::{dump, Error, RebuildStats, ViewsDump};
 
-/// The format tag every snapshot this code takes carries: v2 holds the retention policies.
-pub const SNAPSHOT_FORMAT: &str = "artifactstore-views-snapshot-v2";
-/// The format before the retention policies: still loaded for a log that has no policy event up to its sequence.
-const SNAPSHOT_FORMAT_V1: &str = "artifactstore-views-snapshot-v1";
+/// The format tag every snapshot this code takes carries: v3 holds the blobs' reference counts and removals.
+pub const SNAPSHOT_FORMAT: &str = "artifactstore-views-snapshot-v3";
+/// Older formats, which lack the reference counts: refused, and `replay --from-snapshot` replays the whole log.
+const OLDER_FORMATS: [&str; 2] = ["artifactstore-views-snapshot-v1", "artifactstore-views-snapshot-v2"];
 
 /// A snapshot of the views.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
-    /// `SNAPSHOT_FORMAT`, or the v1 format of an older snapshot.
+    /// `SNAPSHOT_FORMAT`.
     pub format: String,
     /// The log the views were built from.
     pub log_id: Uuid,
@@ -39,12 +39,21 @@ impl Snapshot {
 
     /// Reads canonical CBOR bytes back, refusing another format.
     pub fn from_cbor(bytes: &[u8]) -> Result<Snapshot, Error> {
-        let snapshot: Snapshot =
-            artifactstore_cbor::from_slice(bytes).map_err(|err| Error::Snapshot(err.to_string()))?;
-        if snapshot.format != SNAPSHOT_FORMAT && snapshot.format != SNAPSHOT_FORMAT_V1 {
-            return Err(Error::Snapshot(format!("unknown snapshot format `{}`", snapshot.format)));
+        #[derive(Deserialize)]
+        struct Format {
+            format: String,
         }
-        Ok(snapshot)
+        let Format { format } =
+            artifactstore_cbor::from_slice(bytes).map_err(|err| Error::Snapshot(err.to_string()))?;
+        if OLDER_FORMATS.contains(&format.as_str()) {
+            return Err(Error::Snapshot(format!(
+                "snapshot format `{format}` predates the blobs' reference counts; the log is replayed instead"
+            )));
+        }
+        if format != SNAPSHOT_FORMAT {
+            return Err(Error::Snapshot(format!("unknown snapshot format `{format}`")));
+        }
+        artifactstore_cbor::from_slice(bytes).map_err(|err| Error::Snapshot(err.to_string()))
     }
 
     /// The object name: sequence first (zero-padded, so names sort by sequence), then the chain hash.
@@ -77,13 +86,6 @@ pub async fn take(log: &EventLog) -> Result<Snapshot, Error> {
 pub async fn matches_log(log: &EventLog, snapshot: &Snapshot) -> Result<bool, Error> {
     if snapshot.log_id != log.head().log_id {
         return Ok(false);
-    }
-    if snapshot.format == SNAPSHOT_FORMAT_V1 {
-        // A v1 snapshot holds no policies: it fits only a log without policy events up to its sequence.
-        let policies = Filter { event_type: Some(TypeFilter::Prefix("v1.policy.".to_owned())), ..Filter::default() };
-        if !log.read(0, snapshot.sequence, 1, &policies).await?.is_empty() {
-            return Ok(false);
-        }
     }
     if snapshot.sequence == 0 {
         return Ok(snapshot.chain_hash == [0u8; 32]);

@@ -9,6 +9,8 @@ use crate::Error;
 
 /// A blob was stored at its content address.
 pub const FILE_INGESTED: &str = "v1.file.ingested";
+/// A blob was removed by collection: no live version named it for longer than the grace time.
+pub const FILE_REMOVED: &str = "v1.file.removed";
 /// A package version was published.
 pub const PACKAGE_CREATED: &str = "v1.package.created";
 /// A package version was deleted.
@@ -62,6 +64,19 @@ pub struct FileIngested {
     /// The media type the uploader declared, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+}
+
+/// Payload of `v1.file.removed`: the blob, and why collection removed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRemoved {
+    /// `blake3:<hex>`.
+    pub blake3: String,
+    /// `sha256:<hex>`.
+    pub sha256: String,
+    /// Length in bytes.
+    pub size: u64,
+    /// Why, in words (for example "unreferenced since 2026-12-01T10:00:00Z").
+    pub reason: String,
 }
 
 /// One file of a package version, as the manifest names it.
@@ -202,6 +217,8 @@ pub enum StorageKind {
 pub enum RegistryEvent {
     /// `v1.file.ingested`.
     FileIngested(FileIngested),
+    /// `v1.file.removed`.
+    FileRemoved(FileRemoved),
     /// `v1.package.created`; the package id is the event's subject.
     PackageCreated {
         /// The new version's id (a UUIDv7).
@@ -251,6 +268,7 @@ impl RegistryEvent {
     pub fn event_type(&self) -> &'static str {
         match self {
             RegistryEvent::FileIngested(_) => FILE_INGESTED,
+            RegistryEvent::FileRemoved(_) => FILE_REMOVED,
             RegistryEvent::PackageCreated { .. } => PACKAGE_CREATED,
             RegistryEvent::PackageDeleted { .. } => PACKAGE_DELETED,
             RegistryEvent::Retention { kind, .. } => match kind {
@@ -276,6 +294,7 @@ impl RegistryEvent {
     pub fn subject(&self) -> Result<(SubjectKind, Uuid), Error> {
         Ok(match self {
             RegistryEvent::FileIngested(p) => (SubjectKind::File, file_id(&p.blake3)),
+            RegistryEvent::FileRemoved(p) => (SubjectKind::File, file_id(&p.blake3)),
             RegistryEvent::PackageCreated { package_id, .. } | RegistryEvent::PackageDeleted { package_id, .. } => {
                 (SubjectKind::Package, *package_id)
             }
@@ -292,6 +311,7 @@ impl RegistryEvent {
     pub fn to_new_event(&self, actor: &str) -> Result<NewEvent, Error> {
         let payload = match self {
             RegistryEvent::FileIngested(p) => encode(self, p),
+            RegistryEvent::FileRemoved(p) => encode(self, p),
             RegistryEvent::PackageCreated { payload, .. } => {
                 if !matches!(payload.metadata, Value::Map(_)) {
                     return Err(bad_payload(self.event_type(), 0, "metadata must be a map"));
@@ -326,6 +346,7 @@ impl RegistryEvent {
         let policy = |kind| decode(event).map(|payload| RegistryEvent::Policy { kind, payload });
         let typed = match event.event_type.as_str() {
             FILE_INGESTED => RegistryEvent::FileIngested(decode(event)?),
+            FILE_REMOVED => RegistryEvent::FileRemoved(decode(event)?),
             PACKAGE_CREATED => RegistryEvent::PackageCreated { package_id: subject()?, payload: decode(event)? },
             PACKAGE_DELETED => RegistryEvent::PackageDeleted { package_id: subject()?, payload: decode(event)? },
             RETENTION_EXTENDED => retention(RetentionKind::Extended)?,

@@ -9,7 +9,7 @@ use artifactstore_digest::DualDigest;
 use artifactstore_eventlog::{EventLog, LogOptions};
 use artifactstore_testkit::TestDb;
 use artifactstore_views::vocab::{
-    FileIngested, PackageCreated, PackageDeleted, PackageFile, PolicyChange, PolicyKind, RetentionChange,
+    FileIngested, FileRemoved, PackageCreated, PackageDeleted, PackageFile, PolicyChange, PolicyKind, RetentionChange,
     RetentionKind, StorageChange, StorageKind,
 };
 use artifactstore_views::{dump, record, RegistryEvent, ViewsDump};
@@ -59,6 +59,8 @@ enum Op {
         keep_days: Option<u16>,
     },
     RemovePolicy(prop::sample::Index),
+    /// Removes one of the lane's blobs that no live version names (as collection does).
+    Collect(prop::sample::Index),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -78,6 +80,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..4u8, any::<Option<u8>>(), any::<Option<u16>>())
             .prop_map(|(policy, keep_last, keep_days)| Op::SetPolicy { policy, keep_last, keep_days }),
         1 => index().prop_map(Op::RemovePolicy),
+        2 => index().prop_map(Op::Collect),
     ]
 }
 
@@ -89,6 +92,10 @@ struct Lane {
     packages: Vec<(Uuid, String, String)>,
     placed: BTreeMap<(String, String), String>,
     policies: BTreeMap<String, String>,
+    /// The files of each live version.
+    version_files: BTreeMap<Uuid, Vec<String>>,
+    /// Blobs collection removed (and not ingested again since).
+    removed: BTreeSet<String>,
 }
 
 /// A policy as the model keeps it: prefix, keep_last, keep_days.
@@ -102,6 +109,9 @@ struct Model {
     expired: BTreeSet<(String, String)>,
     storage: BTreeSet<(String, String, String)>,
     policies: BTreeMap<String, ModelPolicy>,
+    /// Live blobs with the number of live version files naming each.
+    refs: BTreeMap<String, i64>,
+    removed: BTreeSet<String>,
 }
 
 fn blob(lane: usize, seed: u16, media: bool) -> FileIngested {
@@ -121,6 +131,10 @@ impl Lane {
         Some(match op {
             Op::Ingest { seed, media } => {
                 let file = blob(self.id, *seed, *media);
+                if self.removed.remove(&file.blake3) {
+                    // Removed bytes, ingested again.
+                    return Some(RegistryEvent::FileIngested(file));
+                }
                 if self.files.iter().any(|f| f.blake3 == file.blake3) {
                     return None;
                 }
@@ -137,7 +151,7 @@ impl Lane {
                 if !self.files.is_empty() {
                     for i in files {
                         let f = &self.files[i.index(self.files.len())];
-                        if !chosen.iter().any(|c| c.blake3 == f.blake3) {
+                        if !self.removed.contains(&f.blake3) && !chosen.iter().any(|c| c.blake3 == f.blake3) {
                             chosen.push(f);
                         }
                     }
@@ -159,6 +173,7 @@ impl Lane {
                 ]);
                 let package_id = Uuid::now_v7();
                 self.packages.push((package_id, name.clone(), version.clone()));
+                self.version_files.insert(package_id, chosen.iter().map(|f| f.blake3.clone()).collect());
                 RegistryEvent::PackageCreated { package_id, payload: PackageCreated { name, version, files, metadata } }
             }
             Op::Delete(i) => {
@@ -166,6 +181,7 @@ impl Lane {
                     return None;
                 }
                 let (package_id, name, version) = self.packages.remove(i.index(self.packages.len()));
+                self.version_files.remove(&package_id);
                 RegistryEvent::PackageDeleted { package_id, payload: PackageDeleted { name, version, reason: None } }
             }
             Op::Extend { package, days } => self.retention(package, RetentionKind::Extended, Some(*days))?,
@@ -217,6 +233,26 @@ impl Lane {
                     },
                 }
             }
+            Op::Collect(i) => {
+                let named: BTreeSet<&String> = self.version_files.values().flatten().collect();
+                let free: Vec<&FileIngested> = self
+                    .files
+                    .iter()
+                    .filter(|f| !self.removed.contains(&f.blake3) && !named.contains(&f.blake3))
+                    .collect();
+                if free.is_empty() {
+                    return None;
+                }
+                let f = free[i.index(free.len())].clone();
+                self.removed.insert(f.blake3.clone());
+                self.placed.retain(|(b, _), _| *b != f.blake3);
+                RegistryEvent::FileRemoved(FileRemoved {
+                    blake3: f.blake3,
+                    sha256: f.sha256,
+                    size: f.size,
+                    reason: "unreferenced".into(),
+                })
+            }
             Op::RemovePolicy(i) => {
                 let name = self.policies.keys().nth(i.index(self.policies.len().max(1)))?.clone();
                 let prefix = self.policies.remove(&name)?;
@@ -229,7 +265,8 @@ impl Lane {
     }
 
     fn pick_file(&self, i: &prop::sample::Index) -> Option<String> {
-        (!self.files.is_empty()).then(|| self.files[i.index(self.files.len())].blake3.clone())
+        let f = self.files.get(i.index(self.files.len().max(1)))?.blake3.clone();
+        (!self.removed.contains(&f)).then_some(f)
     }
 
     fn retention(&self, i: &prop::sample::Index, kind: RetentionKind, days: Option<u16>) -> Option<RegistryEvent> {
@@ -255,7 +292,9 @@ fn project(dump: &ViewsDump) -> Model {
     let by_id: BTreeMap<Uuid, (String, String)> =
         dump.packages.iter().map(|p| (p.package_id, (p.name.clone(), p.version.clone()))).collect();
     Model {
-        files: dump.files.iter().map(|f| f.blake3.clone()).collect(),
+        files: dump.files.iter().filter(|f| !f.is_removed()).map(|f| f.blake3.clone()).collect(),
+        refs: dump.files.iter().filter(|f| !f.is_removed()).map(|f| (f.blake3.clone(), f.refs)).collect(),
+        removed: dump.files.iter().filter(|f| f.is_removed()).map(|f| f.blake3.clone()).collect(),
         packages: by_id.values().cloned().collect(),
         holds: dump.retention.iter().filter(|r| r.hold).map(|r| by_id[&r.package_id].clone()).collect(),
         expired: dump.retention.iter().filter(|r| r.expired).map(|r| by_id[&r.package_id].clone()).collect(),
@@ -275,17 +314,33 @@ fn project(dump: &ViewsDump) -> Model {
 fn model_of(events: &[RegistryEvent]) -> Model {
     let mut m = Model::default();
     let mut names: BTreeMap<Uuid, (String, String)> = BTreeMap::new();
+    let mut files_of: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
     for e in events {
         match e {
             RegistryEvent::FileIngested(f) => {
                 m.files.insert(f.blake3.clone());
+                m.removed.remove(&f.blake3);
+                m.refs.entry(f.blake3.clone()).or_insert(0);
+            }
+            RegistryEvent::FileRemoved(f) => {
+                assert!(m.files.remove(&f.blake3));
+                assert_eq!(m.refs.remove(&f.blake3), Some(0));
+                m.removed.insert(f.blake3.clone());
+                m.storage.retain(|(b, _, _)| *b != f.blake3);
             }
             RegistryEvent::PackageCreated { package_id, payload } => {
                 let key = (payload.name.clone(), payload.version.clone());
                 names.insert(*package_id, key.clone());
+                files_of.insert(*package_id, payload.files.iter().map(|f| f.blake3.clone()).collect());
+                for file in &payload.files {
+                    *m.refs.get_mut(&file.blake3).unwrap() += 1;
+                }
                 m.packages.insert(key);
             }
             RegistryEvent::PackageDeleted { package_id, .. } => {
+                for blake3 in files_of.remove(package_id).unwrap() {
+                    *m.refs.get_mut(&blake3).unwrap() -= 1;
+                }
                 let key = names.remove(package_id).unwrap();
                 m.packages.remove(&key);
                 m.holds.remove(&key);

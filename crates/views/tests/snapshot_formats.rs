@@ -1,22 +1,13 @@
-//! A snapshot of the format before retention policies (v1) fits only a log with no policy event up to its sequence.
+//! Snapshots of the formats before the blobs' reference counts (v1, v2) are refused with a message that says why,
+//! so `replay --from-snapshot` replays the whole log instead; the current format reads back.
 
 use artifactstore_eventlog::{EventLog, LogOptions};
 use artifactstore_testkit::{TestDb, BACKENDS};
-use artifactstore_views::vocab::{FileIngested, PolicyChange, PolicyKind};
+use artifactstore_views::vocab::FileIngested;
 use artifactstore_views::{matches_log, record, take, RegistryEvent, Snapshot, SNAPSHOT_FORMAT};
 
-async fn write(log: &EventLog, event: RegistryEvent) {
-    log.transact(move |wtx| Box::pin(async move { record(wtx, "test", &event).await.map(drop) })).await.unwrap();
-}
-
-fn as_v1(snapshot: &Snapshot) -> Snapshot {
-    let mut old = snapshot.clone();
-    old.format = "artifactstore-views-snapshot-v1".to_owned();
-    Snapshot::from_cbor(&old.to_cbor().unwrap()).expect("a v1 snapshot still reads")
-}
-
 #[tokio::test]
-async fn a_v1_snapshot_fits_only_a_log_without_policies_up_to_it() {
+async fn snapshots_before_reference_counts_are_refused() {
     for backend in BACKENDS {
         let Some(test) = TestDb::of(backend).await else { continue };
         let log = EventLog::open(test.db.clone(), LogOptions::default()).await.unwrap();
@@ -26,17 +17,22 @@ async fn a_v1_snapshot_fits_only_a_log_without_policies_up_to_it() {
             size: 1,
             media_type: None,
         };
-        write(&log, RegistryEvent::FileIngested(blob)).await;
-        let before_policies = take(&log).await.unwrap();
-        assert_eq!(before_policies.format, SNAPSHOT_FORMAT);
-        assert!(matches_log(&log, &as_v1(&before_policies)).await.unwrap(), "{backend:?}: no policy yet");
-
-        let policy = PolicyChange { name: "p".into(), prefix: "a/".into(), keep_last: Some(1), keep_days: None };
-        write(&log, RegistryEvent::Policy { kind: PolicyKind::Set, payload: policy }).await;
-        // A policy after the snapshot is replayed on top of it: the v1 snapshot still fits.
-        assert!(matches_log(&log, &as_v1(&before_policies)).await.unwrap(), "{backend:?}: policy after it");
-        let with_policy = take(&log).await.unwrap();
-        assert!(matches_log(&log, &with_policy).await.unwrap());
-        assert!(!matches_log(&log, &as_v1(&with_policy)).await.unwrap(), "{backend:?}: a v1 snapshot lacks it");
+        let event = RegistryEvent::FileIngested(blob);
+        log.transact(move |wtx| Box::pin(async move { record(wtx, "test", &event).await.map(drop) })).await.unwrap();
+        let snapshot = take(&log).await.unwrap();
+        assert_eq!(snapshot.format, SNAPSHOT_FORMAT);
+        let read = Snapshot::from_cbor(&snapshot.to_cbor().unwrap()).unwrap();
+        assert_eq!(read, snapshot);
+        assert!(matches_log(&log, &read).await.unwrap());
+        for older in ["artifactstore-views-snapshot-v1", "artifactstore-views-snapshot-v2"] {
+            let mut old = snapshot.clone();
+            old.format = older.to_owned();
+            let refused = Snapshot::from_cbor(&old.to_cbor().unwrap()).unwrap_err().to_string();
+            assert!(refused.contains("predates the blobs' reference counts"), "{backend:?}: {refused}");
+        }
+        let mut unknown = snapshot.clone();
+        unknown.format = "artifactstore-views-snapshot-v9".to_owned();
+        let refused = Snapshot::from_cbor(&unknown.to_cbor().unwrap()).unwrap_err().to_string();
+        assert!(refused.contains("unknown snapshot format"), "{refused}");
     }
 }

@@ -50,6 +50,9 @@ pub(crate) async fn get(
         queries::blob(&mut conn, &digest).await?
     };
     let blob = found.ok_or_else(|| ApiError::not_found(format!("no blob has digest {digest}")))?;
+    if let Some(sequence) = blob.removed_sequence {
+        return Err(ApiError::blob_removed(&blob.blake3, sequence));
+    }
     serve_blob(&state, Blob::from(&blob), &method, &headers).await
 }
 

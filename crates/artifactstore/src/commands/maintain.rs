@@ -144,9 +144,10 @@ fn report_views(differences: &[artifactstore_views::Difference]) -> bool {
 /// Checks every blob the views know against the store, and lists what the store holds that no event names.
 /// Returns whether nothing is missing or corrupt (orphans are reported, not faults).
 async fn verify_blobs(instance: &Instance) -> anyhow::Result<bool> {
-    let (files, named) = {
+    let (files, named, deleting) = {
         let mut conn = instance.db.acquire().await?;
-        (queries::all_blobs(&mut conn).await?, queries::missing_blobs(&mut conn).await?)
+        let deleting = crate::lifecycle::pending(&mut conn, i64::MAX).await?;
+        (queries::all_blobs(&mut conn).await?, queries::missing_blobs(&mut conn).await?, deleting)
     };
     let stored: std::collections::HashMap<String, u64> =
         instance.store.list_blobs().await.context("list the blob store")?.into_iter().collect();
@@ -176,7 +177,13 @@ async fn verify_blobs(instance: &Instance) -> anyhow::Result<bool> {
     for blake3 in &named {
         faults.push(format!("{blake3}: named by a package but never ingested"));
     }
-    let known: std::collections::HashSet<&str> = files.iter().map(|f| f.blake3.trim_start_matches("blake3:")).collect();
+    // Removed blobs whose bytes are still to be deleted are neither faults nor orphans: the next gc run deletes them.
+    let known: std::collections::HashSet<&str> = files
+        .iter()
+        .map(|f| f.blake3.as_str())
+        .chain(deleting.iter().map(String::as_str))
+        .map(|blake3| blake3.trim_start_matches("blake3:"))
+        .collect();
     let mut orphans: Vec<&String> = stored.keys().filter(|hex| !known.contains(hex.as_str())).collect();
     orphans.sort();
     if faults.is_empty() {
@@ -186,6 +193,9 @@ async fn verify_blobs(instance: &Instance) -> anyhow::Result<bool> {
         for fault in &faults {
             println!("  {fault}");
         }
+    }
+    if !deleting.is_empty() {
+        println!("removed: {} blob(s) whose bytes the next gc run deletes", deleting.len());
     }
     if !orphans.is_empty() {
         println!(

@@ -3,11 +3,15 @@
 //! A run reads the policies and the versions under their prefixes, decides which versions expire (`expiry`), and
 //! commits each expiry in a transaction of its own that decides again on what it reads: `v1.retention.expired`
 //! (naming the policy and its rule) and `v1.package.deleted`. A run that changed anything ends with one
-//! `v1.system.gc`. A dry run decides the same and commits nothing. Collection of the blobs no live version names
-//! is not part of the run yet: its report's `removed` stays empty.
+//! `v1.system.gc`. A dry run decides the same and commits nothing. Then collection (`collect`) removes the blobs
+//! no live version has named for the grace time.
 
+mod collect;
 mod expiry;
 
+pub(crate) use collect::{pending, renew_removed};
+
+use artifactstore_db::{fetch_one, Backend, Tx};
 use artifactstore_views::queries::{self, Version};
 use artifactstore_views::vocab::{GcRun, PackageDeleted, RegistryEvent, RetentionChange, RetentionKind};
 use chrono::{DateTime, Utc};
@@ -24,7 +28,7 @@ pub struct Report {
     pub dry_run: bool,
     /// The versions it expired, oldest of each package first.
     pub expired: Vec<Expired>,
-    /// The blobs it removed (collection is not part of the run yet).
+    /// The blobs it removed, by digest.
     pub removed: Vec<Removed>,
     /// The bytes of the removed blobs.
     pub bytes: u64,
@@ -52,8 +56,23 @@ pub struct Removed {
     pub size: u64,
 }
 
-/// Runs expiry now on `instance`, as `actor`; with `dry_run`, commits nothing.
+/// Runs expiry, then collection, now on `instance`, as `actor`; with `dry_run`, commits nothing and reports the
+/// same. One run at a time per database: another run in progress makes this one answer `409 gc_running`.
 pub async fn run(instance: &Instance, actor: &str, dry_run: bool) -> Result<Report, ApiError> {
+    let Some(turn) = Turn::take(instance).await? else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "gc_running",
+            "Collection running",
+            "another lifecycle run is in progress on this database; try again when it ends",
+        ));
+    };
+    let result = run_in_turn(instance, actor, dry_run).await;
+    turn.end().await;
+    result
+}
+
+async fn run_in_turn(instance: &Instance, actor: &str, dry_run: bool) -> Result<Report, ApiError> {
     let now = Utc::now();
     let candidates = {
         let mut conn = instance.db.acquire().await?;
@@ -67,6 +86,7 @@ pub async fn run(instance: &Instance, actor: &str, dry_run: bool) -> Result<Repo
         expiry::expiring(&policies, versions, now)
     };
     let mut report = Report { dry_run, ..Report::default() };
+    let mut freed = Vec::new();
     for (version, verdict) in candidates {
         let expired = Expired {
             name: version.package.name.clone(),
@@ -74,12 +94,30 @@ pub async fn run(instance: &Instance, actor: &str, dry_run: bool) -> Result<Repo
             policy: verdict.policy,
             rule: verdict.rule,
         };
-        if dry_run || expire(instance, actor, version.package.package_id, &expired, now).await? {
+        let package_id = version.package.package_id;
+        if dry_run {
+            let mut conn = instance.db.acquire().await?;
+            freed.extend(queries::version_files(&mut conn, package_id).await?.into_iter().map(|file| file.blake3));
+            report.expired.push(expired);
+        } else if expire(instance, actor, package_id, &expired, now).await? {
             report.expired.push(expired);
         }
     }
-    if !dry_run && !report.expired.is_empty() {
-        let payload = GcRun { expired: report.expired.len() as u64, removed: 0, bytes: 0 };
+    // The cutoff is taken after the expiries committed, so with no grace their blobs go in this run too.
+    let grace = instance.config.gc_grace;
+    let cutoff_ms = Utc::now().timestamp_millis().saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+    report.removed = if dry_run {
+        let freed = if grace.is_zero() { freed } else { Vec::new() };
+        collect::preview(instance, cutoff_ms, freed).await?
+    } else {
+        collect::collect(instance, actor, cutoff_ms).await?
+    };
+    report.removed.sort_by(|a, b| a.digest.cmp(&b.digest));
+    report.removed.dedup_by(|a, b| a.digest == b.digest);
+    report.bytes = report.removed.iter().map(|r| r.size).sum();
+    if !dry_run && (!report.expired.is_empty() || !report.removed.is_empty()) {
+        let payload =
+            GcRun { expired: report.expired.len() as u64, removed: report.removed.len() as u64, bytes: report.bytes };
         let event = RegistryEvent::SystemGc { run_id: Uuid::now_v7(), payload };
         let actor = actor.to_owned();
         instance
@@ -89,9 +127,56 @@ pub async fn run(instance: &Instance, actor: &str, dry_run: bool) -> Result<Repo
             })
             .await?;
     }
-    tracing::info!(dry_run, expired = report.expired.len(), "lifecycle run");
+    tracing::info!(
+        dry_run,
+        expired = report.expired.len(),
+        removed = report.removed.len(),
+        bytes = report.bytes,
+        "lifecycle run"
+    );
     Ok(report)
 }
+
+/// A run's turn: on PostgreSQL a transaction holding an advisory lock of this schema (released when it ends, also
+/// if the process dies); on SQLite the instance's own mutex.
+struct Turn {
+    tx: Option<Tx>,
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Turn {
+    async fn take(instance: &Instance) -> Result<Option<Turn>, ApiError> {
+        let Ok(guard) = instance.lifecycle.clone().try_lock_owned() else {
+            return Ok(None);
+        };
+        if instance.db.backend() == Backend::Sqlite {
+            return Ok(Some(Turn { tx: None, _guard: Some(guard) }));
+        }
+        let mut tx = instance.db.begin_read().await?;
+        let (taken,): (bool,) = fetch_one!(
+            &mut tx,
+            (bool,),
+            "SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()))",
+            TURN_LOCK_CLASS
+        )?;
+        if !taken {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        Ok(Some(Turn { tx: Some(tx), _guard: Some(guard) }))
+    }
+
+    async fn end(self) {
+        if let Some(tx) = self.tx {
+            if let Err(err) = tx.rollback().await {
+                tracing::warn!(error = %err, "ending the lifecycle run's lock failed; the connection drops it");
+            }
+        }
+    }
+}
+
+/// The first key of the lifecycle run's advisory lock (the second is the schema's hash).
+const TURN_LOCK_CLASS: i32 = 0x6763_0001;
 
 /// Expires one version in a transaction of its own, if what the transaction reads still lets it go (a hold set, a
 /// version deleted or published, or a policy changed meanwhile is seen); says whether it did.

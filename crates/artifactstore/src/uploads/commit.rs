@@ -178,6 +178,7 @@ impl Uploads {
             media_type,
         });
         let actor = caller.actor().to_owned();
+        let store = self.blobs().clone();
         // The work says whether its failure left changes behind: each statement either succeeds or undoes itself,
         // and once the session is ended, any failure counts as after writing.
         self.log()
@@ -203,6 +204,16 @@ impl Uploads {
                     };
                     if known {
                         return Ok(None);
+                    }
+                    // Bytes collection removed, ingested again: their pending deletion is called off, and the bytes
+                    // this commit placed must still be there (a deletion between the placing and now took them).
+                    let renewed = crate::lifecycle::renew_removed(wtx.tx(), &store, &payload.blake3, payload.size)
+                        .await
+                        .map_err(Refused::AfterWriting)?;
+                    if !renewed {
+                        return Err(Refused::AfterWriting(ApiError::unavailable(
+                            "garbage collection deleted these bytes while this upload committed them; upload them again",
+                        )));
                     }
                     let appended = artifactstore_views::record(wtx, &actor, &event).await.map_err(|err| {
                         if !wrote && record_left_nothing(&err) {

@@ -1,0 +1,228 @@
+//! Collection: the blobs no live version names, past the grace time, removed through the log, then their bytes.
+//!
+//! Candidates come from the views' index of unreferenced blobs (`queries::unreferenced`), never from a listing of
+//! the store, so a run costs what it collects. Each batch is one log transaction that decides again on what it
+//! reads: a blob still unreferenced, still idle since before the cutoff, gets `v1.file.removed` and a row in
+//! `blob_deletions`. Its bytes are deleted afterwards, in another log transaction that takes the rows out as the
+//! bytes go; a crash in between leaves the rows, and the next run finishes them (`finish_deletions`).
+//!
+//! Both transactions go through the log's write order, as a publish's does: a publish that resolved a blob before
+//! its removal committed holds a reference the removal's transaction sees; one after it answers `422
+//! missing_blobs`. An upload that ingests removed bytes again calls their deletion off (`renew_removed`).
+
+use std::collections::HashMap;
+
+use artifactstore_blobstore::BlobStore;
+use artifactstore_db::{execute, fetch_all, fetch_optional, placeholders, AsExec, Backend, Exec, Tx};
+use artifactstore_views::queries;
+use artifactstore_views::vocab::{FileRemoved, RegistryEvent};
+use artifactstore_views::FileRow;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt as _, TryStreamExt as _};
+
+use super::Removed;
+use crate::instance::Instance;
+use crate::problem::ApiError;
+
+/// Blobs per removal transaction and per deletion transaction: small, so neither holds the log's write order for
+/// longer than a group commit takes.
+const BATCH: usize = 128;
+/// Byte deletions in flight at once.
+const DELETIONS_AT_ONCE: usize = 32;
+
+/// Removes every collectable blob idle since `cutoff_ms` or before, as `actor`, and deletes its bytes; first
+/// finishes the deletions an earlier run left. Returns the blobs it removed.
+pub(super) async fn collect(instance: &Instance, actor: &str, cutoff_ms: i64) -> Result<Vec<Removed>, ApiError> {
+    finish_deletions(instance).await?;
+    let mut removed = Vec::new();
+    let mut after: Option<(i64, String)> = None;
+    loop {
+        let page = {
+            let mut conn = instance.db.acquire().await?;
+            let after = after.as_ref().map(|(ms, key)| (*ms, key.as_str()));
+            queries::unreferenced(&mut conn, cutoff_ms, after, BATCH as i64).await?
+        };
+        let Some(last) = page.last() else { break };
+        after = Some((last.idle_since_ms, last.blake3.clone()));
+        let full = page.len() == BATCH;
+        let batch = remove(instance, actor, page, cutoff_ms).await?;
+        delete_bytes(instance, batch.iter().map(|row| row.blake3.clone()).collect()).await?;
+        removed.extend(batch.iter().map(Removed::from));
+        if !full {
+            break;
+        }
+    }
+    Ok(removed)
+}
+
+/// What a run would remove, committing nothing: the candidates idle since `cutoff_ms` or before, and, with
+/// `freed` (the files of the versions the run would expire, when the cutoff is now), the blobs those versions hold
+/// the last references of.
+pub(super) async fn preview(instance: &Instance, cutoff_ms: i64, freed: Vec<String>) -> Result<Vec<Removed>, ApiError> {
+    let mut conn = instance.db.acquire().await?;
+    let mut removed = Vec::new();
+    let mut after: Option<(i64, String)> = None;
+    loop {
+        let after_key = after.as_ref().map(|(ms, key)| (*ms, key.as_str()));
+        let page = queries::unreferenced(&mut conn, cutoff_ms, after_key, BATCH as i64).await?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.idle_since_ms, last.blake3.clone()));
+        removed.extend(page.iter().map(Removed::from));
+        if page.len() < BATCH {
+            break;
+        }
+    }
+    let mut names: HashMap<String, i64> = HashMap::new();
+    for blake3 in freed {
+        *names.entry(blake3).or_default() += 1;
+    }
+    let keys: Vec<String> = names.keys().cloned().collect();
+    for row in queries::files(&mut conn, &keys).await? {
+        if !row.is_removed() && row.refs == names[&row.blake3] {
+            removed.push(Removed::from(&row));
+        }
+    }
+    Ok(removed)
+}
+
+/// Records `v1.file.removed` for each blob of `page` that is still collectable, in one log transaction, with a
+/// `blob_deletions` row for each. Returns the rows of the blobs it removed.
+async fn remove(
+    instance: &Instance,
+    actor: &str,
+    page: Vec<FileRow>,
+    cutoff_ms: i64,
+) -> Result<Vec<FileRow>, ApiError> {
+    let actor = actor.to_owned();
+    let keys: Vec<String> = page.into_iter().map(|row| row.blake3).collect();
+    instance
+        .log
+        .transact(move |wtx| {
+            Box::pin(async move {
+                let mut rows = queries::files(wtx.tx(), &keys).await?;
+                rows.retain(|row| row.refs == 0 && !row.is_removed() && row.idle_since_ms <= cutoff_ms);
+                rows.sort_by(|a, b| (a.idle_since_ms, &a.blake3).cmp(&(b.idle_since_ms, &b.blake3)));
+                let mut pending = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let event = RegistryEvent::FileRemoved(FileRemoved {
+                        blake3: row.blake3.clone(),
+                        sha256: row.sha256.clone(),
+                        size: u64::try_from(row.size).unwrap_or(0),
+                        reason: format!("unreferenced since {}", since(row.idle_since_ms)),
+                    });
+                    let appended = artifactstore_views::record(wtx, &actor, &event).await?;
+                    pending.push((row.blake3.clone(), i64::try_from(appended.sequence).unwrap_or(i64::MAX)));
+                }
+                insert_deletions(wtx.tx(), &pending).await?;
+                Ok::<_, ApiError>(rows)
+            })
+        })
+        .await
+}
+
+fn since(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map_or_else(|| format!("{ms} ms"), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+async fn insert_deletions(tx: &mut Tx, pending: &[(String, i64)]) -> Result<(), ApiError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let sql = |backend| {
+        format!("INSERT INTO blob_deletions (blake3, sequence) VALUES {}", placeholders(backend, pending.len(), 2))
+    };
+    match tx.as_exec() {
+        Exec::Sqlite(c) => {
+            let sql = sql(Backend::Sqlite);
+            let query = pending.iter().fold(sqlx::query(&sql), |q, (key, seq)| q.bind(key).bind(seq));
+            query.execute(c).await?;
+        }
+        Exec::Postgres(c) => {
+            let sql = sql(Backend::Postgres);
+            let query = pending.iter().fold(sqlx::query(&sql), |q, (key, seq)| q.bind(key).bind(seq));
+            query.execute(c).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the bytes of the blobs an earlier run removed and did not finish deleting (it crashed, or a deletion
+/// failed), batch by batch.
+async fn finish_deletions(instance: &Instance) -> Result<(), ApiError> {
+    loop {
+        let keys = {
+            let mut conn = instance.db.acquire().await?;
+            pending(&mut conn, BATCH as i64).await?
+        };
+        let full = keys.len() == BATCH;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        delete_bytes(instance, keys).await?;
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+/// Up to `limit` removed blobs whose bytes are not yet known to be deleted.
+pub(crate) async fn pending<E: AsExec>(target: &mut E, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+    let rows = fetch_all!(target, (String,), "SELECT blake3 FROM blob_deletions ORDER BY sequence LIMIT $1", limit)?;
+    Ok(rows.into_iter().map(|(key,)| key).collect())
+}
+
+/// Deletes the bytes of `keys` in one log transaction that takes their `blob_deletions` rows out: a blob whose row
+/// is gone (an upload ingested it again, or another run deleted it) is left alone. A failed deletion undoes the
+/// transaction, so every row stays for the next run.
+async fn delete_bytes(instance: &Instance, keys: Vec<String>) -> Result<(), ApiError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let store = instance.store.clone();
+    instance
+        .log
+        .transact(move |wtx| {
+            Box::pin(async move {
+                let mut claimed = Vec::with_capacity(keys.len());
+                for key in &keys {
+                    let taken = fetch_optional!(
+                        wtx.tx(),
+                        (String,),
+                        "DELETE FROM blob_deletions WHERE blake3 = $1 RETURNING blake3",
+                        key.as_str()
+                    )?;
+                    claimed.extend(taken.map(|(key,)| key));
+                }
+                futures::stream::iter(claimed)
+                    .map(|key| {
+                        let store = store.clone();
+                        async move { store.remove(key.trim_start_matches("blake3:")).await }
+                    })
+                    .buffer_unordered(DELETIONS_AT_ONCE)
+                    .try_collect::<()>()
+                    .await?;
+                Ok::<_, ApiError>(())
+            })
+        })
+        .await
+}
+
+/// For an upload committing bytes with BLAKE3 digest `blake3` and `size`, inside its log transaction: if
+/// collection had removed them, calls off their pending deletion and says whether the bytes the upload placed are
+/// still there (a deletion that ran between the placing and this transaction took them). True for any other blob.
+pub(crate) async fn renew_removed(tx: &mut Tx, store: &BlobStore, blake3: &str, size: u64) -> Result<bool, ApiError> {
+    let removed =
+        fetch_optional!(tx, (Option<i64>,), "SELECT removed_sequence FROM artifact_files WHERE blake3 = $1", blake3)?;
+    if !matches!(removed, Some((Some(_),))) {
+        return Ok(true);
+    }
+    execute!(tx, "DELETE FROM blob_deletions WHERE blake3 = $1", blake3)?;
+    Ok(store.size_of(blake3.trim_start_matches("blake3:")).await? == Some(size))
+}
+
+impl From<&FileRow> for Removed {
+    fn from(row: &FileRow) -> Removed {
+        Removed { digest: row.blake3.clone(), size: u64::try_from(row.size).unwrap_or(0) }
+    }
+}
