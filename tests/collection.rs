@@ -250,3 +250,53 @@ async fn one_run_at_a_time_across_instances() {
     let events = a.get_json("/v1/events?since=0&type=v1.file.removed&limit=1000").await["events"].clone();
     assert_eq!(events.as_array().unwrap().len(), blobs.len(), "one removal event per blob");
 }
+
+/// A removal whose byte deletion did not happen (a crash between the two) is finished by the next run; an upload
+/// of the same bytes before that calls the deletion off.
+#[tokio::test]
+async fn deletions_a_crash_interrupted_are_finished_or_called_off() {
+    for (backend, kind) in SETUPS {
+        let Some(app) = no_grace(backend, kind).await else { continue };
+        let (first, second) = (b"interrupted deletion".to_vec(), b"ingested again before the next run".to_vec());
+        let mut keys = Vec::new();
+        for bytes in [&first, &second] {
+            keys.push(app.upload_blob(bytes).await.json()["blake3"].clone());
+        }
+        assert_eq!(app.post("/v1/gc", Vec::new()).await.json()["removed"].as_array().unwrap().len(), 2);
+        // What a kill between the removal's commit and the deletion leaves: the bytes, and their pending row.
+        for (key, bytes) in keys.iter().zip([&first, &second]) {
+            let relative = artifactstore_blobstore::BlobStore::blob_key(&hex(key));
+            app.instance.store.put_object(&relative, bytes.to_vec()).await.unwrap();
+            let mut conn = app.instance.db.acquire().await.unwrap();
+            let removal: (i64,) = artifactstore_db::fetch_one!(
+                &mut conn,
+                (i64,),
+                "SELECT removed_sequence FROM artifact_files WHERE blake3 = $1",
+                key.as_str().unwrap()
+            )
+            .unwrap();
+            artifactstore_db::execute!(
+                &mut conn,
+                "INSERT INTO blob_deletions (blake3, sequence) VALUES ($1, $2)",
+                key.as_str().unwrap(),
+                removal.0
+            )
+            .unwrap();
+        }
+        assert_eq!(app.rows("blob_deletions").await, 2);
+        // The second is uploaded again: a new ingestion, and its pending deletion called off.
+        assert_eq!(app.upload_blob(&second).await.status, 201);
+        assert_eq!(app.rows("blob_deletions").await, 1, "{backend:?}");
+        let manifest = json!({"files": [{"path": "f", "digest": keys[1]}]});
+        assert_eq!(app.publish("keep/it", "1", &manifest).await.status, 201);
+        let head = app.head_now().await;
+        let run = app.post("/v1/gc", Vec::new()).await.json();
+        assert_eq!(run["removed"].as_array().unwrap().len(), 0, "{backend:?}: nothing new is removed");
+        assert_eq!(app.head_now().await, head, "{backend:?}: finishing a deletion commits nothing");
+        assert_eq!(app.rows("blob_deletions").await, 0);
+        assert_eq!(stored(&app, &keys[0]).await, None, "{backend:?}: the interrupted deletion is finished");
+        let back = app.get(&format!("/v1/blobs/{}", keys[1].as_str().unwrap())).await;
+        assert_eq!((back.status, back.body), (200, second.clone()), "{backend:?}: the bytes ingested again stay");
+        app.get(&format!("/v1/blobs/{}", keys[0].as_str().unwrap())).await.problem(410, "blob_removed");
+    }
+}

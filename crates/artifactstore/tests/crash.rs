@@ -1,9 +1,10 @@
-//! Crash safety: a real `serve` process under concurrent upload+publish load is killed with SIGKILL again and again;
-//! everything it acknowledged must survive each kill.
+//! Crash safety: a real `serve` process under concurrent upload+publish load, with lifecycle runs expiring and
+//! collecting as it goes, is killed with SIGKILL again and again; everything it acknowledged must survive each kill
+//! unless the log explains its going (an expiry, a removal), and no live version may name bytes that are gone.
 //!
 //! The short version below runs in CI (10 kills per backend). `ARTIFACTSTORE_CRASH_KILLS=100` runs longer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -13,10 +14,15 @@ use artifactstore_testkit::{postgres_url, skip_or_panic};
 use artifactstore_tests::{cli, free_port, Client, ServeProcess};
 use serde_json::json;
 
-/// Starts `serve` on `data` and `database` on a free port, and waits until it is ready.
+/// Starts `serve` on `data` and `database` on a free port, and waits until it is ready. Its collection has no
+/// grace time and no timer: the test's collector runs it.
 async fn start(data: &Path, database: &str) -> ServeProcess {
-    let data = data.to_str().unwrap();
-    let mut server = cli!().serve(Some(free_port()), &["--database", database, "--log", "warn", "--data", data]);
+    std::fs::create_dir_all(data).unwrap();
+    let config = data.join("crash.toml");
+    std::fs::write(&config, "[gc]\ninterval_secs = 0\ngrace_secs = 0\n").unwrap();
+    let (data, config) = (data.to_str().unwrap(), config.to_str().unwrap());
+    let args = ["--database", database, "--log", "warn", "--data", data, "--config", config];
+    let mut server = cli!().serve(Some(free_port()), &args);
     server.wait_ready(Duration::from_secs(10)).await;
     server
 }
@@ -55,13 +61,31 @@ async fn worker(id: usize, base: Arc<RwLock<String>>, acked: Arc<Mutex<Acknowled
     }
 }
 
+/// Runs the lifecycle every few dozen milliseconds, whatever instance is up.
+async fn collector(base: Arc<RwLock<String>>, stop: Arc<RwLock<bool>>) -> usize {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let mut runs = 0;
+    while !*stop.read().unwrap() {
+        let url = base.read().unwrap().clone();
+        if let Ok(r) = http.post(format!("{url}/v1/gc")).send().await {
+            runs += usize::from(r.status().is_success());
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    runs
+}
+
 async fn crash_loop(data: &Path, database: &str, kills: usize) {
     let mut server = start(data, database).await;
+    let policy = json!({"prefix": "crash/", "keep_last": 2});
+    let set = Client::new(server.base.clone()).put_json("/v1/policies/crash", &policy).await;
+    assert_eq!(set.status, 201, "{}", set.text());
     let base = Arc::new(RwLock::new(server.base.clone()));
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
     let stop = Arc::new(RwLock::new(false));
     let workers: Vec<_> =
         (0..4).map(|id| tokio::spawn(worker(id, base.clone(), acked.clone(), stop.clone()))).collect();
+    let collector = tokio::spawn(collector(base.clone(), stop.clone()));
     for kill in 0..kills {
         tokio::time::sleep(Duration::from_millis(150 + (kill as u64 * 97) % 400)).await;
         server.kill(); // SIGKILL
@@ -73,22 +97,14 @@ async fn crash_loop(data: &Path, database: &str, kills: usize) {
     for worker in workers {
         worker.await.unwrap();
     }
+    let runs = collector.await.unwrap();
+    assert!(runs > 0, "the collector ran");
     let client = Client::new(server.base.clone());
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     assert!(acked.blobs.len() > kills, "the workers got work acknowledged between kills: {}", acked.blobs.len());
 
-    // Every acknowledged blob is whole, by either digest.
-    for (blake3, bytes) in &acked.blobs {
-        let got = client.get(&format!("/v1/blobs/{blake3}")).await;
-        assert_eq!(got.status, 200, "{blake3} was acknowledged");
-        assert_eq!(&got.body, bytes, "{blake3}");
-    }
-    // Every acknowledged package version is intact.
-    for (name, version, blake3) in &acked.packages {
-        let manifest = client.get_json(&format!("/v1/packages/{name}/versions/{version}")).await;
-        assert_eq!(manifest["files"][0]["blake3"], blake3.as_str(), "{name}@{version}");
-    }
-    // The feed is contiguous from 1 to the head.
+    // The feed is contiguous from 1 to the head; it says which versions expired and which blobs were removed.
+    let (mut expired, mut removed) = (HashSet::new(), HashSet::new());
     let mut since = 0;
     let mut expected = 1;
     loop {
@@ -96,18 +112,56 @@ async fn crash_loop(data: &Path, database: &str, kills: usize) {
         for event in page["events"].as_array().unwrap() {
             assert_eq!(event["sequence"], expected);
             expected += 1;
+            let payload = &event["payload"];
+            match event["event_type"].as_str().unwrap() {
+                "v1.package.deleted" => {
+                    assert_eq!(payload["reason"], "expired: crash");
+                    expired.insert((payload["name"].as_str().unwrap().to_owned(), payload["version"].to_string()));
+                }
+                "v1.file.removed" => {
+                    removed.insert(payload["blake3"].as_str().unwrap().to_owned());
+                }
+                _ => {}
+            }
         }
         since = page["next"].as_u64().unwrap();
         if since >= page["head"].as_u64().unwrap() {
             break;
         }
     }
+    // Every acknowledged package version is intact, with its blob whole, unless an expiry deleted it.
+    for (name, version, blake3) in &acked.packages {
+        let got = client.get(&format!("/v1/packages/{name}/versions/{version}")).await;
+        if got.status == 404 {
+            assert!(expired.contains(&(name.clone(), json!(version).to_string())), "{name}@{version} vanished");
+            continue;
+        }
+        assert_eq!(got.json()["files"][0]["blake3"], blake3.as_str(), "{name}@{version}");
+        let blob = client.get(&format!("/v1/blobs/{blake3}")).await;
+        assert_eq!(blob.status, 200, "{name}@{version} is live, so {blake3} must be: {}", blob.text());
+        assert_eq!(blob.body, acked.blobs[blake3], "{blake3}");
+    }
+    // Every acknowledged blob is whole, by either digest, or was removed by collection and says so.
+    for (blake3, bytes) in &acked.blobs {
+        let got = client.get(&format!("/v1/blobs/{blake3}")).await;
+        if got.status == 410 {
+            got.problem(410, "blob_removed");
+            assert!(removed.contains(blake3), "{blake3}: 410 without a removal event");
+            continue;
+        }
+        assert_eq!(got.status, 200, "{blake3} was acknowledged");
+        assert_eq!(&got.body, bytes, "{blake3}");
+    }
+    println!("{} expiries and {} removals in the log after {runs} collector runs", expired.len(), removed.len());
+    // One more run finishes any deletion a kill interrupted.
+    assert_eq!(client.post("/v1/gc", Vec::new()).await.status, 200);
     server.kill();
 
     // The chain, the views and every blob check out (orphans allowed, missing blobs never).
     let output = cli!().run_on(data, &["verify", "--blobs", "--database", database]).await;
     let text = output.text();
     assert!(output.ok, "{text}");
+    assert!(!text.contains("whose bytes the next gc run deletes"), "the last run deleted them: {text}");
     println!(
         "{} blobs and {} package versions acknowledged across {kills} kills; {text}",
         acked.blobs.len(),

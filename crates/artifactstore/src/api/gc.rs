@@ -1,4 +1,4 @@
-//! `POST /v1/gc[?dry_run=true]`: a lifecycle run now (`lifecycle::run`), answered with its report.
+//! `POST /v1/gc[?dry_run=true]`: a lifecycle run (expiry, then collection) now (`lifecycle::run`), answered with its report.
 
 use axum::extract::State;
 use axum::Json;
@@ -16,15 +16,21 @@ pub(crate) struct GcQuery {
     dry_run: Option<bool>,
 }
 
-/// Runs expiry now (admin scope); with `dry_run=true`, commits nothing and answers the same report.
+/// Runs expiry and collection now (admin scope); with `dry_run=true`, commits nothing and answers the same report.
 pub(crate) async fn run(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(query): ApiQuery<GcQuery>,
 ) -> Result<Json<Report>, ApiError> {
     caller.require_any(Scope::Admin)?;
-    let started = std::time::Instant::now();
-    let report = lifecycle::run(&state.instance, caller.actor(), query.dry_run.unwrap_or(false)).await?;
-    state.metrics.record_gc(&report, started.elapsed());
+    let (actor, dry_run) = (caller.actor().to_owned(), query.dry_run.unwrap_or(false));
+    // The run is a task of its own: a client that hangs up does not cut it short between its batches.
+    let run = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let report = lifecycle::run(&state.instance, &actor, dry_run).await?;
+        state.metrics.record_gc(&report, started.elapsed());
+        Ok::<_, ApiError>(report)
+    });
+    let report = run.await.map_err(|err| ApiError::internal(&err))??;
     Ok(Json(report))
 }
