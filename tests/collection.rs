@@ -300,3 +300,32 @@ async fn deletions_a_crash_interrupted_are_finished_or_called_off() {
         app.get(&format!("/v1/blobs/{}", keys[0].as_str().unwrap())).await.problem(410, "blob_removed");
     }
 }
+
+/// A database migrated from before reference counts has its views marked stale by migration 0008; the next start
+/// replays the log, so the counts are right before the first run.
+#[tokio::test]
+async fn a_start_after_the_migration_rebuilds_the_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let app = TestApp::builder().data_dir(&data).start().await.unwrap();
+    let blob = app.upload_blob(b"counted after the upgrade").await.json();
+    let manifest = json!({"files": [{"path": "a", "digest": blob["blake3"]}, {"path": "b", "digest": blob["blake3"]}]});
+    assert_eq!(app.publish("up/grade", "1", &manifest).await.status, 201);
+    let db = app.instance.db.clone();
+    // What migration 0008 leaves on a database that had blobs: zero counts, views marked stale.
+    let mut conn = db.acquire().await.unwrap();
+    artifactstore_db::execute!(&mut conn, "UPDATE artifact_files SET refs = 0, idle_since_ms = 0").unwrap();
+    let reason = "migration 0008: blob reference counts are rebuilt by replay";
+    artifactstore_db::execute!(&mut conn, "UPDATE views_status SET stale = TRUE, reason = $1", reason).unwrap();
+    drop(conn);
+    app.stop().await;
+
+    let app = TestApp::builder().data_dir(&data).start().await.unwrap();
+    assert_eq!(app.get("/readyz").await.status, 200, "the start replayed the log");
+    let mut conn = app.instance.db.acquire().await.unwrap();
+    let rows =
+        artifactstore_views::queries::files(&mut conn, &[blob["blake3"].as_str().unwrap().to_owned()]).await.unwrap();
+    assert_eq!(rows[0].refs, 2, "one version names it twice");
+    drop(conn);
+    assert!(artifactstore_views::verify(&app.log, |_, _| {}).await.unwrap().is_empty());
+}

@@ -114,6 +114,8 @@ async fn gc_expires_what_the_policies_let_go_from_the_command_line() {
     }
     let policy = serde_json::json!({"prefix": "tools/", "keep_last": 1});
     assert_eq!(app.put_json("/v1/policies/tools", &policy).await.status, 201);
+    let orphan = b"named by no version".to_vec();
+    let orphan_digest = app.upload_blob(&orphan).await.json()["blake3"].clone();
     app.stop().await;
 
     let (code, out) = run(dir.path(), &["gc", "--dry-run", "--json"]).await;
@@ -134,4 +136,20 @@ async fn gc_expires_what_the_policies_let_go_from_the_command_line() {
     let (code, out) = run(dir.path(), &["gc", "--json"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(r#""expired":[]"#), "{out}");
+    assert!(out.contains(r#""removed":[]"#), "{out}: the default grace keeps the orphan");
+
+    // Without grace, the blob no version names is removed, and verify counts it neither missing nor orphan.
+    let config = dir.path().join("no-grace.toml");
+    std::fs::write(&config, "[gc]\ngrace_secs = 0\n").unwrap();
+    let config = config.to_str().unwrap();
+    let (code, out) = run(dir.path(), &["gc", "--dry-run", "--config", config]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("would remove 1 blob(s), {} bytes", orphan.len())), "{out}");
+    let (code, out) = run(dir.path(), &["gc", "--config", config]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("removed 1 blob(s), {} bytes", orphan.len())), "{out}");
+    assert!(out.contains(orphan_digest.as_str().unwrap()), "{out}");
+    let (code, out) = run(dir.path(), &["verify", "--blobs"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("blobs: ok, 1 checked") && !out.contains("orphans"), "{out}");
 }

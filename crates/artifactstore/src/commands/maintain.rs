@@ -115,7 +115,7 @@ pub(crate) async fn gc(args: &crate::cli::GcArgs) -> anyhow::Result<ExitCode> {
     let instance = Instance::open(&config).await?;
     let report = crate::lifecycle::run(&instance, "artifactstore-gc", args.dry_run)
         .await
-        .map_err(|err| anyhow::anyhow!("the run failed: {} ({})", err.code(), err.status()))?;
+        .map_err(|err| anyhow::anyhow!("the run failed: {} ({}): {}", err.code(), err.status(), err.detail()))?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(ExitCode::SUCCESS);
@@ -124,6 +124,11 @@ pub(crate) async fn gc(args: &crate::cli::GcArgs) -> anyhow::Result<ExitCode> {
     println!("{verb} {} version(s)", report.expired.len());
     for expired in &report.expired {
         println!("  {}@{}  policy {}: {}", expired.name, expired.version, expired.policy, expired.rule);
+    }
+    let verb = if report.dry_run { "would remove" } else { "removed" };
+    println!("{verb} {} blob(s), {} bytes", report.removed.len(), report.bytes);
+    for removed in &report.removed {
+        println!("  {}  {} bytes", removed.digest, removed.size);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -212,9 +212,8 @@ async fn delete_bytes(instance: &Instance, keys: Vec<String>) -> Result<(), ApiE
 /// collection had removed them, calls off their pending deletion and says whether the bytes the upload placed are
 /// still there (a deletion that ran between the placing and this transaction took them). True for any other blob.
 pub(crate) async fn renew_removed(tx: &mut Tx, store: &BlobStore, blake3: &str, size: u64) -> Result<bool, ApiError> {
-    let removed =
-        fetch_optional!(tx, (Option<i64>,), "SELECT removed_sequence FROM artifact_files WHERE blake3 = $1", blake3)?;
-    if !matches!(removed, Some((Some(_),))) {
+    let rows = queries::files(tx, &[blake3.to_owned()]).await?;
+    if !rows.iter().any(FileRow::is_removed) {
         return Ok(true);
     }
     execute!(tx, "DELETE FROM blob_deletions WHERE blake3 = $1", blake3)?;
