@@ -12,17 +12,44 @@ use uuid::Uuid;
 use crate::rows::{once, qualified, FileRow, PackageFileRow, PackageRow, PolicyRow, RetentionRow};
 use crate::Error;
 
-/// `(SELECT COUNT(*) FROM artifact_files WHERE blake3 = $N AND removed_sequence IS NULL)`: 1 when the views hold the
-/// blob whose BLAKE3 digest is bound as parameter `$N` (and collection has not removed it), else 0, as a SQL literal
-/// for `concat!`.
+/// `(SELECT CAST(COALESCE(MAX(CASE ... END), 0) AS BIGINT) FROM artifact_files WHERE blake3 = $N)`: what the views hold of the blob
+/// whose BLAKE3 digest is bound as parameter `$N`, as a SQL literal for `concat!`: 1 live, -1 removed by
+/// collection, 0 never ingested (`FileState::from_sql`).
 ///
-/// For a statement that writes something else and learns in the same round trip whether the blob is known
-/// (`... RETURNING artifactstore_views::file_known_sql!(2)`); `queries::file_known` asks the same on its own.
+/// For a statement that writes something else and learns in the same round trip what the views hold of the blob
+/// (`... RETURNING artifactstore_views::file_state_sql!(2)`); `queries::file_state` asks the same on its own.
 #[macro_export]
-macro_rules! file_known_sql {
+macro_rules! file_state_sql {
     ($param:literal) => {
-        concat!("(SELECT COUNT(*) FROM artifact_files WHERE blake3 = $", $param, " AND removed_sequence IS NULL)")
+        concat!(
+            "(SELECT CAST(COALESCE(MAX(CASE WHEN removed_sequence IS NULL THEN 1 ELSE -1 END), 0) AS BIGINT) \
+             FROM artifact_files WHERE blake3 = $",
+            $param,
+            ")"
+        )
     };
+}
+
+/// What the views hold of a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileState {
+    /// Never ingested.
+    Unknown,
+    /// Ingested, and not removed since.
+    Live,
+    /// Removed by collection (its row remembers the removal).
+    Removed,
+}
+
+impl FileState {
+    /// The value of `file_state_sql!`.
+    pub fn from_sql(value: i64) -> FileState {
+        match value {
+            1 => FileState::Live,
+            -1 => FileState::Removed,
+            _ => FileState::Unknown,
+        }
+    }
 }
 
 /// A package version with its retention: its `artifact_packages` row and its `retention_state` row.
@@ -128,11 +155,11 @@ pub async fn unreferenced<E: AsExec>(
     Ok(fetch_all!(target, FileRow, sql, cutoff_ms, after_ms, after_key, limit)?)
 }
 
-/// Whether the views hold the live blob with this BLAKE3 digest (`blake3:<hex>`).
-pub async fn file_known<E: AsExec>(target: &mut E, blake3: &str) -> Result<bool, Error> {
-    let (count,): (i64,) =
-        artifactstore_db::fetch_one!(target, (i64,), concat!("SELECT ", file_known_sql!(1)), blake3)?;
-    Ok(count > 0)
+/// What the views hold of the blob with this BLAKE3 digest (`blake3:<hex>`).
+pub async fn file_state<E: AsExec>(target: &mut E, blake3: &str) -> Result<FileState, Error> {
+    let (value,): (i64,) =
+        artifactstore_db::fetch_one!(target, (i64,), concat!("SELECT ", file_state_sql!(1)), blake3)?;
+    Ok(FileState::from_sql(value))
 }
 
 /// Every live blob the views hold (removed ones left out), by BLAKE3 digest.

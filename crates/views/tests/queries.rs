@@ -5,8 +5,10 @@ use artifactstore_cbor::Value;
 use artifactstore_digest::Digest;
 use artifactstore_eventlog::{EventLog, LogOptions};
 use artifactstore_testkit::{TestDb, BACKENDS};
-use artifactstore_views::queries::{self, PackagePage};
-use artifactstore_views::vocab::{FileIngested, PackageCreated, PackageFile, RetentionChange, RetentionKind};
+use artifactstore_views::queries::{self, FileState, PackagePage};
+use artifactstore_views::vocab::{
+    FileIngested, FileRemoved, PackageCreated, PackageFile, RetentionChange, RetentionKind,
+};
 use artifactstore_views::{record, RegistryEvent};
 use uuid::Uuid;
 
@@ -75,8 +77,8 @@ async fn a_blob_is_found_by_either_digest() {
         let (unknown, _) = digests(3);
         assert_eq!(queries::blob(&mut conn, &unknown.parse().unwrap()).await.unwrap(), None);
 
-        assert!(queries::file_known(&mut conn, &blake3).await.unwrap());
-        assert!(!queries::file_known(&mut conn, &unknown).await.unwrap());
+        assert_eq!(queries::file_state(&mut conn, &blake3).await.unwrap(), FileState::Live);
+        assert_eq!(queries::file_state(&mut conn, &unknown).await.unwrap(), FileState::Unknown);
 
         // A publish resolves a mix of digests, in order, inside its transaction.
         let asked: Vec<Digest> =
@@ -182,21 +184,29 @@ async fn verify_blobs_reads_every_blob_and_the_ones_never_ingested() {
     }
 }
 
-/// The subquery text for a statement that learns in its own round trip whether a blob is known.
+/// The subquery a statement uses to learn in its own round trip what the views hold of a blob: live, removed by
+/// collection, or never ingested.
 #[tokio::test]
-async fn file_known_sql_counts_the_blob() {
-    assert_eq!(
-        artifactstore_views::file_known_sql!(3),
-        "(SELECT COUNT(*) FROM artifact_files WHERE blake3 = $3 AND removed_sequence IS NULL)"
-    );
+async fn file_state_sql_tells_live_removed_and_unknown_apart() {
     for backend in BACKENDS {
         let Some(test) = TestDb::of(backend).await else { continue };
         let log = EventLog::open(test.db.clone(), LogOptions::default()).await.unwrap();
-        write(&log, vec![ingest(4)]).await;
+        write(&log, vec![ingest(4), ingest(5)]).await;
+        let (blake3, sha256) = digests(5);
+        let removed = RegistryEvent::FileRemoved(FileRemoved { blake3, sha256, size: 50, reason: "test".into() });
+        write(&log, vec![removed]).await;
         let mut conn = test.db.acquire().await.unwrap();
-        let sql = concat!("SELECT $1, ", artifactstore_views::file_known_sql!(2));
-        let (n, known): (i64, i64) =
-            artifactstore_db::fetch_one!(&mut conn, (i64, i64), sql, 7i64, digests(4).0).unwrap();
-        assert_eq!((n, known), (7, 1), "{backend:?}");
+        let sql = concat!("SELECT $1, ", artifactstore_views::file_state_sql!(2));
+        for (n, want) in [(4, FileState::Live), (5, FileState::Removed), (6, FileState::Unknown)] {
+            let (seven, state): (i64, i64) =
+                artifactstore_db::fetch_one!(&mut conn, (i64, i64), sql, 7i64, digests(n).0).unwrap();
+            assert_eq!((seven, FileState::from_sql(state)), (7, want), "{backend:?} {n}");
+            assert_eq!(queries::file_state(&mut conn, &digests(n).0).await.unwrap(), want);
+        }
+        // Removed blobs are absent to a publish's resolve, and to the list of blobs to verify.
+        let resolved = queries::resolve(&mut conn, &[digests(5).0.parse().unwrap()]).await.unwrap();
+        assert_eq!(resolved, vec![None], "{backend:?}");
+        let all: Vec<String> = queries::all_blobs(&mut conn).await.unwrap().into_iter().map(|f| f.blake3).collect();
+        assert_eq!(all, vec![digests(4).0], "{backend:?}");
     }
 }

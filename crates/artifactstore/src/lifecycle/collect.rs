@@ -208,14 +208,10 @@ async fn delete_bytes(instance: &Instance, keys: Vec<String>) -> Result<(), ApiE
         .await
 }
 
-/// For an upload committing bytes with BLAKE3 digest `blake3` and `size`, inside its log transaction: if
-/// collection had removed them, calls off their pending deletion and says whether the bytes the upload placed are
-/// still there (a deletion that ran between the placing and this transaction took them). True for any other blob.
+/// For an upload committing bytes that collection removed (BLAKE3 digest `blake3`, `size`), inside its log
+/// transaction: calls off their pending deletion and says whether the bytes the upload placed are still there (a
+/// deletion that ran between the placing and this transaction took them).
 pub(crate) async fn renew_removed(tx: &mut Tx, store: &BlobStore, blake3: &str, size: u64) -> Result<bool, ApiError> {
-    let rows = queries::files(tx, &[blake3.to_owned()]).await?;
-    if !rows.iter().any(FileRow::is_removed) {
-        return Ok(true);
-    }
     execute!(tx, "DELETE FROM blob_deletions WHERE blake3 = $1", blake3)?;
     Ok(store.size_of(blake3.trim_start_matches("blake3:")).await? == Some(size))
 }

@@ -4,6 +4,7 @@
 use artifactstore_blobstore::StagingState;
 use artifactstore_digest::{Digest, DualDigest};
 use artifactstore_eventlog::Refused;
+use artifactstore_views::queries::FileState;
 use artifactstore_views::vocab::{FileIngested, RegistryEvent};
 use uuid::Uuid;
 
@@ -198,22 +199,28 @@ impl Uploads {
                     let known = match known {
                         Some(known) => known,
                         // A read: whatever went wrong, it changed nothing.
-                        None => artifactstore_views::queries::file_known(wtx.tx(), &payload.blake3)
+                        None => artifactstore_views::queries::file_state(wtx.tx(), &payload.blake3)
                             .await
                             .map_err(|err| Refused::Cleanly(ApiError::from(err)))?,
                     };
-                    if known {
-                        return Ok(None);
-                    }
-                    // Bytes collection removed, ingested again: their pending deletion is called off, and the bytes
-                    // this commit placed must still be there (a deletion between the placing and now took them).
-                    let renewed = crate::lifecycle::renew_removed(wtx.tx(), &store, &payload.blake3, payload.size)
-                        .await
-                        .map_err(Refused::AfterWriting)?;
-                    if !renewed {
-                        return Err(Refused::AfterWriting(ApiError::unavailable(
-                            "garbage collection deleted these bytes while this upload committed them; upload them again",
-                        )));
+                    match known {
+                        FileState::Live => return Ok(None),
+                        FileState::Unknown => {}
+                        FileState::Removed => {
+                            // Bytes collection removed, ingested again: their pending deletion is called off, and
+                            // the bytes this commit placed must still be there (a deletion between the placing and
+                            // now took them).
+                            let renewed =
+                                crate::lifecycle::renew_removed(wtx.tx(), &store, &payload.blake3, payload.size)
+                                    .await
+                                    .map_err(Refused::AfterWriting)?;
+                            if !renewed {
+                                return Err(Refused::AfterWriting(ApiError::unavailable(
+                                    "garbage collection deleted these bytes while this upload committed them; upload \
+                                     them again",
+                                )));
+                            }
+                        }
                     }
                     let appended = artifactstore_views::record(wtx, &actor, &event).await.map_err(|err| {
                         if !wrote && record_left_nothing(&err) {

@@ -15,6 +15,7 @@ use super::chunk::Chunk;
 use super::session::{busy, too_many_sessions, Session, SessionRef};
 use crate::problem::ApiError;
 use crate::session_key::opened_ms;
+use artifactstore_views::queries::FileState;
 
 /// How long a writing request holds its session before another request may take it over.
 const LEASE: Duration = Duration::from_secs(15 * 60);
@@ -84,9 +85,9 @@ impl Ending {
 /// How ending a session went, within the record's transaction.
 #[derive(Debug)]
 pub(crate) enum Ended {
-    /// The session was ended (or there was none); `Some(known)` says whether the views hold the blob already,
-    /// when the ending statement could tell.
-    Ended { wrote: bool, known: Option<bool> },
+    /// The session was ended (or there was none); `Some(state)` says what the views hold of the blob, when the
+    /// ending statement could tell.
+    Ended { wrote: bool, known: Option<FileState> },
     /// Another request got there first; nothing was written.
     Conflict(ApiError),
 }
@@ -393,7 +394,7 @@ impl SessionStore {
                 (i64,),
                 concat!(
                     "DELETE FROM upload_sessions WHERE id = $1 RETURNING ",
-                    artifactstore_views::file_known_sql!(2)
+                    artifactstore_views::file_state_sql!(2)
                 ),
                 session.id,
                 blake3
@@ -405,7 +406,7 @@ impl SessionStore {
                     concat!(
                         "DELETE FROM upload_sessions WHERE id = $1 AND offset_bytes = 0 AND expires_ms > $2 \
                          AND (lease IS NULL OR lease_until_ms < $2) RETURNING ",
-                        artifactstore_views::file_known_sql!(3)
+                        artifactstore_views::file_state_sql!(3)
                     ),
                     session.id,
                     now,
@@ -423,7 +424,7 @@ impl SessionStore {
                 let closed = fetch_optional!(
                     tx,
                     (i64,),
-                    concat!(close_bare_sql!(), " RETURNING ", artifactstore_views::file_known_sql!(3)),
+                    concat!(close_bare_sql!(), " RETURNING ", artifactstore_views::file_state_sql!(3)),
                     session.id,
                     session.bare_until.unwrap_or(i64::MAX),
                     blake3
@@ -437,7 +438,7 @@ impl SessionStore {
                 closed
             }
         };
-        Ok(Ended::Ended { wrote: deleted.is_some(), known: deleted.map(|(count,)| count > 0) })
+        Ok(Ended::Ended { wrote: deleted.is_some(), known: deleted.map(|(state,)| FileState::from_sql(state)) })
     }
 
     /// After `end` ended a bare session that had a row: its closed mark, so the id cannot open again (nothing for

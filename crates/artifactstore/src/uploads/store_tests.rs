@@ -6,6 +6,7 @@ use artifactstore_db::{execute, Backend};
 use artifactstore_digest::DualHasher;
 use artifactstore_eventlog::{EventLog, LogOptions};
 use artifactstore_testkit::{TestDb, BACKENDS};
+use artifactstore_views::queries::FileState;
 use uuid::Uuid;
 
 use super::chunk::Chunk;
@@ -226,12 +227,18 @@ async fn a_commit_ends_its_session_only_as_its_hold_allows() {
         assert!(store.exists(touched.id).await.unwrap(), "{backend:?}: a refused ending changes nothing");
         let untouched = open(&store).await;
         let ended = end(Ending::Untouched(untouched)).await;
-        assert!(matches!(ended, Ended::Ended { wrote: true, known: Some(false) }), "{backend:?}: {ended:?}");
+        assert!(
+            matches!(ended, Ended::Ended { wrote: true, known: Some(FileState::Unknown) }),
+            "{backend:?}: {ended:?}"
+        );
         assert!(!store.exists(untouched.id).await.unwrap());
 
         // Leased: its row goes whatever it holds.
         let ended = end(Ending::Leased(touched)).await;
-        assert!(matches!(ended, Ended::Ended { wrote: true, known: Some(false) }), "{backend:?}: {ended:?}");
+        assert!(
+            matches!(ended, Ended::Ended { wrote: true, known: Some(FileState::Unknown) }),
+            "{backend:?}: {ended:?}"
+        );
         assert!(!store.exists(touched.id).await.unwrap());
 
         // Bare: its closed mark ends it, once.
