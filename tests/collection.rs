@@ -298,6 +298,19 @@ async fn deletions_a_crash_interrupted_are_finished_or_called_off() {
         let back = app.get(&format!("/v1/blobs/{}", keys[1].as_str().unwrap())).await;
         assert_eq!((back.status, back.body), (200, second.clone()), "{backend:?}: the bytes ingested again stay");
         app.get(&format!("/v1/blobs/{}", keys[0].as_str().unwrap())).await.problem(410, "blob_removed");
+
+        // A pending row left from a history the log no longer has (a restore rewound it) never deletes live bytes.
+        let mut conn = app.instance.db.acquire().await.unwrap();
+        artifactstore_db::execute!(
+            &mut conn,
+            "INSERT INTO blob_deletions (blake3, sequence) VALUES ($1, 1)",
+            keys[1].as_str().unwrap()
+        )
+        .unwrap();
+        drop(conn);
+        assert_eq!(app.post("/v1/gc", Vec::new()).await.status, 200);
+        assert_eq!(app.rows("blob_deletions").await, 0);
+        assert_eq!(stored(&app, &keys[1]).await, Some(second.len() as u64), "{backend:?}: live bytes stay");
     }
 }
 

@@ -38,8 +38,8 @@ pub(crate) async fn supervise_relay(state: AppState, config: RelayConfig) {
     }
 }
 
-/// Runs the lifecycle every `every`, as `artifactstore-gc`. Instances sharing a database may run it at once: each
-/// expiry decides again in its own transaction, so a version another run expired meanwhile is passed over.
+/// Runs the lifecycle every `every`, as `artifactstore-gc`. One run at a time per database: an instance whose turn
+/// another instance's run holds skips it.
 pub(crate) async fn lifecycle(state: AppState, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -49,6 +49,9 @@ pub(crate) async fn lifecycle(state: AppState, every: Duration) {
         let started = std::time::Instant::now();
         match crate::lifecycle::run(&state.instance, "artifactstore-gc", false).await {
             Ok(report) => state.metrics.record_gc(&report, started.elapsed()),
+            Err(err) if err.code() == "gc_running" => {
+                tracing::debug!("another instance's lifecycle run is in progress")
+            }
             Err(err) => tracing::warn!(error = ?err, "the lifecycle run failed; trying again at the next interval"),
         }
     }

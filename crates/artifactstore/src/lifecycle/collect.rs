@@ -130,7 +130,11 @@ async fn insert_deletions(tx: &mut Tx, pending: &[(String, i64)]) -> Result<(), 
         return Ok(());
     }
     let sql = |backend| {
-        format!("INSERT INTO blob_deletions (blake3, sequence) VALUES {}", placeholders(backend, pending.len(), 2))
+        format!(
+            "INSERT INTO blob_deletions (blake3, sequence) VALUES {} \
+             ON CONFLICT (blake3) DO UPDATE SET sequence = excluded.sequence",
+            placeholders(backend, pending.len(), 2)
+        )
     };
     match tx.as_exec() {
         Exec::Sqlite(c) => {
@@ -172,8 +176,9 @@ pub(crate) async fn pending<E: AsExec>(target: &mut E, limit: i64) -> Result<Vec
     Ok(rows.into_iter().map(|(key,)| key).collect())
 }
 
-/// Deletes the bytes of `keys` in one log transaction that takes their `blob_deletions` rows out: a blob whose row
-/// is gone (an upload ingested it again, or another run deleted it) is left alone. A failed deletion undoes the
+/// Deletes the bytes of `keys` in one log transaction that takes their `blob_deletions` rows out. A blob whose row
+/// is gone (an upload ingested it again, or another run deleted it), or whose view row no longer says it was
+/// removed by that row's event (a restore rewound the log), keeps its bytes. A failed deletion undoes the
 /// transaction, so every row stays for the next run.
 async fn delete_bytes(instance: &Instance, keys: Vec<String>) -> Result<(), ApiError> {
     if keys.is_empty() {
@@ -184,16 +189,24 @@ async fn delete_bytes(instance: &Instance, keys: Vec<String>) -> Result<(), ApiE
         .log
         .transact(move |wtx| {
             Box::pin(async move {
-                let mut claimed = Vec::with_capacity(keys.len());
+                let mut claimed = HashMap::with_capacity(keys.len());
                 for key in &keys {
                     let taken = fetch_optional!(
                         wtx.tx(),
-                        (String,),
-                        "DELETE FROM blob_deletions WHERE blake3 = $1 RETURNING blake3",
+                        (String, i64),
+                        "DELETE FROM blob_deletions WHERE blake3 = $1 RETURNING blake3, sequence",
                         key.as_str()
                     )?;
-                    claimed.extend(taken.map(|(key,)| key));
+                    claimed.extend(taken);
                 }
+                let claimed: Vec<String> = queries::files(wtx.tx(), &claimed.keys().cloned().collect::<Vec<_>>())
+                    .await?
+                    .into_iter()
+                    .filter(|row| {
+                        row.removed_sequence.is_some() && row.removed_sequence == claimed.get(&row.blake3).copied()
+                    })
+                    .map(|row| row.blake3)
+                    .collect();
                 futures::stream::iter(claimed)
                     .map(|key| {
                         let store = store.clone();
