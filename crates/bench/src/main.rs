@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use clap::Parser;
 
 use crate::report::Report;
-use crate::workloads::{workload_a_f, workload_b, workload_c, workload_d, workload_e, workload_g};
+use crate::workloads::{workload_a_f, workload_b, workload_c, workload_d, workload_e, workload_g, workload_h};
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks artifactstore against the OCI reference registry and the machine's limits")]
@@ -33,7 +33,7 @@ struct Args {
     /// Small counts: checks the harness and the results in seconds, measures nothing worth quoting.
     #[arg(long)]
     quick: bool,
-    /// Only these workloads (letters a to g, comma-separated).
+    /// Only these workloads (letters a to h, comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<char>,
     /// A scratch directory for the servers' data (default: a temporary one under target/).
@@ -71,6 +71,12 @@ struct Sizes {
     g_blobs: usize,
     g_blob: usize,
     g_rounds: usize,
+    /// Package versions of workload h's registry on SQLite (10 blobs each, a tenth expiring).
+    h_versions: u64,
+    /// The same on PostgreSQL.
+    h_pg_versions: u64,
+    /// Unreferenced blobs collected while workload h uploads.
+    h_garbage: u64,
     limit_bytes: usize,
     /// Each comparison runs this many times, alternating which server goes first; medians are reported.
     repeats: usize,
@@ -95,6 +101,9 @@ impl Sizes {
                 g_blobs: 4,
                 g_blob: MIB,
                 g_rounds: 1,
+                h_versions: 200,
+                h_pg_versions: 200,
+                h_garbage: 2_000,
                 limit_bytes: 32 * MIB,
                 repeats: 1,
             }
@@ -113,6 +122,9 @@ impl Sizes {
                 g_blobs: 16,
                 g_blob: 16 * MIB,
                 g_rounds: 4,
+                h_versions: 100_000,
+                h_pg_versions: 100_000,
+                h_garbage: 200_000,
                 limit_bytes: 1024 * MIB,
                 repeats: 3,
             }
@@ -171,6 +183,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if wants('g') {
         workload_g(&mut report, &sizes, bins, work.path()).await.context("workload g")?;
+    }
+    if wants('h') {
+        workload_h(&mut report, &sizes, bins.0, work.path()).await.context("workload h")?;
     }
 
     let markdown = report.markdown(&args.command, args.quick);

@@ -62,10 +62,16 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
 impl Server {
     /// Starts `artifactstore serve` on a fresh SQLite database and filesystem store under `dir`.
     pub(crate) async fn artifactstore(bin: &Path, dir: &Path) -> anyhow::Result<Server> {
+        Server::artifactstore_with(bin, dir, &[]).await
+    }
+
+    /// As `artifactstore`, with more arguments to `serve` (a `--config` file, say).
+    pub(crate) async fn artifactstore_with(bin: &Path, dir: &Path, more: &[&str]) -> anyhow::Result<Server> {
         std::fs::create_dir_all(dir)?;
         let port = free_port()?;
         let child = Command::new(bin)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
+            .args(more)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -5,6 +5,7 @@
 mod append;
 mod download;
 mod feed;
+mod gc;
 mod large;
 mod replay;
 mod small;
@@ -12,6 +13,7 @@ mod small;
 pub(crate) use append::workload_c;
 pub(crate) use download::workload_g;
 pub(crate) use feed::workload_e;
+pub(crate) use gc::workload_h;
 pub(crate) use large::workload_a_f;
 pub(crate) use replay::workload_d;
 pub(crate) use small::workload_b;
