@@ -240,14 +240,51 @@ pub async fn versions<E: AsExec>(target: &mut E, name: &str) -> Result<Vec<Versi
     Ok(fetch_all!(target, VersionColumns, sql, name)?.into_iter().map(Version::from).collect())
 }
 
-/// Every version whose package name starts with `prefix` (the empty prefix: every version), with its retention,
-/// by name, then newest first.
-pub async fn versions_under<E: AsExec>(target: &mut E, prefix: &str) -> Result<Vec<Version>, Error> {
-    // `substr`, not `LIKE` (where `_` matches any character) nor a range (which a collation may reorder).
-    let sql = once!(select_versions("substr(p.name, 1, $1) = $2 ORDER BY p.name, p.created_sequence DESC"));
-    let rows = fetch_all!(target, VersionColumns, sql, i32::try_from(prefix.len()).unwrap_or(i32::MAX), prefix)?;
-    Ok(rows.into_iter().map(Version::from).collect())
+/// The versions under `prefix` with at least `keep` newer versions of the same package, and no hold: expiry's
+/// candidates for a policy on `prefix` (`keep` is its `keep_last`, or 0), each with how many versions of its package
+/// are newer, by name, then newest first. The ranking runs in the database, so only candidates come back.
+pub async fn expiry_candidates<E: AsExec>(
+    target: &mut E,
+    prefix: &str,
+    keep: i64,
+) -> Result<Vec<(Version, i64)>, Error> {
+    let sql = once!(format!(
+        "SELECT {}, {}, v.newer FROM (SELECT package_id, ROW_NUMBER() OVER (PARTITION BY name \
+         ORDER BY created_sequence DESC) - 1 AS newer FROM artifact_packages WHERE substr(name, 1, $1) = $2) v \
+         JOIN artifact_packages p ON p.package_id = v.package_id JOIN retention_state r ON r.package_id = p.package_id \
+         WHERE v.newer >= $3 AND r.hold = FALSE ORDER BY p.name, p.created_sequence DESC",
+        qualified("p", PackageRow::COLUMNS),
+        qualified("r", RetentionRow::COLUMNS)
+    ));
+    let len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
+    let rows = fetch_all!(target, RankedVersionColumns, sql, len, prefix, keep)?;
+    Ok(rows
+        .into_iter()
+        .map(|c| {
+            let version = Version::from((c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7, c.8, c.9, c.10, c.11, c.12, c.13));
+            (version, c.14)
+        })
+        .collect())
 }
+
+/// `VersionColumns` and a count.
+type RankedVersionColumns = (
+    Uuid,
+    String,
+    String,
+    Vec<u8>,
+    String,
+    DateTime<Utc>,
+    i64,
+    i64,
+    Uuid,
+    Option<DateTime<Utc>>,
+    bool,
+    Option<String>,
+    bool,
+    i64,
+    i64,
+);
 
 /// The files of the package version `package_id`, by path.
 pub async fn version_files<E: AsExec>(target: &mut E, package_id: Uuid) -> Result<Vec<PackageFileRow>, Error> {

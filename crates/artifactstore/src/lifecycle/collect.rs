@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use artifactstore_blobstore::BlobStore;
-use artifactstore_db::{execute, fetch_all, fetch_optional, placeholders, AsExec, Backend, Exec, Tx};
+use artifactstore_db::{execute, fetch_all, placeholders, AsExec, Backend, Exec, Tx};
 use artifactstore_views::queries;
 use artifactstore_views::vocab::{FileRemoved, RegistryEvent};
 use artifactstore_views::FileRow;
@@ -24,9 +24,9 @@ use super::Removed;
 use crate::instance::Instance;
 use crate::problem::ApiError;
 
-/// Blobs per removal transaction and per deletion transaction: small, so neither holds the log's write order for
-/// longer than a group commit takes.
-const BATCH: usize = 128;
+/// Blobs per removal transaction and per deletion transaction: small enough that neither holds the log's write
+/// order for long (a few milliseconds of statements, or of unlinks).
+const BATCH: usize = 512;
 /// Byte deletions in flight at once.
 const DELETIONS_AT_ONCE: usize = 32;
 
@@ -36,6 +36,9 @@ pub(super) async fn collect(instance: &Instance, actor: &str, cutoff_ms: i64) ->
     finish_deletions(instance).await?;
     let mut removed = Vec::new();
     let mut after: Option<(i64, String)> = None;
+    // The bytes of one batch are deleted while the next batch is removed: both transactions wait at once, so the
+    // log commits them together.
+    let mut deleting: Vec<String> = Vec::new();
     loop {
         let page = {
             let mut conn = instance.db.acquire().await?;
@@ -45,13 +48,19 @@ pub(super) async fn collect(instance: &Instance, actor: &str, cutoff_ms: i64) ->
         let Some(last) = page.last() else { break };
         after = Some((last.idle_since_ms, last.blake3.clone()));
         let full = page.len() == BATCH;
-        let batch = remove(instance, actor, page, cutoff_ms).await?;
-        delete_bytes(instance, batch.iter().map(|row| row.blake3.clone()).collect()).await?;
+        let (batch, deleted) = tokio::join!(
+            remove(instance, actor, page, cutoff_ms),
+            delete_bytes(instance, std::mem::take(&mut deleting))
+        );
+        deleted?;
+        let batch = batch?;
+        deleting = batch.iter().map(|row| row.blake3.clone()).collect();
         removed.extend(batch.iter().map(Removed::from));
         if !full {
             break;
         }
     }
+    delete_bytes(instance, deleting).await?;
     Ok(removed)
 }
 
@@ -189,16 +198,7 @@ async fn delete_bytes(instance: &Instance, keys: Vec<String>) -> Result<(), ApiE
         .log
         .transact(move |wtx| {
             Box::pin(async move {
-                let mut claimed = HashMap::with_capacity(keys.len());
-                for key in &keys {
-                    let taken = fetch_optional!(
-                        wtx.tx(),
-                        (String, i64),
-                        "DELETE FROM blob_deletions WHERE blake3 = $1 RETURNING blake3, sequence",
-                        key.as_str()
-                    )?;
-                    claimed.extend(taken);
-                }
+                let claimed: HashMap<String, i64> = claim_deletions(wtx.tx(), &keys).await?.into_iter().collect();
                 let claimed: Vec<String> = queries::files(wtx.tx(), &claimed.keys().cloned().collect::<Vec<_>>())
                     .await?
                     .into_iter()
@@ -219,6 +219,26 @@ async fn delete_bytes(instance: &Instance, keys: Vec<String>) -> Result<(), ApiE
             })
         })
         .await
+}
+
+/// Takes the `blob_deletions` rows of `keys` out, in one statement; returns those it took, with their sequences.
+async fn claim_deletions(tx: &mut Tx, keys: &[String]) -> Result<Vec<(String, i64)>, ApiError> {
+    let sql = |backend| {
+        format!(
+            "DELETE FROM blob_deletions WHERE blake3 IN {} RETURNING blake3, sequence",
+            placeholders(backend, 1, keys.len())
+        )
+    };
+    Ok(match tx.as_exec() {
+        Exec::Sqlite(c) => {
+            let sql = sql(Backend::Sqlite);
+            keys.iter().fold(sqlx::query_as(&sql), |q, key| q.bind(key)).fetch_all(c).await?
+        }
+        Exec::Postgres(c) => {
+            let sql = sql(Backend::Postgres);
+            keys.iter().fold(sqlx::query_as(&sql), |q, key| q.bind(key)).fetch_all(c).await?
+        }
+    })
 }
 
 /// For an upload committing bytes that collection removed (BLAKE3 digest `blake3`, `size`), inside its log

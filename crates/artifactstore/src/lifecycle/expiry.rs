@@ -49,6 +49,7 @@ pub(crate) fn verdict(policies: &[PolicyRow], version: &Version, newer: usize, n
 
 /// The versions `policies` let go among `versions` (any order; each package's versions all present), with their
 /// verdicts, oldest of each package first.
+#[cfg(test)]
 pub(crate) fn expiring(
     policies: &[PolicyRow],
     mut versions: Vec<Version>,
@@ -59,14 +60,26 @@ pub(crate) fn expiring(
         (a.package.name.as_str(), std::cmp::Reverse(a.package.created_sequence))
             .cmp(&(b.package.name.as_str(), std::cmp::Reverse(b.package.created_sequence)))
     });
-    let mut out = Vec::new();
+    let mut ranked = Vec::with_capacity(versions.len());
     let mut newer = 0;
     for (i, version) in versions.iter().enumerate() {
         newer = if i > 0 && versions[i - 1].package.name == version.package.name { newer + 1 } else { 0 };
-        if let Some(verdict) = self::verdict(policies, version, newer, now) {
-            out.push((version.clone(), verdict));
-        }
+        ranked.push((version.clone(), newer));
     }
+    expiring_ranked(policies, ranked, now)
+}
+
+/// The versions `policies` let go at `now` among `ranked` (each with how many versions of its package are newer;
+/// any order, no version twice), with their verdicts, oldest of each package first.
+pub(crate) fn expiring_ranked(
+    policies: &[PolicyRow],
+    ranked: Vec<(Version, usize)>,
+    now: DateTime<Utc>,
+) -> Vec<(Version, Verdict)> {
+    let mut out: Vec<(Version, Verdict)> = ranked
+        .into_iter()
+        .filter_map(|(version, newer)| self::verdict(policies, &version, newer, now).map(|v| (version, v)))
+        .collect();
     out.sort_by(|(a, _), (b, _)| {
         (a.package.name.as_str(), a.package.created_sequence)
             .cmp(&(b.package.name.as_str(), b.package.created_sequence))

@@ -15,6 +15,7 @@ use artifactstore_db::{fetch_one, Backend, Tx};
 use artifactstore_views::queries::{self, Version};
 use artifactstore_views::vocab::{GcRun, PackageDeleted, RegistryEvent, RetentionChange, RetentionKind};
 use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -77,30 +78,52 @@ async fn run_in_turn(instance: &Instance, actor: &str, dry_run: bool) -> Result<
     let candidates = {
         let mut conn = instance.db.acquire().await?;
         let policies = queries::policies(&mut conn).await?;
-        let mut versions: Vec<Version> = Vec::new();
-        for policy in &policies {
-            versions.extend(queries::versions_under(&mut conn, &policy.prefix).await?);
+        // Each policy's candidates; a version under several prefixes is judged once, by the policy governing it.
+        let mut ranked: Vec<(Version, usize)> = Vec::new();
+        for policy in policies.iter().filter(|p| p.keep_last.is_some() || p.keep_days.is_some()) {
+            let keep = policy.keep_last.unwrap_or(0);
+            let found = queries::expiry_candidates(&mut conn, &policy.prefix, keep).await?;
+            ranked.extend(found.into_iter().map(|(v, newer)| (v, usize::try_from(newer).unwrap_or(usize::MAX))));
         }
-        versions.sort_by_key(|v| v.package.package_id);
-        versions.dedup_by_key(|v| v.package.package_id);
-        expiry::expiring(&policies, versions, now)
+        ranked.sort_by_key(|(v, _)| v.package.package_id);
+        ranked.dedup_by_key(|(v, _)| v.package.package_id);
+        expiry::expiring_ranked(&policies, ranked, now)
     };
     let mut report = Report { dry_run, ..Report::default() };
     let mut freed = Vec::new();
-    for (version, verdict) in candidates {
-        let expired = Expired {
-            name: version.package.name.clone(),
-            version: version.package.version.clone(),
-            policy: verdict.policy,
-            rule: verdict.rule,
-        };
-        let package_id = version.package.package_id;
-        if dry_run {
-            let mut conn = instance.db.acquire().await?;
+    let expiries: Vec<(Uuid, Expired)> = candidates
+        .into_iter()
+        .map(|(version, verdict)| {
+            let expired = Expired {
+                name: version.package.name,
+                version: version.package.version,
+                policy: verdict.policy,
+                rule: verdict.rule,
+            };
+            (version.package.package_id, expired)
+        })
+        .collect();
+    if dry_run {
+        let mut conn = instance.db.acquire().await?;
+        for (package_id, expired) in expiries {
             freed.extend(queries::version_files(&mut conn, package_id).await?.into_iter().map(|file| file.blake3));
             report.expired.push(expired);
-        } else if expire(instance, actor, package_id, &expired, now).await? {
-            report.expired.push(expired);
+        }
+    } else {
+        // Each expiry is a transaction of its own; several wait at once, so the log commits them in groups.
+        let results: Vec<Result<(bool, Expired), ApiError>> = futures::stream::iter(expiries)
+            .map(|(package_id, expired)| async move {
+                let done = expire(instance, actor, package_id, &expired, now).await?;
+                Ok((done, expired))
+            })
+            .buffered(EXPIRIES_AT_ONCE)
+            .collect()
+            .await;
+        for result in results {
+            let (done, expired) = result?;
+            if done {
+                report.expired.push(expired);
+            }
         }
     }
     // The cutoff is taken after the expiries committed, so with no grace their blobs go in this run too.
@@ -136,6 +159,9 @@ async fn run_in_turn(instance: &Instance, actor: &str, dry_run: bool) -> Result<
     );
     Ok(report)
 }
+
+/// Expiry transactions waiting at once, for the log to commit together.
+const EXPIRIES_AT_ONCE: usize = 32;
 
 /// A run's turn: on PostgreSQL a transaction holding an advisory lock of this schema (released when it ends, also
 /// if the process dies); on SQLite the instance's own mutex.
