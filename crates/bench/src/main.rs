@@ -45,6 +45,10 @@ struct Args {
     /// Override the number of events of the replay workload (d).
     #[arg(long)]
     replay_events: Option<u64>,
+    /// Override the package versions of workload h's registries (10 blobs each; twice as many blobs collected
+    /// during its uploads).
+    #[arg(long)]
+    gc_versions: Option<u64>,
     /// The command line to quote in the results.
     #[arg(long, default_value = "scripts/bench.sh")]
     command: String,
@@ -148,6 +152,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut sizes = Sizes::new(args.quick);
     if let Some(events) = args.replay_events {
         sizes.d_events = events;
+    }
+    if let Some(versions) = args.gc_versions {
+        (sizes.h_versions, sizes.h_pg_versions, sizes.h_garbage) = (versions, versions, versions * 2);
     }
     let artifactstore = match &args.artifactstore {
         Some(path) => path.clone(),

@@ -1,6 +1,6 @@
 //! `apply`: one event folded into the views, the same code live and in replay.
 
-use artifactstore_db::{execute, Tx};
+use artifactstore_db::{execute, AsExec as _, Tx};
 use artifactstore_eventlog::{Event, WriteTx};
 use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
@@ -16,6 +16,37 @@ use crate::Error;
 pub async fn record(wtx: &mut WriteTx, actor: &str, event: &RegistryEvent) -> Result<Event, Error> {
     let appended = wtx.append(event.to_new_event(actor)?)?;
     apply(wtx.tx(), &appended).await?;
+    Ok(appended)
+}
+
+/// `record` for several events in one transaction: appends each, then applies their row changes in order, a run of
+/// consecutive blob removals as one statement (`remove_files`), as replay does.
+pub async fn record_all(wtx: &mut WriteTx, actor: &str, events: &[RegistryEvent]) -> Result<Vec<Event>, Error> {
+    let mut appended = Vec::with_capacity(events.len());
+    for event in events {
+        appended.push(wtx.append(event.to_new_event(actor)?)?);
+    }
+    let mut removals: Vec<(String, i64)> = Vec::new();
+    let mut first_removal: Option<&Event> = None;
+    for event in &appended {
+        for op in plan(event)? {
+            match op {
+                Op::RemoveFile { blake3, seq } => {
+                    first_removal.get_or_insert(event);
+                    removals.push((blake3, seq));
+                }
+                op => {
+                    if let Some(first) = first_removal.take() {
+                        remove_files(wtx.tx(), &std::mem::take(&mut removals), first).await?;
+                    }
+                    op.execute(wtx.tx(), event).await?;
+                }
+            }
+        }
+    }
+    if let Some(first) = first_removal {
+        remove_files(wtx.tx(), &removals, first).await?;
+    }
     Ok(appended)
 }
 
@@ -238,19 +269,7 @@ impl Op {
                     return Err(missing(event, package_id.to_string()));
                 }
             }
-            Op::RemoveFile { blake3, seq } => {
-                let removed = execute!(
-                    tx,
-                    "UPDATE artifact_files SET removed_sequence = $2, sequence = $2 \
-                     WHERE blake3 = $1 AND removed_sequence IS NULL AND refs = 0",
-                    blake3.as_str(),
-                    *seq,
-                )?;
-                if removed == 0 {
-                    return Err(missing(event, format!("unreferenced live blob {blake3}")));
-                }
-                execute!(tx, "DELETE FROM storage_locations WHERE blake3 = $1", blake3.as_str())?;
-            }
+            Op::RemoveFile { blake3, seq } => remove_files(tx, &[(blake3.clone(), *seq)], event).await?,
             Op::DeleteLocation { blake3, location } => {
                 execute!(
                     tx,
@@ -281,6 +300,59 @@ impl Op {
         Ok(())
     }
 }
+
+/// Removes the blobs of `removals` (each with the sequence of its `v1.file.removed`), which must be live and
+/// unreferenced, with every storage location they had: two statements for the whole run. `first` names the cause
+/// in errors.
+pub(crate) async fn remove_files(tx: &mut Tx, removals: &[(String, i64)], first: &Event) -> Result<(), Error> {
+    for chunk in removals.chunks(REMOVALS_PER_STATEMENT) {
+        let backend = tx.backend();
+        let mut n = 0;
+        let mut param = || {
+            n += 1;
+            match backend {
+                artifactstore_db::Backend::Sqlite => format!("?{n}"),
+                artifactstore_db::Backend::Postgres => format!("${n}"),
+            }
+        };
+        let cases: String =
+            chunk.iter().map(|_| format!(" WHEN {} THEN CAST({} AS BIGINT)", param(), param())).collect();
+        let keys: Vec<String> = chunk.iter().map(|_| param()).collect();
+        let update = format!(
+            "UPDATE artifact_files SET removed_sequence = CASE blake3{cases} END, sequence = CASE blake3{cases} END \
+             WHERE blake3 IN ({}) AND removed_sequence IS NULL AND refs = 0",
+            keys.join(", ")
+        );
+        let delete = format!(
+            "DELETE FROM storage_locations WHERE blake3 IN {}",
+            artifactstore_db::placeholders(backend, 1, chunk.len())
+        );
+        let removed = match tx.as_exec() {
+            artifactstore_db::Exec::Sqlite(c) => {
+                let query = chunk.iter().fold(sqlx::query(&update), |q, (key, seq)| q.bind(key).bind(seq));
+                let query = chunk.iter().fold(query, |q, (key, _)| q.bind(key));
+                let removed = query.execute(&mut *c).await?.rows_affected();
+                chunk.iter().fold(sqlx::query(&delete), |q, (key, _)| q.bind(key)).execute(c).await?;
+                removed
+            }
+            artifactstore_db::Exec::Postgres(c) => {
+                let query = chunk.iter().fold(sqlx::query(&update), |q, (key, seq)| q.bind(key).bind(seq));
+                let query = chunk.iter().fold(query, |q, (key, _)| q.bind(key));
+                let removed = query.execute(&mut *c).await?.rows_affected();
+                chunk.iter().fold(sqlx::query(&delete), |q, (key, _)| q.bind(key)).execute(c).await?;
+                removed
+            }
+        };
+        if removed != chunk.len() as u64 {
+            let blobs: Vec<&str> = chunk.iter().map(|(key, _)| key.as_str()).collect();
+            return Err(missing(first, format!("unreferenced live blobs among {}", blobs.join(", "))));
+        }
+    }
+    Ok(())
+}
+
+/// Blob removals per statement pair (3 parameters each).
+const REMOVALS_PER_STATEMENT: usize = 1000;
 
 /// What an ingestion does to a blob's existing row: a live row keeps its origin and gains the new row's references
 /// (replay counts a waiting row's references on it); a removed row starts anew.

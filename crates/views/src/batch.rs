@@ -11,7 +11,7 @@ use artifactstore_db::Tx;
 use artifactstore_eventlog::Event;
 use uuid::Uuid;
 
-use crate::apply::{add_refs, Op, RetentionSet, FILE_CONFLICT};
+use crate::apply::{add_refs, remove_files, Op, RetentionSet, FILE_CONFLICT};
 use crate::rows::{insert_rows, FileRow, PackageFileRow, PackageRow, RetentionRow};
 use crate::Error;
 
@@ -31,6 +31,9 @@ pub(crate) struct Batch {
     retention: Vec<RetentionRow>,
     /// Index into `retention` of each waiting package's row.
     retention_of: HashMap<Uuid, usize>,
+    /// A run of blob removals, written together (`remove_files`), with the first one's event for errors.
+    removals: Vec<(String, i64)>,
+    first_removal: Option<Event>,
 }
 
 impl std::fmt::Debug for Batch {
@@ -46,6 +49,16 @@ impl Batch {
 
     /// Takes one planned change of `event`.
     pub(crate) async fn add(&mut self, tx: &mut Tx, op: Op, event: &Event) -> Result<(), Error> {
+        if let Op::RemoveFile { blake3, seq } = op {
+            // The rows it removes must be written first; then it waits for the rest of its run.
+            if self.waiting() > 0 {
+                self.flush_rows(tx).await?;
+            }
+            self.first_removal.get_or_insert_with(|| event.clone());
+            self.removals.push((blake3, seq));
+            return Ok(());
+        }
+        self.flush_removals(tx).await?;
         match op {
             Op::InsertFile(file) => {
                 // The first ingestion of a waiting blob wins, as `FILE_CONFLICT` keeps a live row (a removal flushes,
@@ -98,8 +111,21 @@ impl Batch {
         Ok(())
     }
 
-    /// Writes every waiting row, parents before children.
+    /// Writes every waiting row and removal.
     pub(crate) async fn flush(&mut self, tx: &mut Tx) -> Result<(), Error> {
+        self.flush_rows(tx).await?;
+        self.flush_removals(tx).await
+    }
+
+    async fn flush_removals(&mut self, tx: &mut Tx) -> Result<(), Error> {
+        if let Some(first) = self.first_removal.take() {
+            remove_files(tx, &std::mem::take(&mut self.removals), &first).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes every waiting row, parents before children.
+    async fn flush_rows(&mut self, tx: &mut Tx) -> Result<(), Error> {
         insert_rows(tx, std::mem::take(&mut self.files).as_slice(), FILE_CONFLICT).await?;
         self.file_of.clear();
         insert_rows(tx, std::mem::take(&mut self.packages).as_slice(), "").await?;

@@ -11,7 +11,7 @@ pub mod rows;
 mod snapshot;
 pub mod vocab;
 
-pub use apply::{apply, record};
+pub use apply::{apply, record, record_all};
 pub use dump::{diff, dump, Difference, ViewsDump};
 pub use error::Error;
 pub use replay::{clear, mark_stale, rebuild, stale_reason, verify, RebuildStats};

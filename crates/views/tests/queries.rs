@@ -203,6 +203,20 @@ async fn file_state_sql_tells_live_removed_and_unknown_apart() {
             assert_eq!((seven, FileState::from_sql(state)), (7, want), "{backend:?} {n}");
             assert_eq!(queries::file_state(&mut conn, &digests(n).0).await.unwrap(), want);
         }
+        // A removal of a referenced blob, or of one removed already, is refused and changes nothing.
+        let package_id = Uuid::now_v7();
+        write(&log, vec![publish(package_id, "keep/me", "1", &[4])]).await;
+        for n in [4u8, 5] {
+            let (blake3, sha256) = digests(n);
+            let again = RegistryEvent::FileRemoved(FileRemoved { blake3, sha256, size: 1, reason: "t".into() });
+            let refused = log
+                .transact(move |wtx| {
+                    Box::pin(async move { artifactstore_views::record_all(wtx, "t", &[again]).await.map(drop) })
+                })
+                .await;
+            assert!(refused.is_err(), "{backend:?} {n}: {refused:?}");
+        }
+        assert_eq!(queries::file_state(&mut conn, &digests(4).0).await.unwrap(), FileState::Live);
         // Removed blobs are absent to a publish's resolve, and to the list of blobs to verify.
         let resolved = queries::resolve(&mut conn, &[digests(5).0.parse().unwrap()]).await.unwrap();
         assert_eq!(resolved, vec![None], "{backend:?}");

@@ -111,17 +111,23 @@ async fn remove(
                 let mut rows = queries::files(wtx.tx(), &keys).await?;
                 rows.retain(|row| row.refs == 0 && !row.is_removed() && row.idle_since_ms <= cutoff_ms);
                 rows.sort_by(|a, b| (a.idle_since_ms, &a.blake3).cmp(&(b.idle_since_ms, &b.blake3)));
-                let mut pending = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let event = RegistryEvent::FileRemoved(FileRemoved {
-                        blake3: row.blake3.clone(),
-                        sha256: row.sha256.clone(),
-                        size: u64::try_from(row.size).unwrap_or(0),
-                        reason: format!("unreferenced since {}", since(row.idle_since_ms)),
-                    });
-                    let appended = artifactstore_views::record(wtx, &actor, &event).await?;
-                    pending.push((row.blake3.clone(), i64::try_from(appended.sequence).unwrap_or(i64::MAX)));
-                }
+                let events: Vec<RegistryEvent> = rows
+                    .iter()
+                    .map(|row| {
+                        RegistryEvent::FileRemoved(FileRemoved {
+                            blake3: row.blake3.clone(),
+                            sha256: row.sha256.clone(),
+                            size: u64::try_from(row.size).unwrap_or(0),
+                            reason: format!("unreferenced since {}", since(row.idle_since_ms)),
+                        })
+                    })
+                    .collect();
+                let appended = artifactstore_views::record_all(wtx, &actor, &events).await?;
+                let pending: Vec<(String, i64)> = rows
+                    .iter()
+                    .zip(&appended)
+                    .map(|(row, event)| (row.blake3.clone(), i64::try_from(event.sequence).unwrap_or(i64::MAX)))
+                    .collect();
                 insert_deletions(wtx.tx(), &pending).await?;
                 Ok::<_, ApiError>(rows)
             })
