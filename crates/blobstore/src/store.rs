@@ -209,6 +209,41 @@ impl BlobStore {
         Ok(names)
     }
 
+    /// Removes the bytes of several blobs (by BLAKE3 hex); a blob that is not there counts as removed. On a
+    /// filesystem the unlinks run on a few blocking threads; on S3 they go out as bulk deletes.
+    pub async fn remove_many(&self, blake3_hex: &[String]) -> Result<(), Error> {
+        if let Backend::File { root, .. } = &self.backend {
+            let per_thread = blake3_hex.len().div_ceil(UNLINK_THREADS).max(1);
+            let mut unlinking = tokio::task::JoinSet::new();
+            for chunk in blake3_hex.chunks(per_thread) {
+                let paths: Vec<PathBuf> = chunk.iter().map(|hex| root.join(Self::blob_key(hex))).collect();
+                unlinking.spawn_blocking(move || -> Result<(), Error> {
+                    for path in paths {
+                        match std::fs::remove_file(&path) {
+                            Ok(()) => {}
+                            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(err) => return Err(Error::io(format!("remove {}", path.display()))(err)),
+                        }
+                    }
+                    Ok(())
+                });
+            }
+            while let Some(done) = unlinking.join_next().await {
+                done.map_err(|err| Error::io("an unlinking thread".to_owned())(std::io::Error::other(err)))??;
+            }
+            return Ok(());
+        }
+        let paths: Vec<Path> = blake3_hex.iter().map(|hex| self.key(&Self::blob_key(hex))).collect();
+        let mut deleted = self.objects().delete_stream(futures::stream::iter(paths.into_iter().map(Ok)).boxed());
+        while let Some(result) = deleted.next().await {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Removes a blob's bytes; removing a blob that is not there succeeds.
     pub async fn remove(&self, blake3_hex: &str) -> Result<(), Error> {
         match self.objects().delete(&self.key(&Self::blob_key(blake3_hex))).await {
@@ -217,6 +252,9 @@ impl BlobStore {
         }
     }
 }
+
+/// Blocking threads one `remove_many` unlinks on, each a share of the blobs.
+const UNLINK_THREADS: usize = 4;
 
 /// Bytes a filesystem read hands over at a time: large enough that a fast client costs few wake-ups, small enough
 /// that a slow one holds little memory.

@@ -307,21 +307,12 @@ impl Op {
 pub(crate) async fn remove_files(tx: &mut Tx, removals: &[(String, i64)], first: &Event) -> Result<(), Error> {
     for chunk in removals.chunks(REMOVALS_PER_STATEMENT) {
         let backend = tx.backend();
-        let mut n = 0;
-        let mut param = || {
-            n += 1;
-            match backend {
-                artifactstore_db::Backend::Sqlite => format!("?{n}"),
-                artifactstore_db::Backend::Postgres => format!("${n}"),
-            }
-        };
-        let cases: String =
-            chunk.iter().map(|_| format!(" WHEN {} THEN CAST({} AS BIGINT)", param(), param())).collect();
-        let keys: Vec<String> = chunk.iter().map(|_| param()).collect();
+        // `VALUES` names its columns `column1`, `column2` on both backends.
         let update = format!(
-            "UPDATE artifact_files SET removed_sequence = CASE blake3{cases} END, sequence = CASE blake3{cases} END \
-             WHERE blake3 IN ({}) AND removed_sequence IS NULL AND refs = 0",
-            keys.join(", ")
+            "UPDATE artifact_files SET removed_sequence = v.column2, sequence = v.column2 FROM (VALUES {}) AS v \
+             WHERE artifact_files.blake3 = v.column1 AND artifact_files.removed_sequence IS NULL \
+             AND artifact_files.refs = 0",
+            values_of_text_and_bigint(backend, chunk.len())
         );
         let delete = format!(
             "DELETE FROM storage_locations WHERE blake3 IN {}",
@@ -330,14 +321,12 @@ pub(crate) async fn remove_files(tx: &mut Tx, removals: &[(String, i64)], first:
         let removed = match tx.as_exec() {
             artifactstore_db::Exec::Sqlite(c) => {
                 let query = chunk.iter().fold(sqlx::query(&update), |q, (key, seq)| q.bind(key).bind(seq));
-                let query = chunk.iter().fold(query, |q, (key, _)| q.bind(key));
                 let removed = query.execute(&mut *c).await?.rows_affected();
                 chunk.iter().fold(sqlx::query(&delete), |q, (key, _)| q.bind(key)).execute(c).await?;
                 removed
             }
             artifactstore_db::Exec::Postgres(c) => {
                 let query = chunk.iter().fold(sqlx::query(&update), |q, (key, seq)| q.bind(key).bind(seq));
-                let query = chunk.iter().fold(query, |q, (key, _)| q.bind(key));
                 let removed = query.execute(&mut *c).await?.rows_affected();
                 chunk.iter().fold(sqlx::query(&delete), |q, (key, _)| q.bind(key)).execute(c).await?;
                 removed
@@ -351,7 +340,18 @@ pub(crate) async fn remove_files(tx: &mut Tx, removals: &[(String, i64)], first:
     Ok(())
 }
 
-/// Blob removals per statement pair (3 parameters each).
+/// `($1, $2::bigint), ($3, $4::bigint), ...` (plain `?` on SQLite) for `rows` rows of a text and a number.
+fn values_of_text_and_bigint(backend: artifactstore_db::Backend, rows: usize) -> String {
+    (0..rows)
+        .map(|i| match backend {
+            artifactstore_db::Backend::Sqlite => "(?, ?)".to_owned(),
+            artifactstore_db::Backend::Postgres => format!("(${}, ${}::bigint)", 2 * i + 1, 2 * i + 2),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Blob removals per statement pair (2 parameters each).
 const REMOVALS_PER_STATEMENT: usize = 1000;
 
 /// What an ingestion does to a blob's existing row: a live row keeps its origin and gains the new row's references

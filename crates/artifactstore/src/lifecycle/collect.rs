@@ -18,7 +18,6 @@ use artifactstore_views::queries;
 use artifactstore_views::vocab::{FileRemoved, RegistryEvent};
 use artifactstore_views::FileRow;
 use chrono::{DateTime, Utc};
-use futures::{StreamExt as _, TryStreamExt as _};
 
 use super::Removed;
 use crate::instance::Instance;
@@ -27,8 +26,6 @@ use crate::problem::ApiError;
 /// Blobs per removal transaction and per deletion transaction: small enough that neither holds the log's write
 /// order for long (a few milliseconds of statements, or of unlinks).
 const BATCH: usize = 512;
-/// Byte deletions in flight at once.
-const DELETIONS_AT_ONCE: usize = 32;
 
 /// Removes every collectable blob idle since `cutoff_ms` or before, as `actor`, and deletes its bytes; first
 /// finishes the deletions an earlier run left. Returns the blobs it removed.
@@ -213,14 +210,8 @@ async fn delete_bytes(instance: &Instance, keys: Vec<String>) -> Result<(), ApiE
                     })
                     .map(|row| row.blake3)
                     .collect();
-                futures::stream::iter(claimed)
-                    .map(|key| {
-                        let store = store.clone();
-                        async move { store.remove(key.trim_start_matches("blake3:")).await }
-                    })
-                    .buffer_unordered(DELETIONS_AT_ONCE)
-                    .try_collect::<()>()
-                    .await?;
+                let hex: Vec<String> = claimed.iter().map(|key| key.trim_start_matches("blake3:").to_owned()).collect();
+                store.remove_many(&hex).await?;
                 Ok::<_, ApiError>(())
             })
         })

@@ -75,7 +75,7 @@ pub async fn run(instance: &Instance, actor: &str, dry_run: bool) -> Result<Repo
 
 async fn run_in_turn(instance: &Instance, actor: &str, dry_run: bool) -> Result<Report, ApiError> {
     let now = Utc::now();
-    let t0 = std::time::Instant::now();
+    let started = std::time::Instant::now();
     let candidates = {
         let mut conn = instance.db.acquire().await?;
         let policies = queries::policies(&mut conn).await?;
@@ -90,7 +90,6 @@ async fn run_in_turn(instance: &Instance, actor: &str, dry_run: bool) -> Result<
         ranked.dedup_by_key(|(v, _)| v.package.package_id);
         expiry::expiring_ranked(&policies, ranked, now)
     };
-    eprintln!("TIMING candidates {:?}", t0.elapsed());
     let mut report = Report { dry_run, ..Report::default() };
     let mut freed = Vec::new();
     let expiries: Vec<(Uuid, Expired)> = candidates
@@ -128,7 +127,7 @@ async fn run_in_turn(instance: &Instance, actor: &str, dry_run: bool) -> Result<
             }
         }
     }
-    eprintln!("TIMING expiries {:?}", t0.elapsed());
+    let expiry_took = started.elapsed();
     // The cutoff is taken after the expiries committed, so with no grace their blobs go in this run too.
     let grace = instance.config.gc_grace;
     let cutoff_ms = Utc::now().timestamp_millis().saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
@@ -138,7 +137,6 @@ async fn run_in_turn(instance: &Instance, actor: &str, dry_run: bool) -> Result<
     } else {
         collect::collect(instance, actor, cutoff_ms).await?
     };
-    eprintln!("TIMING collection {:?}", t0.elapsed());
     report.removed.sort_by(|a, b| a.digest.cmp(&b.digest));
     report.removed.dedup_by(|a, b| a.digest == b.digest);
     report.bytes = report.removed.iter().map(|r| r.size).sum();
@@ -159,6 +157,8 @@ async fn run_in_turn(instance: &Instance, actor: &str, dry_run: bool) -> Result<
         expired = report.expired.len(),
         removed = report.removed.len(),
         bytes = report.bytes,
+        expiry_ms = expiry_took.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
         "lifecycle run"
     );
     Ok(report)
