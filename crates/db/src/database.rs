@@ -103,7 +103,8 @@ impl Database {
                 Pool::Sqlite(pool)
             }
             Backend::Postgres => {
-                let mut connect = PgConnectOptions::from_str(url)?;
+                // No JIT: the registry's statements are short, and compiling one costs more than running it.
+                let mut connect = PgConnectOptions::from_str(url)?.options([("jit", "off")]);
                 if let Some(schema) = &options.postgres_schema {
                     if schema.is_empty()
                         || !schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')

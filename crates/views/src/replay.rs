@@ -219,7 +219,18 @@ pub async fn rebuild(log: &EventLog, mut progress: impl FnMut(u64, u64)) -> Resu
     let events = refill.finish(wtx.tx(), replayed).await?;
     mark_current(wtx.tx()).await?;
     log.commit(wtx).await?;
+    analyze(log.database()).await?;
     Ok(RebuildStats { events, head_sequence: head.sequence })
+}
+
+/// On PostgreSQL, refreshes the planner's statistics of the views after a rebuild refilled them, rather than
+/// leaving plans to estimates of the old contents until autovacuum gets to it.
+pub(crate) async fn analyze(db: &artifactstore_db::Database) -> Result<(), Error> {
+    if db.backend() == artifactstore_db::Backend::Postgres {
+        let mut conn = db.acquire().await?;
+        execute!(&mut conn, &format!("ANALYZE {}", VIEW_TABLES.join(", ")))?;
+    }
+    Ok(())
 }
 
 /// Records that the views are behind the log and why (until the next completed rebuild).

@@ -117,6 +117,7 @@ pub async fn rebuild_from(
     let events = refill.finish(wtx.tx(), filled).await?;
     crate::replay::mark_current(wtx.tx()).await?;
     log.commit(wtx).await?;
+    crate::replay::analyze(log.database()).await?;
     Ok(RebuildStats { events, head_sequence: head.sequence })
 }
 
