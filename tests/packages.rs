@@ -40,6 +40,14 @@ async fn blobs_by_either_digest_with_ranges() {
         let unsatisfiable = app.request(Method::GET, &path).header("range", "bytes=100000-").send().await.unwrap();
         assert_eq!(unsatisfiable.headers()["content-range"], "bytes */100000");
         problem(unsatisfiable, 416, "range_not_satisfiable").await;
+        let beyond = app.request(Method::GET, &path).header("range", "bytes=99999999999999999999999999-").send();
+        problem(beyond.await.unwrap(), 416, "range_not_satisfiable").await;
+        // A Range header that is not a valid range is ignored (RFC 9110, section 14.2): the whole blob.
+        for ignored in ["bytes=abc", "bytes=5-2", "bytes=1-x"] {
+            let whole = app.request(Method::GET, &path).header("range", ignored).send().await.unwrap();
+            assert_eq!(whole.status(), 200, "{ignored}");
+            assert_eq!(whole.bytes().await.unwrap().len(), data.len(), "{ignored}");
+        }
 
         let etag = format!("\"{}\"", digest.blake3);
         let cached = app.request(Method::GET, &path).header("if-none-match", etag).send().await.unwrap();
@@ -176,6 +184,9 @@ async fn packages_publish_read_list_delete_and_retention() {
             page["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
         assert_eq!(second, ["team/zed"]);
         assert!(page["next_cursor"].is_null());
+        // A cursor this server did not issue is refused, not taken for the first page.
+        app.get("/v1/packages?cursor=%FF%00garbage").await.problem(400, "bad_request");
+        app.get("/v1/packages?cursor=Team/App").await.problem(400, "bad_request");
 
         // Files download like blobs, with the manifest's media type.
         let file = app.request(Method::GET, &format!("{url}/files/bin/app")).send().await.unwrap();
@@ -299,5 +310,119 @@ async fn tokens_scope_every_call_and_name_the_actor() {
         let actors: Vec<&str> =
             feed["events"].as_array().unwrap().iter().map(|e| e["actor"].as_str().unwrap()).collect();
         assert_eq!(actors, ["ci-team", "ci-team", "root"]);
+    }
+}
+
+/// Any JSON number a client publishes in metadata comes back as the same number, read as JSON or as CBOR, and
+/// one published as CBOR reads back as JSON exactly (canonical CBOR keeps the shortest float with the same value).
+mod numbers {
+    use artifactstore_tests::TestApp;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn finite() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            any::<f64>().prop_filter("finite", |f| f.is_finite()),
+            Just(f64::from(f32::MAX)),
+            Just(3.4028234663852886e38),
+            Just(0.1),
+            Just(-0.0),
+            Just(5e-324),
+            Just(f64::MAX),
+            Just(1e21),
+            Just(123_456_789.125),
+        ]
+    }
+
+    async fn round_trip(values: Vec<f64>) -> Result<(), TestCaseError> {
+        let app = TestApp::sqlite().await;
+        let blob = app.upload_blob(b"numbers").await.json();
+        // Sent as text, the way a client writes JSON (`{:?}` prints the shortest digits that read back exactly).
+        let numbers: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+        let body = format!(
+            r#"{{"files": [{{"path": "f", "digest": {}}}], "metadata": {{"n": [{}]}}}}"#,
+            blob["blake3"],
+            numbers.join(", ")
+        );
+        let put = app.send(app.request(reqwest::Method::PUT, "/v1/packages/num/json/versions/1").body(body)).await;
+        prop_assert_eq!(put.status, 201, "{}", put.text());
+        let read = app.get_json("/v1/packages/num/json/versions/1").await;
+        let back: Vec<f64> = read["metadata"]["n"].as_array().unwrap().iter().map(|n| n.as_f64().unwrap()).collect();
+        prop_assert_eq!(bits(&back), bits(&values), "JSON in, JSON out");
+
+        let cbor = app
+            .send(
+                app.request(reqwest::Method::GET, "/v1/packages/num/json/versions/1")
+                    .header("accept", "application/cbor"),
+            )
+            .await;
+        let doc: ciborium::Value = ciborium::from_reader(cbor.body.as_slice()).unwrap();
+        let from_cbor = floats_of(&doc);
+        prop_assert_eq!(bits(&from_cbor), bits(&values), "JSON in, CBOR out");
+
+        // CBOR in, JSON out.
+        let manifest = ciborium::Value::Map(vec![
+            (
+                "files".into(),
+                ciborium::Value::Array(vec![ciborium::Value::Map(vec![
+                    ("path".into(), "f".into()),
+                    ("digest".into(), blob["blake3"].as_str().unwrap().into()),
+                ])]),
+            ),
+            (
+                "metadata".into(),
+                ciborium::Value::Map(vec![(
+                    "n".into(),
+                    ciborium::Value::Array(values.iter().map(|v| ciborium::Value::Float(*v)).collect()),
+                )]),
+            ),
+        ]);
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&manifest, &mut bytes).unwrap();
+        let put = app
+            .send(
+                app.request(reqwest::Method::PUT, "/v1/packages/num/cbor/versions/1")
+                    .header("content-type", "application/cbor")
+                    .body(bytes),
+            )
+            .await;
+        prop_assert_eq!(put.status, 201, "{}", put.text());
+        let read: Value = app.get_json("/v1/packages/num/cbor/versions/1").await;
+        let back: Vec<f64> = read["metadata"]["n"].as_array().unwrap().iter().map(|n| n.as_f64().unwrap()).collect();
+        prop_assert_eq!(bits(&back), bits(&values), "CBOR in, JSON out");
+        Ok(())
+    }
+
+    /// The numbers of `metadata.n` in a CBOR manifest.
+    fn floats_of(doc: &ciborium::Value) -> Vec<f64> {
+        let field = |v: &ciborium::Value, name: &str| {
+            v.as_map().unwrap().iter().find(|(k, _)| k.as_text() == Some(name)).map(|(_, v)| v.clone()).unwrap()
+        };
+        let numbers = field(&field(doc, "metadata"), "n");
+        numbers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| match n {
+                ciborium::Value::Float(f) => *f,
+                ciborium::Value::Integer(i) => i128::from(*i) as f64,
+                other => panic!("not a number: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Bit patterns, so that -0.0 and 0.0 differ.
+    fn bits(values: &[f64]) -> Vec<u64> {
+        values.iter().map(|v| v.to_bits()).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+
+        #[test]
+        fn numbers_come_back_as_sent(values in prop::collection::vec(finite(), 1..40)) {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            runtime.block_on(round_trip(values))?;
+        }
     }
 }

@@ -62,6 +62,9 @@ async fn serve_starts_with_no_flags_and_replay_and_verify_work_on_its_data() {
     assert_eq!(client.get("/readyz").await.status, 200);
     server.kill();
     assert!(dir.path().join("data/blobs").is_dir(), "the blob store directory was made");
+    let log = server.stderr();
+    assert!(log.contains("INFO"), "serve logs to stderr: {log}");
+    assert!(!log.contains('\x1b'), "no colour codes in a log that is not a terminal: {log:?}");
 
     let (code, out) = run(dir.path(), &["migrate"]).await;
     assert_eq!(code, 0, "{out}");

@@ -120,34 +120,41 @@ fn if_range_allows(headers: &HeaderMap, etag: &str) -> bool {
     headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()).is_none_or(|v| v.trim() == etag)
 }
 
-/// Parses one `bytes=` range against a blob of `size` bytes. `None` means "serve it all": several ranges, or a
-/// unit other than bytes. A range that cannot be satisfied is a 416 problem.
+/// Parses one `bytes=` range against a blob of `size` bytes (RFC 9110, section 14). `None` means "serve it all":
+/// several ranges, another unit, or a header that is not a valid range (which a server ignores). A valid range
+/// that starts at or past the end (or a suffix of zero bytes) is a 416 problem.
 fn parse_range(text: &str, size: u64) -> Result<Option<std::ops::Range<u64>>, ApiError> {
     let Some(spec) = text.trim().strip_prefix("bytes=") else { return Ok(None) };
     if spec.contains(',') {
         return Ok(None);
     }
-    let bad = || ApiError::bad_request(format!("Range `{text}` is malformed"));
-    let (first, last) = spec.trim().split_once('-').ok_or_else(bad)?;
-    let range = if first.is_empty() {
-        let suffix: u64 = last.parse().map_err(|_| bad())?;
+    let Some((first, last)) = spec.trim().split_once('-') else { return Ok(None) };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    // A number too large for 64 bits is past the end of any blob.
+    let number = |s: &str| s.parse::<u64>().unwrap_or(u64::MAX);
+    if first.is_empty() {
+        if !digits(last) {
+            return Ok(None);
+        }
+        let suffix = number(last);
         if suffix == 0 || size == 0 {
             return Err(ApiError::range_not_satisfiable(size));
         }
-        size.saturating_sub(suffix)..size
-    } else {
-        let first: u64 = first.parse().map_err(|_| bad())?;
-        let end =
-            if last.is_empty() { size } else { last.parse::<u64>().map_err(|_| bad())?.saturating_add(1).min(size) };
-        if !last.is_empty() && end <= first && first < size {
-            return Err(bad());
-        }
-        if first >= size {
-            return Err(ApiError::range_not_satisfiable(size));
-        }
-        first..end
-    };
-    Ok(Some(range))
+        return Ok(Some(size.saturating_sub(suffix)..size));
+    }
+    if !digits(first) || !(last.is_empty() || digits(last)) {
+        return Ok(None);
+    }
+    let start = number(first);
+    if !last.is_empty() && number(last) < start {
+        // `last-pos` before `first-pos`: not a valid range.
+        return Ok(None);
+    }
+    if start >= size {
+        return Err(ApiError::range_not_satisfiable(size));
+    }
+    let end = if last.is_empty() { size } else { number(last).saturating_add(1).min(size) };
+    Ok(Some(start..end))
 }
 
 #[cfg(test)]
@@ -165,7 +172,13 @@ mod tests {
         assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
         assert_eq!(parse_range("bytes=100-", 100).unwrap_err().status(), 416);
         assert_eq!(parse_range("bytes=-0", 100).unwrap_err().status(), 416);
-        assert_eq!(parse_range("bytes=9-3", 100).unwrap_err().status(), 400);
-        assert_eq!(parse_range("bytes=x-3", 100).unwrap_err().status(), 400);
+        // Not a valid range: ignored, the whole blob is served.
+        for ignored in ["bytes=9-3", "bytes=5-2", "bytes=x-3", "bytes=abc", "bytes=-", "bytes=1-x", "bytes=- 5"] {
+            assert_eq!(parse_range(ignored, 100).unwrap(), None, "{ignored}");
+        }
+        // Valid, but past the end.
+        assert_eq!(parse_range("bytes=99999999999999999999999999-", 100).unwrap_err().status(), 416);
+        assert_eq!(parse_range("bytes=-99999999999999999999999999", 100).unwrap(), Some(0..100));
+        assert_eq!(parse_range("bytes=5-99999999999999999999999999", 100).unwrap(), Some(5..100));
     }
 }

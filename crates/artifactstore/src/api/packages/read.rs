@@ -190,7 +190,11 @@ pub(crate) async fn list(
     if prefix.len() > crate::names::MAX_NAME {
         return Err(ApiError::bad_request("prefix is longer than any package name"));
     }
+    // A cursor is the last name of a page this server answered: anything else was not issued here.
     let cursor = query.cursor.unwrap_or_default();
+    if !cursor.is_empty() && crate::names::check_name(&cursor).is_err() {
+        return Err(ApiError::bad_request("cursor: not one this server issued (pass a page's `next_cursor`)"));
+    }
     let page = {
         let mut conn = state.instance.db.acquire().await?;
         queries::list_packages(&mut conn, &prefix, &cursor, limit).await?
