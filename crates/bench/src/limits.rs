@@ -119,9 +119,9 @@ pub(crate) fn page_cache_read_speed(
     Ok(total as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64())
 }
 
-/// The text that created the secondary index of `artifact_files`, which a replay on SQLite drops before it fills the
-/// empty views and creates again after (`views::Refill`); the limits below load the view the same way.
-const FILES_SECONDARY_INDEX: &str = "artifact_files_by_sha256";
+/// The secondary indexes of `artifact_files`, which a replay on SQLite drops before it fills the empty views and
+/// creates again after (`views::Refill`); the limits below load the view the same way.
+const FILES_SECONDARY_INDEXES: [&str; 2] = ["artifact_files_by_sha256", "artifact_files_unreferenced"];
 
 /// Inserts `rows` blob rows straight into the (empty) `artifact_files` view in one transaction of 200-row statements
 /// (`INSERT OR FAIL`, as replay writes) through the same driver the product uses, then rolls back; rows per second.
@@ -134,7 +134,7 @@ pub(crate) async fn raw_insert_speed(db: &Database, rows: usize) -> anyhow::Resu
         artifactstore_db::bulk_insert(db.backend()),
         FileRow::TABLE,
         FileRow::COLUMNS,
-        artifactstore_db::placeholders(db.backend(), PER_STATEMENT, 7)
+        artifactstore_db::placeholders(db.backend(), PER_STATEMENT, 10)
     );
     let keys: Vec<(String, String, uuid::Uuid)> = (0..rows.div_ceil(PER_STATEMENT) * PER_STATEMENT)
         .map(|i| {
@@ -144,19 +144,21 @@ pub(crate) async fn raw_insert_speed(db: &Database, rows: usize) -> anyhow::Resu
         .collect();
     let mut tx = db.begin_write().await?;
     let sqlite = db.backend() == artifactstore_db::Backend::Sqlite;
-    let mut index = None;
+    let mut indexes = Vec::new();
     if sqlite {
         // The page cache replay gives itself.
         sqlx_exec(&mut tx, "PRAGMA cache_size = -262144").await?;
         sqlx_exec(&mut tx, "PRAGMA temp_store = MEMORY").await?;
-        let (sql,): (String,) = artifactstore_db::fetch_one!(
-            &mut tx,
-            (String,),
-            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = $1",
-            FILES_SECONDARY_INDEX
-        )?;
-        sqlx_exec(&mut tx, &format!("DROP INDEX {FILES_SECONDARY_INDEX}")).await?;
-        index = Some(sql);
+        for name in FILES_SECONDARY_INDEXES {
+            let (sql,): (String,) = artifactstore_db::fetch_one!(
+                &mut tx,
+                (String,),
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = $1",
+                name
+            )?;
+            sqlx_exec(&mut tx, &format!("DROP INDEX {name}")).await?;
+            indexes.push(sql);
+        }
     }
     let start = Instant::now();
     for (n, chunk) in keys.chunks(PER_STATEMENT).enumerate() {
@@ -166,6 +168,7 @@ pub(crate) async fn raw_insert_speed(db: &Database, rows: usize) -> anyhow::Resu
                 for (i, (k, s, id)) in chunk.iter().enumerate() {
                     let seq = (n * PER_STATEMENT + i) as i64;
                     query = query.bind(k).bind(s).bind(4096i64).bind(None::<String>).bind(id).bind(seq).bind(seq);
+                    query = query.bind(0i64).bind(seq).bind(None::<i64>);
                 }
                 query
             }};
@@ -175,7 +178,7 @@ pub(crate) async fn raw_insert_speed(db: &Database, rows: usize) -> anyhow::Resu
             Exec::Postgres(c) => bind_all!(sqlx::query(&sql)).execute(c).await.map(drop)?,
         }
     }
-    if let Some(sql) = &index {
+    for sql in &indexes {
         sqlx_exec(&mut tx, sql).await?;
     }
     let speed = keys.len() as f64 / start.elapsed().as_secs_f64();
@@ -196,7 +199,13 @@ pub(crate) fn sqlite_c_insert_speed(dir: &Path, rows: usize, in_key_order: bool)
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
          PRAGMA cache_size = -262144; PRAGMA temp_store = MEMORY;",
     )?;
-    conn.execute_batch(include_str!("../../../migrations/sqlite/0002_views.sql"))?;
+    for migration in [
+        include_str!("../../../migrations/sqlite/0002_views.sql"),
+        include_str!("../../../migrations/sqlite/0004_views_status.sql"),
+        include_str!("../../../migrations/sqlite/0008_blob_references.sql"),
+    ] {
+        conn.execute_batch(migration)?;
+    }
     let mut keys: Vec<(String, String, uuid::Uuid)> = (0..rows)
         .map(|i| {
             let b = blake3::hash(&(i as u64).to_le_bytes()).to_hex();
@@ -206,26 +215,44 @@ pub(crate) fn sqlite_c_insert_speed(dir: &Path, rows: usize, in_key_order: bool)
     if in_key_order {
         keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     }
-    let index: String = conn.query_row(
-        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1",
-        [FILES_SECONDARY_INDEX],
-        |row| row.get(0),
-    )?;
+    let mut indexes = Vec::new();
+    for name in FILES_SECONDARY_INDEXES {
+        let sql: String =
+            conn.query_row("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1", [name], |row| {
+                row.get(0)
+            })?;
+        indexes.push((name, sql));
+    }
     let start = Instant::now();
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    conn.execute_batch(&format!("DROP INDEX {FILES_SECONDARY_INDEX}"))?;
+    for (name, _) in &indexes {
+        conn.execute_batch(&format!("DROP INDEX {name}"))?;
+    }
     {
         let mut insert = conn.prepare(&format!(
-            "INSERT INTO {} ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO {} ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             FileRow::TABLE,
             FileRow::COLUMNS
         ))?;
         for (n, (k, s, id)) in keys.iter().enumerate() {
             let seq = n as i64;
-            insert.execute(rusqlite::params![k, s, 4096i64, None::<String>, &id.as_bytes()[..], seq, seq])?;
+            insert.execute(rusqlite::params![
+                k,
+                s,
+                4096i64,
+                None::<String>,
+                &id.as_bytes()[..],
+                seq,
+                seq,
+                0i64,
+                seq,
+                None::<i64>
+            ])?;
         }
     }
-    conn.execute_batch(&index)?;
+    for (_, sql) in &indexes {
+        conn.execute_batch(sql)?;
+    }
     conn.execute_batch("COMMIT")?;
     let speed = rows as f64 / start.elapsed().as_secs_f64();
     drop(conn);
