@@ -15,16 +15,17 @@ use crate::placement::{PlacementStats, Placer};
 use crate::{Error, Location};
 
 /// The registry's blob storage: one object per blob at `blobs/blake3/ab/cd/<hex>`, and staged uploads beside it.
+/// Cheap to clone: a clone shares the client, the placer and the paths.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     pub(crate) backend: Backend,
-    location: Location,
+    location: Arc<Location>,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) enum Backend {
-    File { root: PathBuf, store: Arc<LocalFileSystem>, placer: Arc<Placer> },
-    S3 { store: Arc<AmazonS3>, prefix: String },
+    File { root: Arc<std::path::Path>, store: Arc<LocalFileSystem>, placer: Arc<Placer> },
+    S3 { store: Arc<AmazonS3>, prefix: Arc<str> },
 }
 
 /// A byte stream read from the store.
@@ -50,7 +51,7 @@ impl BlobStore {
                     .map_err(Error::io(format!("resolve the blob store directory {}", root.display())))?;
                 let store = LocalFileSystem::new_with_prefix(&root)?;
                 let placer = Arc::new(Placer::start(&root)?);
-                Backend::File { root, store: Arc::new(store), placer }
+                Backend::File { root: root.into(), store: Arc::new(store), placer }
             }
             Location::S3 { bucket, prefix } => {
                 let mut builder = AmazonS3Builder::from_env();
@@ -66,10 +67,10 @@ impl BlobStore {
                     }
                 }
                 let builder = builder.with_bucket_name(bucket);
-                Backend::S3 { store: Arc::new(builder.build()?), prefix: prefix.clone() }
+                Backend::S3 { store: Arc::new(builder.build()?), prefix: prefix.as_str().into() }
             }
         };
-        Ok(BlobStore { backend, location: location.clone() })
+        Ok(BlobStore { backend, location: Arc::new(location.clone()) })
     }
 
     /// Where the store lives.

@@ -43,3 +43,57 @@ macro_rules! fetch_one {
         }
     };
 }
+
+/// Executes a statement whose argument list is built from `$items`: `$sql` is the text for a backend
+/// (`|backend| ...`, for backend-specific placeholders), and `|$query, $item| ...` binds one item's arguments.
+/// Evaluates to `Result<u64, sqlx::Error>` (rows affected).
+#[macro_export]
+macro_rules! execute_each {
+    ($target:expr, $sql:expr, $items:expr, |$query:ident, $item:pat_param| $bind:expr $(,)?) => {
+        match $crate::AsExec::as_exec(&mut *$target) {
+            $crate::Exec::Sqlite(c) => {
+                let sql = ($sql)($crate::Backend::Sqlite);
+                $items
+                    .into_iter()
+                    .fold($crate::sqlx::query(&sql), |$query, $item| $bind)
+                    .execute(c)
+                    .await
+                    .map(|r| r.rows_affected())
+            }
+            $crate::Exec::Postgres(c) => {
+                let sql = ($sql)($crate::Backend::Postgres);
+                $items
+                    .into_iter()
+                    .fold($crate::sqlx::query(&sql), |$query, $item| $bind)
+                    .execute(c)
+                    .await
+                    .map(|r| r.rows_affected())
+            }
+        }
+    };
+}
+
+/// Fetches every row as `$row` of a statement whose argument list is built from `$items`, as `execute_each!`.
+#[macro_export]
+macro_rules! fetch_all_each {
+    ($target:expr, $row:ty, $sql:expr, $items:expr, |$query:ident, $item:pat_param| $bind:expr $(,)?) => {
+        match $crate::AsExec::as_exec(&mut *$target) {
+            $crate::Exec::Sqlite(c) => {
+                let sql = ($sql)($crate::Backend::Sqlite);
+                $items
+                    .into_iter()
+                    .fold($crate::sqlx::query_as::<_, $row>(&sql), |$query, $item| $bind)
+                    .fetch_all(c)
+                    .await
+            }
+            $crate::Exec::Postgres(c) => {
+                let sql = ($sql)($crate::Backend::Postgres);
+                $items
+                    .into_iter()
+                    .fold($crate::sqlx::query_as::<_, $row>(&sql), |$query, $item| $bind)
+                    .fetch_all(c)
+                    .await
+            }
+        }
+    };
+}

@@ -1,6 +1,6 @@
 //! `apply`: one event folded into the views, the same code live and in replay.
 
-use artifactstore_db::{execute, AsExec as _, Tx};
+use artifactstore_db::{execute, Tx};
 use artifactstore_eventlog::{Event, WriteTx};
 use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
@@ -306,32 +306,23 @@ impl Op {
 /// in errors.
 pub(crate) async fn remove_files(tx: &mut Tx, removals: &[(String, i64)], first: &Event) -> Result<(), Error> {
     for chunk in removals.chunks(REMOVALS_PER_STATEMENT) {
-        let backend = tx.backend();
         // `VALUES` names its columns `column1`, `column2` on both backends.
-        let update = format!(
-            "UPDATE artifact_files SET removed_sequence = v.column2, sequence = v.column2 FROM (VALUES {}) AS v \
+        let update = |backend| {
+            format!(
+                "UPDATE artifact_files SET removed_sequence = v.column2, sequence = v.column2 FROM (VALUES {}) AS v \
              WHERE artifact_files.blake3 = v.column1 AND artifact_files.removed_sequence IS NULL \
              AND artifact_files.refs = 0",
-            values_of_text_and_bigint(backend, chunk.len())
-        );
-        let delete = format!(
-            "DELETE FROM storage_locations WHERE blake3 IN {}",
-            artifactstore_db::placeholders(backend, 1, chunk.len())
-        );
-        let removed = match tx.as_exec() {
-            artifactstore_db::Exec::Sqlite(c) => {
-                let query = chunk.iter().fold(sqlx::query(&update), |q, (key, seq)| q.bind(key).bind(seq));
-                let removed = query.execute(&mut *c).await?.rows_affected();
-                chunk.iter().fold(sqlx::query(&delete), |q, (key, _)| q.bind(key)).execute(c).await?;
-                removed
-            }
-            artifactstore_db::Exec::Postgres(c) => {
-                let query = chunk.iter().fold(sqlx::query(&update), |q, (key, seq)| q.bind(key).bind(seq));
-                let removed = query.execute(&mut *c).await?.rows_affected();
-                chunk.iter().fold(sqlx::query(&delete), |q, (key, _)| q.bind(key)).execute(c).await?;
-                removed
-            }
+                values_of_text_and_bigint(backend, chunk.len())
+            )
         };
+        let delete = |backend| {
+            format!(
+                "DELETE FROM storage_locations WHERE blake3 IN {}",
+                artifactstore_db::placeholders(backend, 1, chunk.len())
+            )
+        };
+        let removed = artifactstore_db::execute_each!(tx, update, chunk, |q, (key, seq)| q.bind(key).bind(seq))?;
+        artifactstore_db::execute_each!(tx, delete, chunk, |q, (key, _)| q.bind(key))?;
         if removed != chunk.len() as u64 {
             let blobs: Vec<&str> = chunk.iter().map(|(key, _)| key.as_str()).collect();
             return Err(missing(first, format!("unreferenced live blobs among {}", blobs.join(", "))));

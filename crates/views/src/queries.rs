@@ -4,7 +4,7 @@
 //! each other, or with what it is about to write, passes the one transaction they share. Rows come back as the
 //! types of `rows`; shaping them for HTTP is the caller's business.
 
-use artifactstore_db::{fetch_all, fetch_optional, placeholders, AsExec, Backend, Exec};
+use artifactstore_db::{fetch_all, fetch_optional, placeholders, AsExec};
 use artifactstore_digest::{Algorithm, Digest};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -118,16 +118,7 @@ async fn files_where_in<E: AsExec>(target: &mut E, column: &str, keys: &[String]
             let list = placeholders(backend, 1, chunk.len());
             format!("SELECT {} FROM artifact_files WHERE {column} IN {list}", FileRow::COLUMNS)
         };
-        rows.extend(match target.as_exec() {
-            Exec::Sqlite(c) => {
-                let sql = sql(Backend::Sqlite);
-                chunk.iter().fold(sqlx::query_as::<_, FileRow>(&sql), |q, key| q.bind(key)).fetch_all(c).await?
-            }
-            Exec::Postgres(c) => {
-                let sql = sql(Backend::Postgres);
-                chunk.iter().fold(sqlx::query_as::<_, FileRow>(&sql), |q, key| q.bind(key)).fetch_all(c).await?
-            }
-        });
+        rows.extend(artifactstore_db::fetch_all_each!(target, FileRow, sql, chunk, |q, key| q.bind(key))?);
     }
     Ok(rows)
 }
@@ -184,22 +175,18 @@ pub async fn missing_blobs<E: AsExec>(target: &mut E) -> Result<Vec<String>, Err
 }
 
 /// A version's row and its retention row, as one statement reads them (in that order of columns).
-type VersionColumns = (
-    Uuid,
-    String,
-    String,
-    Vec<u8>,
-    String,
-    DateTime<Utc>,
-    i64,
-    i64,
-    Uuid,
-    Option<DateTime<Utc>>,
-    bool,
-    Option<String>,
-    bool,
-    i64,
-);
+/// The column types of a version's row and its retention row, as one statement reads them, then `$extra`.
+macro_rules! version_columns {
+    ($($extra:ty),*) => {
+        (
+            Uuid, String, String, Vec<u8>, String, DateTime<Utc>, i64, i64,
+            Uuid, Option<DateTime<Utc>>, bool, Option<String>, bool, i64
+            $(, $extra)*
+        )
+    };
+}
+
+type VersionColumns = version_columns!();
 
 impl From<VersionColumns> for Version {
     fn from(c: VersionColumns) -> Version {
@@ -268,23 +255,7 @@ pub async fn expiry_candidates<E: AsExec>(
 }
 
 /// `VersionColumns` and a count.
-type RankedVersionColumns = (
-    Uuid,
-    String,
-    String,
-    Vec<u8>,
-    String,
-    DateTime<Utc>,
-    i64,
-    i64,
-    Uuid,
-    Option<DateTime<Utc>>,
-    bool,
-    Option<String>,
-    bool,
-    i64,
-    i64,
-);
+type RankedVersionColumns = version_columns!(i64);
 
 /// The files of the package version `package_id`, by path.
 pub async fn version_files<E: AsExec>(target: &mut E, package_id: Uuid) -> Result<Vec<PackageFileRow>, Error> {

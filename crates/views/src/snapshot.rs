@@ -43,17 +43,24 @@ impl Snapshot {
         struct Format {
             format: String,
         }
-        let Format { format } =
-            artifactstore_cbor::from_slice(bytes).map_err(|err| Error::Snapshot(err.to_string()))?;
-        if OLDER_FORMATS.contains(&format.as_str()) {
-            return Err(Error::Snapshot(format!(
-                "snapshot format `{format}` predates the blobs' reference counts; the log is replayed instead"
-            )));
+        let refused = |format: &str| {
+            if OLDER_FORMATS.contains(&format) {
+                Error::Snapshot(format!(
+                    "snapshot format `{format}` predates the blobs' reference counts; the log is replayed instead"
+                ))
+            } else {
+                Error::Snapshot(format!("unknown snapshot format `{format}`"))
+            }
+        };
+        match artifactstore_cbor::from_slice::<Snapshot>(bytes) {
+            Ok(snapshot) if snapshot.format == SNAPSHOT_FORMAT => Ok(snapshot),
+            Ok(snapshot) => Err(refused(&snapshot.format)),
+            // An older format may not decode as this one: its tag says why.
+            Err(err) => match artifactstore_cbor::from_slice::<Format>(bytes) {
+                Ok(Format { format }) if format != SNAPSHOT_FORMAT => Err(refused(&format)),
+                _ => Err(Error::Snapshot(err.to_string())),
+            },
         }
-        if format != SNAPSHOT_FORMAT {
-            return Err(Error::Snapshot(format!("unknown snapshot format `{format}`")));
-        }
-        artifactstore_cbor::from_slice(bytes).map_err(|err| Error::Snapshot(err.to_string()))
     }
 
     /// The object name: sequence first (zero-padded, so names sort by sequence), then the chain hash.

@@ -30,9 +30,31 @@ async fn snapshots_before_reference_counts_are_refused() {
             let refused = Snapshot::from_cbor(&old.to_cbor().unwrap()).unwrap_err().to_string();
             assert!(refused.contains("predates the blobs' reference counts"), "{backend:?}: {refused}");
         }
+        // A v2 snapshot as v2 wrote it: blob rows without the reference counts, which do not decode as v3 rows.
+        let mut v2 = artifactstore_cbor::decode_value(&snapshot.to_cbor().unwrap()).unwrap();
+        strip_v3(&mut v2);
+        let refused = Snapshot::from_cbor(&artifactstore_cbor::encode_value(&v2).unwrap()).unwrap_err().to_string();
+        assert!(refused.contains("predates the blobs' reference counts"), "{backend:?}: {refused}");
         let mut unknown = snapshot.clone();
         unknown.format = "artifactstore-views-snapshot-v9".to_owned();
         let refused = Snapshot::from_cbor(&unknown.to_cbor().unwrap()).unwrap_err().to_string();
         assert!(refused.contains("unknown snapshot format"), "{refused}");
+    }
+}
+
+/// Turns a v3 snapshot's value into what v2 wrote: its tag, and blob rows without the v3 columns.
+fn strip_v3(value: &mut artifactstore_cbor::Value) {
+    use artifactstore_cbor::Value;
+    if let Value::Map(entries) = value {
+        entries.retain(|(k, _)| !matches!(k.as_text(), Some("refs" | "idle_since_ms" | "removed_sequence")));
+        for (key, inner) in entries.iter_mut() {
+            if key.as_text() == Some("format") {
+                *inner = Value::Text("artifactstore-views-snapshot-v2".into());
+            } else {
+                strip_v3(inner);
+            }
+        }
+    } else if let Value::Array(items) = value {
+        items.iter_mut().for_each(strip_v3);
     }
 }

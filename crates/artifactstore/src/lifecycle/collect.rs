@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use artifactstore_blobstore::BlobStore;
-use artifactstore_db::{execute, fetch_all, placeholders, AsExec, Backend, Exec, Tx};
+use artifactstore_db::{execute, execute_each, fetch_all, fetch_all_each, placeholders, AsExec, Tx};
 use artifactstore_views::queries;
 use artifactstore_views::vocab::{FileRemoved, RegistryEvent};
 use artifactstore_views::FileRow;
@@ -32,19 +32,14 @@ const BATCH: usize = 512;
 pub(super) async fn collect(instance: &Instance, actor: &str, cutoff_ms: i64) -> Result<Vec<Removed>, ApiError> {
     finish_deletions(instance).await?;
     let mut removed = Vec::new();
-    let mut after: Option<(i64, String)> = None;
+    let mut candidates = Candidates::new(cutoff_ms);
     // The bytes of one batch are deleted while the next batch is removed: both transactions wait at once, so the
     // log commits them together.
     let mut deleting: Vec<String> = Vec::new();
     loop {
-        let page = {
-            let mut conn = instance.db.acquire().await?;
-            let after = after.as_ref().map(|(ms, key)| (*ms, key.as_str()));
-            queries::unreferenced(&mut conn, cutoff_ms, after, BATCH as i64).await?
-        };
-        let Some(last) = page.last() else { break };
-        after = Some((last.idle_since_ms, last.blake3.clone()));
-        let full = page.len() == BATCH;
+        // The read's connection goes back to the pool before the batch's transactions run.
+        let page = candidates.next(&mut instance.db.acquire().await?).await?;
+        let Some(page) = page else { break };
         let (batch, deleted) = tokio::join!(
             remove(instance, actor, page, cutoff_ms),
             delete_bytes(instance, std::mem::take(&mut deleting))
@@ -53,9 +48,6 @@ pub(super) async fn collect(instance: &Instance, actor: &str, cutoff_ms: i64) ->
         let batch = batch?;
         deleting = batch.iter().map(|row| row.blake3.clone()).collect();
         removed.extend(batch.iter().map(Removed::from));
-        if !full {
-            break;
-        }
     }
     delete_bytes(instance, deleting).await?;
     Ok(removed)
@@ -67,16 +59,9 @@ pub(super) async fn collect(instance: &Instance, actor: &str, cutoff_ms: i64) ->
 pub(super) async fn preview(instance: &Instance, cutoff_ms: i64, freed: Vec<String>) -> Result<Vec<Removed>, ApiError> {
     let mut conn = instance.db.acquire().await?;
     let mut removed = Vec::new();
-    let mut after: Option<(i64, String)> = None;
-    loop {
-        let after_key = after.as_ref().map(|(ms, key)| (*ms, key.as_str()));
-        let page = queries::unreferenced(&mut conn, cutoff_ms, after_key, BATCH as i64).await?;
-        let Some(last) = page.last() else { break };
-        after = Some((last.idle_since_ms, last.blake3.clone()));
+    let mut candidates = Candidates::new(cutoff_ms);
+    while let Some(page) = candidates.next(&mut conn).await? {
         removed.extend(page.iter().map(Removed::from));
-        if page.len() < BATCH {
-            break;
-        }
     }
     let mut names: HashMap<String, i64> = HashMap::new();
     for blake3 in freed {
@@ -89,6 +74,33 @@ pub(super) async fn preview(instance: &Instance, cutoff_ms: i64, freed: Vec<Stri
         }
     }
     Ok(removed)
+}
+
+/// Collection's candidates, a page of `BATCH` at a time, oldest idle first (`queries::unreferenced`).
+struct Candidates {
+    cutoff_ms: i64,
+    /// The key of the last candidate seen.
+    after: Option<(i64, String)>,
+    done: bool,
+}
+
+impl Candidates {
+    fn new(cutoff_ms: i64) -> Candidates {
+        Candidates { cutoff_ms, after: None, done: false }
+    }
+
+    /// The next page, or `None` once a page came back short.
+    async fn next<E: AsExec>(&mut self, conn: &mut E) -> Result<Option<Vec<FileRow>>, ApiError> {
+        if self.done {
+            return Ok(None);
+        }
+        let after = self.after.as_ref().map(|(ms, key)| (*ms, key.as_str()));
+        let page = queries::unreferenced(conn, self.cutoff_ms, after, BATCH as i64).await?;
+        self.done = page.len() < BATCH;
+        let Some(last) = page.last() else { return Ok(None) };
+        self.after = Some((last.idle_since_ms, last.blake3.clone()));
+        Ok(Some(page))
+    }
 }
 
 /// Records `v1.file.removed` for each blob of `page` that is still collectable, in one log transaction, with a
@@ -148,18 +160,7 @@ async fn insert_deletions(tx: &mut Tx, pending: &[(String, i64)]) -> Result<(), 
             placeholders(backend, pending.len(), 2)
         )
     };
-    match tx.as_exec() {
-        Exec::Sqlite(c) => {
-            let sql = sql(Backend::Sqlite);
-            let query = pending.iter().fold(sqlx::query(&sql), |q, (key, seq)| q.bind(key).bind(seq));
-            query.execute(c).await?;
-        }
-        Exec::Postgres(c) => {
-            let sql = sql(Backend::Postgres);
-            let query = pending.iter().fold(sqlx::query(&sql), |q, (key, seq)| q.bind(key).bind(seq));
-            query.execute(c).await?;
-        }
-    }
+    execute_each!(tx, sql, pending, |q, (key, seq)| q.bind(key).bind(seq))?;
     Ok(())
 }
 
@@ -205,9 +206,7 @@ async fn delete_bytes(instance: &Instance, keys: Vec<String>) -> Result<(), ApiE
                 let claimed: Vec<String> = queries::files(wtx.tx(), &claimed.keys().cloned().collect::<Vec<_>>())
                     .await?
                     .into_iter()
-                    .filter(|row| {
-                        row.removed_sequence.is_some() && row.removed_sequence == claimed.get(&row.blake3).copied()
-                    })
+                    .filter(|row| row.removed_sequence.is_some_and(|seq| claimed.get(&row.blake3) == Some(&seq)))
                     .map(|row| row.blake3)
                     .collect();
                 let hex: Vec<String> = claimed.iter().map(|key| key.trim_start_matches("blake3:").to_owned()).collect();
@@ -226,16 +225,7 @@ async fn claim_deletions(tx: &mut Tx, keys: &[String]) -> Result<Vec<(String, i6
             placeholders(backend, 1, keys.len())
         )
     };
-    Ok(match tx.as_exec() {
-        Exec::Sqlite(c) => {
-            let sql = sql(Backend::Sqlite);
-            keys.iter().fold(sqlx::query_as(&sql), |q, key| q.bind(key)).fetch_all(c).await?
-        }
-        Exec::Postgres(c) => {
-            let sql = sql(Backend::Postgres);
-            keys.iter().fold(sqlx::query_as(&sql), |q, key| q.bind(key)).fetch_all(c).await?
-        }
-    })
+    Ok(fetch_all_each!(tx, (String, i64), sql, keys, |q, key| q.bind(key))?)
 }
 
 /// For an upload committing bytes that collection removed (BLAKE3 digest `blake3`, `size`), inside its log

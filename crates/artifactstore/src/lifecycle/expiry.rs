@@ -47,28 +47,6 @@ pub(crate) fn verdict(policies: &[PolicyRow], version: &Version, newer: usize, n
     Some(Verdict { policy: policy.name.clone(), rule: rule.join("; ") })
 }
 
-/// The versions `policies` let go among `versions` (any order; each package's versions all present), with their
-/// verdicts, oldest of each package first.
-#[cfg(test)]
-pub(crate) fn expiring(
-    policies: &[PolicyRow],
-    mut versions: Vec<Version>,
-    now: DateTime<Utc>,
-) -> Vec<(Version, Verdict)> {
-    // Newest first within each package, so a version's index among its package's is how many are newer.
-    versions.sort_by(|a, b| {
-        (a.package.name.as_str(), std::cmp::Reverse(a.package.created_sequence))
-            .cmp(&(b.package.name.as_str(), std::cmp::Reverse(b.package.created_sequence)))
-    });
-    let mut ranked = Vec::with_capacity(versions.len());
-    let mut newer = 0;
-    for (i, version) in versions.iter().enumerate() {
-        newer = if i > 0 && versions[i - 1].package.name == version.package.name { newer + 1 } else { 0 };
-        ranked.push((version.clone(), newer));
-    }
-    expiring_ranked(policies, ranked, now)
-}
-
 /// The versions `policies` let go at `now` among `ranked` (each with how many versions of its package are newer;
 /// any order, no version twice), with their verdicts, oldest of each package first.
 pub(crate) fn expiring_ranked(
@@ -93,6 +71,22 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+
+    /// `expiring_ranked` over every version of each package, ranked here as the database ranks them.
+    fn expiring(policies: &[PolicyRow], mut versions: Vec<Version>, now: DateTime<Utc>) -> Vec<(Version, Verdict)> {
+        // Newest first within each package, so a version's index among its package's is how many are newer.
+        versions.sort_by(|a, b| {
+            (a.package.name.as_str(), std::cmp::Reverse(a.package.created_sequence))
+                .cmp(&(b.package.name.as_str(), std::cmp::Reverse(b.package.created_sequence)))
+        });
+        let mut ranked = Vec::with_capacity(versions.len());
+        let mut newer = 0;
+        for (i, version) in versions.iter().enumerate() {
+            newer = if i > 0 && versions[i - 1].package.name == version.package.name { newer + 1 } else { 0 };
+            ranked.push((version.clone(), newer));
+        }
+        expiring_ranked(policies, ranked, now)
+    }
 
     fn policy(name: &str, prefix: &str, keep_last: Option<i64>, keep_days: Option<i64>) -> PolicyRow {
         PolicyRow { name: name.into(), prefix: prefix.into(), keep_last, keep_days, sequence: 1 }

@@ -15,7 +15,7 @@ use artifactstore_db::{fetch_one, Backend, Tx};
 use artifactstore_views::queries::{self, Version};
 use artifactstore_views::vocab::{GcRun, PackageDeleted, RegistryEvent, RetentionChange, RetentionKind};
 use chrono::{DateTime, Utc};
-use futures::StreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -112,20 +112,15 @@ async fn run_in_turn(instance: &Instance, actor: &str, dry_run: bool) -> Result<
         }
     } else {
         // Each expiry is a transaction of its own; several wait at once, so the log commits them in groups.
-        let results: Vec<Result<(bool, Expired), ApiError>> = futures::stream::iter(expiries)
+        let results: Vec<(bool, Expired)> = futures::stream::iter(expiries)
             .map(|(package_id, expired)| async move {
                 let done = expire(instance, actor, package_id, &expired, now).await?;
-                Ok((done, expired))
+                Ok::<_, ApiError>((done, expired))
             })
             .buffered(EXPIRIES_AT_ONCE)
-            .collect()
-            .await;
-        for result in results {
-            let (done, expired) = result?;
-            if done {
-                report.expired.push(expired);
-            }
-        }
+            .try_collect()
+            .await?;
+        report.expired.extend(results.into_iter().filter_map(|(done, expired)| done.then_some(expired)));
     }
     let expiry_took = started.elapsed();
     // The cutoff is taken after the expiries committed, so with no grace their blobs go in this run too.
@@ -138,7 +133,6 @@ async fn run_in_turn(instance: &Instance, actor: &str, dry_run: bool) -> Result<
         collect::collect(instance, actor, cutoff_ms).await?
     };
     report.removed.sort_by(|a, b| a.digest.cmp(&b.digest));
-    report.removed.dedup_by(|a, b| a.digest == b.digest);
     report.bytes = report.removed.iter().map(|r| r.size).sum();
     if !dry_run && (!report.expired.is_empty() || !report.removed.is_empty()) {
         let payload =
@@ -171,7 +165,7 @@ const EXPIRIES_AT_ONCE: usize = 32;
 /// if the process dies); on SQLite the instance's own mutex.
 struct Turn {
     tx: Option<Tx>,
-    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl Turn {
@@ -180,7 +174,7 @@ impl Turn {
             return Ok(None);
         };
         if instance.db.backend() == Backend::Sqlite {
-            return Ok(Some(Turn { tx: None, _guard: Some(guard) }));
+            return Ok(Some(Turn { tx: None, _guard: guard }));
         }
         let mut tx = instance.db.begin_read().await?;
         let (taken,): (bool,) = fetch_one!(
@@ -193,7 +187,7 @@ impl Turn {
             tx.rollback().await?;
             return Ok(None);
         }
-        Ok(Some(Turn { tx: Some(tx), _guard: Some(guard) }))
+        Ok(Some(Turn { tx: Some(tx), _guard: guard }))
     }
 
     async fn end(self) {
