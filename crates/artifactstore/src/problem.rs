@@ -161,6 +161,16 @@ impl ApiError {
     pub fn detail(&self) -> &str {
         &self.detail
     }
+
+    /// A member added to the problem object.
+    pub(crate) fn member(&self, key: &str) -> Option<&Value> {
+        self.extra.get(key)
+    }
+
+    /// The headers the answer carries besides the body's.
+    pub(crate) fn into_headers(self) -> Vec<(header::HeaderName, header::HeaderValue)> {
+        self.headers
+    }
 }
 
 impl IntoResponse for ApiError {

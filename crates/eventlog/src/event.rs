@@ -20,17 +20,26 @@ pub enum SubjectKind {
     System,
     /// A retention policy, by name.
     Policy,
+    /// An OCI manifest in a repository, by repository and digest.
+    OciManifest,
+    /// An OCI tag, by repository and tag.
+    OciTag,
+    /// A blob as one OCI repository sees it, by repository and digest.
+    OciBlob,
 }
 
 impl SubjectKind {
     /// Every kind, in a stable order.
-    pub const ALL: [SubjectKind; 6] = [
+    pub const ALL: [SubjectKind; 9] = [
         SubjectKind::Package,
         SubjectKind::File,
         SubjectKind::Retention,
         SubjectKind::Storage,
         SubjectKind::System,
         SubjectKind::Policy,
+        SubjectKind::OciManifest,
+        SubjectKind::OciTag,
+        SubjectKind::OciBlob,
     ];
 
     /// The name stored in the log.
@@ -42,6 +51,9 @@ impl SubjectKind {
             SubjectKind::Storage => "storage",
             SubjectKind::System => "system",
             SubjectKind::Policy => "policy",
+            SubjectKind::OciManifest => "oci_manifest",
+            SubjectKind::OciTag => "oci_tag",
+            SubjectKind::OciBlob => "oci_blob",
         }
     }
 

@@ -6,9 +6,10 @@ use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
 use crate::rows::{
-    insert_one, insert_one_sql, once, FileRow, PackageFileRow, PackageRow, PolicyRow, RetentionRow, StorageRow,
+    insert_one, insert_one_sql, once, BlobDeletedRow, FileRow, ManifestRefRow, ManifestRow, PackageFileRow, PackageRow,
+    PolicyRow, RetentionRow, StorageRow, TagRow,
 };
-use crate::vocab::{self, PolicyKind, RegistryEvent, RetentionKind, StorageKind};
+use crate::vocab::{self, OciEvent, PolicyKind, RegistryEvent, RetentionKind, StorageKind};
 use crate::Error;
 
 /// The live write path: appends `event` caused by `actor` and applies it to the views, in the same transaction
@@ -100,6 +101,32 @@ pub(crate) enum Op {
     /// A retention policy; it must exist.
     DeletePolicy {
         name: String,
+    },
+    /// An OCI manifest with what it names; it holds a reference on its own blob and on each blob it names.
+    InsertManifest {
+        row: ManifestRow,
+        refs: Vec<ManifestRefRow>,
+    },
+    /// An OCI manifest; it must exist. Its blobs lose the references it held, and those left with none are idle from
+    /// `at_ms`.
+    DeleteManifest {
+        repository: String,
+        digest: String,
+        at_ms: i64,
+    },
+    /// An OCI tag, new or moved.
+    UpsertTag(TagRow),
+    /// An OCI tag; it must exist.
+    DeleteTag {
+        repository: String,
+        tag: String,
+    },
+    /// A blob hidden from one OCI repository.
+    HideBlob(BlobDeletedRow),
+    /// A blob seen again by one OCI repository.
+    ShowBlob {
+        repository: String,
+        blake3: String,
     },
 }
 
@@ -200,8 +227,61 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, Error> {
         })],
         RegistryEvent::Policy { kind: PolicyKind::Removed, payload } => vec![Op::DeletePolicy { name: payload.name }],
         RegistryEvent::SystemGc { .. } => Vec::new(),
+        RegistryEvent::Oci(oci) => plan_oci(event, oci, seq, at_ms)?,
     };
     Ok(ops)
+}
+
+fn plan_oci(event: &Event, oci: OciEvent, seq: i64, at_ms: i64) -> Result<Vec<Op>, Error> {
+    Ok(match oci {
+        OciEvent::ManifestPushed(p) => {
+            let annotations = p
+                .annotations
+                .map(|a| artifactstore_cbor::to_vec(&a))
+                .transpose()
+                .map_err(|err| crate::vocab::bad_payload(&event.event_type, event.sequence, &err.to_string()))?;
+            let mut refs = Vec::with_capacity(p.references.len());
+            for (position, r) in p.references.into_iter().enumerate() {
+                refs.push(ManifestRefRow {
+                    repository: p.repository.clone(),
+                    digest: p.digest.clone(),
+                    position: int(event, position as u64)?,
+                    ref_digest: r.digest,
+                    blake3: r.blake3,
+                    size: int(event, r.size)?,
+                    media_type: r.media_type,
+                    sequence: seq,
+                });
+            }
+            let row = ManifestRow {
+                size: int(event, p.size)?,
+                repository: p.repository,
+                digest: p.digest,
+                blake3: p.blake3,
+                media_type: p.media_type,
+                artifact_type: p.artifact_type,
+                subject: p.subject,
+                annotations,
+                pushed_ms: at_ms,
+                sequence: seq,
+            };
+            vec![Op::InsertManifest { row, refs }]
+        }
+        OciEvent::ManifestDeleted(p) => {
+            vec![Op::DeleteManifest { repository: p.repository, digest: p.digest, at_ms }]
+        }
+        OciEvent::TagSet(p) => {
+            let digest = p.digest.ok_or_else(|| {
+                crate::vocab::bad_payload(&event.event_type, event.sequence, "a tag set needs a digest")
+            })?;
+            vec![Op::UpsertTag(TagRow { repository: p.repository, tag: p.tag, digest, sequence: seq })]
+        }
+        OciEvent::TagDeleted(p) => vec![Op::DeleteTag { repository: p.repository, tag: p.tag }],
+        OciEvent::BlobDeleted(p) => {
+            vec![Op::HideBlob(BlobDeletedRow { repository: p.repository, blake3: p.blake3, sequence: seq })]
+        }
+        OciEvent::BlobLinked(p) => vec![Op::ShowBlob { repository: p.repository, blake3: p.blake3 }],
+    })
 }
 
 impl Op {
@@ -295,6 +375,91 @@ impl Op {
                 if execute!(tx, "DELETE FROM retention_policies WHERE name = $1", name.as_str())? == 0 {
                     return Err(missing(event, format!("policy {name}")));
                 }
+            }
+            Op::InsertManifest { row, refs } => {
+                insert_one(tx, once!(insert_one_sql::<ManifestRow>("")), row).await?;
+                let mut counts: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+                *counts.entry(row.blake3.as_str()).or_default() += 1;
+                for r in refs {
+                    insert_one(tx, once!(insert_one_sql::<ManifestRefRow>("")), r).await?;
+                    *counts.entry(r.blake3.as_str()).or_default() += 1;
+                }
+                for (blake3, n) in counts {
+                    add_refs(tx, blake3, n).await?;
+                }
+            }
+            Op::DeleteManifest { repository, digest, at_ms } => {
+                let (repository, digest) = (repository.as_str(), digest.as_str());
+                execute!(
+                    tx,
+                    "UPDATE artifact_files SET refs = refs - (SELECT COUNT(*) FROM oci_manifest_refs r \
+                     WHERE r.repository = $1 AND r.digest = $2 AND r.blake3 = artifact_files.blake3) \
+                     WHERE blake3 IN (SELECT blake3 FROM oci_manifest_refs WHERE repository = $1 AND digest = $2)",
+                    repository,
+                    digest,
+                )?;
+                execute!(
+                    tx,
+                    "UPDATE artifact_files SET refs = refs - 1 \
+                     WHERE blake3 IN (SELECT blake3 FROM oci_manifests WHERE repository = $1 AND digest = $2)",
+                    repository,
+                    digest,
+                )?;
+                execute!(
+                    tx,
+                    "UPDATE artifact_files SET idle_since_ms = $3 WHERE refs = 0 \
+                     AND (blake3 IN (SELECT blake3 FROM oci_manifest_refs WHERE repository = $1 AND digest = $2) \
+                     OR blake3 IN (SELECT blake3 FROM oci_manifests WHERE repository = $1 AND digest = $2))",
+                    repository,
+                    digest,
+                    *at_ms,
+                )?;
+                execute!(
+                    tx,
+                    "DELETE FROM oci_manifest_refs WHERE repository = $1 AND digest = $2",
+                    repository,
+                    digest
+                )?;
+                let deleted = execute!(
+                    tx,
+                    "DELETE FROM oci_manifests WHERE repository = $1 AND digest = $2",
+                    repository,
+                    digest
+                )?;
+                if deleted == 0 {
+                    return Err(missing(event, format!("manifest {repository}@{digest}")));
+                }
+            }
+            Op::UpsertTag(row) => {
+                let sql = once!(insert_one_sql::<TagRow>(
+                    " ON CONFLICT (repository, tag) DO UPDATE SET digest = excluded.digest, sequence = excluded.sequence"
+                ));
+                insert_one(tx, sql, row).await?;
+            }
+            Op::DeleteTag { repository, tag } => {
+                let deleted = execute!(
+                    tx,
+                    "DELETE FROM oci_tags WHERE repository = $1 AND tag = $2",
+                    repository.as_str(),
+                    tag.as_str()
+                )?;
+                if deleted == 0 {
+                    return Err(missing(event, format!("tag {repository}:{tag}")));
+                }
+            }
+            Op::HideBlob(row) => {
+                let sql = once!(insert_one_sql::<BlobDeletedRow>(
+                    " ON CONFLICT (repository, blake3) DO UPDATE SET sequence = excluded.sequence"
+                ));
+                insert_one(tx, sql, row).await?;
+            }
+            Op::ShowBlob { repository, blake3 } => {
+                execute!(
+                    tx,
+                    "DELETE FROM oci_blobs_deleted WHERE repository = $1 AND blake3 = $2",
+                    repository.as_str(),
+                    blake3.as_str()
+                )?;
             }
         }
         Ok(())

@@ -5,7 +5,10 @@ use std::fmt::Debug;
 
 use artifactstore_db::{fetch_all, Tx};
 
-use crate::rows::{qualified, FileRow, PackageFileRow, PackageRow, PolicyRow, RetentionRow, StorageRow};
+use crate::rows::{
+    qualified, BlobDeletedRow, FileRow, ManifestRefRow, ManifestRow, PackageFileRow, PackageRow, PolicyRow,
+    RetentionRow, StorageRow, TagRow,
+};
 use crate::Error;
 
 /// The whole content of the views, each table ordered by its key.
@@ -24,6 +27,18 @@ pub struct ViewsDump {
     /// `retention_policies`, by name (absent from snapshots made before policies existed).
     #[serde(default)]
     pub policies: Vec<PolicyRow>,
+    /// `oci_manifests`, by repository and digest (absent from snapshots made before OCI).
+    #[serde(default)]
+    pub oci_manifests: Vec<ManifestRow>,
+    /// `oci_manifest_refs`, by repository, digest and position.
+    #[serde(default)]
+    pub oci_manifest_refs: Vec<ManifestRefRow>,
+    /// `oci_tags`, by repository and tag.
+    #[serde(default)]
+    pub oci_tags: Vec<TagRow>,
+    /// `oci_blobs_deleted`, by repository and blob.
+    #[serde(default)]
+    pub oci_blobs_deleted: Vec<BlobDeletedRow>,
 }
 
 impl ViewsDump {
@@ -35,6 +50,10 @@ impl ViewsDump {
             + self.retention.len()
             + self.storage.len()
             + self.policies.len()
+            + self.oci_manifests.len()
+            + self.oci_manifest_refs.len()
+            + self.oci_tags.len()
+            + self.oci_blobs_deleted.len()
     }
 }
 
@@ -74,6 +93,26 @@ pub async fn dump(tx: &mut Tx) -> Result<ViewsDump, Error> {
             tx,
             PolicyRow,
             &format!("SELECT {} FROM retention_policies ORDER BY name", PolicyRow::COLUMNS)
+        )?,
+        oci_manifests: fetch_all!(
+            tx,
+            ManifestRow,
+            &format!("SELECT {} FROM oci_manifests ORDER BY repository, digest", ManifestRow::COLUMNS)
+        )?,
+        oci_manifest_refs: fetch_all!(
+            tx,
+            ManifestRefRow,
+            &format!("SELECT {} FROM oci_manifest_refs ORDER BY repository, digest, position", ManifestRefRow::COLUMNS)
+        )?,
+        oci_tags: fetch_all!(
+            tx,
+            TagRow,
+            &format!("SELECT {} FROM oci_tags ORDER BY repository, tag", TagRow::COLUMNS)
+        )?,
+        oci_blobs_deleted: fetch_all!(
+            tx,
+            BlobDeletedRow,
+            &format!("SELECT {} FROM oci_blobs_deleted ORDER BY repository, blake3", BlobDeletedRow::COLUMNS)
         )?,
     })
 }
@@ -116,6 +155,28 @@ pub fn diff(live: &ViewsDump, replayed: &ViewsDump) -> Vec<Difference> {
         &mut out,
     );
     diff_table(PolicyRow::TABLE, &live.policies, &replayed.policies, |r| r.name.clone(), &mut out);
+    diff_table(
+        ManifestRow::TABLE,
+        &live.oci_manifests,
+        &replayed.oci_manifests,
+        |r| format!("{}@{}", r.repository, r.digest),
+        &mut out,
+    );
+    diff_table(
+        ManifestRefRow::TABLE,
+        &live.oci_manifest_refs,
+        &replayed.oci_manifest_refs,
+        |r| format!("{}@{} {}", r.repository, r.digest, r.position),
+        &mut out,
+    );
+    diff_table(TagRow::TABLE, &live.oci_tags, &replayed.oci_tags, |r| format!("{}:{}", r.repository, r.tag), &mut out);
+    diff_table(
+        BlobDeletedRow::TABLE,
+        &live.oci_blobs_deleted,
+        &replayed.oci_blobs_deleted,
+        |r| format!("{} {}", r.repository, r.blake3),
+        &mut out,
+    );
     out
 }
 

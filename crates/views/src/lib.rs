@@ -5,6 +5,7 @@ mod apply;
 mod batch;
 mod dump;
 mod error;
+pub mod oci;
 pub mod queries;
 mod replay;
 pub mod rows;
@@ -15,6 +16,9 @@ pub use apply::{apply, record, record_all};
 pub use dump::{diff, dump, Difference, ViewsDump};
 pub use error::Error;
 pub use replay::{clear, mark_stale, rebuild, stale_reason, verify, RebuildStats};
-pub use rows::{FileRow, PackageFileRow, PackageRow, PolicyRow, RetentionRow, StorageRow};
+pub use rows::{
+    BlobDeletedRow, FileRow, ManifestRefRow, ManifestRow, PackageFileRow, PackageRow, PolicyRow, RetentionRow,
+    StorageRow, TagRow,
+};
 pub use snapshot::{load, matches_log, rebuild_from, take, Snapshot, SNAPSHOT_FORMAT};
 pub use vocab::RegistryEvent;

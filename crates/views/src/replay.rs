@@ -9,7 +9,10 @@ use tokio::sync::mpsc;
 
 use crate::apply::{plan, Op};
 use crate::batch::Batch;
-use crate::rows::{FileRow, PackageFileRow, PackageRow, PolicyRow, RetentionRow, StorageRow};
+use crate::rows::{
+    BlobDeletedRow, FileRow, ManifestRefRow, ManifestRow, PackageFileRow, PackageRow, PolicyRow, RetentionRow,
+    StorageRow, TagRow,
+};
 use crate::{diff, dump, Difference, Error};
 
 /// How many events replay reads per round trip.
@@ -25,7 +28,11 @@ pub struct RebuildStats {
 }
 
 /// The views' tables, children before parents.
-const VIEW_TABLES: [&str; 6] = [
+const VIEW_TABLES: [&str; 10] = [
+    ManifestRefRow::TABLE,
+    ManifestRow::TABLE,
+    TagRow::TABLE,
+    BlobDeletedRow::TABLE,
     RetentionRow::TABLE,
     PackageFileRow::TABLE,
     PackageRow::TABLE,

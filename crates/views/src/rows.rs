@@ -201,6 +201,81 @@ view_row! {
     }
 }
 
+view_row! {
+    /// A row of `oci_manifests`: a manifest of an OCI repository, made by `v1.oci.manifest.pushed`.
+    pub struct ManifestRow in "oci_manifests" {
+        /// The repository; with the digest, the key.
+        pub repository: String,
+        /// `sha256:<hex>` of the manifest's bytes.
+        pub digest: String,
+        /// `blake3:<hex>` of the same bytes: the blob that holds them.
+        pub blake3: String,
+        /// The manifest's media type.
+        pub media_type: String,
+        /// Its length in bytes.
+        pub size: i64,
+        /// Its `artifactType`, else its config's media type.
+        pub artifact_type: Option<String>,
+        /// `sha256:<hex>` of the manifest it refers to.
+        pub subject: Option<String>,
+        /// Its annotations, a canonical CBOR map of strings.
+        #[serde(with = "serde_bytes")]
+        pub annotations: Option<Vec<u8>>,
+        /// When it was pushed: Unix milliseconds of the event's time.
+        pub pushed_ms: i64,
+        /// The event that pushed it.
+        pub sequence: i64,
+    }
+}
+
+view_row! {
+    /// A row of `oci_manifest_refs`: one blob or manifest a manifest names.
+    pub struct ManifestRefRow in "oci_manifest_refs" {
+        /// The manifest's repository.
+        pub repository: String,
+        /// The manifest's digest.
+        pub digest: String,
+        /// Where the manifest names it (0 for an image manifest's config); with the manifest, the key.
+        pub position: i64,
+        /// `sha256:<hex>` of what it names.
+        pub ref_digest: String,
+        /// `blake3:<hex>` of the same bytes.
+        pub blake3: String,
+        /// Its length in bytes.
+        pub size: i64,
+        /// The media type the manifest gives it.
+        pub media_type: Option<String>,
+        /// The event that pushed the manifest.
+        pub sequence: i64,
+    }
+}
+
+view_row! {
+    /// A row of `oci_tags`: a tag of an OCI repository and the manifest it names now.
+    pub struct TagRow in "oci_tags" {
+        /// The repository; with the tag, the key.
+        pub repository: String,
+        /// The tag.
+        pub tag: String,
+        /// `sha256:<hex>` of the manifest.
+        pub digest: String,
+        /// The event that last set it.
+        pub sequence: i64,
+    }
+}
+
+view_row! {
+    /// A row of `oci_blobs_deleted`: a blob deleted from one OCI repository, which it no longer sees.
+    pub struct BlobDeletedRow in "oci_blobs_deleted" {
+        /// The repository; with the blob, the key.
+        pub repository: String,
+        /// `blake3:<hex>` of the blob.
+        pub blake3: String,
+        /// The event that deleted it.
+        pub sequence: i64,
+    }
+}
+
 impl RetentionRow {
     /// The retention a new package version starts with: no time, no hold, not expired.
     pub fn initial(package_id: Uuid, sequence: i64) -> RetentionRow {

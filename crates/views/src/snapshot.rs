@@ -10,8 +10,11 @@ use crate::replay::{replay_after, Refill};
 use crate::rows::insert_rows;
 use crate::{dump, Error, RebuildStats, ViewsDump};
 
-/// The format tag every snapshot this code takes carries: v3 holds the blobs' reference counts and removals.
-pub const SNAPSHOT_FORMAT: &str = "artifactstore-views-snapshot-v3";
+/// The format tag every snapshot this code takes carries: v4 adds the OCI views to v3 (the blobs' reference counts
+/// and removals).
+pub const SNAPSHOT_FORMAT: &str = "artifactstore-views-snapshot-v4";
+/// A format that loads as this one: a v3 snapshot predates OCI, so its OCI views are empty.
+const READABLE_FORMATS: [&str; 1] = ["artifactstore-views-snapshot-v3"];
 /// Older formats, which lack the reference counts: refused, and `replay --from-snapshot` replays the whole log.
 const OLDER_FORMATS: [&str; 2] = ["artifactstore-views-snapshot-v1", "artifactstore-views-snapshot-v2"];
 
@@ -53,11 +56,17 @@ impl Snapshot {
             }
         };
         match artifactstore_cbor::from_slice::<Snapshot>(bytes) {
-            Ok(snapshot) if snapshot.format == SNAPSHOT_FORMAT => Ok(snapshot),
+            Ok(snapshot)
+                if snapshot.format == SNAPSHOT_FORMAT || READABLE_FORMATS.contains(&snapshot.format.as_str()) =>
+            {
+                Ok(snapshot)
+            }
             Ok(snapshot) => Err(refused(&snapshot.format)),
             // An older format may not decode as this one: its tag says why.
             Err(err) => match artifactstore_cbor::from_slice::<Format>(bytes) {
-                Ok(Format { format }) if format != SNAPSHOT_FORMAT => Err(refused(&format)),
+                Ok(Format { format }) if format != SNAPSHOT_FORMAT && !READABLE_FORMATS.contains(&format.as_str()) => {
+                    Err(refused(&format))
+                }
                 _ => Err(Error::Snapshot(err.to_string())),
             },
         }
@@ -137,5 +146,9 @@ pub async fn load(tx: &mut Tx, views: &ViewsDump) -> Result<(), Error> {
     insert_rows(tx, &views.retention, "").await?;
     insert_rows(tx, &views.storage, "").await?;
     insert_rows(tx, &views.policies, "").await?;
+    insert_rows(tx, &views.oci_manifests, "").await?;
+    insert_rows(tx, &views.oci_manifest_refs, "").await?;
+    insert_rows(tx, &views.oci_tags, "").await?;
+    insert_rows(tx, &views.oci_blobs_deleted, "").await?;
     Ok(())
 }

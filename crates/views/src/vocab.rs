@@ -35,6 +35,125 @@ pub const POLICY_SET: &str = "v1.policy.set";
 pub const POLICY_REMOVED: &str = "v1.policy.removed";
 /// A lifecycle run (expiry and collection) that changed something.
 pub const SYSTEM_GC: &str = "v1.system.gc";
+/// An OCI manifest was pushed to a repository.
+pub const OCI_MANIFEST_PUSHED: &str = "v1.oci.manifest.pushed";
+/// An OCI manifest was deleted from a repository.
+pub const OCI_MANIFEST_DELETED: &str = "v1.oci.manifest.deleted";
+/// An OCI tag was set to a manifest (made or moved).
+pub const OCI_TAG_SET: &str = "v1.oci.tag.set";
+/// An OCI tag was deleted.
+pub const OCI_TAG_DELETED: &str = "v1.oci.tag.deleted";
+/// A blob was deleted from one OCI repository: hidden there, kept for every other.
+pub const OCI_BLOB_DELETED: &str = "v1.oci.blob.deleted";
+/// A blob deleted from an OCI repository was pushed or mounted there again.
+pub const OCI_BLOB_LINKED: &str = "v1.oci.blob.linked";
+
+/// One blob or manifest an OCI manifest names: a config, a layer, or a child of an index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciReference {
+    /// `sha256:<hex>`, as the manifest names it.
+    pub digest: String,
+    /// `blake3:<hex>` of the same bytes.
+    pub blake3: String,
+    /// Length in bytes.
+    pub size: u64,
+    /// The media type the manifest gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+}
+
+/// Payload of `v1.oci.manifest.pushed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciManifestPushed {
+    /// The repository.
+    pub repository: String,
+    /// `sha256:<hex>` of the manifest's bytes: its OCI name.
+    pub digest: String,
+    /// `blake3:<hex>` of the manifest's bytes: the blob that holds them.
+    pub blake3: String,
+    /// The manifest's media type.
+    pub media_type: String,
+    /// Length of the manifest in bytes.
+    pub size: u64,
+    /// The artifact type: the manifest's `artifactType`, else its config's media type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// `sha256:<hex>` of the manifest this one refers to (`subject`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The manifest's annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
+    /// What it names, in manifest order: config then layers, or an index's manifests.
+    pub references: Vec<OciReference>,
+}
+
+/// Payload of `v1.oci.manifest.deleted`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciManifestDeleted {
+    /// The repository.
+    pub repository: String,
+    /// `sha256:<hex>` of the manifest.
+    pub digest: String,
+    /// Why, if not a client's request (for example "untagged").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Payload of `v1.oci.tag.set` (the digest it now names) and `v1.oci.tag.deleted` (the digest it named).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciTagChange {
+    /// The repository.
+    pub repository: String,
+    /// The tag.
+    pub tag: String,
+    /// `sha256:<hex>` of the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// Payload of `v1.oci.blob.deleted` and `v1.oci.blob.linked`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciBlobChange {
+    /// The repository.
+    pub repository: String,
+    /// `blake3:<hex>`.
+    pub blake3: String,
+    /// `sha256:<hex>`.
+    pub sha256: String,
+}
+
+/// The subject id of the manifest `digest` in `repository`.
+pub fn oci_manifest_id(repository: &str, digest: &str) -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("artifactstore:oci_manifest:{repository}@{digest}").as_bytes())
+}
+
+/// The subject id of the tag `tag` of `repository`.
+pub fn oci_tag_id(repository: &str, tag: &str) -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("artifactstore:oci_tag:{repository}:{tag}").as_bytes())
+}
+
+/// The subject id of the blob `blake3` as `repository` sees it.
+pub fn oci_blob_id(repository: &str, blake3: &str) -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("artifactstore:oci_blob:{repository}@{blake3}").as_bytes())
+}
+
+/// Which OCI event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OciEvent {
+    /// `v1.oci.manifest.pushed`.
+    ManifestPushed(OciManifestPushed),
+    /// `v1.oci.manifest.deleted`.
+    ManifestDeleted(OciManifestDeleted),
+    /// `v1.oci.tag.set`.
+    TagSet(OciTagChange),
+    /// `v1.oci.tag.deleted`.
+    TagDeleted(OciTagChange),
+    /// `v1.oci.blob.deleted`.
+    BlobDeleted(OciBlobChange),
+    /// `v1.oci.blob.linked`.
+    BlobLinked(OciBlobChange),
+}
 
 /// Payload of `v1.system.gc`: what one run changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,6 +373,8 @@ pub enum RegistryEvent {
         /// Its payload.
         payload: PolicyChange,
     },
+    /// `v1.oci.*`.
+    Oci(OciEvent),
     /// `v1.system.gc`; the views keep nothing of it.
     SystemGc {
         /// The run's id (a UUIDv7), the event's subject.
@@ -287,6 +408,14 @@ impl RegistryEvent {
                 PolicyKind::Removed => POLICY_REMOVED,
             },
             RegistryEvent::SystemGc { .. } => SYSTEM_GC,
+            RegistryEvent::Oci(oci) => match oci {
+                OciEvent::ManifestPushed(_) => OCI_MANIFEST_PUSHED,
+                OciEvent::ManifestDeleted(_) => OCI_MANIFEST_DELETED,
+                OciEvent::TagSet(_) => OCI_TAG_SET,
+                OciEvent::TagDeleted(_) => OCI_TAG_DELETED,
+                OciEvent::BlobDeleted(_) => OCI_BLOB_DELETED,
+                OciEvent::BlobLinked(_) => OCI_BLOB_LINKED,
+            },
         }
     }
 
@@ -304,6 +433,16 @@ impl RegistryEvent {
             RegistryEvent::Storage { payload, .. } => (SubjectKind::Storage, file_id(&payload.blake3)),
             RegistryEvent::Policy { payload, .. } => (SubjectKind::Policy, policy_id(&payload.name)),
             RegistryEvent::SystemGc { run_id, .. } => (SubjectKind::System, *run_id),
+            RegistryEvent::Oci(oci) => match oci {
+                OciEvent::ManifestPushed(p) => (SubjectKind::OciManifest, oci_manifest_id(&p.repository, &p.digest)),
+                OciEvent::ManifestDeleted(p) => (SubjectKind::OciManifest, oci_manifest_id(&p.repository, &p.digest)),
+                OciEvent::TagSet(p) | OciEvent::TagDeleted(p) => {
+                    (SubjectKind::OciTag, oci_tag_id(&p.repository, &p.tag))
+                }
+                OciEvent::BlobDeleted(p) | OciEvent::BlobLinked(p) => {
+                    (SubjectKind::OciBlob, oci_blob_id(&p.repository, &p.blake3))
+                }
+            },
         })
     }
 
@@ -323,6 +462,12 @@ impl RegistryEvent {
             RegistryEvent::Storage { payload, .. } => encode(self, payload),
             RegistryEvent::Policy { payload, .. } => encode(self, payload),
             RegistryEvent::SystemGc { payload, .. } => encode(self, payload),
+            RegistryEvent::Oci(oci) => match oci {
+                OciEvent::ManifestPushed(p) => encode(self, p),
+                OciEvent::ManifestDeleted(p) => encode(self, p),
+                OciEvent::TagSet(p) | OciEvent::TagDeleted(p) => encode(self, p),
+                OciEvent::BlobDeleted(p) | OciEvent::BlobLinked(p) => encode(self, p),
+            },
         }?;
         let (subject_kind, subject_id) = self.subject()?;
         Ok(NewEvent {
@@ -359,6 +504,12 @@ impl RegistryEvent {
             POLICY_SET => policy(PolicyKind::Set)?,
             POLICY_REMOVED => policy(PolicyKind::Removed)?,
             SYSTEM_GC => RegistryEvent::SystemGc { run_id: subject()?, payload: decode(event)? },
+            OCI_MANIFEST_PUSHED => RegistryEvent::Oci(OciEvent::ManifestPushed(decode(event)?)),
+            OCI_MANIFEST_DELETED => RegistryEvent::Oci(OciEvent::ManifestDeleted(decode(event)?)),
+            OCI_TAG_SET => RegistryEvent::Oci(OciEvent::TagSet(decode(event)?)),
+            OCI_TAG_DELETED => RegistryEvent::Oci(OciEvent::TagDeleted(decode(event)?)),
+            OCI_BLOB_DELETED => RegistryEvent::Oci(OciEvent::BlobDeleted(decode(event)?)),
+            OCI_BLOB_LINKED => RegistryEvent::Oci(OciEvent::BlobLinked(decode(event)?)),
             _ => return Ok(None),
         };
         Ok(Some(typed))

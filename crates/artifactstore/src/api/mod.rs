@@ -7,6 +7,7 @@ mod events;
 mod extract;
 mod gc;
 mod health;
+mod oci;
 mod packages;
 mod policies;
 mod stream;
@@ -30,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(crate::metrics::render))
         .nest("/v1", v1())
+        .merge(oci::routes())
         .fallback(|| async { ApiError::not_found("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         // Every body is streamed or read with a limit of its own, answered as a problem.

@@ -1,0 +1,264 @@
+//! `/v2/<name>/manifests/<reference>`: manifests pushed byte for byte as blobs through the one commit path, then
+//! recorded with what they name (`v1.oci.manifest.pushed`) and tagged (`v1.oci.tag.set`) in one transaction that
+//! checks every reference again, so a push and a collection never both win.
+
+use artifactstore_digest::{Algorithm, DualDigest};
+use artifactstore_views::vocab::{OciEvent, OciManifestDeleted, OciManifestPushed, OciReference, OciTagChange};
+use artifactstore_views::{oci, queries, ManifestRow, RegistryEvent};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::auth::authorize;
+use super::manifest::{self, Parsed, MAX_MANIFEST};
+use super::{check_tag, header_value, parse_digest, OciError};
+use crate::api::body::read_small_body;
+use crate::auth::Scope;
+use crate::problem::ApiError;
+use crate::server::AppState;
+use crate::uploads::{ChunkStart, Incoming};
+
+fn manifest_unknown(name: &str, reference: &str) -> OciError {
+    OciError::new(404, "MANIFEST_UNKNOWN", format!("no manifest `{}` in repository `{name}`", reference.escape_debug()))
+}
+
+/// What a reference names: a tag (checked) or a digest (parsed).
+enum Reference {
+    Tag(String),
+    Digest(artifactstore_digest::Digest),
+}
+
+fn reference(text: &str) -> Result<Reference, OciError> {
+    if text.contains(':') {
+        Ok(Reference::Digest(parse_digest(text)?))
+    } else {
+        check_tag(text)?;
+        Ok(Reference::Tag(text.to_owned()))
+    }
+}
+
+/// The manifest row a reference names in `name`.
+async fn find(state: &AppState, name: &str, text: &str) -> Result<ManifestRow, OciError> {
+    let mut conn = state.instance.db.acquire().await?;
+    // A tag outside the grammar names nothing: unknown, as for a read of any name nothing holds.
+    let parsed = match reference(text) {
+        Err(err) if err.code() == "TAG_INVALID" => return Err(manifest_unknown(name, text)),
+        other => other?,
+    };
+    let digest = match parsed {
+        Reference::Tag(tag) => oci::tag(&mut conn, name, &tag).await?.map(|row| row.digest),
+        Reference::Digest(d) if d.algorithm() == Algorithm::Sha256 => Some(d.to_string()),
+        // A manifest named by the BLAKE3 digest of its bytes.
+        Reference::Digest(d) => queries::blob(&mut conn, &d).await?.map(|row| row.sha256),
+    };
+    let Some(digest) = digest else { return Err(manifest_unknown(name, text)) };
+    oci::manifest(&mut conn, name, &digest).await?.ok_or_else(|| manifest_unknown(name, text))
+}
+
+/// `GET|HEAD /v2/<name>/manifests/<reference>`: the manifest's bytes as pushed, with its media type.
+pub(crate) async fn get(state: &AppState, name: &str, text: &str, request: Request) -> Result<Response, OciError> {
+    let (mut parts, _) = request.into_parts();
+    authorize(state, &mut parts, Some(name), Scope::Read).await?;
+    let row = find(state, name, text).await?;
+    let size = u64::try_from(row.size).unwrap_or(0);
+    let builder = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, header_value(&row.media_type))
+        .header(header::CONTENT_LENGTH, size)
+        .header("docker-content-digest", header_value(&row.digest))
+        .header(header::ETAG, header_value(&format!("\"{}\"", row.digest)));
+    let body = if parts.method == Method::HEAD {
+        Body::empty()
+    } else {
+        let hex = row.blake3.trim_start_matches("blake3:");
+        Body::from_stream(state.instance.store.read(hex, 0..size).await?)
+    };
+    builder.body(body).map_err(|err| OciError::from_problem(ApiError::internal(&err), "UNKNOWN", "UNKNOWN"))
+}
+
+/// `PUT /v2/<name>/manifests/<reference>`: `201` with `Location`, `Docker-Content-Digest`, and `OCI-Subject` for a
+/// manifest that names a subject.
+pub(crate) async fn put(state: &AppState, name: &str, text: &str, request: Request) -> Result<Response, OciError> {
+    let (mut parts, body) = request.into_parts();
+    let caller = authorize(state, &mut parts, Some(name), Scope::Write).await?;
+    let reference = reference(text)?;
+    let bytes = read_small_body(body, MAX_MANIFEST)
+        .await
+        .map_err(|problem| OciError::from_problem(problem, "MANIFEST_INVALID", "MANIFEST_INVALID"))?;
+    let dual = DualDigest::of(&bytes);
+    if let Reference::Digest(d) = &reference {
+        let own = if d.algorithm() == Algorithm::Sha256 { dual.sha256 } else { dual.blake3 };
+        if *d != own {
+            return Err(OciError::new(400, "DIGEST_INVALID", format!("the manifest's digest is {own}, not {d}")));
+        }
+    }
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let parsed = manifest::parse(&bytes, content_type)?;
+    // The bytes go in as any blob does; the blob is the manifest's only once the record below commits.
+    let start = ChunkStart { offset: Some(0), length: Some(bytes.len() as u64) };
+    state
+        .uploads
+        .put_whole(&caller, dual.sha256, Incoming { start, body: Body::from(bytes) })
+        .await
+        .map_err(|problem| OciError::from_problem(problem, "MANIFEST_INVALID", "MANIFEST_INVALID"))?;
+    let tag = match reference {
+        Reference::Tag(tag) => Some(tag),
+        Reference::Digest(_) => None,
+    };
+    let subject = parsed.subject.as_ref().map(|s| s.digest.to_string());
+    let (repository, actor) = (name.to_owned(), caller.actor().to_owned());
+    state
+        .instance
+        .log
+        .transact(move |wtx| Box::pin(async move { record_push(wtx, &actor, repository, tag, dual, parsed).await }))
+        .await?;
+    let digest = dual.sha256.to_string();
+    let mut response = (StatusCode::CREATED, [(header::CONTENT_LENGTH, "0")]).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, header_value(&format!("/v2/{name}/manifests/{digest}")));
+    headers.insert("docker-content-digest", header_value(&digest));
+    if let Some(subject) = subject {
+        headers.insert("oci-subject", header_value(&subject));
+    }
+    Ok(response)
+}
+
+/// Inside the push's transaction: every reference must be there now, then the manifest and its tag are recorded
+/// unless they stand already.
+async fn record_push(
+    wtx: &mut artifactstore_eventlog::WriteTx,
+    actor: &str,
+    repository: String,
+    tag: Option<String>,
+    dual: DualDigest,
+    parsed: Parsed,
+) -> Result<(), OciError> {
+    let digest = dual.sha256.to_string();
+    let blob_unknown = |d: &str| {
+        OciError::new(
+            400,
+            "MANIFEST_BLOB_UNKNOWN",
+            format!("the manifest names {d}, which this repository does not hold"),
+        )
+        .detail(serde_json::json!({ "digest": d }))
+    };
+    let mut wanted: Vec<artifactstore_digest::Digest> = parsed.blobs.iter().map(|b| b.digest).collect();
+    wanted.push(dual.sha256);
+    let found = queries::resolve(wtx.tx(), &wanted).await?;
+    let Some(Some(own)) = found.last() else {
+        return Err(OciError::new(
+            503,
+            "UNAVAILABLE",
+            "the manifest's bytes were collected while it was pushed; retry",
+        ));
+    };
+    let own_blake3 = own.blake3.clone();
+    let mut references = Vec::with_capacity(parsed.blobs.len() + parsed.children.len());
+    for (descriptor, row) in parsed.blobs.iter().zip(&found) {
+        let shown = descriptor.digest.to_string();
+        let Some(row) = row else { return Err(blob_unknown(&shown)) };
+        if oci::blob_deleted(wtx.tx(), &repository, &row.blake3).await? {
+            return Err(blob_unknown(&shown));
+        }
+        if u64::try_from(row.size).ok() != Some(descriptor.size) {
+            return Err(OciError::new(
+                400,
+                "MANIFEST_INVALID",
+                format!("the manifest gives {shown} a size of {}, but it is {} bytes", descriptor.size, row.size),
+            ));
+        }
+        references.push(OciReference {
+            digest: shown,
+            blake3: row.blake3.clone(),
+            size: descriptor.size,
+            media_type: descriptor.media_type.clone(),
+        });
+    }
+    for child in &parsed.children {
+        let shown = child.digest.to_string();
+        let Some(row) = oci::manifest(wtx.tx(), &repository, &shown).await? else {
+            return Err(OciError::new(
+                400,
+                "MANIFEST_BLOB_UNKNOWN",
+                format!("the index names manifest {shown}, which this repository does not hold"),
+            )
+            .detail(serde_json::json!({ "digest": shown })));
+        };
+        references.push(OciReference {
+            digest: shown,
+            blake3: row.blake3,
+            size: child.size,
+            media_type: child.media_type.clone(),
+        });
+    }
+    let mut events = Vec::new();
+    if oci::manifest(wtx.tx(), &repository, &digest).await?.is_none() {
+        events.push(RegistryEvent::Oci(OciEvent::ManifestPushed(OciManifestPushed {
+            repository: repository.clone(),
+            digest: digest.clone(),
+            blake3: own_blake3,
+            media_type: parsed.media_type,
+            size: dual.size,
+            artifact_type: parsed.artifact_type,
+            subject: parsed.subject.map(|s| s.digest.to_string()),
+            annotations: parsed.annotations,
+            references,
+        })));
+    }
+    if let Some(tag) = tag {
+        let current = oci::tag(wtx.tx(), &repository, &tag).await?;
+        if current.is_none_or(|row| row.digest != digest) {
+            events.push(RegistryEvent::Oci(OciEvent::TagSet(OciTagChange { repository, tag, digest: Some(digest) })));
+        }
+    }
+    artifactstore_views::record_all(wtx, actor, &events).await?;
+    Ok(())
+}
+
+/// `DELETE /v2/<name>/manifests/<reference>`: a tag is deleted alone; a digest takes its manifest and every tag that
+/// names it.
+pub(crate) async fn delete(state: &AppState, name: &str, text: &str, request: Request) -> Result<Response, OciError> {
+    let (mut parts, _) = request.into_parts();
+    let caller = authorize(state, &mut parts, Some(name), Scope::Admin).await?;
+    let reference = reference(text)?;
+    let (repository, actor, shown) = (name.to_owned(), caller.actor().to_owned(), text.to_owned());
+    state
+        .instance
+        .log
+        .transact(move |wtx| {
+            Box::pin(async move {
+                let mut events = Vec::new();
+                match reference {
+                    Reference::Tag(tag) => {
+                        let row = oci::tag(wtx.tx(), &repository, &tag).await?;
+                        let row = row.ok_or_else(|| manifest_unknown(&repository, &shown))?;
+                        let change = OciTagChange { repository, tag, digest: Some(row.digest) };
+                        events.push(RegistryEvent::Oci(OciEvent::TagDeleted(change)));
+                    }
+                    Reference::Digest(d) => {
+                        let digest = match d.algorithm() {
+                            Algorithm::Sha256 => Some(d.to_string()),
+                            Algorithm::Blake3 => queries::blob(wtx.tx(), &d).await?.map(|row| row.sha256),
+                        };
+                        let row = match digest {
+                            Some(digest) => oci::manifest(wtx.tx(), &repository, &digest).await?,
+                            None => None,
+                        };
+                        let row = row.ok_or_else(|| manifest_unknown(&repository, &shown))?;
+                        for tag in oci::tags_naming(wtx.tx(), &repository, &row.digest).await? {
+                            let change =
+                                OciTagChange { repository: repository.clone(), tag, digest: Some(row.digest.clone()) };
+                            events.push(RegistryEvent::Oci(OciEvent::TagDeleted(change)));
+                        }
+                        let deleted = OciManifestDeleted { repository, digest: row.digest, reason: None };
+                        events.push(RegistryEvent::Oci(OciEvent::ManifestDeleted(deleted)));
+                    }
+                }
+                artifactstore_views::record_all(wtx, &actor, &events).await?;
+                Ok::<_, OciError>(())
+            })
+        })
+        .await?;
+    Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
+}

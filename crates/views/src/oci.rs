@@ -1,0 +1,132 @@
+//! The reads of the OCI views: manifests, tags, referrers, repositories, and which manifests nothing keeps alive.
+
+use artifactstore_db::{fetch_all, fetch_optional, AsExec};
+
+use crate::rows::{once, ManifestRefRow, ManifestRow, TagRow};
+use crate::Error;
+
+/// The manifest `digest` (`sha256:<hex>`) of `repository`.
+pub async fn manifest<E: AsExec>(target: &mut E, repository: &str, digest: &str) -> Result<Option<ManifestRow>, Error> {
+    let sql =
+        once!(format!("SELECT {} FROM oci_manifests WHERE repository = $1 AND digest = $2", ManifestRow::COLUMNS));
+    Ok(fetch_optional!(target, ManifestRow, sql, repository, digest)?)
+}
+
+/// What the manifest `digest` of `repository` names, in order.
+pub async fn manifest_refs<E: AsExec>(
+    target: &mut E,
+    repository: &str,
+    digest: &str,
+) -> Result<Vec<ManifestRefRow>, Error> {
+    let sql = once!(format!(
+        "SELECT {} FROM oci_manifest_refs WHERE repository = $1 AND digest = $2 ORDER BY position",
+        ManifestRefRow::COLUMNS
+    ));
+    Ok(fetch_all!(target, ManifestRefRow, sql, repository, digest)?)
+}
+
+/// The tag `tag` of `repository`.
+pub async fn tag<E: AsExec>(target: &mut E, repository: &str, tag: &str) -> Result<Option<TagRow>, Error> {
+    let sql = once!(format!("SELECT {} FROM oci_tags WHERE repository = $1 AND tag = $2", TagRow::COLUMNS));
+    Ok(fetch_optional!(target, TagRow, sql, repository, tag)?)
+}
+
+/// At most `n` tags of `repository` after `last`, in lexical (byte) order.
+pub async fn tags<E: AsExec>(
+    target: &mut E,
+    repository: &str,
+    last: Option<&str>,
+    n: i64,
+) -> Result<Vec<String>, Error> {
+    let rows = fetch_all!(
+        target,
+        (String,),
+        "SELECT tag FROM oci_tags WHERE repository = $1 AND tag > $2 ORDER BY tag LIMIT $3",
+        repository,
+        last.unwrap_or(""),
+        n,
+    )?;
+    Ok(rows.into_iter().map(|(tag,)| tag).collect())
+}
+
+/// The tags of `repository` that name the manifest `digest`, in order.
+pub async fn tags_naming<E: AsExec>(target: &mut E, repository: &str, digest: &str) -> Result<Vec<String>, Error> {
+    let rows = fetch_all!(
+        target,
+        (String,),
+        "SELECT tag FROM oci_tags WHERE repository = $1 AND digest = $2 ORDER BY tag",
+        repository,
+        digest,
+    )?;
+    Ok(rows.into_iter().map(|(tag,)| tag).collect())
+}
+
+/// At most `n` repositories after `last`, in lexical order: those with a manifest or a tag.
+pub async fn repositories<E: AsExec>(target: &mut E, last: Option<&str>, n: i64) -> Result<Vec<String>, Error> {
+    let rows = fetch_all!(
+        target,
+        (String,),
+        "SELECT repository FROM (SELECT repository FROM oci_manifests WHERE repository > $1 \
+         UNION SELECT repository FROM oci_tags WHERE repository > $1) AS r ORDER BY repository LIMIT $2",
+        last.unwrap_or(""),
+        n,
+    )?;
+    Ok(rows.into_iter().map(|(name,)| name).collect())
+}
+
+/// Whether `repository` has a manifest or a tag.
+pub async fn repository_exists<E: AsExec>(target: &mut E, repository: &str) -> Result<bool, Error> {
+    let row = fetch_optional!(
+        target,
+        (i64,),
+        "SELECT 1 FROM oci_manifests WHERE repository = $1 UNION ALL SELECT 1 FROM oci_tags WHERE repository = $1 \
+         LIMIT 1",
+        repository,
+    )?;
+    Ok(row.is_some())
+}
+
+/// The manifests of `repository` whose subject is `digest`, in digest order.
+pub async fn referrers<E: AsExec>(target: &mut E, repository: &str, digest: &str) -> Result<Vec<ManifestRow>, Error> {
+    let sql = once!(format!(
+        "SELECT {} FROM oci_manifests WHERE repository = $1 AND subject = $2 ORDER BY digest",
+        ManifestRow::COLUMNS
+    ));
+    Ok(fetch_all!(target, ManifestRow, sql, repository, digest)?)
+}
+
+/// Whether the blob `blake3` was deleted from `repository` (and not pushed there again since).
+pub async fn blob_deleted<E: AsExec>(target: &mut E, repository: &str, blake3: &str) -> Result<bool, Error> {
+    let row = fetch_optional!(
+        target,
+        (i64,),
+        "SELECT sequence FROM oci_blobs_deleted WHERE repository = $1 AND blake3 = $2",
+        repository,
+        blake3,
+    )?;
+    Ok(row.is_some())
+}
+
+/// At most `limit` manifests pushed before `cutoff_ms` that nothing keeps alive, oldest first: no tag names them,
+/// no live index lists them, they are not the subject of a live manifest, nor a live manifest's referrer.
+pub async fn unreachable_manifests<E: AsExec>(
+    target: &mut E,
+    cutoff_ms: i64,
+    limit: i64,
+) -> Result<Vec<ManifestRow>, Error> {
+    let sql = once!(format!(
+        "WITH RECURSIVE edges (repository, source, target) AS ( \
+             SELECT repository, digest, ref_digest FROM oci_manifest_refs \
+             UNION ALL SELECT repository, subject, digest FROM oci_manifests WHERE subject IS NOT NULL \
+             UNION ALL SELECT repository, digest, subject FROM oci_manifests WHERE subject IS NOT NULL), \
+         live (repository, digest) AS ( \
+             SELECT repository, digest FROM oci_tags \
+             UNION SELECT e.repository, e.target FROM edges e JOIN live l \
+                 ON e.repository = l.repository AND e.source = l.digest) \
+         SELECT {} FROM oci_manifests m WHERE m.pushed_ms < $1 AND NOT EXISTS \
+             (SELECT 1 FROM live l WHERE l.repository = m.repository AND l.digest = m.digest) \
+         ORDER BY m.pushed_ms, m.repository, m.digest LIMIT $2",
+        crate::rows::qualified("m", ManifestRow::COLUMNS)
+    ));
+    Ok(fetch_all!(target, ManifestRow, sql, cutoff_ms, limit)?)
+}
