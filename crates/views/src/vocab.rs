@@ -160,10 +160,17 @@ pub enum OciEvent {
 pub struct GcRun {
     /// Package versions expired.
     pub expired: u64,
+    /// OCI manifests deleted because nothing kept them alive.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub untagged: u64,
     /// Blobs removed.
     pub removed: u64,
     /// Bytes of the removed blobs.
     pub bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The subject id of a blob: the UUIDv5 (URL namespace) of its `blake3:<hex>` digest string, the same on every instance.

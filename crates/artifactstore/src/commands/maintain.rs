@@ -125,6 +125,13 @@ pub(crate) async fn gc(args: &crate::cli::GcArgs) -> anyhow::Result<ExitCode> {
     for expired in &report.expired {
         println!("  {}@{}  policy {}: {}", expired.name, expired.version, expired.policy, expired.rule);
     }
+    if !report.untagged.is_empty() {
+        let verb = if report.dry_run { "would delete" } else { "deleted" };
+        println!("{verb} {} OCI manifest(s) nothing keeps alive", report.untagged.len());
+        for manifest in &report.untagged {
+            println!("  {}@{}", manifest.repository, manifest.digest);
+        }
+    }
     let verb = if report.dry_run { "would remove" } else { "removed" };
     println!("{verb} {} blob(s), {} bytes", report.removed.len(), report.bytes);
     for removed in &report.removed {

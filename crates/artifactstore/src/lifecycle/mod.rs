@@ -4,12 +4,14 @@
 //! commits each expiry in a transaction of its own that decides again on what it reads: `v1.retention.expired`
 //! (naming the policy and its rule) and `v1.package.deleted`. A run that changed anything ends with one
 //! `v1.system.gc`. A dry run decides the same and commits nothing. Then collection (`collect`) removes the blobs
-//! no live version has named for the grace time.
+//! no live version has named for the grace time. Before it, OCI manifests nothing keeps alive go (`untagged`).
 
 mod collect;
 mod expiry;
+mod untagged;
 
 pub(crate) use collect::{pending, renew_removed};
+pub use untagged::Untagged;
 
 use artifactstore_db::{fetch_one, Backend, Tx};
 use artifactstore_views::queries::{self, Version};
@@ -29,6 +31,9 @@ pub struct Report {
     pub dry_run: bool,
     /// The versions it expired, oldest of each package first.
     pub expired: Vec<Expired>,
+    /// The OCI manifests it deleted because nothing kept them alive (absent when there were none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub untagged: Vec<Untagged>,
     /// The blobs it removed, by digest.
     pub removed: Vec<Removed>,
     /// The bytes of the removed blobs.
@@ -123,9 +128,17 @@ async fn run_in_turn(instance: &Instance, actor: &str, dry_run: bool) -> Result<
         report.expired.extend(results.into_iter().filter_map(|(done, expired)| done.then_some(expired)));
     }
     let expiry_took = started.elapsed();
-    // The cutoff is taken after the expiries committed, so with no grace their blobs go in this run too.
     let grace = instance.config.gc_grace;
-    let cutoff_ms = Utc::now().timestamp_millis().saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    let manifest_cutoff = Utc::now().timestamp_millis().saturating_sub(grace_ms);
+    report.untagged = if dry_run {
+        untagged::preview(instance, manifest_cutoff).await?
+    } else {
+        untagged::prune(instance, actor, manifest_cutoff).await?
+    };
+    // The cutoff is taken after the expiries and manifest deletions committed, so with no grace their blobs go in
+    // this run too.
+    let cutoff_ms = Utc::now().timestamp_millis().saturating_sub(grace_ms);
     report.removed = if dry_run {
         let freed = if grace.is_zero() { freed } else { Vec::new() };
         collect::preview(instance, cutoff_ms, freed).await?
@@ -134,9 +147,13 @@ async fn run_in_turn(instance: &Instance, actor: &str, dry_run: bool) -> Result<
     };
     report.removed.sort_by(|a, b| a.digest.cmp(&b.digest));
     report.bytes = report.removed.iter().map(|r| r.size).sum();
-    if !dry_run && (!report.expired.is_empty() || !report.removed.is_empty()) {
-        let payload =
-            GcRun { expired: report.expired.len() as u64, removed: report.removed.len() as u64, bytes: report.bytes };
+    if !dry_run && (!report.expired.is_empty() || !report.untagged.is_empty() || !report.removed.is_empty()) {
+        let payload = GcRun {
+            expired: report.expired.len() as u64,
+            untagged: report.untagged.len() as u64,
+            removed: report.removed.len() as u64,
+            bytes: report.bytes,
+        };
         let event = RegistryEvent::SystemGc { run_id: Uuid::now_v7(), payload };
         let actor = actor.to_owned();
         instance
@@ -149,6 +166,7 @@ async fn run_in_turn(instance: &Instance, actor: &str, dry_run: bool) -> Result<
     tracing::info!(
         dry_run,
         expired = report.expired.len(),
+        untagged = report.untagged.len(),
         removed = report.removed.len(),
         bytes = report.bytes,
         expiry_ms = expiry_took.as_millis() as u64,

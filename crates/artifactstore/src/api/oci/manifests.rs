@@ -2,6 +2,7 @@
 //! recorded with what they name (`v1.oci.manifest.pushed`) and tagged (`v1.oci.tag.set`) in one transaction that
 //! checks every reference again, so a push and a collection never both win.
 
+use artifactstore_db::AsExec;
 use artifactstore_digest::{Algorithm, DualDigest};
 use artifactstore_views::vocab::{OciEvent, OciManifestDeleted, OciManifestPushed, OciReference, OciTagChange};
 use artifactstore_views::{oci, queries, ManifestRow, RegistryEvent};
@@ -95,6 +96,8 @@ pub(crate) async fn put(state: &AppState, name: &str, text: &str, request: Reque
     }
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let parsed = manifest::parse(&bytes, content_type)?;
+    // Checked before the bytes are stored, so a refused manifest leaves nothing; checked again as it is recorded.
+    references(&mut state.instance.db.acquire().await?, name, &parsed).await?;
     // The bytes go in as any blob does; the blob is the manifest's only once the record below commits.
     let start = ChunkStart { offset: Some(0), length: Some(bytes.len() as u64) };
     state
@@ -124,17 +127,13 @@ pub(crate) async fn put(state: &AppState, name: &str, text: &str, request: Reque
     Ok(response)
 }
 
-/// Inside the push's transaction: every reference must be there now, then the manifest and its tag are recorded
-/// unless they stand already.
-async fn record_push(
-    wtx: &mut artifactstore_eventlog::WriteTx,
-    actor: &str,
-    repository: String,
-    tag: Option<String>,
-    dual: DualDigest,
-    parsed: Parsed,
-) -> Result<(), OciError> {
-    let digest = dual.sha256.to_string();
+/// What the manifest names, each found where it must be: its blobs live and not deleted from the repository, with
+/// the sizes the manifest gives them; an index's manifests in the repository.
+async fn references<E: AsExec>(
+    target: &mut E,
+    repository: &str,
+    parsed: &Parsed,
+) -> Result<Vec<OciReference>, OciError> {
     let blob_unknown = |d: &str| {
         OciError::new(
             400,
@@ -143,22 +142,13 @@ async fn record_push(
         )
         .detail(serde_json::json!({ "digest": d }))
     };
-    let mut wanted: Vec<artifactstore_digest::Digest> = parsed.blobs.iter().map(|b| b.digest).collect();
-    wanted.push(dual.sha256);
-    let found = queries::resolve(wtx.tx(), &wanted).await?;
-    let Some(Some(own)) = found.last() else {
-        return Err(OciError::new(
-            503,
-            "UNAVAILABLE",
-            "the manifest's bytes were collected while it was pushed; retry",
-        ));
-    };
-    let own_blake3 = own.blake3.clone();
+    let wanted: Vec<artifactstore_digest::Digest> = parsed.blobs.iter().map(|b| b.digest).collect();
+    let found = queries::resolve(target, &wanted).await?;
     let mut references = Vec::with_capacity(parsed.blobs.len() + parsed.children.len());
-    for (descriptor, row) in parsed.blobs.iter().zip(&found) {
+    for (descriptor, row) in parsed.blobs.iter().zip(found) {
         let shown = descriptor.digest.to_string();
         let Some(row) = row else { return Err(blob_unknown(&shown)) };
-        if oci::blob_deleted(wtx.tx(), &repository, &row.blake3).await? {
+        if oci::blob_deleted(target, repository, &row.blake3).await? {
             return Err(blob_unknown(&shown));
         }
         if u64::try_from(row.size).ok() != Some(descriptor.size) {
@@ -170,21 +160,23 @@ async fn record_push(
         }
         references.push(OciReference {
             digest: shown,
-            blake3: row.blake3.clone(),
+            blake3: row.blake3,
             size: descriptor.size,
             media_type: descriptor.media_type.clone(),
         });
     }
     for child in &parsed.children {
         let shown = child.digest.to_string();
-        let Some(row) = oci::manifest(wtx.tx(), &repository, &shown).await? else {
+        let Some(row) = oci::manifest(target, repository, &shown).await? else {
+            return Err(blob_unknown(&shown));
+        };
+        if u64::try_from(row.size).ok() != Some(child.size) {
             return Err(OciError::new(
                 400,
-                "MANIFEST_BLOB_UNKNOWN",
-                format!("the index names manifest {shown}, which this repository does not hold"),
-            )
-            .detail(serde_json::json!({ "digest": shown })));
-        };
+                "MANIFEST_INVALID",
+                format!("the index gives {shown} a size of {}, but it is {} bytes", child.size, row.size),
+            ));
+        }
         references.push(OciReference {
             digest: shown,
             blake3: row.blake3,
@@ -192,12 +184,35 @@ async fn record_push(
             media_type: child.media_type.clone(),
         });
     }
+    Ok(references)
+}
+
+/// Inside the push's transaction: every reference must be there now, then the manifest and its tag are recorded
+/// unless they stand already.
+async fn record_push(
+    wtx: &mut artifactstore_eventlog::WriteTx,
+    actor: &str,
+    repository: String,
+    tag: Option<String>,
+    dual: DualDigest,
+    parsed: Parsed,
+) -> Result<(), OciError> {
+    let digest = dual.sha256.to_string();
+    let references = references(wtx.tx(), &repository, &parsed).await?;
+    let own = queries::resolve(wtx.tx(), &[dual.sha256]).await?.pop().flatten();
+    let Some(own) = own else {
+        return Err(OciError::new(
+            503,
+            "UNAVAILABLE",
+            "the manifest's bytes were collected while it was pushed; retry",
+        ));
+    };
     let mut events = Vec::new();
     if oci::manifest(wtx.tx(), &repository, &digest).await?.is_none() {
         events.push(RegistryEvent::Oci(OciEvent::ManifestPushed(OciManifestPushed {
             repository: repository.clone(),
             digest: digest.clone(),
-            blake3: own_blake3,
+            blake3: own.blake3,
             media_type: parsed.media_type,
             size: dual.size,
             artifact_type: parsed.artifact_type,
