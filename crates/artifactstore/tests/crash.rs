@@ -61,6 +61,53 @@ async fn worker(id: usize, base: Arc<RwLock<String>>, acked: Arc<Mutex<Acknowled
     }
 }
 
+/// Pushes OCI images to `crash/oci` (a new layer, a shared config, a manifest), moving three tags in turn, so the
+/// collector deletes the manifests tags no longer reach. Records every push attempt per tag, and whether it was
+/// acknowledged.
+async fn oci_worker(base: Arc<RwLock<String>>, pushes: Arc<Mutex<OciPushes>>, stop: Arc<RwLock<bool>>) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let mut n = 0u64;
+    while !*stop.read().unwrap() {
+        n += 1;
+        let url = base.read().unwrap().clone();
+        let layer: Vec<u8> = format!("oci layer {n} ").repeat(1 + (n as usize * 53) % 2000).into_bytes();
+        let mut pushed = true;
+        for bytes in [&config, &layer] {
+            let digest = DualDigest::of(bytes).sha256;
+            let reply = http.post(format!("{url}/v2/crash/oci/blobs/uploads/?digest={digest}")).body(bytes.clone());
+            pushed &= matches!(reply.send().await, Ok(r) if r.status() == 201);
+        }
+        if !pushed {
+            continue;
+        }
+        let descriptor = |media_type: &str, bytes: &[u8]| json!({"mediaType": media_type, "digest": DualDigest::of(bytes).sha256.to_string(), "size": bytes.len()});
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", &layer)],
+        }))
+        .unwrap();
+        let digest = DualDigest::of(&manifest).sha256.to_string();
+        let tag = format!("t{}", n % 3);
+        let slot = pushes.lock().unwrap().entry(tag.clone()).or_default().len();
+        pushes.lock().unwrap().get_mut(&tag).unwrap().push((digest, false));
+        let reply = http
+            .put(format!("{url}/v2/crash/oci/manifests/{tag}"))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(manifest)
+            .send()
+            .await;
+        if matches!(reply, Ok(r) if r.status() == 201) {
+            pushes.lock().unwrap().get_mut(&tag).unwrap()[slot].1 = true;
+        }
+    }
+}
+
+/// Each tag's manifest pushes, in order, and whether each was acknowledged.
+type OciPushes = HashMap<String, Vec<(String, bool)>>;
+
 /// Runs the lifecycle every few dozen milliseconds, whatever instance is up.
 async fn collector(base: Arc<RwLock<String>>, stop: Arc<RwLock<bool>>) -> usize {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
@@ -86,6 +133,8 @@ async fn crash_loop(data: &Path, database: &str, kills: usize) {
     let workers: Vec<_> =
         (0..4).map(|id| tokio::spawn(worker(id, base.clone(), acked.clone(), stop.clone()))).collect();
     let collector = tokio::spawn(collector(base.clone(), stop.clone()));
+    let pushes = Arc::new(Mutex::new(OciPushes::new()));
+    let oci = tokio::spawn(oci_worker(base.clone(), pushes.clone(), stop.clone()));
     for kill in 0..kills {
         tokio::time::sleep(Duration::from_millis(150 + (kill as u64 * 97) % 400)).await;
         server.kill(); // SIGKILL
@@ -97,6 +146,7 @@ async fn crash_loop(data: &Path, database: &str, kills: usize) {
     for worker in workers {
         worker.await.unwrap();
     }
+    oci.await.unwrap();
     let runs = collector.await.unwrap();
     assert!(runs > 0, "the collector ran");
     let client = Client::new(server.base.clone());
@@ -105,6 +155,7 @@ async fn crash_loop(data: &Path, database: &str, kills: usize) {
 
     // The feed is contiguous from 1 to the head; it says which versions expired and which blobs were removed.
     let (mut expired, mut removed) = (HashSet::new(), HashSet::new());
+    let mut untagged = 0;
     let mut since = 0;
     let mut expected = 1;
     loop {
@@ -120,6 +171,10 @@ async fn crash_loop(data: &Path, database: &str, kills: usize) {
                 }
                 "v1.file.removed" => {
                     removed.insert(payload["blake3"].as_str().unwrap().to_owned());
+                }
+                "v1.oci.manifest.deleted" => {
+                    assert_eq!(payload["reason"], "untagged");
+                    untagged += 1;
                 }
                 _ => {}
             }
@@ -152,7 +207,33 @@ async fn crash_loop(data: &Path, database: &str, kills: usize) {
         assert_eq!(got.status, 200, "{blake3} was acknowledged");
         assert_eq!(&got.body, bytes, "{blake3}");
     }
-    println!("{} expiries and {} removals in the log after {runs} collector runs", expired.len(), removed.len());
+    // Each OCI tag names its last acknowledged manifest or one pushed after it (committed, its answer cut by a
+    // kill), and every blob that manifest names is whole: collection never takes what a tag reaches.
+    let pushes = std::mem::take(&mut *pushes.lock().unwrap());
+    assert!(pushes.values().flatten().any(|(_, acked)| *acked), "the OCI worker got pushes acknowledged");
+    for (tag, attempts) in &pushes {
+        let Some(last_acked) = attempts.iter().rposition(|(_, acked)| *acked) else { continue };
+        let got = client.get(&format!("/v2/crash/oci/manifests/{tag}")).await;
+        assert_eq!(got.status, 200, "tag {tag}: {}", got.text());
+        let digest = got.header("docker-content-digest");
+        let position = attempts.iter().position(|(d, _)| d == digest).expect("a digest this worker pushed");
+        assert!(position >= last_acked, "tag {tag} went back to an older manifest");
+        let manifest: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+        let named = [&manifest["config"], &manifest["layers"][0]];
+        for descriptor in named {
+            let digest = descriptor["digest"].as_str().unwrap();
+            let blob = client.get(&format!("/v2/crash/oci/blobs/{digest}")).await;
+            assert_eq!(blob.status, 200, "{digest}, named by tag {tag}'s manifest");
+            assert_eq!(DualDigest::of(&blob.body).sha256.to_string(), digest);
+        }
+    }
+    let acked_pushes = pushes.values().flatten().filter(|(_, acked)| *acked).count();
+    println!(
+        "{} expiries, {} removals, {untagged} untagged manifests deleted in the log after {runs} collector runs; \
+         {acked_pushes} OCI pushes acknowledged",
+        expired.len(),
+        removed.len()
+    );
     // One more run finishes any deletion a kill interrupted.
     assert_eq!(client.post("/v1/gc", Vec::new()).await.status, 200);
     server.kill();
