@@ -77,6 +77,13 @@ pub async fn serve_configured(
     let body_idle = state.instance.config.uploads.body_idle;
     let app =
         crate::api::router(state).layer(RequestBodyTimeoutLayer::new(body_idle)).layer(TraceLayer::new_for_http());
+    // Small answers go out at once: without `TCP_NODELAY`, a response written in two parts waits for the client's
+    // delayed acknowledgement (about 40 ms) on a kept-alive connection.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "could not set TCP_NODELAY on a connection");
+        }
+    });
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     housekeeping.abort();
     sweeper.abort();

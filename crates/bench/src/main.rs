@@ -19,7 +19,9 @@ use anyhow::Context as _;
 use clap::Parser;
 
 use crate::report::Report;
-use crate::workloads::{workload_a_f, workload_b, workload_c, workload_d, workload_e, workload_g, workload_h};
+use crate::workloads::{
+    workload_a_f, workload_b, workload_c, workload_d, workload_e, workload_g, workload_h, workload_i,
+};
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks artifactstore against the OCI reference registry and the machine's limits")]
@@ -33,7 +35,7 @@ struct Args {
     /// Small counts: checks the harness and the results in seconds, measures nothing worth quoting.
     #[arg(long)]
     quick: bool,
-    /// Only these workloads (letters a to h, comma-separated).
+    /// Only these workloads (letters a to i, comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<char>,
     /// A scratch directory for the servers' data (default: a temporary one under target/).
@@ -81,6 +83,8 @@ struct Sizes {
     h_pg_versions: u64,
     /// Unreferenced blobs collected while workload h uploads.
     h_garbage: u64,
+    /// Manifests pushed and pulled by tag in workload i.
+    i_manifests: usize,
     limit_bytes: usize,
     /// Each comparison runs this many times, alternating which server goes first; medians are reported.
     repeats: usize,
@@ -108,6 +112,7 @@ impl Sizes {
                 h_versions: 200,
                 h_pg_versions: 200,
                 h_garbage: 2_000,
+                i_manifests: 100,
                 limit_bytes: 32 * MIB,
                 repeats: 1,
             }
@@ -129,6 +134,7 @@ impl Sizes {
                 h_versions: 100_000,
                 h_pg_versions: 100_000,
                 h_garbage: 200_000,
+                i_manifests: 5_000,
                 limit_bytes: 1024 * MIB,
                 repeats: 3,
             }
@@ -193,6 +199,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if wants('h') {
         workload_h(&mut report, &sizes, bins.0, work.path()).await.context("workload h")?;
+    }
+    if wants('i') {
+        workload_i(&mut report, &sizes, bins, work.path()).await.context("workload i")?;
     }
 
     let markdown = report.markdown(&args.command, args.quick);

@@ -1,7 +1,8 @@
 //! One client for both registries: the same chunking, concurrency and checks, two upload protocols.
 //!
 //! artifactstore: `POST /v1/uploads`, `PATCH` with `Upload-Offset`, `PUT ?digest=` (last chunk in its body).
-//! distribution: `POST /v2/<name>/blobs/uploads/`, `PATCH` with `Content-Range`, `PUT <location>&digest=` (ditto).
+//! OCI (distribution, and artifactstore's `/v2/`): `POST /v2/<name>/blobs/uploads/`, `PATCH` with
+//! `Content-Range`, `PUT <location>&digest=` (ditto).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +15,8 @@ use sha2::Digest as _;
 
 use crate::servers::Kind;
 
-/// The repository name pushed to on distribution.
-const REPOSITORY: &str = "bench/blobs";
+/// The repository name pushed to over OCI.
+pub(crate) const REPOSITORY: &str = "bench/blobs";
 
 /// A blob held in memory with both of its digests computed beforehand, as a build tool would have them.
 #[derive(Debug, Clone)]
@@ -53,12 +54,20 @@ pub(crate) struct Client {
     pub(crate) kind: Kind,
     pub(crate) base: String,
     pub(crate) http: reqwest::Client,
+    /// The protocol it speaks: each registry's own (artifactstore's `/v1/`), or OCI for both (`Distribution`).
+    protocol: Kind,
 }
 
 impl Client {
+    /// A client speaking the registry's own protocol.
     pub(crate) fn new(kind: Kind, base: &str) -> anyhow::Result<Client> {
         let http = reqwest::Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(600)).build()?;
-        Ok(Client { kind, base: base.to_owned(), http })
+        Ok(Client { kind, base: base.to_owned(), http, protocol: kind })
+    }
+
+    /// A client speaking the OCI distribution protocol to either registry.
+    pub(crate) fn oci(kind: Kind, base: &str) -> anyhow::Result<Client> {
+        Ok(Client { protocol: Kind::Distribution, ..Client::new(kind, base)? })
     }
 
     fn absolute(&self, location: &str) -> String {
@@ -71,7 +80,7 @@ impl Client {
 
     /// Pushes one blob in chunks of `chunk` bytes (the last one rides on the commit) and checks the answer.
     pub(crate) async fn push(&self, blob: &Blob, chunk: usize) -> anyhow::Result<()> {
-        let open = match self.kind {
+        let open = match self.protocol {
             Kind::Artifactstore => self.http.post(format!("{}/v1/uploads", self.base)),
             Kind::Distribution => self.http.post(format!("{}/v2/{REPOSITORY}/blobs/uploads/", self.base)),
         };
@@ -84,7 +93,7 @@ impl Client {
         while size - offset > chunk {
             let part = blob.bytes.slice(offset..offset + chunk);
             let request = self.http.patch(&location).header(CONTENT_TYPE, "application/octet-stream");
-            let request = match self.kind {
+            let request = match self.protocol {
                 Kind::Artifactstore => request.header("Upload-Offset", offset),
                 Kind::Distribution => request.header("Content-Range", format!("{offset}-{}", offset + chunk - 1)),
             };
@@ -95,7 +104,7 @@ impl Client {
                 self.kind.name(),
                 response.status()
             );
-            if self.kind == Kind::Distribution {
+            if self.protocol == Kind::Distribution {
                 location = self.absolute(header(&response, LOCATION.as_str())?);
             }
             offset += chunk;
@@ -103,7 +112,7 @@ impl Client {
         let separator = if location.contains('?') { '&' } else { '?' };
         let commit = format!("{location}{separator}digest=sha256:{}", blob.sha256);
         let request = self.http.put(commit).header(CONTENT_TYPE, "application/octet-stream");
-        let request = match self.kind {
+        let request = match self.protocol {
             Kind::Artifactstore => request.header("Upload-Offset", offset),
             Kind::Distribution if offset < size => request.header("Content-Range", format!("{offset}-{}", size - 1)),
             Kind::Distribution => request,
@@ -114,7 +123,7 @@ impl Client {
             let body = response.text().await.unwrap_or_default();
             bail!("{}: commit: {status}: {}", self.kind.name(), body.chars().take(300).collect::<String>());
         }
-        match self.kind {
+        match self.protocol {
             Kind::Artifactstore => {
                 let answer: serde_json::Value = response.json().await?;
                 ensure!(
@@ -132,7 +141,7 @@ impl Client {
     }
 
     fn blob_url(&self, blob: &Blob) -> String {
-        match self.kind {
+        match self.protocol {
             Kind::Artifactstore => format!("{}/v1/blobs/blake3:{}", self.base, blob.blake3),
             Kind::Distribution => format!("{}/v2/{REPOSITORY}/blobs/sha256:{}", self.base, blob.sha256),
         }

@@ -7,6 +7,7 @@ mod download;
 mod feed;
 mod gc;
 mod large;
+mod oci;
 mod replay;
 mod small;
 
@@ -15,6 +16,7 @@ pub(crate) use download::workload_g;
 pub(crate) use feed::workload_e;
 pub(crate) use gc::workload_h;
 pub(crate) use large::workload_a_f;
+pub(crate) use oci::workload_i;
 pub(crate) use replay::workload_d;
 pub(crate) use small::workload_b;
 
