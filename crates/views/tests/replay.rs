@@ -9,7 +9,8 @@ use artifactstore_digest::DualDigest;
 use artifactstore_eventlog::{EventLog, LogOptions};
 use artifactstore_testkit::TestDb;
 use artifactstore_views::vocab::{
-    FileIngested, FileRemoved, PackageCreated, PackageDeleted, PackageFile, PolicyChange, PolicyKind, RetentionChange,
+    FileIngested, FileRemoved, OciBlobChange, OciEvent, OciManifestDeleted, OciManifestPushed, OciReference,
+    OciTagChange, PackageCreated, PackageDeleted, PackageFile, PolicyChange, PolicyKind, RetentionChange,
     RetentionKind, StorageChange, StorageKind,
 };
 use artifactstore_views::{dump, record, RegistryEvent, ViewsDump};
@@ -61,6 +62,26 @@ enum Op {
     RemovePolicy(prop::sample::Index),
     /// Removes one of the lane's blobs that no live version names (as collection does).
     Collect(prop::sample::Index),
+    /// Pushes an OCI manifest held by one of the lane's blobs, naming others (and maybe a subject).
+    OciPush {
+        manifest: prop::sample::Index,
+        refs: Vec<prop::sample::Index>,
+        subject: Option<prop::sample::Index>,
+    },
+    /// Sets one of three tags to one of the lane's manifests.
+    OciTag {
+        manifest: prop::sample::Index,
+        tag: u8,
+    },
+    /// Deletes one of the lane's tags.
+    OciUntag(prop::sample::Index),
+    /// Deletes one of the lane's manifests that no tag names.
+    OciDelete(prop::sample::Index),
+    /// Hides a blob from the lane's repository, or shows a hidden one again.
+    OciHide {
+        file: prop::sample::Index,
+        hide: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -81,6 +102,12 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(policy, keep_last, keep_days)| Op::SetPolicy { policy, keep_last, keep_days }),
         1 => index().prop_map(Op::RemovePolicy),
         2 => index().prop_map(Op::Collect),
+        2 => (index(), prop::collection::vec(index(), 0..3), any::<Option<prop::sample::Index>>())
+            .prop_map(|(manifest, refs, subject)| Op::OciPush { manifest, refs, subject }),
+        1 => (index(), 0..3u8).prop_map(|(manifest, tag)| Op::OciTag { manifest, tag }),
+        1 => index().prop_map(Op::OciUntag),
+        1 => index().prop_map(Op::OciDelete),
+        1 => (index(), any::<bool>()).prop_map(|(file, hide)| Op::OciHide { file, hide }),
     ]
 }
 
@@ -96,6 +123,12 @@ struct Lane {
     version_files: BTreeMap<Uuid, Vec<String>>,
     /// Blobs collection removed (and not ingested again since).
     removed: BTreeSet<String>,
+    /// Live OCI manifests: digest, own blob, the blobs they name.
+    manifests: Vec<(String, String, Vec<String>)>,
+    /// OCI tags and the digest each names.
+    tags: BTreeMap<String, String>,
+    /// Blobs hidden from the lane's repository.
+    hidden: BTreeSet<String>,
 }
 
 /// A policy as the model keeps it: prefix, keep_last, keep_days.
@@ -112,6 +145,10 @@ struct Model {
     /// Live blobs with the number of live version files naming each.
     refs: BTreeMap<String, i64>,
     removed: BTreeSet<String>,
+    /// OCI manifests (repository, digest), tags (repository, tag, digest), hidden blobs (repository, blake3).
+    manifests: BTreeSet<(String, String)>,
+    tags: BTreeSet<(String, String, String)>,
+    hidden: BTreeSet<(String, String)>,
 }
 
 fn blob(lane: usize, seed: u16, media: bool) -> FileIngested {
@@ -234,7 +271,11 @@ impl Lane {
                 }
             }
             Op::Collect(i) => {
-                let named: BTreeSet<&String> = self.version_files.values().flatten().collect();
+                let mut named: BTreeSet<&String> = self.version_files.values().flatten().collect();
+                for (_, own, refs) in &self.manifests {
+                    named.insert(own);
+                    named.extend(refs);
+                }
                 let free: Vec<&FileIngested> = self
                     .files
                     .iter()
@@ -253,6 +294,74 @@ impl Lane {
                     reason: "unreferenced".into(),
                 })
             }
+            Op::OciPush { manifest, refs, subject } => {
+                let repository = format!("lane{}/img", self.id);
+                let own = self.live_file(manifest)?;
+                if self.manifests.iter().any(|(d, _, _)| *d == own.sha256) {
+                    return None;
+                }
+                let mut references = Vec::new();
+                for i in refs {
+                    let f = self.live_file(i)?;
+                    references.push(OciReference {
+                        digest: f.sha256,
+                        blake3: f.blake3,
+                        size: f.size,
+                        media_type: None,
+                    });
+                }
+                let subject = subject.as_ref().and_then(|i| self.live_file(i)).map(|f| f.sha256);
+                let named = references.iter().map(|r| r.blake3.clone()).collect();
+                self.manifests.push((own.sha256.clone(), own.blake3.clone(), named));
+                RegistryEvent::Oci(OciEvent::ManifestPushed(OciManifestPushed {
+                    repository,
+                    digest: own.sha256,
+                    blake3: own.blake3,
+                    media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                    size: own.size,
+                    artifact_type: Some("application/x.test".into()),
+                    subject,
+                    annotations: Some([("k".to_owned(), format!("{}", self.id))].into()),
+                    references,
+                }))
+            }
+            Op::OciTag { manifest, tag } => {
+                if self.manifests.is_empty() {
+                    return None;
+                }
+                let digest = self.manifests[manifest.index(self.manifests.len())].0.clone();
+                let tag = format!("t{tag}");
+                self.tags.insert(tag.clone(), digest.clone());
+                let repository = format!("lane{}/img", self.id);
+                RegistryEvent::Oci(OciEvent::TagSet(OciTagChange { repository, tag, digest: Some(digest) }))
+            }
+            Op::OciUntag(i) => {
+                let tag = self.tags.keys().nth(i.index(self.tags.len().max(1)))?.clone();
+                let digest = self.tags.remove(&tag);
+                let repository = format!("lane{}/img", self.id);
+                RegistryEvent::Oci(OciEvent::TagDeleted(OciTagChange { repository, tag, digest }))
+            }
+            Op::OciDelete(i) => {
+                let untagged: Vec<usize> = (0..self.manifests.len())
+                    .filter(|&m| !self.tags.values().any(|d| *d == self.manifests[m].0))
+                    .collect();
+                let m = *untagged.get(i.index(untagged.len().max(1)))?;
+                let (digest, _, _) = self.manifests.remove(m);
+                let repository = format!("lane{}/img", self.id);
+                RegistryEvent::Oci(OciEvent::ManifestDeleted(OciManifestDeleted { repository, digest, reason: None }))
+            }
+            Op::OciHide { file, hide } => {
+                let f = self.live_file(file)?;
+                let change =
+                    OciBlobChange { repository: format!("lane{}/img", self.id), blake3: f.blake3, sha256: f.sha256 };
+                if *hide {
+                    self.hidden.insert(change.blake3.clone());
+                    RegistryEvent::Oci(OciEvent::BlobDeleted(change))
+                } else {
+                    self.hidden.remove(&change.blake3);
+                    RegistryEvent::Oci(OciEvent::BlobLinked(change))
+                }
+            }
             Op::RemovePolicy(i) => {
                 let name = self.policies.keys().nth(i.index(self.policies.len().max(1)))?.clone();
                 let prefix = self.policies.remove(&name)?;
@@ -262,6 +371,12 @@ impl Lane {
                 }
             }
         })
+    }
+
+    /// One of the lane's blobs, if it is live.
+    fn live_file(&self, i: &prop::sample::Index) -> Option<FileIngested> {
+        let f = self.files.get(i.index(self.files.len().max(1)))?;
+        (!self.removed.contains(&f.blake3)).then(|| f.clone())
     }
 
     fn pick_file(&self, i: &prop::sample::Index) -> Option<String> {
@@ -307,6 +422,9 @@ fn project(dump: &ViewsDump) -> Model {
                 (p.name.clone(), (p.prefix.clone(), count(p.keep_last), count(p.keep_days)))
             })
             .collect(),
+        manifests: dump.oci_manifests.iter().map(|m| (m.repository.clone(), m.digest.clone())).collect(),
+        tags: dump.oci_tags.iter().map(|t| (t.repository.clone(), t.tag.clone(), t.digest.clone())).collect(),
+        hidden: dump.oci_blobs_deleted.iter().map(|h| (h.repository.clone(), h.blake3.clone())).collect(),
     }
 }
 
@@ -315,6 +433,7 @@ fn model_of(events: &[RegistryEvent]) -> Model {
     let mut m = Model::default();
     let mut names: BTreeMap<Uuid, (String, String)> = BTreeMap::new();
     let mut files_of: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
+    let mut manifest_blobs: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for e in events {
         match e {
             RegistryEvent::FileIngested(f) => {
@@ -378,6 +497,36 @@ fn model_of(events: &[RegistryEvent]) -> Model {
                 m.policies.remove(&payload.name);
             }
             RegistryEvent::SystemGc { .. } => {}
+            RegistryEvent::Oci(OciEvent::ManifestPushed(p)) => {
+                let key = (p.repository.clone(), p.digest.clone());
+                let mut held = vec![p.blake3.clone()];
+                held.extend(p.references.iter().map(|r| r.blake3.clone()));
+                for blake3 in &held {
+                    *m.refs.get_mut(blake3).unwrap() += 1;
+                }
+                manifest_blobs.insert(key.clone(), held);
+                m.manifests.insert(key);
+            }
+            RegistryEvent::Oci(OciEvent::ManifestDeleted(p)) => {
+                let key = (p.repository.clone(), p.digest.clone());
+                for blake3 in manifest_blobs.remove(&key).unwrap() {
+                    *m.refs.get_mut(&blake3).unwrap() -= 1;
+                }
+                assert!(m.manifests.remove(&key));
+            }
+            RegistryEvent::Oci(OciEvent::TagSet(p)) => {
+                m.tags.retain(|(r, t, _)| !(*r == p.repository && *t == p.tag));
+                m.tags.insert((p.repository.clone(), p.tag.clone(), p.digest.clone().unwrap()));
+            }
+            RegistryEvent::Oci(OciEvent::TagDeleted(p)) => {
+                m.tags.retain(|(r, t, _)| !(*r == p.repository && *t == p.tag));
+            }
+            RegistryEvent::Oci(OciEvent::BlobDeleted(p)) => {
+                m.hidden.insert((p.repository.clone(), p.blake3.clone()));
+            }
+            RegistryEvent::Oci(OciEvent::BlobLinked(p)) => {
+                m.hidden.remove(&(p.repository.clone(), p.blake3.clone()));
+            }
         }
     }
     m
