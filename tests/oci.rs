@@ -291,7 +291,8 @@ async fn collection_keeps_what_tags_reach_and_frees_untagged_manifests() {
         assert_eq!(gone, want, "{backend:?}");
         assert_eq!(app.head(&format!("/v1/blobs/{}", b3(&a))).await.status, 410);
         assert_eq!(app.head(&format!("/v1/blobs/{}", b3(&c))).await.status, 200);
-        let gc = events_since(&app, 0).await.into_iter().filter(|e| e["event_type"] == "v1.system.gc").last().unwrap();
+        let events = events_since(&app, 0).await;
+        let gc = events.iter().rev().find(|e| e["event_type"] == "v1.system.gc").unwrap();
         assert_eq!(gc["payload"]["untagged"], 2);
         replay_agrees(&app).await;
     }

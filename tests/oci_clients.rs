@@ -63,10 +63,11 @@ impl Reference {
             .stderr(Stdio::null())
             .spawn()
             .expect("start docker-registry");
-        let address = format!("127.0.0.1:{port}");
+        // Owned at once, so it is killed and waited for whatever happens next.
+        let reference = Reference(child, format!("127.0.0.1:{port}"));
         for _ in 0..100 {
-            if reqwest::get(format!("http://{address}/v2/")).await.is_ok_and(|r| r.status() == 200) {
-                return Reference(child, address);
+            if reqwest::get(format!("http://{}/v2/", reference.1)).await.is_ok_and(|r| r.status() == 200) {
+                return reference;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

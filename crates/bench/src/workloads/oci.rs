@@ -201,7 +201,7 @@ async fn get_manifest(client: &Client, n: usize, body: &Bytes) -> anyhow::Result
         .await?;
     let status = response.status();
     let got = response.bytes().await?;
-    ensure!(status == StatusCode::OK && &got == body, "{}: manifest GET: {status}, other bytes", client.kind.name());
+    ensure!(status == StatusCode::OK && got == *body, "{}: manifest GET: {status}, other bytes", client.kind.name());
     Ok(())
 }
 
