@@ -31,6 +31,16 @@ pub(crate) enum Hold {
     Leased(SessionRef),
 }
 
+/// More registry state a commit records in its own transaction, once the blob is recorded (or known): what a
+/// manifest push records about the blob that holds it. It must refuse cleanly only when it wrote nothing.
+pub(crate) type Then = Box<
+    dyn for<'a> FnOnce(
+            &'a mut artifactstore_eventlog::WriteTx,
+            &'a DualDigest,
+        ) -> futures::future::BoxFuture<'a, Result<(), Refused<ApiError>>>
+        + Send,
+>;
+
 /// Where a commit whose hold is taken stages its bytes, and how it ends the session.
 struct Staged<'a> {
     row: &'a Session,
@@ -58,6 +68,7 @@ impl Uploads {
         hold: Hold,
         digest: Digest,
         incoming: Incoming,
+        then: Option<Then>,
     ) -> Result<Committed, ApiError> {
         match hold {
             Hold::Leased(session) => {
@@ -66,7 +77,7 @@ impl Uploads {
                     row.check_owner(caller.actor())?;
                     let ending = Ending::Leased(session);
                     let staged = Staged { row: &row, id: session.id, lease: Some(&mut lease), ending };
-                    self.commit_staged(caller, staged, digest, incoming).await
+                    self.commit_staged(caller, staged, digest, incoming, then).await
                 }
                 .await;
                 match result {
@@ -89,7 +100,7 @@ impl Uploads {
                     }
                 };
                 let staged = Staged { row: &row, id: own, lease: None, ending };
-                let result = self.commit_staged(caller, staged, digest, incoming).await;
+                let result = self.commit_staged(caller, staged, digest, incoming, then).await;
                 if result.is_err() {
                     if let Err(err) = self.blobs().stage_abort(own, &staging).await {
                         tracing::warn!(upload = %own, error = %err, "could not free the bytes of a failed commit");
@@ -108,6 +119,7 @@ impl Uploads {
         staged: Staged<'_>,
         digest: Digest,
         incoming: Incoming,
+        then: Option<Then>,
     ) -> Result<Committed, ApiError> {
         let Staged { row, id: staged, lease, ending } = staged;
         // A last chunk riding on the commit is made durable and recorded only if the commit does not happen; when
@@ -135,7 +147,7 @@ impl Uploads {
         }
         let placed = received.place(self.blobs(), staged, &computed).await?;
         tracing::debug!(session = %staged, blob = %computed.blake3, ?placed, "staged bytes placed");
-        let sequence = self.record(caller, ending, row.media_type.clone(), computed).await?;
+        let sequence = self.record(caller, ending, row.media_type.clone(), computed, then).await?;
         Ok(Committed { digest: computed, sequence })
     }
 
@@ -163,14 +175,15 @@ impl Uploads {
     }
 
     /// The end of every commit, once the bytes are at their content address: one transaction ends the session as
-    /// `ending` says and records `v1.file.ingested` unless the views hold the blob already. Returns the event's
-    /// sequence if it recorded one.
+    /// `ending` says and records `v1.file.ingested` unless the views hold the blob already, then runs `then`.
+    /// Returns the event's sequence if it recorded one.
     async fn record(
         &self,
         caller: &Caller,
         ending: Ending,
         media_type: Option<String>,
         computed: DualDigest,
+        then: Option<Then>,
     ) -> Result<Option<u64>, ApiError> {
         let event = RegistryEvent::FileIngested(FileIngested {
             blake3: computed.blake3.to_string(),
@@ -204,7 +217,10 @@ impl Uploads {
                             .map_err(|err| Refused::Cleanly(ApiError::from(err)))?,
                     };
                     match known {
-                        FileState::Live => return Ok(None),
+                        FileState::Live => {
+                            run_then(then, wtx, &computed, wrote).await?;
+                            return Ok(None);
+                        }
                         FileState::Unknown => {}
                         FileState::Removed => {
                             // Bytes collection removed, ingested again: their pending deletion is called off, and
@@ -229,11 +245,26 @@ impl Uploads {
                             Refused::AfterWriting(ApiError::from(err))
                         }
                     })?;
+                    run_then(then, wtx, &computed, true).await?;
                     Ok(Some(appended.sequence))
                 })
             })
             .await
     }
+}
+
+/// Runs what follows a blob's record in its transaction; a refusal after the work `wrote` anything fails the group.
+async fn run_then(
+    then: Option<Then>,
+    wtx: &mut artifactstore_eventlog::WriteTx,
+    computed: &DualDigest,
+    wrote: bool,
+) -> Result<(), Refused<ApiError>> {
+    let Some(then) = then else { return Ok(()) };
+    then(wtx, computed).await.map_err(|refused| match refused {
+        Refused::Cleanly(err) if wrote => Refused::AfterWriting(err),
+        other => other,
+    })
 }
 
 /// Whether a failed `record` of `v1.file.ingested` left nothing behind: its event was refused before any

@@ -34,7 +34,7 @@ use artifactstore_eventlog::EventLog;
 use uuid::Uuid;
 
 pub(crate) use chunk::Incoming;
-pub(crate) use commit::{Committed, Hold};
+pub(crate) use commit::{Committed, Hold, Then};
 pub(crate) use session::{parse_digest, ChunkStart, Declared};
 pub(crate) use store::SessionStore;
 
@@ -176,7 +176,18 @@ impl Uploads {
         digest: Digest,
         incoming: Incoming,
     ) -> Result<Committed, ApiError> {
-        self.commit_as(caller, Hold::OneRequest, digest, incoming).await
+        self.commit_as(caller, Hold::OneRequest, digest, incoming, None).await
+    }
+
+    /// `put_whole`, then `then` in the transaction that records the blob.
+    pub(crate) async fn put_whole_then(
+        &self,
+        caller: &Caller,
+        digest: Digest,
+        incoming: Incoming,
+        then: Then,
+    ) -> Result<Committed, ApiError> {
+        self.commit_as(caller, Hold::OneRequest, digest, incoming, Some(then)).await
     }
 
     /// Where a session stands, for its owner.
@@ -227,7 +238,7 @@ impl Uploads {
         } else {
             Hold::Leased(session)
         };
-        self.commit_as(caller, hold, digest, incoming).await
+        self.commit_as(caller, hold, digest, incoming, None).await
     }
 
     /// Aborts the session and frees its staged bytes.

@@ -2,8 +2,11 @@
 //! recorded with what they name (`v1.oci.manifest.pushed`) and tagged (`v1.oci.tag.set`) in one transaction that
 //! checks every reference again, so a push and a collection never both win.
 
+use std::sync::{Arc, Mutex};
+
 use artifactstore_db::AsExec;
 use artifactstore_digest::{Algorithm, DualDigest};
+use artifactstore_eventlog::Refused;
 use artifactstore_views::vocab::{OciEvent, OciManifestDeleted, OciManifestPushed, OciReference, OciTagChange};
 use artifactstore_views::{oci, queries, ManifestRow, RegistryEvent};
 use axum::body::Body;
@@ -18,7 +21,7 @@ use crate::api::body::read_small_body;
 use crate::auth::Scope;
 use crate::problem::ApiError;
 use crate::server::AppState;
-use crate::uploads::{ChunkStart, Incoming};
+use crate::uploads::{ChunkStart, Incoming, Then};
 
 fn manifest_unknown(name: &str, reference: &str) -> OciError {
     OciError::new(404, "MANIFEST_UNKNOWN", format!("no manifest `{}` in repository `{name}`", reference.escape_debug()))
@@ -62,12 +65,20 @@ pub(crate) async fn get(state: &AppState, name: &str, text: &str, request: Reque
     let (mut parts, _) = request.into_parts();
     authorize(state, &mut parts, Some(name), Scope::Read).await?;
     let row = find(state, name, text).await?;
+    if !acceptable(&parts.headers, &row.media_type) {
+        return Err(OciError::new(
+            404,
+            "MANIFEST_UNKNOWN",
+            format!("the manifest is `{}`, a media type the request's Accept header does not list", row.media_type),
+        ));
+    }
     let size = u64::try_from(row.size).unwrap_or(0);
     let builder = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, header_value(&row.media_type))
         .header(header::CONTENT_LENGTH, size)
         .header("docker-content-digest", header_value(&row.digest))
+        .header(header::VARY, "accept")
         .header(header::ETAG, header_value(&format!("\"{}\"", row.digest)));
     let body = if parts.method == Method::HEAD {
         Body::empty()
@@ -76,6 +87,21 @@ pub(crate) async fn get(state: &AppState, name: &str, text: &str, request: Reque
         Body::from_stream(state.instance.store.read(hex, 0..size).await?)
     };
     builder.body(body).map_err(|err| OciError::from_problem(ApiError::internal(&err), "UNKNOWN", "UNKNOWN"))
+}
+
+/// Whether a client that sent `headers` takes a manifest of `media_type`: no `Accept`, a wildcard, the type itself,
+/// or a list that names no manifest type at all (a generic client) all do; a list of other manifest types does not.
+fn acceptable(headers: &axum::http::HeaderMap, media_type: &str) -> bool {
+    let listed: Vec<String> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(manifest::essence)
+        .filter(|t| !t.is_empty())
+        .collect();
+    let names_manifests = listed.iter().any(|t| manifest::MEDIA_TYPES.contains(&t.as_str()));
+    !names_manifests || listed.iter().any(|t| t == media_type || t == "*/*" || t == "application/*")
 }
 
 /// `PUT /v2/<name>/manifests/<reference>`: `201` with `Location`, `Docker-Content-Digest`, and `OCI-Subject` for a
@@ -98,24 +124,37 @@ pub(crate) async fn put(state: &AppState, name: &str, text: &str, request: Reque
     let parsed = manifest::parse(&bytes, content_type)?;
     // Checked before the bytes are stored, so a refused manifest leaves nothing; checked again as it is recorded.
     references(&mut state.instance.db.acquire().await?, name, &parsed).await?;
-    // The bytes go in as any blob does; the blob is the manifest's only once the record below commits.
-    let start = ChunkStart { offset: Some(0), length: Some(bytes.len() as u64) };
-    state
-        .uploads
-        .put_whole(&caller, dual.sha256, Incoming { start, body: Body::from(bytes) })
-        .await
-        .map_err(|problem| OciError::from_problem(problem, "MANIFEST_INVALID", "MANIFEST_INVALID"))?;
+    // The bytes go in as any blob does, and the manifest and its tag are recorded in the transaction that records
+    // the blob. That transaction refuses with an `ApiError`; the OCI error it stands for waits in `refused`.
     let tag = match reference {
         Reference::Tag(tag) => Some(tag),
         Reference::Digest(_) => None,
     };
     let subject = parsed.subject.as_ref().map(|s| s.digest.to_string());
     let (repository, actor) = (name.to_owned(), caller.actor().to_owned());
-    state
-        .instance
-        .log
-        .transact(move |wtx| Box::pin(async move { record_push(wtx, &actor, repository, tag, dual, parsed).await }))
-        .await?;
+    let refused: Arc<Mutex<Option<OciError>>> = Arc::default();
+    let slot = refused.clone();
+    let then: Then = Box::new(move |wtx, stored| {
+        Box::pin(async move {
+            record_push(wtx, &actor, repository, tag, stored, parsed).await.map_err(|refusal| {
+                let stand_in = |err: OciError| {
+                    *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(err);
+                    ApiError::conflict("the manifest was refused")
+                };
+                match refusal {
+                    Refused::Cleanly(err) => Refused::Cleanly(stand_in(err)),
+                    Refused::AfterWriting(err) => Refused::AfterWriting(stand_in(err)),
+                }
+            })
+        })
+    });
+    let start = ChunkStart { offset: Some(0), length: Some(bytes.len() as u64) };
+    let stored =
+        state.uploads.put_whole_then(&caller, dual.sha256, Incoming { start, body: Body::from(bytes) }, then).await;
+    if let Err(problem) = stored {
+        let oci = refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        return Err(oci.unwrap_or_else(|| OciError::from_problem(problem, "MANIFEST_INVALID", "MANIFEST_INVALID")));
+    }
     let digest = dual.sha256.to_string();
     let mut response = (StatusCode::CREATED, [(header::CONTENT_LENGTH, "0")]).into_response();
     let headers = response.headers_mut();
@@ -187,34 +226,27 @@ async fn references<E: AsExec>(
     Ok(references)
 }
 
-/// Inside the push's transaction: every reference must be there now, then the manifest and its tag are recorded
-/// unless they stand already.
+/// Inside the transaction that records the manifest's blob (`stored`): every reference must be there now, then the
+/// manifest and its tag are recorded unless they stand already. A refusal before the record wrote nothing.
 async fn record_push(
     wtx: &mut artifactstore_eventlog::WriteTx,
     actor: &str,
     repository: String,
     tag: Option<String>,
-    dual: DualDigest,
+    stored: &DualDigest,
     parsed: Parsed,
-) -> Result<(), OciError> {
-    let digest = dual.sha256.to_string();
-    let references = references(wtx.tx(), &repository, &parsed).await?;
-    let own = queries::resolve(wtx.tx(), &[dual.sha256]).await?.pop().flatten();
-    let Some(own) = own else {
-        return Err(OciError::new(
-            503,
-            "UNAVAILABLE",
-            "the manifest's bytes were collected while it was pushed; retry",
-        ));
-    };
+) -> Result<(), Refused<OciError>> {
+    let digest = stored.sha256.to_string();
+    let references = references(wtx.tx(), &repository, &parsed).await.map_err(Refused::Cleanly)?;
+    let read = |err: artifactstore_views::Error| Refused::Cleanly(OciError::from(err));
     let mut events = Vec::new();
-    if oci::manifest(wtx.tx(), &repository, &digest).await?.is_none() {
+    if oci::manifest(wtx.tx(), &repository, &digest).await.map_err(read)?.is_none() {
         events.push(RegistryEvent::Oci(OciEvent::ManifestPushed(OciManifestPushed {
             repository: repository.clone(),
             digest: digest.clone(),
-            blake3: own.blake3,
+            blake3: stored.blake3.to_string(),
             media_type: parsed.media_type,
-            size: dual.size,
+            size: stored.size,
             artifact_type: parsed.artifact_type,
             subject: parsed.subject.map(|s| s.digest.to_string()),
             annotations: parsed.annotations,
@@ -222,12 +254,14 @@ async fn record_push(
         })));
     }
     if let Some(tag) = tag {
-        let current = oci::tag(wtx.tx(), &repository, &tag).await?;
+        let current = oci::tag(wtx.tx(), &repository, &tag).await.map_err(read)?;
         if current.is_none_or(|row| row.digest != digest) {
             events.push(RegistryEvent::Oci(OciEvent::TagSet(OciTagChange { repository, tag, digest: Some(digest) })));
         }
     }
-    artifactstore_views::record_all(wtx, actor, &events).await?;
+    artifactstore_views::record_all(wtx, actor, &events)
+        .await
+        .map_err(|err| Refused::AfterWriting(OciError::from(err)))?;
     Ok(())
 }
 
@@ -276,4 +310,28 @@ pub(crate) async fn delete(state: &AppState, name: &str, text: &str, request: Re
         })
         .await?;
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_headers_choose_among_manifest_types() {
+        let with = |values: &[&str]| {
+            let mut headers = axum::http::HeaderMap::new();
+            for v in values {
+                headers.append(header::ACCEPT, v.parse().unwrap());
+            }
+            headers
+        };
+        let oci = manifest::OCI_MANIFEST;
+        assert!(acceptable(&with(&[]), oci));
+        assert!(acceptable(&with(&["application/json"]), oci), "a generic client");
+        assert!(acceptable(&with(&["*/*"]), manifest::OCI_INDEX));
+        assert!(acceptable(&with(&[&format!("{}, {oci};q=0.9", manifest::DOCKER_MANIFEST)]), oci));
+        assert!(acceptable(&with(&[manifest::DOCKER_MANIFEST, oci]), oci), "several headers");
+        assert!(!acceptable(&with(&[manifest::DOCKER_MANIFEST]), oci));
+        assert!(!acceptable(&with(&[oci]), manifest::OCI_INDEX));
+    }
 }
