@@ -188,6 +188,10 @@ async fn blobs_uploads_manifests_and_tags_through_v2_are_the_registrys_own() {
         oci_error(&app.get(&format!("/v2/team/app/blobs/{}", sha(&layer))).await, 404, "BLOB_UNKNOWN");
         assert_eq!(app.head(&format!("/v2/team/other/blobs/{}", sha(&layer))).await.status, 200);
         assert_eq!(app.get(&format!("/v1/blobs/{blake3}")).await.status, 200);
+        let naming_it = image(&config, &[&layer], json!({}));
+        let refused = put_manifest(&app, "team/app", "uses-deleted", &naming_it, OCI_MANIFEST).await;
+        oci_error(&refused, 400, "MANIFEST_BLOB_UNKNOWN");
+        assert_eq!(put_manifest(&app, "team/other", "ok", &naming_it, OCI_MANIFEST).await.status, 201);
         let mounted =
             app.post(&format!("/v2/team/app/blobs/uploads/?mount={}&from=team/other", sha(&layer)), Vec::new()).await;
         assert_eq!(mounted.status, 201, "{}", mounted.text());

@@ -378,15 +378,13 @@ impl Op {
             }
             Op::InsertManifest { row, refs } => {
                 insert_one(tx, once!(insert_one_sql::<ManifestRow>("")), row).await?;
+                crate::rows::insert_rows(tx, refs, "").await?;
                 let mut counts: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
-                *counts.entry(row.blake3.as_str()).or_default() += 1;
-                for r in refs {
-                    insert_one(tx, once!(insert_one_sql::<ManifestRefRow>("")), r).await?;
-                    *counts.entry(r.blake3.as_str()).or_default() += 1;
+                for blake3 in std::iter::once(&row.blake3).chain(refs.iter().map(|r| &r.blake3)) {
+                    *counts.entry(blake3.as_str()).or_default() += 1;
                 }
-                for (blake3, n) in counts {
-                    add_refs(tx, blake3, n).await?;
-                }
+                let counts: Vec<(&str, i64)> = counts.into_iter().collect();
+                add_refs_each(tx, &counts).await?;
             }
             Op::DeleteManifest { repository, digest, at_ms } => {
                 let (repository, digest) = (repository.as_str(), digest.as_str());
@@ -529,6 +527,21 @@ macro_rules! keep_or_renew {
     };
 }
 use keep_or_renew;
+
+/// Adds to each blob of `counts` (which must exist) its number of references: one statement per run.
+pub(crate) async fn add_refs_each(tx: &mut Tx, counts: &[(&str, i64)]) -> Result<(), Error> {
+    for chunk in counts.chunks(REMOVALS_PER_STATEMENT) {
+        let update = |backend| {
+            format!(
+                "UPDATE artifact_files SET refs = refs + v.column2 FROM (VALUES {}) AS v \
+                 WHERE artifact_files.blake3 = v.column1",
+                values_of_text_and_bigint(backend, chunk.len())
+            )
+        };
+        artifactstore_db::execute_each!(tx, update, chunk, |q, (key, n)| q.bind(key).bind(n))?;
+    }
+    Ok(())
+}
 
 /// Adds `n` references to the blob `blake3`, which must exist.
 pub(crate) async fn add_refs(tx: &mut Tx, blake3: &str, n: i64) -> Result<(), Error> {

@@ -107,6 +107,28 @@ pub async fn blob_deleted<E: AsExec>(target: &mut E, repository: &str, blake3: &
     Ok(row.is_some())
 }
 
+/// Which of the blobs `blake3` were deleted from `repository`.
+pub async fn blobs_deleted<E: AsExec>(
+    target: &mut E,
+    repository: &str,
+    blake3: &[String],
+) -> Result<std::collections::HashSet<String>, Error> {
+    let mut deleted = std::collections::HashSet::new();
+    for chunk in blake3.chunks(500) {
+        let sql = |backend| {
+            format!(
+                "SELECT blake3 FROM oci_blobs_deleted WHERE repository = {} AND blake3 IN {}",
+                artifactstore_db::placeholders(backend, 1, 1),
+                artifactstore_db::placeholders_after(backend, 1, 1, chunk.len())
+            )
+        };
+        let items = std::iter::once(repository).chain(chunk.iter().map(String::as_str));
+        let rows = artifactstore_db::fetch_all_each!(target, (String,), sql, items, |q, key| q.bind(key))?;
+        deleted.extend(rows.into_iter().map(|(b,)| b));
+    }
+    Ok(deleted)
+}
+
 /// At most `limit` manifests pushed before `cutoff_ms` that nothing keeps alive, oldest first: no tag names them,
 /// no live index lists them, they are not the subject of a live manifest, nor a live manifest's referrer.
 pub async fn unreachable_manifests<E: AsExec>(

@@ -183,13 +183,12 @@ async fn references<E: AsExec>(
     };
     let wanted: Vec<artifactstore_digest::Digest> = parsed.blobs.iter().map(|b| b.digest).collect();
     let found = queries::resolve(target, &wanted).await?;
+    let live: Vec<String> = found.iter().flatten().map(|row| row.blake3.clone()).collect();
+    let deleted = oci::blobs_deleted(target, repository, &live).await?;
     let mut references = Vec::with_capacity(parsed.blobs.len() + parsed.children.len());
     for (descriptor, row) in parsed.blobs.iter().zip(found) {
         let shown = descriptor.digest.to_string();
-        let Some(row) = row else { return Err(blob_unknown(&shown)) };
-        if oci::blob_deleted(target, repository, &row.blake3).await? {
-            return Err(blob_unknown(&shown));
-        }
+        let Some(row) = row.filter(|row| !deleted.contains(&row.blake3)) else { return Err(blob_unknown(&shown)) };
         if u64::try_from(row.size).ok() != Some(descriptor.size) {
             return Err(OciError::new(
                 400,
