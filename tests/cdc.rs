@@ -111,6 +111,39 @@ async fn long_poll_until(base: &str, last: u64) -> Vec<u64> {
     seen
 }
 
+/// A commit on one instance wakes the other instances on the same PostgreSQL: here the other's head poll is a
+/// minute long, so only the wake-up can bring the event to its long-poll in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_wakes_the_other_instances_before_their_poll() {
+    let Some(a) = TestApp::builder().backend(Backend::Postgres).start().await else { return };
+    let b = TestApp::builder()
+        .same_database_as(&a)
+        .config(|c| c.head_poll = Duration::from_secs(60))
+        .start()
+        .await
+        .expect("a second instance");
+    let since = b.head_now().await;
+    let waiting = {
+        let client = Client::new(b.base.clone());
+        tokio::spawn(async move { client.get_json(&format!("/v1/events?since={since}&wait=30")).await })
+    };
+    // Its listener may not listen yet when the first write lands: a write every half second until it wakes.
+    let started = std::time::Instant::now();
+    let mut n = 0u8;
+    let page = loop {
+        n += 1;
+        assert_eq!(a.upload_blob(&[n; 64]).await.status, 201);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if waiting.is_finished() {
+            break waiting.await.unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "instance b never woke (its poll is a minute long)");
+    };
+    let events = page["events"].as_array().unwrap();
+    assert!(!events.is_empty(), "{page}");
+    assert_eq!(events[0]["sequence"], since + 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_writers_and_two_tailers_see_every_event_once() {
     const WRITERS: u64 = 8;

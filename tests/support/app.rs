@@ -261,7 +261,8 @@ impl TestAppBuilder {
                 let overrides = s3.as_ref().map(|s3| s3.env()).unwrap_or_default();
                 let (uploads, tokens) = (UploadLimits::default(), Vec::new());
                 let gc_grace = artifactstore::config::GcFile::default().grace();
-                let config = InstanceConfig { data, database, store: location, uploads, tokens, gc_grace };
+                let head_poll = std::time::Duration::from_millis(artifactstore::config::DEFAULT_HEAD_POLL_MS);
+                let config = InstanceConfig { data, database, store: location, uploads, tokens, gc_grace, head_poll };
                 (test_db, config, s3, overrides)
             }
         };

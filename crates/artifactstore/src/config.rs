@@ -42,6 +42,28 @@ pub struct FileConfig {
     /// Lifecycle runs.
     #[serde(default)]
     pub gc: GcFile,
+    /// The live feed.
+    #[serde(default)]
+    pub feed: FeedFile,
+}
+
+/// `[feed]` in the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedFile {
+    /// On PostgreSQL, milliseconds between reads of the head that find other instances' commits should a wake-up
+    /// be lost [default: 250].
+    pub head_poll_ms: Option<u64>,
+}
+
+/// Milliseconds between head polls when `[feed] head_poll_ms` is not set.
+pub const DEFAULT_HEAD_POLL_MS: u64 = 250;
+
+impl FeedFile {
+    /// How often an instance on PostgreSQL reads the head besides its wake-ups.
+    pub fn head_poll(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.head_poll_ms.unwrap_or(DEFAULT_HEAD_POLL_MS).max(1))
+    }
 }
 
 /// `[gc]` in the configuration file.
@@ -282,6 +304,9 @@ pub struct InstanceConfig {
     pub tokens: Vec<TokenConfig>,
     /// How long an unreferenced blob is kept before collection may remove it (`[gc] grace_secs`).
     pub gc_grace: std::time::Duration,
+    /// On PostgreSQL, how often the head is read besides the wake-ups other instances' commits send
+    /// (`[feed] head_poll_ms`).
+    pub head_poll: std::time::Duration,
 }
 
 impl std::fmt::Debug for InstanceConfig {
@@ -334,7 +359,8 @@ impl InstanceConfig {
         let uploads = UploadLimits::merge(&file.uploads, &store)?;
         let tokens = tokens(&file.tokens)?;
         let gc_grace = file.gc.grace();
-        Ok(InstanceConfig { data, database, store, uploads, tokens, gc_grace })
+        let head_poll = file.feed.head_poll();
+        Ok(InstanceConfig { data, database, store, uploads, tokens, gc_grace, head_poll })
     }
 }
 
@@ -451,6 +477,7 @@ mod tests {
             uploads: UploadLimits::default(),
             tokens: Vec::new(),
             gc_grace: std::time::Duration::ZERO,
+            head_poll: std::time::Duration::from_millis(DEFAULT_HEAD_POLL_MS),
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

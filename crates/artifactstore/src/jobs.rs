@@ -12,8 +12,6 @@ use crate::server::AppState;
 
 /// How often SQLite's write-ahead log is checkpointed and truncated.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
-/// How often an instance on PostgreSQL looks for other instances' commits.
-const HEAD_POLL_EVERY: Duration = Duration::from_millis(250);
 
 /// Deletes expired upload sessions (those no request holds) and frees their bytes; then frees staged bytes that no
 /// session owns and that have sat untouched for `orphan_age`. Returns how many sessions and orphans it reclaimed.
@@ -106,13 +104,77 @@ pub(crate) async fn housekeeping(instance: Instance) {
             }
         }
         Backend::Postgres => {
-            let mut ticks = tokio::time::interval(HEAD_POLL_EVERY);
+            // Other instances' commits wake this one (`LISTEN`, one notification per commit); the poll is the safety
+            // net for a wake-up lost with a connection.
+            let mut ticks = tokio::time::interval(instance.config.head_poll);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut wakes = HeadWakes::listen(&instance).await;
             loop {
-                ticks.tick().await;
+                match wakes.as_mut() {
+                    Some(listening) => {
+                        tokio::select! {
+                            _ = ticks.tick() => {}
+                            woke = listening.next(instance.log.head().sequence) => if let Err(err) = woke {
+                                tracing::warn!(error = %err, "lost the head wake-ups; polling until they are back");
+                                wakes = None;
+                            },
+                        }
+                    }
+                    None => {
+                        ticks.tick().await;
+                        wakes = HeadWakes::listen(&instance).await;
+                    }
+                }
                 if let Err(err) = instance.log.refresh_head().await {
                     tracing::warn!(error = %err, "reading the head failed");
                 }
+            }
+        }
+    }
+}
+
+/// The commits of other instances on the same PostgreSQL schema, as notifications on `HEAD_CHANNEL`.
+struct HeadWakes {
+    listener: artifactstore_db::sqlx::postgres::PgListener,
+    schema: String,
+}
+
+impl HeadWakes {
+    async fn listen(instance: &Instance) -> Option<HeadWakes> {
+        let pool = instance.db.as_postgres()?;
+        let listening = async {
+            let schema: String =
+                artifactstore_db::sqlx::query_scalar("SELECT current_schema()").fetch_one(pool).await?;
+            let mut listener = artifactstore_db::sqlx::postgres::PgListener::connect_with(pool).await?;
+            listener.listen(artifactstore_eventlog::HEAD_CHANNEL).await?;
+            Ok::<_, artifactstore_db::sqlx::Error>(HeadWakes { listener, schema })
+        };
+        match listening.await {
+            Ok(wakes) => Some(wakes),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for other instances' commits; polling the head");
+                None
+            }
+        }
+    }
+
+    /// Waits for a commit on this instance's schema past `known`, the head it has; the notifications already
+    /// received go with it, so a burst reads the head once, and its own commits cost nothing.
+    async fn next(&mut self, known: u64) -> Result<(), artifactstore_db::sqlx::Error> {
+        let ours = self.schema.clone();
+        let ahead = |payload: &str| {
+            payload
+                .rsplit_once(':')
+                .is_some_and(|(schema, sequence)| schema == ours && sequence.parse().is_ok_and(|s: u64| s > known))
+        };
+        loop {
+            let notification = self.listener.recv().await?;
+            let mut woke = ahead(notification.payload());
+            while let Some(more) = self.listener.next_buffered() {
+                woke |= ahead(more.payload());
+            }
+            if woke {
+                return Ok(());
             }
         }
     }

@@ -77,6 +77,8 @@ struct Sizes {
     g_blobs: usize,
     g_blob: usize,
     g_rounds: usize,
+    /// 4 KiB blobs of workload g's small downloads.
+    g_small_blobs: usize,
     /// Package versions of workload h's registry on SQLite (10 blobs each, a tenth expiring).
     h_versions: u64,
     /// The same on PostgreSQL.
@@ -109,6 +111,7 @@ impl Sizes {
                 g_blobs: 4,
                 g_blob: MIB,
                 g_rounds: 1,
+                g_small_blobs: 200,
                 h_versions: 200,
                 h_pg_versions: 200,
                 h_garbage: 2_000,
@@ -131,6 +134,7 @@ impl Sizes {
                 g_blobs: 16,
                 g_blob: 16 * MIB,
                 g_rounds: 4,
+                g_small_blobs: 2_000,
                 h_versions: 100_000,
                 h_pg_versions: 100_000,
                 h_garbage: 200_000,

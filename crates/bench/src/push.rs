@@ -242,18 +242,22 @@ pub(crate) async fn download_all(
     for c in 0..clients {
         let (client, blobs) = (client.clone(), blobs.clone());
         tasks.push(tokio::spawn(async move {
-            let mut bytes = 0;
+            let (mut bytes, mut latencies) = (0, Vec::with_capacity(rounds * blobs.len()));
             for r in 0..rounds {
                 for i in 0..blobs.len() {
+                    let t = Instant::now();
                     bytes += client.download(&blobs[(i + c + r) % blobs.len()], false).await?;
+                    latencies.push(t.elapsed());
                 }
             }
-            Ok::<_, anyhow::Error>(bytes)
+            Ok::<_, anyhow::Error>((bytes, latencies))
         }));
     }
-    let mut bytes = 0;
+    let (mut bytes, mut latencies) = (0, Vec::new());
     for task in tasks {
-        bytes += task.await??;
+        let (b, l) = task.await??;
+        bytes += b;
+        latencies.extend(l);
     }
-    Ok(Run { elapsed: start.elapsed(), items: blobs.len() * clients * rounds, bytes, latencies: Vec::new() })
+    Ok(Run { elapsed: start.elapsed(), items: blobs.len() * clients * rounds, bytes, latencies })
 }

@@ -65,6 +65,14 @@ impl Compare {
         self
     }
 
+    /// One more condition of the target, in words, and whether it holds.
+    pub(crate) fn also(mut self, target: &str, ok: bool) -> Compare {
+        self.row.target = format!("{} and {target}", self.row.target);
+        self.ratio_ok &= ok;
+        self.row.met = self.row.met.map(|met| met && ok);
+        self
+    }
+
     /// The machine's limit for this figure, shown as a share.
     pub(crate) fn with_limit(mut self, limit: f64) -> Compare {
         self.row.ratio = format!("{}; {:.0}% of the limit", self.row.ratio, 100.0 * self.ours / limit);

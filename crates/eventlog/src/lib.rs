@@ -15,5 +15,5 @@ pub use chain::{chain_hash, ChainFault, ChainReport, EventFault, GENESIS_CHAIN_H
 pub use error::Error;
 pub use event::{time_text, Event, Head, NewEvent, SubjectKind, MAX_ACTOR_BYTES};
 pub use log::{EventLog, Filter, LogOptions, LogStats, Refused, TypeFilter};
-pub use store::{lock_head, read_range};
+pub use store::{lock_head, read_range, HEAD_CHANNEL};
 pub use write_tx::WriteTx;
