@@ -3,8 +3,11 @@
 //! The relay is the stream's only writer. Event `n` is published as the stream's message after the one holding
 //! event `n - 1`, with `Nats-Expected-Last-Sequence` set to the stream's last sequence, so the server refuses
 //! anything out of order; `Nats-Msg-Id` (`<log_id>:<sequence>`) lets JetStream drop a duplicate inside its window
-//! as well. On start, and after any error, the relay reads the stream's last message back and resumes after the
-//! event it holds, so a crash between a publish and its acknowledgement publishes nothing twice.
+//! as well. Up to `WINDOW` publishes are in flight at once, each expecting the stream's sequence its predecessors
+//! will have made; their acknowledgements are taken in order, so a refused or lost publish makes every later one in
+//! the window refused too, and nothing lands out of order. On start, and after any error, the relay reads the
+//! stream's last message back and resumes after the event it holds, so a crash between a publish and its
+//! acknowledgement publishes nothing twice.
 
 use std::time::Duration;
 
@@ -49,7 +52,9 @@ pub mod header_names {
 }
 
 /// Events published per read of the log.
-const BATCH: u32 = 500;
+const BATCH: u32 = 2_000;
+/// Publishes in flight at once, whose acknowledgements are awaited in order.
+const WINDOW: usize = 256;
 
 /// The last event the stream holds (0 if none), checked to come from this log.
 async fn resume_point(stream: &mut stream::Stream, log_id: &str) -> anyhow::Result<(u64, u64)> {
@@ -107,31 +112,70 @@ pub async fn run(
             continue;
         }
         let events = log.read(relayed, head, BATCH, &Filter::default()).await?;
-        for event in &events {
-            match publish(&js, &config, &log_id, event, stream_last).await {
-                Ok(sequence) => {
-                    stream_last = sequence;
-                    relayed = event.sequence;
-                    progress(relayed);
-                }
-                Err(err) => {
-                    tracing::warn!(error = %format!("{err:#}"), sequence = event.sequence, "relay publish failed; resyncing");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    (stream_last, relayed) = resume_point(&mut stream, &log_id).await?;
-                    break;
-                }
-            }
+        if let Err(err) =
+            publish_all(&js, &config, &log_id, &events, &mut stream_last, &mut relayed, &mut progress).await
+        {
+            tracing::warn!(error = %format!("{err:#}"), relayed, "relay publish failed; resyncing");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            (stream_last, relayed) = resume_point(&mut stream, &log_id).await?;
         }
     }
 }
 
+/// Publishes `events` in order with up to `WINDOW` in flight, advancing `stream_last` and `relayed` as each
+/// acknowledgement arrives, in order. An error leaves them at the last event the stream acknowledged.
+async fn publish_all(
+    js: &jetstream::Context,
+    config: &RelayConfig,
+    log_id: &str,
+    events: &[Event],
+    stream_last: &mut u64,
+    relayed: &mut u64,
+    progress: &mut (impl FnMut(u64) + Send),
+) -> anyhow::Result<()> {
+    let mut in_flight = std::collections::VecDeque::with_capacity(WINDOW);
+    for event in events {
+        if in_flight.len() == WINDOW {
+            acknowledged(in_flight.pop_front(), stream_last, relayed, progress).await?;
+        }
+        // The stream's last sequence once every publish before this one is stored.
+        let expected = *stream_last + in_flight.len() as u64;
+        let ack = publish(js, config, log_id, event, expected).await?;
+        in_flight.push_back((event.sequence, ack));
+    }
+    while let Some(next) = in_flight.pop_front() {
+        acknowledged(Some(next), stream_last, relayed, progress).await?;
+    }
+    Ok(())
+}
+
+/// Waits for the acknowledgement of the oldest publish in flight and records what it stored.
+async fn acknowledged(
+    oldest: Option<(u64, jetstream::context::PublishAckFuture)>,
+    stream_last: &mut u64,
+    relayed: &mut u64,
+    progress: &mut (impl FnMut(u64) + Send),
+) -> anyhow::Result<()> {
+    let Some((sequence, ack)) = oldest else { return Ok(()) };
+    let ack = ack.await.context("acknowledgement")?;
+    if ack.duplicate {
+        tracing::debug!(sequence, "the stream already held this event");
+    }
+    *stream_last = ack.sequence;
+    *relayed = sequence;
+    progress(sequence);
+    Ok(())
+}
+
+/// Sends one event, expecting the stream's last sequence to be `stream_last`; the acknowledgement is awaited by the
+/// caller.
 async fn publish(
     js: &jetstream::Context,
     config: &RelayConfig,
     log_id: &str,
     event: &Event,
     stream_last: u64,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<jetstream::context::PublishAckFuture> {
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", format!("{log_id}:{}", event.sequence).as_str());
     headers.insert("Nats-Expected-Last-Sequence", stream_last.to_string().as_str());
@@ -142,14 +186,5 @@ async fn publish(
     headers.insert("Content-Type", "application/json");
     let subject = format!("{}.{}", config.subject_prefix, event.event_type);
     let body = envelope_json(event).to_string();
-    let ack = js
-        .publish_with_headers(subject, headers, body.into())
-        .await
-        .context("send")?
-        .await
-        .context("acknowledgement")?;
-    if ack.duplicate {
-        tracing::debug!(sequence = event.sequence, "the stream already held this event");
-    }
-    Ok(ack.sequence)
+    js.publish_with_headers(subject, headers, body.into()).await.context("send")
 }

@@ -123,6 +123,18 @@ pub(crate) async fn fill(db: &Database, events: u64) -> anyhow::Result<EventLog>
     Ok(log)
 }
 
+/// Records one more blob ingestion (a made-up digest from `n`, apart from `fill`'s) in a transaction of its own;
+/// returns its sequence.
+pub(crate) async fn append_one(log: &EventLog, n: u64) -> anyhow::Result<u64> {
+    let event = ingested((1 << 40) | n);
+    let appended = log
+        .transact(move |wtx| {
+            Box::pin(async move { Ok::<_, anyhow::Error>(artifactstore_views::record(wtx, "bench", &event).await?) })
+        })
+        .await?;
+    Ok(appended.sequence)
+}
+
 /// Reads every event of the log in replay's batches and decodes each payload into its typed form; events/s.
 pub(crate) async fn read_speed(log: &EventLog) -> anyhow::Result<f64> {
     let mut tx = log.database().begin_read().await?;

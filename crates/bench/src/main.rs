@@ -20,7 +20,7 @@ use clap::Parser;
 
 use crate::report::Report;
 use crate::workloads::{
-    workload_a_f, workload_b, workload_c, workload_d, workload_e, workload_g, workload_h, workload_i,
+    workload_a_f, workload_b, workload_c, workload_d, workload_e, workload_g, workload_h, workload_i, workload_j,
 };
 
 #[derive(Debug, Parser)]
@@ -35,7 +35,7 @@ struct Args {
     /// Small counts: checks the harness and the results in seconds, measures nothing worth quoting.
     #[arg(long)]
     quick: bool,
-    /// Only these workloads (letters a to i, comma-separated).
+    /// Only these workloads (letters a to j, comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<char>,
     /// A scratch directory for the servers' data (default: a temporary one under target/).
@@ -87,6 +87,9 @@ struct Sizes {
     h_garbage: u64,
     /// Manifests pushed and pulled by tag in workload i.
     i_manifests: usize,
+    /// Events the relay backfills in workload j, and events committed while it follows.
+    j_events: u64,
+    j_live: u64,
     limit_bytes: usize,
     /// Each comparison runs this many times, alternating which server goes first; medians are reported.
     repeats: usize,
@@ -116,6 +119,8 @@ impl Sizes {
                 h_pg_versions: 200,
                 h_garbage: 2_000,
                 i_manifests: 100,
+                j_events: 5_000,
+                j_live: 100,
                 limit_bytes: 32 * MIB,
                 repeats: 1,
             }
@@ -139,6 +144,8 @@ impl Sizes {
                 h_pg_versions: 100_000,
                 h_garbage: 200_000,
                 i_manifests: 5_000,
+                j_events: 1_000_000,
+                j_live: 5_000,
                 limit_bytes: 1024 * MIB,
                 repeats: 3,
             }
@@ -206,6 +213,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if wants('i') {
         workload_i(&mut report, &sizes, bins, work.path()).await.context("workload i")?;
+    }
+    if wants('j') {
+        workload_j(&mut report, &sizes).await.context("workload j")?;
     }
 
     let markdown = report.markdown(&args.command, args.quick);

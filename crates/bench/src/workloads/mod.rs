@@ -8,6 +8,7 @@ mod feed;
 mod gc;
 mod large;
 mod oci;
+mod relay;
 mod replay;
 mod small;
 
@@ -17,6 +18,7 @@ pub(crate) use feed::workload_e;
 pub(crate) use gc::workload_h;
 pub(crate) use large::workload_a_f;
 pub(crate) use oci::workload_i;
+pub(crate) use relay::workload_j;
 pub(crate) use replay::workload_d;
 pub(crate) use small::workload_b;
 
