@@ -214,7 +214,18 @@ impl Following {
 
 /// `subscribers` streams follow artifactstore's feed while `events` blobs are committed at `rate` per second.
 pub(crate) async fn run(base: &str, subscribers: usize, events: u64, rate: u64) -> anyhow::Result<FeedRun> {
-    let following = follow(base, subscribers, events).await?;
+    run_across(base, base, subscribers, events, rate).await
+}
+
+/// `run`, with the streams following the instance at `follow_base` and the blobs committed to the one at `base`.
+pub(crate) async fn run_across(
+    follow_base: &str,
+    base: &str,
+    subscribers: usize,
+    events: u64,
+    rate: u64,
+) -> anyhow::Result<FeedRun> {
+    let following = follow(follow_base, subscribers, events).await?;
     let http = following.http.clone();
     // The producer: one small blob per tick, each committed by a single POST ?digest=, at most 64 in flight.
     let blobs: Vec<Blob> = (0..events).map(|n| Blob::random(n, 64)).collect();
