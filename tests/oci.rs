@@ -349,6 +349,7 @@ async fn bad_names_and_manifests_get_oci_errors_never_a_500() {
     push_blob(&app, "ok", b"{}").await;
     let head = app.head_now().await;
     oci_error(&app.get("/v2/UPPER/tags/list").await, 400, "NAME_INVALID");
+    oci_error(&app.get("/v2/a%FF%00b/tags/list").await, 400, "NAME_INVALID");
     oci_error(&app.get("/v2/a__b_/manifests/x").await, 400, "NAME_INVALID");
     oci_error(&app.get("/v2/ok/blobs/sha256:short").await, 400, "DIGEST_INVALID");
     oci_error(&app.get("/v2/ok/manifests/sha256:totallywrong").await, 400, "DIGEST_INVALID");

@@ -293,7 +293,7 @@ impl Op {
             Op::InsertPackage(row) => insert_one(tx, once!(insert_one_sql::<PackageRow>("")), row).await?,
             Op::InsertPackageFile(row) => {
                 insert_one(tx, once!(insert_one_sql::<PackageFileRow>("")), row).await?;
-                add_refs(tx, &row.blake3, 1).await?;
+                add_refs_each(tx, &[(row.blake3.as_str(), 1)]).await?;
             }
             Op::InsertRetention(row) => insert_one(tx, once!(insert_one_sql::<RetentionRow>("")), row).await?,
             Op::DeletePackage { package_id, at_ms } => {
@@ -540,12 +540,6 @@ pub(crate) async fn add_refs_each(tx: &mut Tx, counts: &[(&str, i64)]) -> Result
         };
         artifactstore_db::execute_each!(tx, update, chunk, |q, (key, n)| q.bind(key).bind(n))?;
     }
-    Ok(())
-}
-
-/// Adds `n` references to the blob `blake3`, which must exist.
-pub(crate) async fn add_refs(tx: &mut Tx, blake3: &str, n: i64) -> Result<(), Error> {
-    execute!(tx, "UPDATE artifact_files SET refs = refs + $2 WHERE blake3 = $1", blake3, n)?;
     Ok(())
 }
 

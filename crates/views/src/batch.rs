@@ -11,7 +11,7 @@ use artifactstore_db::Tx;
 use artifactstore_eventlog::Event;
 use uuid::Uuid;
 
-use crate::apply::{add_refs, remove_files, Op, RetentionSet, FILE_CONFLICT};
+use crate::apply::{add_refs_each, remove_files, Op, RetentionSet, FILE_CONFLICT};
 use crate::rows::{insert_rows, FileRow, PackageFileRow, PackageRow, RetentionRow};
 use crate::Error;
 
@@ -130,11 +130,10 @@ impl Batch {
         self.file_of.clear();
         insert_rows(tx, std::mem::take(&mut self.packages).as_slice(), "").await?;
         insert_rows(tx, std::mem::take(&mut self.package_files).as_slice(), "").await?;
-        let mut refs: Vec<(String, i64)> = std::mem::take(&mut self.refs).into_iter().collect();
-        refs.sort_unstable();
-        for (blake3, n) in refs {
-            add_refs(tx, &blake3, n).await?;
-        }
+        let refs = std::mem::take(&mut self.refs);
+        let mut counts: Vec<(&str, i64)> = refs.iter().map(|(blake3, n)| (blake3.as_str(), *n)).collect();
+        counts.sort_unstable();
+        add_refs_each(tx, &counts).await?;
         insert_rows(tx, std::mem::take(&mut self.retention).as_slice(), "").await?;
         self.retention_of.clear();
         Ok(())

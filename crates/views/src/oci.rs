@@ -1,8 +1,9 @@
 //! The reads of the OCI views: manifests, tags, referrers, repositories, and which manifests nothing keeps alive.
 
 use artifactstore_db::{fetch_all, fetch_optional, AsExec};
+use artifactstore_digest::{Algorithm, Digest};
 
-use crate::rows::{once, ManifestRefRow, ManifestRow, TagRow};
+use crate::rows::{once, qualified, FileRow, ManifestRefRow, ManifestRow, TagRow};
 use crate::Error;
 
 /// The manifest `digest` (`sha256:<hex>`) of `repository`.
@@ -95,6 +96,29 @@ pub async fn referrers<E: AsExec>(target: &mut E, repository: &str, digest: &str
     Ok(fetch_all!(target, ManifestRow, sql, repository, digest)?)
 }
 
+/// The blob with `digest` (BLAKE3 or SHA-256) as `repository` sees it: live, and not deleted from the repository.
+pub async fn visible_blob<E: AsExec>(
+    target: &mut E,
+    repository: &str,
+    digest: &Digest,
+) -> Result<Option<FileRow>, Error> {
+    macro_rules! by {
+        ($column:literal) => {
+            once!(format!(
+                "SELECT {} FROM artifact_files f WHERE f.{} = $1 AND f.removed_sequence IS NULL AND NOT EXISTS \
+                 (SELECT 1 FROM oci_blobs_deleted d WHERE d.repository = $2 AND d.blake3 = f.blake3)",
+                qualified("f", FileRow::COLUMNS),
+                $column
+            ))
+        };
+    }
+    let sql = match digest.algorithm() {
+        Algorithm::Blake3 => by!("blake3"),
+        Algorithm::Sha256 => by!("sha256"),
+    };
+    Ok(fetch_optional!(target, FileRow, sql, digest.to_string(), repository)?)
+}
+
 /// Whether the blob `blake3` was deleted from `repository` (and not pushed there again since).
 pub async fn blob_deleted<E: AsExec>(target: &mut E, repository: &str, blake3: &str) -> Result<bool, Error> {
     let row = fetch_optional!(
@@ -148,7 +172,7 @@ pub async fn unreachable_manifests<E: AsExec>(
          SELECT {} FROM oci_manifests m WHERE m.pushed_ms < $1 AND NOT EXISTS \
              (SELECT 1 FROM live l WHERE l.repository = m.repository AND l.digest = m.digest) \
          ORDER BY m.pushed_ms, m.repository, m.digest LIMIT $2",
-        crate::rows::qualified("m", ManifestRow::COLUMNS)
+        qualified("m", ManifestRow::COLUMNS)
     ));
     Ok(fetch_all!(target, ManifestRow, sql, cutoff_ms, limit)?)
 }

@@ -149,23 +149,25 @@ fn rfc3339_ms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-fn header_value(text: &str) -> HeaderValue {
+/// A header value from text made of URL-safe parts (ids, digests, times, paths).
+pub(crate) fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+/// The request's `Content-Length`, if it has one.
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     headers
         .get(header::CONTENT_LENGTH)
         .map(|v| {
             v.to_str()
                 .ok()
-                .and_then(|s| s.parse::<u64>().ok())
+                .and_then(|s| s.trim().parse::<u64>().ok())
                 .ok_or_else(|| ApiError::bad_request("Content-Length is not a number"))
         })
         .transpose()
 }
 
-/// The offset a chunk says it starts at: `Upload-Offset: N`, or `Content-Range: bytes N-M/*`.
+/// The offset a chunk says it starts at: `Upload-Offset: N`, or `Content-Range` (`chunk_start`).
 fn requested_offset(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     if let Some(value) = headers.get("upload-offset") {
         let offset = value
@@ -175,23 +177,29 @@ fn requested_offset(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
             .ok_or_else(|| ApiError::bad_request("Upload-Offset must be a non-negative integer"))?;
         return Ok(Some(offset));
     }
-    if let Some(value) = headers.get(header::CONTENT_RANGE) {
-        let bad = || ApiError::bad_request("Content-Range must look like `bytes N-M/*` or `bytes N-M/TOTAL`");
-        let text = value.to_str().map_err(|_| bad())?.trim();
-        let range = text.strip_prefix("bytes ").ok_or_else(bad)?;
-        let (span, _total) = range.split_once('/').ok_or_else(bad)?;
-        let (first, last) = span.split_once('-').ok_or_else(bad)?;
-        let first: u64 = first.parse().map_err(|_| bad())?;
-        let last: u64 = last.parse().map_err(|_| bad())?;
-        if last < first {
-            return Err(bad());
-        }
-        if let Some(length) = content_length(headers)? {
-            if length != last - first + 1 {
-                return Err(ApiError::bad_request("Content-Range and Content-Length disagree"));
-            }
-        }
-        return Ok(Some(first));
+    chunk_start(headers)
+}
+
+/// Where a chunk's `Content-Range` says it starts: `bytes N-M/*`, `bytes N-M/TOTAL`, or OCI's `N-M`; `None` without
+/// the header. A range that does not parse, runs backwards or disagrees with `Content-Length` is a `400`.
+pub(crate) fn chunk_start(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_RANGE) else { return Ok(None) };
+    let bad = || ApiError::bad_request("Content-Range must look like `bytes N-M/*`, `bytes N-M/TOTAL` or `N-M`");
+    let text = value.to_str().map_err(|_| bad())?.trim();
+    let span = match text.strip_prefix("bytes ") {
+        Some(range) => range.split_once('/').ok_or_else(bad)?.0,
+        None => text,
+    };
+    let (first, last) = span.split_once('-').ok_or_else(bad)?;
+    let first: u64 = first.parse().map_err(|_| bad())?;
+    let last: u64 = last.parse().map_err(|_| bad())?;
+    if last < first {
+        return Err(bad());
     }
-    Ok(None)
+    if let Some(length) = content_length(headers)? {
+        if length != last - first + 1 {
+            return Err(ApiError::bad_request("Content-Range and Content-Length disagree"));
+        }
+    }
+    Ok(Some(first))
 }

@@ -3,7 +3,7 @@
 
 use artifactstore_digest::{Digest, DualDigest};
 use artifactstore_views::vocab::{OciBlobChange, OciEvent};
-use artifactstore_views::{oci, queries, FileRow, RegistryEvent};
+use artifactstore_views::{oci, FileRow, RegistryEvent};
 use axum::extract::Request;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -11,21 +11,17 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::auth::authorize;
-use super::{check_repository, header_value, parse_digest, OciError};
+use super::{check_repository, parse_digest, OciError};
 use crate::api::blobs::{serve_blob, Blob};
+use crate::api::uploads::{self, header_value};
 use crate::auth::{Caller, Scope};
 use crate::problem::ApiError;
 use crate::server::AppState;
 use crate::uploads::{ChunkStart, Committed, Declared, Incoming, SessionRef};
 
 /// The blob `digest` as `repository` sees it: live, and not deleted from the repository.
-pub(crate) async fn visible(state: &AppState, repository: &str, digest: &Digest) -> Result<Option<FileRow>, OciError> {
-    let mut conn = state.instance.db.acquire().await?;
-    let Some(row) = queries::blob(&mut conn, digest).await? else { return Ok(None) };
-    if row.is_removed() || oci::blob_deleted(&mut conn, repository, &row.blake3).await? {
-        return Ok(None);
-    }
-    Ok(Some(row))
+async fn visible(state: &AppState, repository: &str, digest: &Digest) -> Result<Option<FileRow>, OciError> {
+    Ok(oci::visible_blob(&mut state.instance.db.acquire().await?, repository, digest).await?)
 }
 
 fn blob_unknown(digest: &str) -> OciError {
@@ -57,15 +53,12 @@ pub(crate) async fn delete(state: &AppState, name: &str, digest: &str, request: 
         .log
         .transact(move |wtx| {
             Box::pin(async move {
-                let row = queries::blob(wtx.tx(), &parsed).await?;
-                let Some(row) = row.filter(|row| !row.is_removed()) else { return Err(blob_unknown(&shown)) };
-                if oci::blob_deleted(wtx.tx(), &repository, &row.blake3).await? {
-                    return Err(blob_unknown(&shown));
-                }
+                let row = oci::visible_blob(wtx.tx(), &repository, &parsed).await?;
+                let row = row.ok_or_else(|| blob_unknown(&shown))?;
                 let change = OciBlobChange { repository, blake3: row.blake3, sha256: row.sha256 };
                 let event = RegistryEvent::Oci(OciEvent::BlobDeleted(change));
                 artifactstore_views::record(wtx, caller.actor(), &event).await?;
-                Ok(())
+                Ok::<_, OciError>(())
             })
         })
         .await?;
@@ -176,7 +169,8 @@ pub(crate) async fn append(state: &AppState, name: &str, id: &str, request: Requ
     let (mut parts, body) = request.into_parts();
     let caller = authorize(state, &mut parts, Some(name), Scope::Write).await?;
     let session = session(state, &caller, id)?;
-    let start = ChunkStart { offset: chunk_offset(&parts.headers)?, length: content_length(&parts.headers)? };
+    let length = content_length(&parts.headers)?;
+    let start = ChunkStart { offset: chunk_offset(&parts.headers)?, length };
     let status = state
         .uploads
         .append(&caller, session, Incoming { start, body })
@@ -197,7 +191,8 @@ pub(crate) async fn commit(state: &AppState, name: &str, id: &str, request: Requ
     let CommitQuery { digest } = query(&parts)?;
     let digest = digest.ok_or_else(|| OciError::new(400, "DIGEST_INVALID", "a commit needs `?digest=`"))?;
     let parsed = parse_digest(&digest)?;
-    let start = ChunkStart { offset: chunk_offset(&parts.headers)?, length: content_length(&parts.headers)? };
+    let length = content_length(&parts.headers)?;
+    let start = ChunkStart { offset: chunk_offset(&parts.headers)?, length };
     let committed = state
         .uploads
         .commit(&caller, session, parsed, Incoming { start, body })
@@ -275,38 +270,16 @@ fn out_of_order(problem: ApiError, name: &str, id: &str) -> OciError {
     error
 }
 
+/// The request's `Content-Length` (`400 SIZE_INVALID` when it is not a number).
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, OciError> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| OciError::new(400, "SIZE_INVALID", "Content-Length is not a number"))
-        })
-        .transpose()
+    uploads::content_length(headers).map_err(|problem| OciError::from_problem(problem, "SIZE_INVALID", "SIZE_INVALID"))
 }
 
-/// Where a chunk says it starts: `Content-Range: <start>-<end>` (OCI) or `bytes <start>-<end>/<total>`; `None`
-/// without the header.
+/// Where a chunk says it starts (`Content-Range`, as on `/v1/`); a range that does not parse or disagrees with
+/// `Content-Length` is the spec's `416`.
 fn chunk_offset(headers: &HeaderMap) -> Result<Option<u64>, OciError> {
-    let Some(value) = headers.get(header::CONTENT_RANGE) else { return Ok(None) };
-    let bad = || OciError::new(416, "BLOB_UPLOAD_INVALID", "Content-Range must look like `<start>-<end>`");
-    let text = value.to_str().map_err(|_| bad())?.trim();
-    let text = text.strip_prefix("bytes ").unwrap_or(text);
-    let span = text.split_once('/').map_or(text, |(span, _)| span);
-    let (first, last) = span.split_once('-').ok_or_else(bad)?;
-    let first: u64 = first.trim().parse().map_err(|_| bad())?;
-    let last: u64 = last.trim().parse().map_err(|_| bad())?;
-    if last < first {
-        return Err(bad());
-    }
-    if let Some(length) = content_length(headers)? {
-        if length != last - first + 1 {
-            return Err(bad());
-        }
-    }
-    Ok(Some(first))
+    uploads::chunk_start(headers)
+        .map_err(|problem| OciError::new(416, "BLOB_UPLOAD_INVALID", problem.detail().to_owned()))
 }
 
 #[cfg(test)]

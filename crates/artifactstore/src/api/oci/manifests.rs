@@ -50,14 +50,30 @@ async fn find(state: &AppState, name: &str, text: &str) -> Result<ManifestRow, O
         Err(err) if err.code() == "TAG_INVALID" => return Err(manifest_unknown(name, text)),
         other => other?,
     };
-    let digest = match parsed {
-        Reference::Tag(tag) => oci::tag(&mut conn, name, &tag).await?.map(|row| row.digest),
-        Reference::Digest(d) if d.algorithm() == Algorithm::Sha256 => Some(d.to_string()),
-        // A manifest named by the BLAKE3 digest of its bytes.
-        Reference::Digest(d) => queries::blob(&mut conn, &d).await?.map(|row| row.sha256),
+    let row = match parsed {
+        Reference::Tag(tag) => match oci::tag(&mut conn, name, &tag).await? {
+            Some(tag) => oci::manifest(&mut conn, name, &tag.digest).await?,
+            None => None,
+        },
+        Reference::Digest(d) => by_digest(&mut conn, name, &d).await?,
     };
-    let Some(digest) = digest else { return Err(manifest_unknown(name, text)) };
-    oci::manifest(&mut conn, name, &digest).await?.ok_or_else(|| manifest_unknown(name, text))
+    row.ok_or_else(|| manifest_unknown(name, text))
+}
+
+/// The manifest of `name` whose bytes have `digest`: its sha256 names it, or the BLAKE3 digest of its blob.
+async fn by_digest<E: AsExec>(
+    target: &mut E,
+    name: &str,
+    digest: &artifactstore_digest::Digest,
+) -> Result<Option<ManifestRow>, OciError> {
+    let sha256 = match digest.algorithm() {
+        Algorithm::Sha256 => Some(digest.to_string()),
+        Algorithm::Blake3 => queries::blob(target, digest).await?.map(|row| row.sha256),
+    };
+    Ok(match sha256 {
+        Some(sha256) => oci::manifest(target, name, &sha256).await?,
+        None => None,
+    })
 }
 
 /// `GET|HEAD /v2/<name>/manifests/<reference>`: the manifest's bytes as pushed, with its media type.
@@ -285,14 +301,7 @@ pub(crate) async fn delete(state: &AppState, name: &str, text: &str, request: Re
                         events.push(RegistryEvent::Oci(OciEvent::TagDeleted(change)));
                     }
                     Reference::Digest(d) => {
-                        let digest = match d.algorithm() {
-                            Algorithm::Sha256 => Some(d.to_string()),
-                            Algorithm::Blake3 => queries::blob(wtx.tx(), &d).await?.map(|row| row.sha256),
-                        };
-                        let row = match digest {
-                            Some(digest) => oci::manifest(wtx.tx(), &repository, &digest).await?,
-                            None => None,
-                        };
+                        let row = by_digest(wtx.tx(), &repository, &d).await?;
                         let row = row.ok_or_else(|| manifest_unknown(&repository, &shown))?;
                         for tag in oci::tags_naming(wtx.tx(), &repository, &row.digest).await? {
                             let change =

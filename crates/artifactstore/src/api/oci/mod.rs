@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 
+pub(crate) use crate::api::uploads::header_value;
 use crate::server::AppState;
 pub(crate) use error::OciError;
 
@@ -79,11 +80,10 @@ fn parse_target(rest: &str) -> Result<Target, OciError> {
 }
 
 /// Every method on `/v2/{*rest}`.
-async fn dispatch(
-    State(state): State<AppState>,
-    axum::extract::Path(rest): axum::extract::Path<String>,
-    request: Request,
-) -> Response {
+async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
+    // The path as sent: no name, tag, digest or session id holds a `%`, so an escape is simply an invalid name and
+    // never a decoding failure.
+    let rest = request.uri().path().strip_prefix("/v2/").unwrap_or_default().to_owned();
     let answer = async {
         let target = parse_target(&rest)?;
         let method = request.method().clone();
@@ -193,11 +193,6 @@ pub(crate) fn check_tag(tag: &str) -> Result<(), OciError> {
 /// A reference that names a digest (it holds a `:`), parsed; a malformed one is `DIGEST_INVALID`.
 pub(crate) fn parse_digest(text: &str) -> Result<artifactstore_digest::Digest, OciError> {
     text.parse().map_err(|err| OciError::new(400, "DIGEST_INVALID", format!("digest `{}`: {err}", text.escape_debug())))
-}
-
-/// A header value from text made of URL-safe parts.
-pub(crate) fn header_value(text: &str) -> HeaderValue {
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 #[cfg(test)]
