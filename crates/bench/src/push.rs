@@ -202,18 +202,42 @@ pub(crate) async fn push_all(
     clients: usize,
     chunk: usize,
 ) -> anyhow::Result<Run> {
+    let bytes = blobs.iter().map(|b| b.bytes.len() as u64).sum();
+    let items = blobs.len();
+    let (elapsed, latencies) = concurrently(client, items, clients, move |client, i| {
+        let blobs = blobs.clone();
+        async move { client.push(&blobs[i], chunk).await }
+    })
+    .await?;
+    Ok(Run { elapsed, items, bytes, latencies })
+}
+
+/// Runs `work(client, i)` for every `i` below `items`, `clients` at a time, each taking the next item when it is
+/// done; how long it took, and each item's latency.
+pub(crate) async fn concurrently<F, Fut>(
+    client: &Client,
+    items: usize,
+    clients: usize,
+    work: F,
+) -> anyhow::Result<(Duration, Vec<Duration>)>
+where
+    F: Fn(Client, usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (client, blobs, next) = (client.clone(), blobs.clone(), next.clone());
+        let (client, next, work) = (client.clone(), next.clone(), work.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(blob) = blobs.get(i) else { return Ok::<_, anyhow::Error>(latencies) };
+                if i >= items {
+                    return Ok::<_, anyhow::Error>(latencies);
+                }
                 let t = Instant::now();
-                client.push(blob, chunk).await?;
+                work(client.clone(), i).await?;
                 latencies.push(t.elapsed());
             }
         }));
@@ -222,8 +246,7 @@ pub(crate) async fn push_all(
     for task in tasks {
         latencies.extend(task.await??);
     }
-    let bytes = blobs.iter().map(|b| b.bytes.len() as u64).sum();
-    Ok(Run { elapsed: start.elapsed(), items: blobs.len(), bytes, latencies })
+    Ok((start.elapsed(), latencies))
 }
 
 /// `clients` clients each download every blob `rounds` times (starting at different blobs); the first round checks

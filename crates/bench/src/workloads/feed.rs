@@ -52,14 +52,7 @@ pub(crate) async fn workload_e(
     report.push(Row {
         workload: "e",
         what: format!("{} SSE subscribers, {} events committed at {}/s", run.subscribers, run.events, sizes.e_rate),
-        ours: format!(
-            "commit → delivery p50 {}, p99 {}, max {}; {} deliveries, none missed or repeated, {} reconnects",
-            ms(p50),
-            ms(p99),
-            ms(max),
-            run.latencies.len(),
-            run.reconnects
-        ),
+        ours: delivered(&run, (p50, p99, max)),
         reference: format!(
             "offered {:.0} events/s over {:.1} s; {cpu} (subscribers and producer)",
             run.events as f64 / run.elapsed.as_secs_f64(),
@@ -114,14 +107,7 @@ async fn across_instances(
              another",
             run.events, sizes.e_rate, run.subscribers
         ),
-        ours: format!(
-            "commit → delivery p50 {}, p99 {}, max {}; {} deliveries, none missed or repeated, {} reconnects",
-            ms(p50),
-            ms(p99),
-            ms(max),
-            run.latencies.len(),
-            run.reconnects
-        ),
+        ours: delivered(&run, (p50, p99, max)),
         reference: format!(
             "offered {:.0} events/s over {:.1} s",
             run.events as f64 / run.elapsed.as_secs_f64(),
@@ -132,6 +118,18 @@ async fn across_instances(
         met: Some(p99 <= Duration::from_millis(50)),
     });
     Ok(())
+}
+
+/// A run's commit → delivery figures, as its row shows them.
+fn delivered(run: &sse::FeedRun, (p50, p99, max): (Duration, Duration, Duration)) -> String {
+    format!(
+        "commit → delivery p50 {}, p99 {}, max {}; {} deliveries, none missed or repeated, {} reconnects",
+        ms(p50),
+        ms(p99),
+        ms(max),
+        run.latencies.len(),
+        run.reconnects
+    )
 }
 
 /// p50, p99 and the maximum of some latencies.

@@ -3,9 +3,8 @@
 //! (16 clients), and pulls of the same blobs.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::ensure;
 use bytes::Bytes;
@@ -48,20 +47,20 @@ pub(crate) async fn workload_i(report: &mut Report, sizes: &Sizes, bins: Bins<'_
             };
             r.large = push::push_all(&client, large.clone(), 2, sizes.a_chunk).await?.mib_per_second();
             let all = manifests.clone();
-            let (put, latencies) = concurrently(&client, manifests.len(), 16, move |client, i| {
+            let (took, latencies) = push::concurrently(&client, manifests.len(), 16, move |client, i| {
                 let body = all[i].clone();
                 async move { put_manifest(&client, i, body).await }
             })
             .await?;
-            r.put = put;
+            r.put = manifests.len() as f64 / took.as_secs_f64();
             r.put_latencies = latencies;
             let all = manifests.clone();
-            r.get = concurrently(&client, manifests.len(), 16, move |client, i| {
+            let (took, _) = push::concurrently(&client, manifests.len(), 16, move |client, i| {
                 let body = all[i].clone();
                 async move { get_manifest(&client, i, &body).await }
             })
-            .await?
-            .0;
+            .await?;
+            r.get = manifests.len() as f64 / took.as_secs_f64();
             r.pull_small = push::download_all(&client, small.clone(), 16, 1).await?.per_second();
             r.pull_large = push::download_all(&client, large.clone(), 2, 1).await?.mib_per_second();
             eprintln!(
@@ -203,40 +202,4 @@ async fn get_manifest(client: &Client, n: usize, body: &Bytes) -> anyhow::Result
     let got = response.bytes().await?;
     ensure!(status == StatusCode::OK && got == *body, "{}: manifest GET: {status}, other bytes", client.kind.name());
     Ok(())
-}
-
-/// Runs `work(client, i)` for every `i` below `items`, `clients` at a time; the rate per second and each latency.
-async fn concurrently<F, Fut>(
-    client: &Client,
-    items: usize,
-    clients: usize,
-    work: F,
-) -> anyhow::Result<(f64, Vec<Duration>)>
-where
-    F: Fn(Client, usize) -> Fut + Send + Sync + 'static + Clone,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-{
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (client, next, work) = (client.clone(), next.clone(), work.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= items {
-                    return Ok::<_, anyhow::Error>(latencies);
-                }
-                let t = Instant::now();
-                work(client.clone(), i).await?;
-                latencies.push(t.elapsed());
-            }
-        }));
-    }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    Ok((items as f64 / started.elapsed().as_secs_f64(), latencies))
 }
