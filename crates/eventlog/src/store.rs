@@ -102,17 +102,27 @@ pub async fn lock_head(tx: &mut Tx) -> Result<Head, Error> {
 /// The PostgreSQL channel on which every commit wakes the other instances on the same database; the payload is
 /// `<schema>:<head sequence>`, the schema the log lives in (instances on other schemas ignore it) and the head the
 /// commit made (an instance that has it already need not read it).
-pub const HEAD_CHANNEL: &str = "artifactstore_head";
+pub const HEAD_CHANNEL: &str = head_channel!();
+
+/// The channel's name as a literal, for the statement that notifies on it.
+macro_rules! head_channel {
+    () => {
+        "artifactstore_head"
+    };
+}
+use head_channel;
 
 pub(crate) async fn write_head(tx: &mut Tx, head: &Head) -> Result<(), Error> {
     // On PostgreSQL the update also queues a notification, sent when the transaction commits: one per commit,
     // however many events it holds.
     let sql = match tx.backend() {
         Backend::Sqlite => "UPDATE log_head SET sequence = $1, chain_hash = $2 WHERE id = 1",
-        Backend::Postgres => {
+        Backend::Postgres => concat!(
             "WITH updated AS (UPDATE log_head SET sequence = $1, chain_hash = $2 WHERE id = 1 RETURNING id) \
-             SELECT pg_notify('artifactstore_head', current_schema() || ':' || $1::text) FROM updated"
-        }
+             SELECT pg_notify('",
+            head_channel!(),
+            "', current_schema() || ':' || $1::text) FROM updated"
+        ),
     };
     let updated = artifactstore_db::execute!(tx, sql, seq(head.sequence), head.chain_hash.to_vec())?;
     if updated != 1 {
