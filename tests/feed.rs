@@ -242,3 +242,61 @@ mod independent_chain_check {
         }
     }
 }
+
+/// The subject id of the blob with this BLAKE3 digest, as the log names it.
+fn file_subject(blake3: &str) -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_URL, blake3.as_bytes())
+}
+
+/// A blob's history is read through its row: one response from sequence 0 holds all of it and reaches the head,
+/// however long the log around it, on the JSON feed and on SSE.
+#[tokio::test]
+async fn a_blob_history_costs_its_events_not_the_log() {
+    for backend in BACKENDS {
+        let Some(app) = TestApp::builder().backend(backend).start().await else { continue };
+        let early = app.upload_blob(b"an early blob").await.json();
+        // More events than one filtered read of the log scans (10,000), in a few large commits.
+        for round in 0..3u64 {
+            app.log
+                .transact(move |wtx| {
+                    Box::pin(async move {
+                        for n in 0..4_000 {
+                            let filler = event("v1.test.filler", Some((round * 4_000 + n).into()), &n);
+                            wtx.append(filler)?;
+                        }
+                        Ok::<_, artifactstore_eventlog::Error>(())
+                    })
+                })
+                .await
+                .unwrap();
+        }
+        let late = app.upload_blob(b"a late blob").await.json();
+        let head = app.head_now().await;
+        assert_eq!(head, 12_002, "{backend:?}");
+        for blob in [&early, &late] {
+            let id = file_subject(blob["blake3"].as_str().unwrap());
+            let page = app.get_json(&format!("/v1/events?since=0&subject_kind=file&subject_id={id}")).await;
+            assert_eq!(sequences(&page), vec![blob["sequence"].as_u64().unwrap()], "{backend:?}: {blob}");
+            assert_eq!(page["next"].as_u64(), Some(head), "{backend:?}: one response reaches the head");
+        }
+
+        // SSE from 0, filtered to the late blob: its event is the first frame with an id.
+        let id = file_subject(late["blake3"].as_str().unwrap());
+        let mut stream = tokio::net::TcpStream::connect(&app.address).await.unwrap();
+        let request =
+            format!("GET /v1/events/stream?since=0&subject_kind=file&subject_id={id} HTTP/1.1\r\nHost: x\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.unwrap();
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stream));
+        let first_id = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(id) = line.strip_prefix("id: ") {
+                    return id.parse::<u64>().unwrap();
+                }
+            }
+            panic!("the stream ended");
+        })
+        .await
+        .expect("a frame within 10 s");
+        assert_eq!(first_id, late["sequence"].as_u64().unwrap(), "{backend:?}");
+    }
+}

@@ -299,6 +299,13 @@ impl EventLog {
         store::read_filtered(&mut conn, after, upto, limit, exact, prefix, kind, filter.subject_id).await
     }
 
+    /// The events with these sequences (an index kept elsewhere, such as a view, lists them), in sequence order;
+    /// sequences with no event are skipped.
+    pub async fn get_many(&self, sequences: &[u64]) -> Result<Vec<Event>, Error> {
+        let mut conn = self.inner.db.acquire().await?;
+        store::get_many(&mut conn, sequences).await
+    }
+
     /// One event by its sequence.
     pub async fn get(&self, sequence: u64) -> Result<Option<Event>, Error> {
         let mut conn = self.inner.db.acquire().await?;

@@ -433,6 +433,28 @@ pub(crate) async fn read_filtered<E: AsExec>(
     rows.into_iter().map(Event::try_from).collect()
 }
 
+/// The events with these sequences, in sequence order; sequences with no event are skipped.
+pub(crate) async fn get_many<E: AsExec>(target: &mut E, sequences: &[u64]) -> Result<Vec<Event>, Error> {
+    /// Sequences per statement, well under either backend's limit on parameters.
+    const PER_STATEMENT: usize = 500;
+    let mut events = Vec::with_capacity(sequences.len());
+    for chunk in sequences.chunks(PER_STATEMENT) {
+        let sql = |backend| {
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE sequence IN {} ORDER BY sequence",
+                artifactstore_db::placeholders(backend, 1, chunk.len())
+            )
+        };
+        let rows = artifactstore_db::fetch_all_each!(target, EventRow, sql, chunk, |q, n| q.bind(seq(*n)))?;
+        for row in rows {
+            events.push(Event::try_from(row)?);
+        }
+    }
+    events.sort_by_key(|e| e.sequence);
+    events.dedup_by_key(|e| e.sequence);
+    Ok(events)
+}
+
 pub(crate) async fn get<E: AsExec>(target: &mut E, sequence: u64) -> Result<Option<Event>, Error> {
     let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE sequence = $1");
     let row = fetch_optional!(target, EventRow, &sql, seq(sequence))?;

@@ -157,6 +157,7 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, Error> {
             refs: 0,
             idle_since_ms: at_ms,
             removed_sequence: None,
+            file_events: crate::rows::history_entry(seq),
         })],
         RegistryEvent::FileRemoved(p) => vec![Op::RemoveFile { blake3: p.blake3, seq }],
         RegistryEvent::PackageCreated { package_id, payload } => {
@@ -472,7 +473,8 @@ pub(crate) async fn remove_files(tx: &mut Tx, removals: &[(String, i64)], first:
         // `VALUES` names its columns `column1`, `column2` on both backends.
         let update = |backend| {
             format!(
-                "UPDATE artifact_files SET removed_sequence = v.column2, sequence = v.column2 FROM (VALUES {}) AS v \
+                "UPDATE artifact_files SET removed_sequence = v.column2, sequence = v.column2, \
+                 file_events = artifact_files.file_events || CAST(v.column2 AS TEXT) || ' ' FROM (VALUES {}) AS v \
              WHERE artifact_files.blake3 = v.column1 AND artifact_files.removed_sequence IS NULL \
              AND artifact_files.refs = 0",
                 values_of_text_and_bigint(backend, chunk.len())
@@ -513,7 +515,7 @@ const REMOVALS_PER_STATEMENT: usize = 1000;
 pub(crate) const FILE_CONFLICT: &str = concat!(
     " ON CONFLICT (blake3) DO UPDATE SET refs = artifact_files.refs + excluded.refs",
     keep_or_renew!(sha256, size, media_type, ingested_sequence, sequence, idle_since_ms),
-    ", removed_sequence = NULL"
+    ", removed_sequence = NULL, file_events = artifact_files.file_events || excluded.file_events"
 );
 
 /// `, col = CASE WHEN artifact_files.removed_sequence IS NULL THEN artifact_files.col ELSE excluded.col END` for

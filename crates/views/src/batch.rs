@@ -62,10 +62,13 @@ impl Batch {
         match op {
             Op::InsertFile(file) => {
                 // The first ingestion of a waiting blob wins, as `FILE_CONFLICT` keeps a live row (a removal flushes,
-                // so no waiting row is removed).
-                if !self.file_of.contains_key(&file.blake3) {
-                    self.file_of.insert(file.blake3.clone(), self.files.len());
-                    self.files.push(file);
+                // so no waiting row is removed); its history gains the later one.
+                match self.file_of.get(&file.blake3) {
+                    Some(&index) => self.files[index].file_events.push_str(&file.file_events),
+                    None => {
+                        self.file_of.insert(file.blake3.clone(), self.files.len());
+                        self.files.push(file);
+                    }
                 }
             }
             Op::InsertPackage(package) => self.packages.push(package),

@@ -5,6 +5,7 @@ mod apply;
 mod batch;
 mod dump;
 mod error;
+mod history;
 pub mod oci;
 pub mod queries;
 mod replay;
@@ -15,6 +16,7 @@ pub mod vocab;
 pub use apply::{apply, record, record_all};
 pub use dump::{diff, dump, Difference, ViewsDump};
 pub use error::Error;
+pub use history::file_subject_events;
 pub use replay::{clear, mark_stale, rebuild, stale_reason, verify, RebuildStats};
 pub use rows::{
     BlobDeletedRow, FileRow, ManifestRefRow, ManifestRow, PackageFileRow, PackageRow, PolicyRow, RetentionRow,

@@ -100,6 +100,9 @@ view_row! {
         pub idle_since_ms: i64,
         /// The `v1.file.removed` that removed it, while it stays removed.
         pub removed_sequence: Option<i64>,
+        /// The sequences of every `v1.file.*` event about it, oldest first, each followed by a space: its history,
+        /// which outlives removals.
+        pub file_events: String,
     }
 }
 
@@ -108,6 +111,21 @@ impl FileRow {
     pub fn is_removed(&self) -> bool {
         self.removed_sequence.is_some()
     }
+
+    /// The sequences of its `v1.file.*` events, oldest first.
+    pub fn history(&self) -> Vec<u64> {
+        parse_history(&self.file_events)
+    }
+}
+
+/// The sequences a `file_events` column lists; anything that is not a sequence is skipped.
+pub(crate) fn parse_history(text: &str) -> Vec<u64> {
+    text.split_ascii_whitespace().filter_map(|n| n.parse().ok()).collect()
+}
+
+/// One entry of a `file_events` column.
+pub(crate) fn history_entry(sequence: i64) -> String {
+    format!("{sequence} ")
 }
 
 view_row! {
@@ -380,9 +398,9 @@ mod tests {
         assert_eq!(
             FileRow::COLUMNS,
             "blake3, sha256, size, media_type, file_id, ingested_sequence, sequence, refs, idle_since_ms, \
-             removed_sequence"
+             removed_sequence, file_events"
         );
-        assert_eq!(<FileRow as ViewRow>::ARITY, 10);
+        assert_eq!(<FileRow as ViewRow>::ARITY, 11);
         assert_eq!(
             PackageRow::COLUMNS,
             "package_id, name, version, metadata, created_by, created_at, created_sequence, sequence"

@@ -10,15 +10,18 @@ use crate::replay::{replay_after, Refill};
 use crate::rows::insert_rows;
 use crate::{dump, Error, RebuildStats, ViewsDump};
 
-/// The format tag every snapshot this code takes carries: v4 adds the OCI views to v3 (the blobs' reference counts
-/// and removals).
-pub const SNAPSHOT_FORMAT: &str = "artifactstore-views-snapshot-v4";
-/// A format that loads as this one: a v3 snapshot predates OCI, so its OCI views are empty.
-const READABLE_FORMATS: [&str; 1] = ["artifactstore-views-snapshot-v3"];
-/// Older formats, which lack the reference counts: refused, and `replay --from-snapshot` replays the whole log.
-const OLDER_FORMATS: [&str; 2] = ["artifactstore-views-snapshot-v1", "artifactstore-views-snapshot-v2"];
+/// The format tag every snapshot this code takes carries: v5 adds the blobs' histories (`file_events`) to v4 (the
+/// OCI views, the blobs' reference counts and removals).
+pub const SNAPSHOT_FORMAT: &str = "artifactstore-views-snapshot-v5";
+/// Older formats, which lack views or columns the log alone can give back: refused, and `replay --from-snapshot`
+/// replays the whole log.
+const OLDER_FORMATS: [&str; 4] = [
+    "artifactstore-views-snapshot-v1",
+    "artifactstore-views-snapshot-v2",
+    "artifactstore-views-snapshot-v3",
+    "artifactstore-views-snapshot-v4",
+];
 
-/// A snapshot of the views.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// `SNAPSHOT_FORMAT`.
@@ -49,24 +52,19 @@ impl Snapshot {
         let refused = |format: &str| {
             if OLDER_FORMATS.contains(&format) {
                 Error::Snapshot(format!(
-                    "snapshot format `{format}` predates the blobs' reference counts; the log is replayed instead"
+                    "snapshot format `{format}` is older than these views (it lacks the blobs' histories); the log is \
+                     replayed instead"
                 ))
             } else {
                 Error::Snapshot(format!("unknown snapshot format `{format}`"))
             }
         };
         match artifactstore_cbor::from_slice::<Snapshot>(bytes) {
-            Ok(snapshot)
-                if snapshot.format == SNAPSHOT_FORMAT || READABLE_FORMATS.contains(&snapshot.format.as_str()) =>
-            {
-                Ok(snapshot)
-            }
+            Ok(snapshot) if snapshot.format == SNAPSHOT_FORMAT => Ok(snapshot),
             Ok(snapshot) => Err(refused(&snapshot.format)),
             // An older format may not decode as this one: its tag says why.
             Err(err) => match artifactstore_cbor::from_slice::<Format>(bytes) {
-                Ok(Format { format }) if format != SNAPSHOT_FORMAT && !READABLE_FORMATS.contains(&format.as_str()) => {
-                    Err(refused(&format))
-                }
+                Ok(Format { format }) if format != SNAPSHOT_FORMAT => Err(refused(&format)),
                 _ => Err(Error::Snapshot(err.to_string())),
             },
         }

@@ -6,9 +6,9 @@ mod model;
 use std::collections::BTreeMap;
 
 use artifactstore_db::Backend;
-use artifactstore_eventlog::{EventLog, LogOptions};
+use artifactstore_eventlog::{EventLog, Filter, LogOptions};
 use artifactstore_testkit::TestDb;
-use artifactstore_views::{dump, record, RegistryEvent};
+use artifactstore_views::{dump, file_subject_events, record, RegistryEvent};
 use model::{blob, model_of, op, project, Lane, Op};
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -74,6 +74,23 @@ async fn run_case(backend: Backend, lanes: Vec<Vec<Op>>) -> Result<(), TestCaseE
     tx.rollback().await.unwrap();
     prop_assert_eq!(project(&live), model_of(&events), "the live views follow the model");
     prop_assert!(live.files.iter().all(|f| !f.blake3.is_empty()));
+
+    // Each blob's history, read through its row, is what a scan of the whole log finds about its subject.
+    for file in &live.files {
+        let filter = Filter {
+            subject_kind: Some("file".into()),
+            subject_id: Some(artifactstore_views::vocab::file_id(&file.blake3)),
+            ..Filter::default()
+        };
+        let scanned = log.read(0, head.sequence, 1_000, &filter).await.unwrap();
+        let listed = file_subject_events(&log, 0, head.sequence, 1_000, &filter).await.unwrap();
+        prop_assert_eq!(listed.as_ref(), Some(&scanned), "the history of {}", file.blake3);
+        prop_assert!(!scanned.is_empty());
+        // From the middle of its history, a page at a time, as a feed client reads it.
+        let after = scanned[0].sequence;
+        let page = file_subject_events(&log, after, head.sequence, 1, &filter).await.unwrap().unwrap();
+        prop_assert_eq!(&page[..], &scanned[1..scanned.len().min(2)]);
+    }
 
     let differences = artifactstore_views::verify(&log, |_, _| {}).await.unwrap();
     prop_assert!(differences.is_empty(), "verify found {:?}", differences);

@@ -1,5 +1,5 @@
-//! Snapshots of the formats before the blobs' reference counts (v1, v2) are refused with a message that says why,
-//! so `replay --from-snapshot` replays the whole log instead; the current format reads back.
+//! Snapshots of the formats before the blobs' histories (v1 to v4) are refused with a message that says why, so
+//! `replay --from-snapshot` replays the whole log instead; the current format reads back.
 
 use artifactstore_eventlog::{EventLog, LogOptions};
 use artifactstore_testkit::{TestDb, BACKENDS};
@@ -7,7 +7,7 @@ use artifactstore_views::vocab::FileIngested;
 use artifactstore_views::{matches_log, record, take, RegistryEvent, Snapshot, SNAPSHOT_FORMAT};
 
 #[tokio::test]
-async fn snapshots_before_reference_counts_are_refused() {
+async fn snapshots_of_older_formats_are_refused() {
     for backend in BACKENDS {
         let Some(test) = TestDb::of(backend).await else { continue };
         let log = EventLog::open(test.db.clone(), LogOptions::default()).await.unwrap();
@@ -24,17 +24,17 @@ async fn snapshots_before_reference_counts_are_refused() {
         let read = Snapshot::from_cbor(&snapshot.to_cbor().unwrap()).unwrap();
         assert_eq!(read, snapshot);
         assert!(matches_log(&log, &read).await.unwrap());
-        for older in ["artifactstore-views-snapshot-v1", "artifactstore-views-snapshot-v2"] {
+        for older in (1..=4).map(|v| format!("artifactstore-views-snapshot-v{v}")) {
             let mut old = snapshot.clone();
-            old.format = older.to_owned();
+            old.format = older;
             let refused = Snapshot::from_cbor(&old.to_cbor().unwrap()).unwrap_err().to_string();
-            assert!(refused.contains("predates the blobs' reference counts"), "{backend:?}: {refused}");
+            assert!(refused.contains("is older than these views"), "{backend:?}: {refused}");
         }
-        // A v2 snapshot as v2 wrote it: blob rows without the reference counts, which do not decode as v3 rows.
-        let mut v2 = artifactstore_cbor::decode_value(&snapshot.to_cbor().unwrap()).unwrap();
-        strip_v3(&mut v2);
-        let refused = Snapshot::from_cbor(&artifactstore_cbor::encode_value(&v2).unwrap()).unwrap_err().to_string();
-        assert!(refused.contains("predates the blobs' reference counts"), "{backend:?}: {refused}");
+        // A v4 snapshot as v4 wrote it: blob rows without their histories, which do not decode as v5 rows.
+        let mut v4 = artifactstore_cbor::decode_value(&snapshot.to_cbor().unwrap()).unwrap();
+        strip_v5(&mut v4);
+        let refused = Snapshot::from_cbor(&artifactstore_cbor::encode_value(&v4).unwrap()).unwrap_err().to_string();
+        assert!(refused.contains("is older than these views"), "{backend:?}: {refused}");
         let mut unknown = snapshot.clone();
         unknown.format = "artifactstore-views-snapshot-v9".to_owned();
         let refused = Snapshot::from_cbor(&unknown.to_cbor().unwrap()).unwrap_err().to_string();
@@ -42,19 +42,19 @@ async fn snapshots_before_reference_counts_are_refused() {
     }
 }
 
-/// Turns a v3 snapshot's value into what v2 wrote: its tag, and blob rows without the v3 columns.
-fn strip_v3(value: &mut artifactstore_cbor::Value) {
+/// Turns a v5 snapshot's value into what v4 wrote: its tag, and blob rows without the v5 column.
+fn strip_v5(value: &mut artifactstore_cbor::Value) {
     use artifactstore_cbor::Value;
     if let Value::Map(entries) = value {
-        entries.retain(|(k, _)| !matches!(k.as_text(), Some("refs" | "idle_since_ms" | "removed_sequence")));
+        entries.retain(|(k, _)| k.as_text() != Some("file_events"));
         for (key, inner) in entries.iter_mut() {
             if key.as_text() == Some("format") {
-                *inner = Value::Text("artifactstore-views-snapshot-v2".into());
+                *inner = Value::Text("artifactstore-views-snapshot-v4".into());
             } else {
-                strip_v3(inner);
+                strip_v5(inner);
             }
         }
     } else if let Value::Array(items) = value {
-        items.iter_mut().for_each(strip_v3);
+        items.iter_mut().for_each(strip_v5);
     }
 }
