@@ -207,3 +207,40 @@ async fn views_now(log: &EventLog) -> anyhow::Result<artifactstore_views::ViewsD
     tx.rollback().await?;
     Ok(views)
 }
+
+/// What reading blobs' histories measured: each read's time through the blob's row, and a few through the log.
+#[derive(Debug, Clone)]
+pub(crate) struct HistoryRun {
+    pub(crate) listed: Vec<Duration>,
+    pub(crate) scanned: Vec<Duration>,
+}
+
+/// Reads the whole history of `samples` blobs of a filled log, from sequence 0 to the head, as the feed serves a
+/// read filtered to one file subject (through the blob's row); and of `scans` of them through the log itself, as the
+/// feed would without the row. Each read must find the blob's ingestion.
+pub(crate) async fn history_reads(log: &EventLog, samples: u64, scans: u64) -> anyhow::Result<HistoryRun> {
+    use artifactstore_eventlog::Filter;
+    let head = log.read_head().await?.sequence;
+    // Blobs spread over the whole log; `fill` ingests blob n at sequence n + 1 unless n % 10 is 8 or 9.
+    let picks: Vec<u64> = (0..samples).map(|i| (i * (head / samples.max(1))) / 10 * 10 + 3).collect();
+    let filter = |n: u64| Filter {
+        subject_kind: Some("file".into()),
+        subject_id: Some(artifactstore_views::vocab::file_id(&digests(n).0)),
+        ..Filter::default()
+    };
+    let (mut listed, mut scanned) = (Vec::new(), Vec::new());
+    for &n in &picks {
+        let start = Instant::now();
+        let events = artifactstore_views::file_subject_events(log, 0, head, 100, &filter(n)).await?;
+        listed.push(start.elapsed());
+        let events = events.ok_or_else(|| anyhow::anyhow!("the views did not serve blob {n}'s history"))?;
+        ensure!(events.len() == 1 && events[0].sequence == n + 1, "blob {n}: {} events", events.len());
+    }
+    for &n in picks.iter().step_by((samples / scans.max(1)).max(1) as usize).take(scans as usize) {
+        let start = Instant::now();
+        let events = log.read(0, head, 100, &filter(n)).await?;
+        scanned.push(start.elapsed());
+        ensure!(events.len() == 1 && events[0].sequence == n + 1, "blob {n} through the log: {}", events.len());
+    }
+    Ok(HistoryRun { listed, scanned })
+}

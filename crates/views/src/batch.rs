@@ -7,11 +7,12 @@
 
 use std::collections::HashMap;
 
-use artifactstore_db::Tx;
+use artifactstore_db::{execute, fetch_all, Tx};
 use artifactstore_eventlog::Event;
 use uuid::Uuid;
 
 use crate::apply::{add_refs_each, remove_files, Op, RetentionSet, FILE_CONFLICT};
+use crate::fold::FileFold;
 use crate::rows::{insert_rows, FileRow, PackageFileRow, PackageRow, RetentionRow};
 use crate::Error;
 
@@ -34,6 +35,8 @@ pub(crate) struct Batch {
     /// A run of blob removals, written together (`remove_files`), with the first one's event for errors.
     removals: Vec<(String, i64)>,
     first_removal: Option<Event>,
+    /// In a replay from nothing, the blob rows' changes, written in key order at the end (`finish`).
+    fold: Option<FileFold>,
 }
 
 impl std::fmt::Debug for Batch {
@@ -43,12 +46,24 @@ impl std::fmt::Debug for Batch {
 }
 
 impl Batch {
+    /// A batch for a replay into empty views: the blob rows are folded and written once each, at `finish`.
+    pub(crate) fn folding() -> Batch {
+        Batch { fold: Some(FileFold::default()), ..Batch::default() }
+    }
+
     fn waiting(&self) -> usize {
         self.files.len() + self.packages.len() + self.package_files.len() + self.retention.len()
     }
 
     /// Takes one planned change of `event`.
     pub(crate) async fn add(&mut self, tx: &mut Tx, op: Op, event: &Event) -> Result<(), Error> {
+        let op = match self.fold.is_some() {
+            true => match self.fold_blobs(tx, op, event).await? {
+                Some(op) => op,
+                None => return Ok(()),
+            },
+            false => op,
+        };
         if let Op::RemoveFile { blake3, seq } = op {
             // The rows it removes must be written first; then it waits for the rest of its run.
             if self.waiting() > 0 {
@@ -110,6 +125,83 @@ impl Batch {
         }
         if self.waiting() >= FLUSH_AT {
             self.flush(tx).await?;
+        }
+        Ok(())
+    }
+
+    /// In a replay from nothing, records what `op` does to blob rows in the fold. Returns what is left to do as
+    /// usual: the op itself when the rest of its work is on other views (the blob view is empty meanwhile, so its
+    /// statements there change nothing), `None` when nothing is left.
+    async fn fold_blobs(&mut self, tx: &mut Tx, op: Op, event: &Event) -> Result<Option<Op>, Error> {
+        let fold = self.fold.as_mut().expect("a folding batch");
+        let seq = i64::try_from(event.sequence).unwrap_or(i64::MAX);
+        Ok(match op {
+            Op::InsertFile(row) => {
+                fold.ingest(row)?;
+                None
+            }
+            Op::InsertPackageFile(file) => {
+                fold.refs(&file.blake3, seq, 1, None)?;
+                self.package_files.push(file);
+                if self.waiting() >= FLUSH_AT {
+                    self.flush(tx).await?;
+                }
+                None
+            }
+            Op::RemoveFile { blake3, seq } => {
+                fold.remove(&blake3, seq)?;
+                execute!(tx, "DELETE FROM storage_locations WHERE blake3 = $1", blake3.as_str())?;
+                None
+            }
+            Op::InsertManifest { ref row, ref refs } => {
+                for blake3 in std::iter::once(&row.blake3).chain(refs.iter().map(|r| &r.blake3)) {
+                    fold.refs(blake3, seq, 1, None)?;
+                }
+                Some(op)
+            }
+            Op::DeletePackage { package_id, at_ms } => {
+                self.flush(tx).await?;
+                let named = fetch_all!(
+                    tx,
+                    (String, i64),
+                    "SELECT blake3, COUNT(*) FROM artifact_package_files WHERE package_id = $1 GROUP BY blake3",
+                    package_id
+                )?;
+                self.lose_refs(named, seq, at_ms)?;
+                Some(op)
+            }
+            Op::DeleteManifest { ref repository, ref digest, at_ms } => {
+                self.flush(tx).await?;
+                let named = fetch_all!(
+                    tx,
+                    (String, i64),
+                    "SELECT blake3, COUNT(*) FROM (SELECT blake3 FROM oci_manifest_refs WHERE repository = $1 AND \
+                     digest = $2 UNION ALL SELECT blake3 FROM oci_manifests WHERE repository = $1 AND digest = $2) \
+                     AS named GROUP BY blake3",
+                    repository.as_str(),
+                    digest.as_str()
+                )?;
+                self.lose_refs(named, seq, at_ms)?;
+                Some(op)
+            }
+            op => Some(op),
+        })
+    }
+
+    /// Records in the fold the references blobs lose at event `seq`, made at `at_ms`.
+    fn lose_refs(&mut self, named: Vec<(String, i64)>, seq: i64, at_ms: i64) -> Result<(), Error> {
+        let fold = self.fold.as_mut().expect("a folding batch");
+        for (blake3, n) in named {
+            fold.refs(&blake3, seq, -n, Some(at_ms))?;
+        }
+        Ok(())
+    }
+
+    /// Writes what waits and, in a replay from nothing, the folded blob rows.
+    pub(crate) async fn finish(mut self, tx: &mut Tx) -> Result<(), Error> {
+        self.flush(tx).await?;
+        if let Some(fold) = self.fold.take() {
+            fold.write(tx).await?;
         }
         Ok(())
     }

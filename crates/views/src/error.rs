@@ -33,6 +33,9 @@ pub enum Error {
     /// A snapshot cannot be read or does not fit this log.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// A replay's temporary files (records spilled from memory) could not be written or read.
+    #[error("replay's temporary files: {0}")]
+    Spill(String),
 }
 
 impl Error {

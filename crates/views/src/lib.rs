@@ -5,6 +5,7 @@ mod apply;
 mod batch;
 mod dump;
 mod error;
+mod fold;
 mod history;
 pub mod oci;
 pub mod queries;

@@ -51,7 +51,7 @@ pub async fn clear(tx: &mut Tx) -> Result<(), Error> {
 
 /// Applies every event with `sequence <= upto` in order, in batches.
 async fn replay_into(db: &Database, tx: &mut Tx, upto: u64, progress: &mut impl FnMut(u64, u64)) -> Result<u64, Error> {
-    replay_after(db, tx, 0, upto, progress).await
+    replay_events(db, tx, 0, upto, Batch::folding(), progress).await
 }
 
 /// A transaction that empties the views and fills them again (a rebuild, a verification, a snapshot's load):
@@ -129,6 +129,18 @@ pub(crate) async fn replay_after(
     upto: u64,
     progress: &mut impl FnMut(u64, u64),
 ) -> Result<u64, Error> {
+    replay_events(db, tx, from, upto, Batch::default(), progress).await
+}
+
+/// Applies every event with `from < sequence <= upto` in order through `batch`.
+async fn replay_events(
+    db: &Database,
+    tx: &mut Tx,
+    from: u64,
+    upto: u64,
+    mut batch: Batch,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<u64, Error> {
     let (batches, mut planned) = mpsc::channel::<Planned>(2);
     let reader = {
         let db = db.clone();
@@ -160,7 +172,6 @@ pub(crate) async fn replay_after(
     };
     let mut after = from;
     let mut applied = 0;
-    let mut batch = Batch::default();
     while let Some(events) = planned.recv().await {
         for (event, ops) in events? {
             for op in ops {
@@ -171,7 +182,7 @@ pub(crate) async fn replay_after(
         }
         progress(after, upto);
     }
-    batch.flush(tx).await?;
+    batch.finish(tx).await?;
     reader.await.map_err(|_| Error::Log(artifactstore_eventlog::Error::WorkPanicked))?;
     if after < upto {
         return Err(Error::Log(artifactstore_eventlog::Error::Corrupt(format!(
