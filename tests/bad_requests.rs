@@ -239,6 +239,17 @@ async fn bad_input_gets_4xx_problems_and_moves_nothing() {
             (app.request(Method::PATCH, &session).header("upload-offset", "-1").body("x"), 400, "bad_request"),
             (app.request(Method::PATCH, &session).header("upload-offset", "5").body("x"), 409, "offset_mismatch"),
             (app.request(Method::PATCH, &session).header("content-range", "bytes 9-2/*").body("x"), 400, "bad_request"),
+            // A range whose length overflows a u64, or that ends past the total it gives.
+            (
+                app.request(Method::PATCH, &session).header("content-range", "bytes 0-18446744073709551615/*"),
+                400,
+                "bad_request",
+            ),
+            (
+                app.request(Method::PATCH, &session).header("content-range", "bytes 0-2/2").body("xyz"),
+                400,
+                "bad_request",
+            ),
             (
                 app.request(Method::PATCH, &session).header("upload-offset", "0").body(vec![0u8; 65 * 1024]),
                 413,
@@ -295,6 +306,48 @@ async fn bad_input_gets_4xx_problems_and_moves_nothing() {
                 app.request(Method::PUT, pkg).json(&json!({"files": [{"path": "f", "digest": "md5:00"}]})),
                 422,
                 "invalid_manifest",
+            ),
+            // Bidirectional, zero-width, byte-order and line-separator characters in a path.
+            (
+                app.request(Method::PUT, pkg).json(&json!({"files": [
+                    {"path": "a\u{202E}b", "digest": digest.blake3.to_string()},
+                ]})),
+                422,
+                "invalid_manifest",
+            ),
+            (
+                app.request(Method::PUT, pkg).json(&json!({"files": [
+                    {"path": "\u{FEFF}a\u{200B}", "digest": digest.blake3.to_string()},
+                ]})),
+                422,
+                "invalid_manifest",
+            ),
+            (
+                app.request(Method::PUT, pkg).json(&json!({"files": [
+                    {"path": "a\u{2028}b", "digest": digest.blake3.to_string()},
+                ]})),
+                422,
+                "invalid_manifest",
+            ),
+            // A media type is checked alike on publish and on upload (RFC 6838).
+            (
+                app.request(Method::PUT, pkg).json(&json!({"files": [
+                    {"path": "f", "digest": digest.blake3.to_string(), "media_type": "text/plain\r\nX-Evil: 1"},
+                ]})),
+                422,
+                "invalid_manifest",
+            ),
+            (
+                app.request(Method::PUT, pkg).json(&json!({"files": [
+                    {"path": "f", "digest": digest.blake3.to_string(), "media_type": "text/pl\u{0}ain"},
+                ]})),
+                422,
+                "invalid_manifest",
+            ),
+            (
+                app.request(Method::POST, "/v1/uploads").json(&json!({"media_type": "text/plain\r\nX-Evil: 1"})),
+                400,
+                "bad_request",
             ),
             (
                 app.request(Method::PUT, pkg).json(&json!({"files": [good_file], "metadata": [1]})),
@@ -367,5 +420,60 @@ async fn bad_input_gets_4xx_problems_and_moves_nothing() {
         assert_eq!(app.request(Method::GET, "/healthz").send().await.unwrap().status(), 200);
         assert_eq!(app.request(Method::GET, "/readyz").send().await.unwrap().status(), 200);
         assert_eq!(app.head_now().await, head, "no bad request moved the head");
+    }
+}
+
+/// Made-up methods are counted under one label, so no request can grow `/metrics` without bound.
+#[tokio::test]
+async fn made_up_methods_share_one_metrics_label() {
+    for (backend, kind) in SETUPS {
+        let Some(app) = TestApp::builder().backend(backend).store(kind).start().await else { continue };
+        let before = app.get("/metrics").await.text().len();
+        for n in 0..300 {
+            let method = Method::from_bytes(format!("MADEUP{n}{}", "X".repeat(200)).as_bytes()).unwrap();
+            let status = app.request(method, "/v1/events").send().await.unwrap().status();
+            assert!(status.is_client_error(), "{backend:?}: {status}");
+        }
+        let metrics = app.get("/metrics").await.text();
+        assert!(!metrics.contains("MADEUP"), "{backend:?}: a made-up method became a label");
+        assert!(metrics.contains("method=\"other\""), "{backend:?}");
+        assert!(metrics.len() < before + 2_000, "{backend:?}: /metrics grew from {before} to {} bytes", metrics.len());
+    }
+}
+
+/// One subject holds at most its share of the open upload sessions, so it cannot lock the others out.
+#[tokio::test]
+async fn a_subject_holds_only_its_share_of_the_sessions() {
+    use artifactstore::auth::{Scope, TokenConfig};
+    let tokens = vec![
+        TokenConfig::new("first-writer-0123456789", "first", vec![Scope::Write], vec![String::new()]),
+        TokenConfig::new("second-writer-0123456789", "second", vec![Scope::Write], vec![String::new()]),
+    ];
+    let limits = UploadLimits { max_open_sessions: 4, max_sessions_per_subject: 2, ..UploadLimits::default() };
+    for (backend, kind) in SETUPS {
+        let Some(mut app) =
+            TestApp::builder().backend(backend).store(kind).tokens(tokens.clone()).limits(limits.clone()).start().await
+        else {
+            continue;
+        };
+        let declared = json!({"media_type": "application/x-tar"});
+        app.token = Some("first-writer-0123456789".into());
+        for _ in 0..2 {
+            assert_eq!(app.request(Method::POST, "/v1/uploads").json(&declared).send().await.unwrap().status(), 201);
+        }
+        let refused = app.request(Method::POST, "/v1/uploads").json(&declared).send().await.unwrap();
+        let body = problem(refused, 429, "too_many_sessions").await;
+        assert!(body["detail"].as_str().unwrap().contains("one subject"), "{backend:?}: {body}");
+        if matches!(kind, Store::File) {
+            // A bare session counts from its first bytes: those are refused too.
+            let bare = app.open_session(None).await;
+            problem(app.send_chunk(&bare, 0, vec![1]).await, 429, "too_many_sessions").await;
+        }
+        // The other subject still has its share.
+        app.token = Some("second-writer-0123456789".into());
+        for _ in 0..2 {
+            assert_eq!(app.request(Method::POST, "/v1/uploads").json(&declared).send().await.unwrap().status(), 201);
+        }
+        assert_eq!(app.rows("upload_sessions").await, 4, "{backend:?}");
     }
 }

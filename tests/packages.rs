@@ -264,6 +264,7 @@ async fn tokens_scope_every_call_and_name_the_actor() {
         TokenConfig::new("reader-token-0123456789", "reader", vec![Scope::Read], vec![String::new()]),
         TokenConfig::new("team-writer-0123456789", "ci-team", vec![Scope::Write], vec!["team/".into()]),
         TokenConfig::new("admin-token-0123456789", "root", vec![Scope::Admin], vec![String::new()]),
+        TokenConfig::new("bare-prefix-0123456789", "bare", vec![Scope::Admin], vec!["team".into()]),
     ];
     for (backend, kind) in SETUPS {
         let Some(mut app) = TestApp::builder().backend(backend).store(kind).tokens(tokens.clone()).start().await else {
@@ -281,6 +282,17 @@ async fn tokens_scope_every_call_and_name_the_actor() {
 
         app.token = Some("reader-token-0123456789".into());
         assert_eq!(app.request(Method::GET, "/v1/events").send().await.unwrap().status(), 200);
+        // The scheme's name is case-insensitive (RFC 9110, section 11.1).
+        for scheme in ["bearer", "BEARER", "BeArEr"] {
+            let response = app
+                .http
+                .get(app.url("/v1/events"))
+                .header("authorization", format!("{scheme} reader-token-0123456789"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{backend:?}: {scheme}");
+        }
         problem(app.request(Method::POST, "/v1/uploads").send().await.unwrap(), 403, "forbidden").await;
 
         app.token = Some("team-writer-0123456789".into());
@@ -299,6 +311,16 @@ async fn tokens_scope_every_call_and_name_the_actor() {
         .await;
         problem(app.request(Method::DELETE, "/v1/packages/team/x/versions/1").send().await.unwrap(), 403, "forbidden")
             .await;
+
+        // A prefix covers whole name segments: `team` is `team` and `team/...`, never `teamevil/...`.
+        app.token = Some("bare-prefix-0123456789".into());
+        for name in ["teamevil/x", "teams"] {
+            let path = format!("/v1/packages/{name}/versions/1");
+            problem(app.request(Method::PUT, &path).json(&manifest).send().await.unwrap(), 403, "forbidden").await;
+        }
+        let own = app.request(Method::GET, "/v1/packages/team/x/versions/1").send().await.unwrap();
+        assert_eq!(own.status(), 200, "{backend:?}");
+        app.token = Some("team-writer-0123456789".into());
 
         // Sessions belong to their subject.
         let session = app.open_session(None).await;
@@ -424,5 +446,56 @@ mod numbers {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             runtime.block_on(round_trip(values))?;
         }
+    }
+}
+
+/// The README's `curl` commands that send JSON, joined across their continuation lines.
+fn readme_json_commands() -> Vec<String> {
+    let readme = include_str!("../README.md");
+    let mut commands: Vec<String> = Vec::new();
+    let mut continued = false;
+    for line in readme.lines() {
+        let line = line.trim();
+        if continued {
+            commands.last_mut().expect("a command to continue").push_str(line.trim_end_matches('\\'));
+        } else if line.starts_with("curl ") {
+            commands.push(line.trim_end_matches('\\').to_owned());
+        }
+        continued = line.ends_with('\\');
+    }
+    commands.retain(|c| c.contains("--json") || c.contains(" -d "));
+    commands
+}
+
+/// The README's examples that send JSON (publish, then retention) work as written, with `curl` itself.
+#[tokio::test]
+async fn the_readme_json_examples_work_as_written() {
+    let commands = readme_json_commands();
+    assert!(commands.len() >= 2, "{commands:?}");
+    if std::process::Command::new("curl").arg("--version").output().is_err() {
+        assert!(std::env::var("CI").is_err(), "curl is needed under CI");
+        eprintln!("SKIPPED: curl is not installed; the README's examples were not run");
+        return;
+    }
+    for (backend, kind) in SETUPS {
+        let Some(app) = TestApp::builder().backend(backend).store(kind).start().await else { continue };
+        let model = bytes(3000, 5);
+        assert_eq!(app.upload_blob(&model).await.status, 201);
+        let hex = DualDigest::of(&model).blake3.to_string().trim_start_matches("blake3:").to_owned();
+        let address = app.base.trim_start_matches("http://").to_owned();
+        for command in &commands {
+            let command = command.replace("localhost:8080", &address).replace("<hex>", &hex);
+            let script = format!("{command} -o /dev/null -w '%{{http_code}}'");
+            let output =
+                tokio::task::spawn_blocking(move || std::process::Command::new("sh").arg("-c").arg(script).output())
+                    .await
+                    .unwrap()
+                    .unwrap();
+            let status = String::from_utf8_lossy(&output.stdout).to_string();
+            assert!(status.starts_with('2'), "{backend:?}: `{command}` answered {status}");
+        }
+        let version = app.get_json("/v1/packages/ml/model/versions/1.0.0").await;
+        assert_eq!(version["metadata"]["git"], "abc123", "{backend:?}: {version}");
+        assert_eq!(version["retention"]["hold"], true, "{backend:?}: {version}");
     }
 }

@@ -100,7 +100,7 @@ impl Caller {
     pub fn require(&self, scope: Scope, package: &str) -> Result<(), ApiError> {
         match &self.grant {
             None => Ok(()),
-            Some((held, prefixes)) if *held >= scope && prefixes.iter().any(|p| package.starts_with(p.as_str())) => {
+            Some((held, prefixes)) if *held >= scope && prefixes.iter().any(|p| crate::names::covers(p, package)) => {
                 Ok(())
             }
             Some(_) => Err(ApiError::forbidden(format!(
@@ -181,8 +181,7 @@ impl FromRequestParts<AppState> for Caller {
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .map(str::trim)
+            .and_then(|h| credentials(h, "Bearer"))
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
         let digest = blake3::hash(token.as_bytes());
@@ -198,9 +197,26 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The credentials of an `Authorization` value in `scheme`, whose name is compared without regard to case
+/// (RFC 9110, section 11.1).
+pub(crate) fn credentials<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (name, rest) = value.trim_start().split_once([' ', '\t'])?;
+    name.eq_ignore_ascii_case(scheme).then(|| rest.trim())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schemes_are_matched_without_regard_to_case() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "BeArEr   abc ", "Bearer\tabc"] {
+            assert_eq!(credentials(value, "Bearer"), Some("abc"), "{value:?}");
+        }
+        assert_eq!(credentials("Basic abc", "Bearer"), None);
+        assert_eq!(credentials("Bearerabc", "Bearer"), None);
+        assert_eq!(credentials("Bearer", "Bearer"), None);
+    }
 
     fn caller(scope: Scope, prefixes: &[&str]) -> Caller {
         Caller { subject: "ci".into(), grant: Some((scope, prefixes.iter().map(|p| (*p).to_owned()).collect())) }
@@ -218,5 +234,11 @@ mod tests {
         let open = Caller { subject: ANONYMOUS.into(), grant: None };
         assert!(open.require(Scope::Admin, "anything").is_ok());
         assert!(caller(Scope::Admin, &[""]).require(Scope::Admin, "x").is_ok());
+        // Prefixes are whole name segments.
+        let team = caller(Scope::Admin, &["team"]);
+        assert!(team.require(Scope::Admin, "team").is_ok());
+        assert!(team.require(Scope::Admin, "team/app").is_ok());
+        assert_eq!(team.require(Scope::Read, "teamevil/x").unwrap_err().status(), 403);
+        assert_eq!(writer.require(Scope::Read, "team").unwrap_err().status(), 403, "`team/` covers only `team/...`");
     }
 }

@@ -157,6 +157,8 @@ pub struct UploadsFile {
     pub max_blob_bytes: Option<u64>,
     /// How many upload sessions may be open at once.
     pub max_open_sessions: Option<u64>,
+    /// How many of them one subject (a token's, or the anonymous caller's) may hold.
+    pub max_sessions_per_subject: Option<u64>,
     /// Seconds a request body may send nothing before the request is ended.
     pub body_idle_secs: Option<u64>,
 }
@@ -191,6 +193,9 @@ pub struct UploadLimits {
     pub max_blob_bytes: u64,
     /// How many sessions may be open at once.
     pub max_open_sessions: u64,
+    /// How many of them one subject may hold (by default a quarter of `max_open_sessions`), so one caller cannot
+    /// lock every other out.
+    pub max_sessions_per_subject: u64,
     /// How long a request body may send nothing before the request is ended with `408` (for an upload, the
     /// session is then free again at its last acknowledged offset). Applies to every request body.
     pub body_idle: std::time::Duration,
@@ -206,6 +211,7 @@ impl Default for UploadLimits {
             max_chunk_bytes: 1024 * 1024 * 1024,
             max_blob_bytes: 64 * 1024 * 1024 * 1024,
             max_open_sessions: 10_000,
+            max_sessions_per_subject: 2_500,
             body_idle: std::time::Duration::from_secs(60),
         }
     }
@@ -220,15 +226,20 @@ impl UploadLimits {
             max_chunk_bytes: file.max_chunk_bytes.unwrap_or(defaults.max_chunk_bytes),
             max_blob_bytes: file.max_blob_bytes.unwrap_or(if s3 { S3_MAX_BLOB_BYTES } else { defaults.max_blob_bytes }),
             max_open_sessions: file.max_open_sessions.unwrap_or(defaults.max_open_sessions),
+            max_sessions_per_subject: file.max_sessions_per_subject.unwrap_or_else(|| {
+                file.max_open_sessions.map_or(defaults.max_sessions_per_subject, |most| most.div_ceil(4))
+            }),
             body_idle: file.body_idle_secs.map_or(defaults.body_idle, std::time::Duration::from_secs),
         };
         if limits.session_idle.is_zero()
             || limits.max_chunk_bytes == 0
             || limits.max_open_sessions == 0
+            || limits.max_sessions_per_subject == 0
             || limits.body_idle.is_zero()
         {
             bail!(
-                "[uploads]: session_idle_secs, max_chunk_bytes, max_open_sessions and body_idle_secs must be above zero"
+                "[uploads]: session_idle_secs, max_chunk_bytes, max_open_sessions, max_sessions_per_subject and \
+                 body_idle_secs must be above zero"
             );
         }
         if s3 && limits.max_blob_bytes > S3_MAX_BLOB_BYTES {
@@ -268,6 +279,13 @@ fn tokens(entries: &[TokenFile]) -> anyhow::Result<Vec<TokenConfig>> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             if scopes.is_empty() {
                 bail!("tokens[{i}] ({}): give at least one scope", t.subject);
+            }
+            if t.prefixes.is_empty() {
+                bail!("tokens[{i}] ({}): give at least one prefix (`[\"\"]` is every package)", t.subject);
+            }
+            for prefix in &t.prefixes {
+                crate::names::check_prefix(prefix)
+                    .map_err(|err| anyhow::anyhow!("tokens[{i}] ({}): {err}", t.subject))?;
             }
             Ok(TokenConfig::new(&t.token, &t.subject, scopes, t.prefixes.clone()))
         })
@@ -442,6 +460,12 @@ mod tests {
         .unwrap();
         let config = InstanceConfig::merge(&InstanceArgs::default(), &file).unwrap();
         assert_eq!(config.uploads.max_chunk_bytes, 1024);
+        assert_eq!(config.uploads.max_sessions_per_subject, 2_500, "a quarter of the default 10,000");
+        let shares: FileConfig = toml::from_str("[uploads]\nmax_open_sessions = 10\n").unwrap();
+        let limits = InstanceConfig::merge(&InstanceArgs::default(), &shares).unwrap().uploads;
+        assert_eq!(limits.max_sessions_per_subject, 3, "a quarter of 10, rounded up");
+        let none: FileConfig = toml::from_str("[uploads]\nmax_sessions_per_subject = 0\n").unwrap();
+        assert!(InstanceConfig::merge(&InstanceArgs::default(), &none).is_err());
         assert_eq!(config.tokens.len(), 1);
         let short: FileConfig =
             toml::from_str("[[tokens]]\ntoken = \"short\"\nsubject = \"x\"\nscopes = [\"read\"]\n").unwrap();
@@ -449,6 +473,15 @@ mod tests {
         let bad_scope: FileConfig =
             toml::from_str("[[tokens]]\ntoken = \"0123456789abcdef\"\nsubject = \"x\"\nscopes = [\"root\"]\n").unwrap();
         assert!(InstanceConfig::merge(&InstanceArgs::default(), &bad_scope).is_err());
+        // A token over no prefix, or over something that is not a name prefix, is refused at start-up.
+        for prefixes in ["[]", "[\"Team/\"]", "[\"team/*\"]", "[\"team//\"]"] {
+            let text = format!(
+                "[[tokens]]\ntoken = \"0123456789abcdef\"\nsubject = \"x\"\nscopes = [\"read\"]\nprefixes = {prefixes}\n"
+            );
+            let file: FileConfig = toml::from_str(&text).unwrap();
+            let refused = InstanceConfig::merge(&InstanceArgs::default(), &file).unwrap_err();
+            assert!(format!("{refused:#}").contains("prefix"), "{prefixes}: {refused:#}");
+        }
         let subject = |len: usize| -> FileConfig {
             let text = format!(
                 "[[tokens]]\ntoken = \"0123456789abcdef\"\nsubject = \"{}\"\nscopes = [\"write\"]\n",

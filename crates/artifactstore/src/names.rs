@@ -48,7 +48,8 @@ pub fn check_version(version: &str) -> Result<(), String> {
 }
 
 /// A file path inside a package: relative, `/`-separated, no empty, `.` or `..` segments, no NUL or other control
-/// characters, no backslash, at most 1024 bytes.
+/// characters, no format characters (bidirectional overrides, zero-width and invisible ones), no separators but the
+/// plain space (no line or paragraph separators, no other spaces), no backslash, at most 1024 bytes.
 pub fn check_path(path: &str) -> Result<(), String> {
     let shown = path.escape_debug();
     if path.is_empty() || path.len() > MAX_PATH {
@@ -60,15 +61,151 @@ pub fn check_path(path: &str) -> Result<(), String> {
     if path.chars().any(|c| c.is_control() || c == '\\') {
         return Err(format!("path `{shown}`: no NUL, control characters or backslashes"));
     }
+    if let Some(c) = path.chars().find(|&c| invisible(c)) {
+        return Err(format!(
+            "path `{shown}`: no format or separator characters other than the space (U+{:04X} is one)",
+            u32::from(c)
+        ));
+    }
     if path.split('/').any(|segment| segment.is_empty() || segment == "." || segment == "..") {
         return Err(format!("path `{shown}`: no empty, `.` or `..` segments"));
     }
     Ok(())
 }
 
+/// A token's package-name prefix: `""` (every package), a package name (which covers itself and the names under it),
+/// or a package name followed by `/` (which covers the names under it).
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    match prefix {
+        "" => Ok(()),
+        p => check_name(p.strip_suffix('/').unwrap_or(p)).map_err(|err| {
+            format!("prefix `{}` is not a package name, with or without a final `/`: {err}", p.escape_debug())
+        }),
+    }
+}
+
+/// Whether `prefix` covers the package `name`, matching whole `/`-separated segments: `team` covers `team` and
+/// `team/app`, not `teamevil`.
+pub fn covers(prefix: &str, name: &str) -> bool {
+    match prefix.strip_suffix('/') {
+        _ if prefix.is_empty() => true,
+        Some(_) => name.starts_with(prefix),
+        None => name.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+    }
+}
+
+/// Whether `c` is a format character (Unicode category Cf) or a separator (Z*) other than the space.
+fn invisible(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
+    c != ' '
+        && (c.general_category() == GeneralCategory::Format
+            || c.general_category_group() == GeneralCategoryGroup::Separator)
+}
+
+/// The longest media type, in bytes.
+pub const MAX_MEDIA_TYPE: usize = 255;
+
+/// A media type as RFC 6838 writes one (`type/subtype`, each `[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*`, at most 127 bytes),
+/// with parameters as RFC 9110 writes them (`; name=value`, the value a token or a quoted string of visible
+/// characters), at most 255 bytes. Nothing else: no control characters, no line breaks, nothing outside ASCII.
+pub fn check_media_type(text: &str) -> Result<(), String> {
+    let refused = || {
+        format!("media type `{}` is not `type/subtype` with optional `; name=value` parameters", text.escape_debug())
+    };
+    if text.is_empty() || text.len() > MAX_MEDIA_TYPE {
+        return Err(format!("a media type has 1 to {MAX_MEDIA_TYPE} bytes"));
+    }
+    let mut parts = text.split(';');
+    let essence = parts.next().unwrap_or_default();
+    let (kind, subtype) = essence.split_once('/').ok_or_else(refused)?;
+    if !restricted_name(kind) || !restricted_name(subtype) {
+        return Err(refused());
+    }
+    for parameter in parts {
+        let (name, value) = parameter.trim_start_matches([' ', '\t']).split_once('=').ok_or_else(refused)?;
+        let quoted = value.len() >= 2
+            && value.starts_with('"')
+            && value.ends_with('"')
+            && value[1..value.len() - 1]
+                .bytes()
+                .all(|b| (b == b' ' || b.is_ascii_graphic()) && b != b'"' && b != b'\\');
+        if !token(name) || !(token(value) || quoted) {
+            return Err(refused());
+        }
+    }
+    Ok(())
+}
+
+/// RFC 6838's `restricted-name`.
+fn restricted_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.len() <= 127
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+}
+
+/// RFC 9110's `token`.
+fn token(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixes_cover_whole_segments() {
+        assert!(covers("", "anything/at/all"));
+        assert!(covers("team", "team") && covers("team", "team/app") && covers("team/app", "team/app/x"));
+        assert!(!covers("team", "teamevil") && !covers("team", "teamevil/x") && !covers("team", "tea"));
+        assert!(covers("team/", "team/app") && !covers("team/", "team"));
+        for ok in ["", "team", "team/", "team/app", "a.b/c-d/"] {
+            assert!(check_prefix(ok).is_ok(), "{ok}");
+        }
+        for bad in ["/", "Team", "team//", "team/*", "*", " team", "team/versions/"] {
+            assert!(check_prefix(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn media_types() {
+        for ok in [
+            "text/plain",
+            "application/vnd.oci.image.manifest.v1+json",
+            "text/plain; charset=utf-8",
+            "text/plain;charset=\"utf-8\"",
+            "application/x-tar",
+            "model/gltf-binary",
+        ] {
+            assert!(check_media_type(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "text",
+            "text/",
+            "/plain",
+            "text/plain\r\nX-Evil: 1",
+            "text/plain\0",
+            "text/pl ain",
+            "tëxt/plain",
+            "text/plain; charset",
+            "text/plain; =x",
+            "text/plain; a=\"b\"c\"",
+            &"x/".repeat(200),
+        ] {
+            assert!(check_media_type(bad).is_err(), "{}", bad.escape_debug());
+        }
+    }
+
+    #[test]
+    fn invisible_characters_are_refused_in_paths() {
+        for bad in ["a\u{202E}b", "a\u{200B}b", "\u{FEFF}a", "a\u{2028}b", "a\u{2029}b", "a\u{00A0}b", "a\u{00AD}b"] {
+            assert!(check_path(bad).is_err(), "{}", bad.escape_unicode());
+        }
+        for ok in ["my model.bin", "dir/é.txt", "日本/ファイル"] {
+            assert!(check_path(ok).is_ok(), "{ok}");
+        }
+    }
 
     #[test]
     fn names() {

@@ -161,17 +161,21 @@ pub(crate) struct ReplayRun {
     pub(crate) elapsed: Duration,
 }
 
-/// Rebuilds the views of a filled log from nothing and checks they equal the live ones.
-pub(crate) async fn replay(log: &EventLog) -> anyhow::Result<ReplayRun> {
+/// Rebuilds the views of a filled log from nothing and checks they equal the live ones: as the product does, or with
+/// `in_log_order`, writing the blob rows as their events come instead of folding them.
+pub(crate) async fn replay(log: &EventLog, in_log_order: bool) -> anyhow::Result<ReplayRun> {
     let live = views_now(log).await?;
     let start = Instant::now();
     let mut applied = None;
-    let stats = artifactstore_views::rebuild(log, |after, upto| {
+    let progress = |after, upto| {
         if after == upto {
             applied = Some(start.elapsed());
         }
-    })
-    .await?;
+    };
+    let stats = match in_log_order {
+        false => artifactstore_views::rebuild(log, progress).await?,
+        true => artifactstore_views::rebuild_in_log_order(log, progress).await?,
+    };
     let elapsed = start.elapsed();
     if let Some(applied) = applied {
         eprintln!(

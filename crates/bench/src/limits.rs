@@ -121,7 +121,8 @@ pub(crate) fn page_cache_read_speed(
 
 /// The secondary indexes of `artifact_files`, which a replay on SQLite drops before it fills the empty views and
 /// creates again after (`views::Refill`); the limits below load the view the same way.
-const FILES_SECONDARY_INDEXES: [&str; 2] = ["artifact_files_by_sha256", "artifact_files_unreferenced"];
+const FILES_SECONDARY_INDEXES: [&str; 3] =
+    ["artifact_files_by_sha256", "artifact_files_unreferenced", "artifact_files_by_file_id"];
 
 /// Inserts `rows` blob rows straight into the (empty) `artifact_files` view in one transaction of 200-row statements
 /// (`INSERT OR FAIL`, as replay writes) through the same driver the product uses, then rolls back; rows per second.
@@ -134,7 +135,7 @@ pub(crate) async fn raw_insert_speed(db: &Database, rows: usize) -> anyhow::Resu
         artifactstore_db::bulk_insert(db.backend()),
         FileRow::TABLE,
         FileRow::COLUMNS,
-        artifactstore_db::placeholders(db.backend(), PER_STATEMENT, 10)
+        artifactstore_db::placeholders(db.backend(), PER_STATEMENT, 11)
     );
     let keys: Vec<(String, String, uuid::Uuid)> = (0..rows.div_ceil(PER_STATEMENT) * PER_STATEMENT)
         .map(|i| {
@@ -168,7 +169,7 @@ pub(crate) async fn raw_insert_speed(db: &Database, rows: usize) -> anyhow::Resu
                 for (i, (k, s, id)) in chunk.iter().enumerate() {
                     let seq = (n * PER_STATEMENT + i) as i64;
                     query = query.bind(k).bind(s).bind(4096i64).bind(None::<String>).bind(id).bind(seq).bind(seq);
-                    query = query.bind(0i64).bind(seq).bind(None::<i64>);
+                    query = query.bind(0i64).bind(seq).bind(None::<i64>).bind(format!("{seq} "));
                 }
                 query
             }};
@@ -203,6 +204,7 @@ pub(crate) fn sqlite_c_insert_speed(dir: &Path, rows: usize, in_key_order: bool)
         include_str!("../../../migrations/sqlite/0002_views.sql"),
         include_str!("../../../migrations/sqlite/0004_views_status.sql"),
         include_str!("../../../migrations/sqlite/0008_blob_references.sql"),
+        include_str!("../../../migrations/sqlite/0010_file_histories.sql"),
     ] {
         conn.execute_batch(migration)?;
     }
@@ -230,7 +232,7 @@ pub(crate) fn sqlite_c_insert_speed(dir: &Path, rows: usize, in_key_order: bool)
     }
     {
         let mut insert = conn.prepare(&format!(
-            "INSERT INTO {} ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO {} ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             FileRow::TABLE,
             FileRow::COLUMNS
         ))?;
@@ -246,7 +248,8 @@ pub(crate) fn sqlite_c_insert_speed(dir: &Path, rows: usize, in_key_order: bool)
                 seq,
                 0i64,
                 seq,
-                None::<i64>
+                None::<i64>,
+                format!("{seq} ")
             ])?;
         }
     }

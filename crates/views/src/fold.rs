@@ -27,9 +27,18 @@ const ROWS_PER_ROUND: usize = 4_000;
 /// One change to one blob's row.
 #[derive(Debug, Clone, PartialEq)]
 enum Change {
-    Ingest { sha256: String, size: i64, media_type: Option<String>, file_id: Uuid, at_ms: i64 },
+    Ingest {
+        sha256: String,
+        size: i64,
+        media_type: Option<String>,
+        file_id: Uuid,
+        at_ms: i64,
+    },
     /// References gained or lost; a loss that leaves none makes the blob idle from `idle_at_ms`.
-    Refs { delta: i64, idle_at_ms: Option<i64> },
+    Refs {
+        delta: i64,
+        idle_at_ms: Option<i64>,
+    },
     Remove,
 }
 
@@ -413,9 +422,7 @@ mod tests {
 
     #[test]
     fn the_merge_keeps_each_blob_in_log_order() {
-        let run = |records: Vec<Record>| -> Source {
-            Box::new(records.into_iter().map(Ok))
-        };
+        let run = |records: Vec<Record>| -> Source { Box::new(records.into_iter().map(Ok)) };
         let sources = vec![
             run(vec![ingest("blake3:a", 1), ingest("blake3:c", 4)]),
             run(vec![ingest("blake3:a", 3), ingest("blake3:b", 2)]),
@@ -485,7 +492,10 @@ mod tests {
         assert_eq!(whole.len(), 70, "50 blobs ingested among the first 500 records, 20 ingested twice");
         assert!(whole.windows(2).all(|w| w[0].blake3 < w[1].blake3), "key order");
         let again = whole.iter().find(|r| r.blake3 == "blake3:r03").unwrap();
-        assert_eq!((again.history(), again.ingested_sequence, again.removed_sequence), (vec![1009, 1010, 1011], 1011, None));
+        assert_eq!(
+            (again.history(), again.ingested_sequence, again.removed_sequence),
+            (vec![1009, 1010, 1011], 1011, None)
+        );
 
         let mut stray = FileFold { spill_at: 2_000, ..FileFold::default() };
         feed(&mut stray, true);
@@ -496,7 +506,8 @@ mod tests {
     fn a_removal_of_a_referenced_blob_is_refused() {
         let mut state = None;
         fold(&mut state, ingest("blake3:a", 1)).unwrap();
-        let gained = Record { blake3: "blake3:a".into(), n: 2, seq: 2, change: Change::Refs { delta: 1, idle_at_ms: None } };
+        let gained =
+            Record { blake3: "blake3:a".into(), n: 2, seq: 2, change: Change::Refs { delta: 1, idle_at_ms: None } };
         fold(&mut state, gained).unwrap();
         let removal = Record { blake3: "blake3:a".into(), n: 3, seq: 3, change: Change::Remove };
         assert!(matches!(fold(&mut state, removal), Err(Error::MissingSubject { sequence: 3, .. })));

@@ -18,7 +18,7 @@ pub use apply::{apply, record, record_all};
 pub use dump::{diff, dump, Difference, ViewsDump};
 pub use error::Error;
 pub use history::file_subject_events;
-pub use replay::{clear, mark_stale, rebuild, stale_reason, verify, RebuildStats};
+pub use replay::{clear, mark_stale, rebuild, rebuild_in_log_order, stale_reason, verify, RebuildStats};
 pub use rows::{
     BlobDeletedRow, FileRow, ManifestRefRow, ManifestRow, PackageFileRow, PackageRow, PolicyRow, RetentionRow,
     StorageRow, TagRow,

@@ -186,18 +186,28 @@ pub(crate) fn chunk_start(headers: &HeaderMap) -> Result<Option<u64>, ApiError> 
     let Some(value) = headers.get(header::CONTENT_RANGE) else { return Ok(None) };
     let bad = || ApiError::bad_request("Content-Range must look like `bytes N-M/*`, `bytes N-M/TOTAL` or `N-M`");
     let text = value.to_str().map_err(|_| bad())?.trim();
-    let span = match text.strip_prefix("bytes ") {
-        Some(range) => range.split_once('/').ok_or_else(bad)?.0,
-        None => text,
+    let (span, total) = match text.strip_prefix("bytes ") {
+        Some(range) => range.split_once('/').map(|(span, total)| (span, Some(total))).ok_or_else(bad)?,
+        None => (text, None),
     };
     let (first, last) = span.split_once('-').ok_or_else(bad)?;
     let first: u64 = first.parse().map_err(|_| bad())?;
     let last: u64 = last.parse().map_err(|_| bad())?;
-    if last < first {
-        return Err(bad());
+    // The range's length, `last - first + 1`, must exist as a number: no range runs backwards or past u64.
+    let length = last.checked_sub(first).and_then(|n| n.checked_add(1)).ok_or_else(bad)?;
+    match total {
+        None | Some("*") => {}
+        Some(total) => {
+            let total: u64 = total.parse().map_err(|_| bad())?;
+            if total <= last {
+                return Err(ApiError::bad_request(format!(
+                    "Content-Range ends at byte {last}, past the total of {total} bytes it gives"
+                )));
+            }
+        }
     }
-    if let Some(length) = content_length(headers)? {
-        if length != last - first + 1 {
+    if let Some(declared) = content_length(headers)? {
+        if declared != length {
             return Err(ApiError::bad_request("Content-Range and Content-Length disagree"));
         }
     }

@@ -77,7 +77,9 @@ pub(crate) struct Status {
 impl Uploads {
     /// The sessions of `instance`.
     pub(crate) fn new(instance: Instance) -> Uploads {
-        let sessions = SessionStore::new(instance.log.clone(), instance.config.uploads.max_open_sessions);
+        let limits = &instance.config.uploads;
+        let sessions =
+            SessionStore::new(instance.log.clone(), limits.max_open_sessions, limits.max_sessions_per_subject);
         Uploads { instance, sessions }
     }
 
@@ -142,9 +144,9 @@ impl Uploads {
             return Ok(Opened { id: self.instance.session_key.sign(id, caller.actor()), expires_ms });
         }
         let now = now_ms();
-        if s3 && self.sessions.count_open(now).await? >= self.sessions.most() {
-            // Staging on S3 starts a multipart upload: refuse before that when the limit is reached already.
-            return Err(session::too_many_sessions(self.sessions.most()));
+        if s3 && self.sessions.full(caller.actor(), now).await? {
+            // Staging on S3 starts a multipart upload: refuse before that when a limit is reached already.
+            return Err(self.sessions.refusal(caller.actor(), now).await?);
         }
         let id = Uuid::now_v7();
         let staging = self.blobs().stage_open(id).await?;
@@ -162,7 +164,7 @@ impl Uploads {
             if let Err(err) = self.blobs().stage_abort(id, &staging).await {
                 tracing::warn!(upload = %id, error = %err, "could not free the staging of a refused session");
             }
-            return Err(session::too_many_sessions(self.sessions.most()));
+            return Err(self.sessions.refusal(caller.actor(), now).await?);
         }
         Ok(Opened { id: id.to_string(), expires_ms })
     }

@@ -209,19 +209,21 @@ pub(crate) fn parse_digest(text: &str, what: &str) -> Result<Digest, ApiError> {
 }
 
 fn check_media_type(media_type: &str) -> Result<(), ApiError> {
-    let valid = !media_type.is_empty()
-        && media_type.len() <= 255
-        && media_type.contains('/')
-        && media_type.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!("media_type `{media_type}` is not a media type")))
-    }
+    crate::names::check_media_type(media_type).map_err(|err| ApiError::bad_request(format!("media_type: {err}")))
 }
 
 pub(crate) fn too_big_blob(max_blob: u64) -> ApiError {
     ApiError::too_large(format!("a blob may be at most {max_blob} bytes"))
+}
+
+pub(crate) fn too_many_sessions_of_subject(share: i64) -> ApiError {
+    ApiError::too_many(
+        "too_many_sessions",
+        format!(
+            "you hold {share} open upload sessions, the most one subject may; finish or abort some (or wait for idle \
+             ones to expire)"
+        ),
+    )
 }
 
 pub(crate) fn too_many_sessions(most: i64) -> ApiError {

@@ -47,6 +47,8 @@ pub(crate) struct SessionStore {
     log: EventLog,
     /// At most this many sessions may be open at once.
     most: i64,
+    /// At most this many of them for one actor.
+    share: i64,
 }
 
 /// A session as a request finds it.
@@ -93,14 +95,40 @@ pub(crate) enum Ended {
 }
 
 impl SessionStore {
-    /// The sessions on `log`'s database, at most `most` open at once.
-    pub(crate) fn new(log: EventLog, most: u64) -> SessionStore {
-        SessionStore { log, most: i64::try_from(most).unwrap_or(i64::MAX) }
+    /// The sessions on `log`'s database, at most `most` open at once and `share` of them for one actor.
+    pub(crate) fn new(log: EventLog, most: u64, share: u64) -> SessionStore {
+        let n = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        SessionStore { log, most: n(most), share: n(share) }
     }
 
-    /// How many sessions may be open at once.
-    pub(crate) fn most(&self) -> i64 {
-        self.most
+    /// The refusal of a session for `actor` at `now` that one of the limits kept out: its share, or the total.
+    pub(crate) async fn refusal(&self, actor: &str, now: i64) -> Result<ApiError, ApiError> {
+        let mut conn = self.log.database().acquire().await?;
+        let (held,): (i64,) = fetch_one!(
+            &mut conn,
+            (i64,),
+            "SELECT COUNT(*) FROM upload_sessions WHERE actor = $1 AND expires_ms > $2",
+            actor,
+            now
+        )?;
+        Ok(if held >= self.share {
+            super::session::too_many_sessions_of_subject(self.share)
+        } else {
+            too_many_sessions(self.most)
+        })
+    }
+
+    /// Whether `actor` may not open another session at `now`: the total or its share is reached.
+    pub(crate) async fn full(&self, actor: &str, now: i64) -> Result<bool, ApiError> {
+        let mut conn = self.log.database().acquire().await?;
+        let (all, held): (i64, i64) = fetch_one!(
+            &mut conn,
+            (i64, i64),
+            "SELECT COUNT(*), COUNT(CASE WHEN actor = $1 THEN 1 END) FROM upload_sessions WHERE expires_ms > $2",
+            actor,
+            now
+        )?;
+        Ok(all >= self.most || held >= self.share)
     }
 
     /// How many sessions with rows are open (not expired) at `now`.
@@ -116,7 +144,7 @@ impl SessionStore {
     /// through the committer, concurrent opens cannot overshoot it; on PostgreSQL they can, by the few that race.
     /// Says whether it wrote the row.
     pub(crate) async fn insert(&self, id: Uuid, created_ms: i64, new: Session) -> Result<bool, ApiError> {
-        let most = self.most;
+        let (most, share) = (self.most, self.share);
         let written = self
             .write(move |tx| {
                 Box::pin(async move {
@@ -125,7 +153,8 @@ impl SessionStore {
                         "INSERT INTO upload_sessions (id, actor, created_ms, expires_ms, offset_bytes, declared_size, \
                          declared_blake3, declared_sha256, media_type, hasher, staging) \
                          SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
-                         WHERE (SELECT COUNT(*) FROM upload_sessions WHERE expires_ms > $3) < $12",
+                         WHERE (SELECT COUNT(*) FROM upload_sessions WHERE expires_ms > $3) < $12 \
+                         AND (SELECT COUNT(*) FROM upload_sessions WHERE actor = $2 AND expires_ms > $3) < $13",
                         id,
                         new.actor,
                         created_ms,
@@ -138,6 +167,7 @@ impl SessionStore {
                         new.hasher,
                         new.staging,
                         most,
+                        share,
                     )
                 })
             })
@@ -240,8 +270,9 @@ impl SessionStore {
             return Ok((Lease { store: self.clone(), id, token, armed: true }, row));
         }
         // Tell a missing, expired or closed session apart from a busy one, and a bare one the limit kept out.
-        if !self.load(actor, session, super::now_ms()).await?.stored {
-            return Err(too_many_sessions(self.most));
+        let now = super::now_ms();
+        if !self.load(actor, session, now).await?.stored {
+            return Err(self.refusal(actor, now).await?);
         }
         Err(busy())
     }
@@ -258,7 +289,7 @@ impl SessionStore {
         now: i64,
     ) -> Result<Option<Session>, ApiError> {
         let row = Session::bare(actor, bare_until);
-        let most = self.most;
+        let (most, share) = (self.most, self.share);
         let opened = opened_ms(id).unwrap_or(now);
         self.write(move |tx| {
             Box::pin(async move {
@@ -272,6 +303,7 @@ impl SessionStore {
                          SELECT $1, $2, $3, $4, 0, $5, $6, $7, $8, $4 \
                          WHERE $4 > $9 AND NOT EXISTS (SELECT 1 FROM upload_sessions_closed WHERE id = $1) \
                          AND (SELECT COUNT(*) FROM upload_sessions WHERE expires_ms > $9) < $10 \
+                         AND (SELECT COUNT(*) FROM upload_sessions WHERE actor = $2 AND expires_ms > $9) < $11 \
                          ON CONFLICT (id) DO NOTHING RETURNING ",
                         session_columns!()
                     ),
@@ -285,6 +317,7 @@ impl SessionStore {
                     until,
                     now,
                     most,
+                    share,
                 )
             })
         })

@@ -22,7 +22,7 @@ const HOUR: i64 = 3_600_000;
 async fn store(backend: Backend, most: u64) -> Option<(TestDb, SessionStore)> {
     let test = TestDb::of(backend).await?;
     let log = EventLog::open(test.db.clone(), LogOptions::default()).await.unwrap();
-    Some((test, SessionStore::new(log, most)))
+    Some((test, SessionStore::new(log, most, most)))
 }
 
 /// A new session's row, declaring 10 bytes, expiring in an hour.

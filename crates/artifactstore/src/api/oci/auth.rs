@@ -36,8 +36,8 @@ pub(crate) async fn authorize(
 /// send the token as the password.
 fn basic_as_bearer(headers: &mut HeaderMap) {
     let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return };
-    let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) else { return };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else { return };
+    let Some(encoded) = crate::auth::credentials(value, "Basic") else { return };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded) else { return };
     let Ok(text) = String::from_utf8(decoded) else { return };
     let token = text.split_once(':').map_or(text.as_str(), |(_, password)| password);
     if let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {token}")) {
@@ -76,7 +76,7 @@ pub(crate) async fn token(State(state): State<AppState>, request: Request) -> Re
         headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| crate::auth::credentials(v, "Bearer"))
             .map(str::to_owned)
     };
     let answer = match authorize(&state, &mut parts, None, Scope::Read).await {

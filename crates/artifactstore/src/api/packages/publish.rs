@@ -88,8 +88,8 @@ async fn read_manifest(request: Request) -> Result<(Vec<(String, Digest, Option<
             .parse()
             .map_err(|err| ApiError::invalid_manifest(format!("file `{}`: {err}", file.path.escape_debug())))?;
         if let Some(media_type) = &file.media_type {
-            if media_type.is_empty() || media_type.len() > 255 || !media_type.contains('/') {
-                return Err(ApiError::invalid_manifest(format!("file `{}`: bad media_type", file.path.escape_debug())));
+            if let Err(err) = crate::names::check_media_type(media_type) {
+                return Err(ApiError::invalid_manifest(format!("file `{}`: {err}", file.path.escape_debug())));
             }
         }
         checked.push((file.path, digest, file.media_type));
