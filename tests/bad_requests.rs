@@ -477,3 +477,82 @@ async fn a_subject_holds_only_its_share_of_the_sessions() {
         assert_eq!(app.rows("upload_sessions").await, 4, "{backend:?}");
     }
 }
+
+/// Whether the server closes `socket` within `within` (reads end, or fail), discarding what it sends.
+async fn closed_within(socket: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(within, async {
+        loop {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// A half-sent request head, a connection that never speaks and a kept-alive one left idle are each closed after the
+/// header read timeout; past the cap on open connections a new one is answered `503` with a problem document.
+#[tokio::test]
+async fn slow_and_idle_connections_are_let_go_and_open_ones_capped() {
+    use artifactstore::config::ConnectionLimits;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    for (backend, kind) in SETUPS {
+        let quick = ConnectionLimits { header_read: Duration::from_secs(1), max_open: 100 };
+        let Some(app) = TestApp::builder()
+            .backend(backend)
+            .store(kind)
+            .config(move |config| config.connections = quick)
+            .start()
+            .await
+        else {
+            continue;
+        };
+        let address = app.base.trim_start_matches("http://").to_owned();
+        let mut half = TcpStream::connect(&address).await.unwrap();
+        half.write_all(b"GET /v1/events HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+        let mut silent = TcpStream::connect(&address).await.unwrap();
+        let mut idle = TcpStream::connect(&address).await.unwrap();
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        for (what, socket) in [("a half-sent head", &mut half), ("a silent connection", &mut silent)] {
+            assert!(closed_within(socket, Duration::from_secs(5)).await, "{backend:?}: {what} was held open");
+        }
+        assert!(closed_within(&mut idle, Duration::from_secs(5)).await, "{backend:?}: an idle kept-alive connection");
+        assert_eq!(app.get("/healthz").await.status, 200);
+        app.stop().await;
+
+        let capped = ConnectionLimits { header_read: Duration::from_secs(30), max_open: 2 };
+        let Some(app) = TestApp::builder()
+            .backend(backend)
+            .store(kind)
+            .config(move |config| config.connections = capped)
+            .start()
+            .await
+        else {
+            continue;
+        };
+        let address = app.base.trim_start_matches("http://").to_owned();
+        let first = TcpStream::connect(&address).await.unwrap();
+        let _second = TcpStream::connect(&address).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let refused = reqwest::Client::new().get(format!("{}/healthz", app.base)).send().await.unwrap();
+        assert_eq!(refused.headers()["retry-after"], "1");
+        let body = problem(refused, 503, "too_many_connections").await;
+        assert!(body["detail"].as_str().unwrap().contains("2 connections"), "{backend:?}: {body}");
+        drop(first);
+        let mut served = false;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let client = reqwest::Client::new();
+            if client.get(format!("{}/healthz", app.base)).send().await.unwrap().status() == 200 {
+                served = true;
+                break;
+            }
+        }
+        assert!(served, "{backend:?}: a closed connection gives its place back");
+    }
+}

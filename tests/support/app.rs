@@ -262,7 +262,17 @@ impl TestAppBuilder {
                 let (uploads, tokens) = (UploadLimits::default(), Vec::new());
                 let gc_grace = artifactstore::config::GcFile::default().grace();
                 let head_poll = std::time::Duration::from_millis(artifactstore::config::DEFAULT_HEAD_POLL_MS);
-                let config = InstanceConfig { data, database, store: location, uploads, tokens, gc_grace, head_poll };
+                let connections = artifactstore::config::ConnectionLimits::default();
+                let config = InstanceConfig {
+                    data,
+                    database,
+                    store: location,
+                    uploads,
+                    tokens,
+                    gc_grace,
+                    head_poll,
+                    connections,
+                };
                 (test_db, config, s3, overrides)
             }
         };

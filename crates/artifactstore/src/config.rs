@@ -45,6 +45,61 @@ pub struct FileConfig {
     /// The live feed.
     #[serde(default)]
     pub feed: FeedFile,
+    /// Client connections.
+    #[serde(default)]
+    pub http: HttpFile,
+}
+
+/// `[http]` in the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFile {
+    /// Seconds a client has to send a request's head; also the longest a kept-alive connection may sit idle between
+    /// requests [default: 30].
+    pub header_read_secs: Option<u64>,
+    /// Open connections at most; past it, a new connection is answered `503` and closed [default: the process's
+    /// open file limit less 256].
+    pub max_connections: Option<usize>,
+}
+
+/// Limits on client connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// How long a client has to send a request's head, counted from the connection's start or the end of the
+    /// response before; a connection that takes longer is closed.
+    pub header_read: std::time::Duration,
+    /// Open connections at most.
+    pub max_open: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits { header_read: std::time::Duration::from_secs(30), max_open: default_max_connections() }
+    }
+}
+
+impl ConnectionLimits {
+    fn merge(file: &HttpFile) -> anyhow::Result<ConnectionLimits> {
+        let defaults = ConnectionLimits::default();
+        let limits = ConnectionLimits {
+            header_read: file.header_read_secs.map_or(defaults.header_read, std::time::Duration::from_secs),
+            max_open: file.max_connections.unwrap_or(defaults.max_open),
+        };
+        if limits.header_read.is_zero() || limits.max_open == 0 {
+            bail!("[http]: header_read_secs and max_connections must be above zero");
+        }
+        Ok(limits)
+    }
+}
+
+/// The process's open file limit less what the database, the store and the log may hold open, or 10,000 where the
+/// limit cannot be read.
+fn default_max_connections() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits").ok().and_then(|text| {
+        let line = text.lines().find(|line| line.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse::<usize>().ok()
+    });
+    soft.map_or(10_000, |n| n.saturating_sub(256).max(64))
 }
 
 /// `[feed]` in the configuration file.
@@ -325,6 +380,8 @@ pub struct InstanceConfig {
     /// On PostgreSQL, how often the head is read besides the wake-ups other instances' commits send
     /// (`[feed] head_poll_ms`).
     pub head_poll: std::time::Duration,
+    /// Limits on client connections (`[http]`).
+    pub connections: ConnectionLimits,
 }
 
 impl std::fmt::Debug for InstanceConfig {
@@ -378,7 +435,8 @@ impl InstanceConfig {
         let tokens = tokens(&file.tokens)?;
         let gc_grace = file.gc.grace();
         let head_poll = file.feed.head_poll();
-        Ok(InstanceConfig { data, database, store, uploads, tokens, gc_grace, head_poll })
+        let connections = ConnectionLimits::merge(&file.http)?;
+        Ok(InstanceConfig { data, database, store, uploads, tokens, gc_grace, head_poll, connections })
     }
 }
 
@@ -511,6 +569,7 @@ mod tests {
             tokens: Vec::new(),
             gc_grace: std::time::Duration::ZERO,
             head_poll: std::time::Duration::from_millis(DEFAULT_HEAD_POLL_MS),
+            connections: ConnectionLimits::default(),
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
+mod connections;
 pub mod instance;
 pub mod jobs;
 pub mod lifecycle;

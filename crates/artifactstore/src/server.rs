@@ -75,16 +75,10 @@ pub async fn serve_configured(
     let housekeeping = tokio::spawn(jobs::housekeeping(state.instance.clone()));
     let sweeper = tokio::spawn(jobs::sweeper(state.clone()));
     let body_idle = state.instance.config.uploads.body_idle;
+    let limits = state.instance.config.connections.clone();
     let app =
         crate::api::router(state).layer(RequestBodyTimeoutLayer::new(body_idle)).layer(TraceLayer::new_for_http());
-    // Small answers go out at once: without `TCP_NODELAY`, a response written in two parts waits for the client's
-    // delayed acknowledgement (about 40 ms) on a kept-alive connection.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "could not set TCP_NODELAY on a connection");
-        }
-    });
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let served = crate::connections::accept(listener, app, limits, shutdown).await;
     housekeeping.abort();
     sweeper.abort();
     for task in [relay, archiver, lifecycle].into_iter().flatten() {

@@ -257,6 +257,7 @@ fn instance_config(data: &Path, database: String) -> InstanceConfig {
         tokens: Vec::new(),
         gc_grace: Duration::ZERO,
         head_poll: Duration::from_millis(artifactstore::config::DEFAULT_HEAD_POLL_MS),
+        connections: artifactstore::config::ConnectionLimits::default(),
     }
 }
 

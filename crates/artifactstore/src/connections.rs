@@ -1,0 +1,114 @@
+//! Accepting client connections: HTTP/1.1 with a deadline for each request head (which also ends kept-alive
+//! connections left idle), a cap on open connections answered with `503` past it, and a graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+use crate::config::ConnectionLimits;
+
+/// Serves `app` on `listener` until `shutdown` completes, then waits for the requests in flight.
+pub(crate) async fn accept(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let open = Arc::new(Semaphore::new(limits.max_open));
+    let graceful = GracefulShutdown::new();
+    let service = TowerToHyperService::new(
+        app.map_request(|request: axum::http::Request<Incoming>| request.map(axum::body::Body::new)),
+    );
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(err) => {
+                    // Out of descriptors, or a connection reset before it was taken: wait a moment, go on.
+                    tracing::warn!(error = %err, "could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small answers go out at once: without `TCP_NODELAY`, a response written in two parts waits for the
+        // client's delayed acknowledgement (about 40 ms) on a kept-alive connection.
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "could not set TCP_NODELAY on a connection");
+        }
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tokio::spawn(refuse(tcp, limits.max_open));
+            continue;
+        };
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read)
+            .serve_connection(TokioIo::new(tcp), service.clone());
+        let served = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = served.await {
+                tracing::debug!(error = %err, "a connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Answers a connection past the cap with `503` and a problem document, then closes it. The request head is read
+/// first (for a second at most) and what follows the answer is drained, so the close does not reset the connection
+/// before the client reads the answer.
+async fn refuse(mut tcp: TcpStream, most: usize) {
+    let mut head = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut buf = [0u8; 4096];
+        while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let body = serde_json::json!({
+        "type": "urn:artifactstore:problem:too_many_connections",
+        "title": "Service Unavailable",
+        "status": 503,
+        "code": "too_many_connections",
+        "detail": format!("{most} connections are open, the most this instance serves; try again shortly"),
+    })
+    .to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let written = tokio::time::timeout(Duration::from_secs(5), async {
+        tcp.write_all(response.as_bytes()).await?;
+        tcp.shutdown().await
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        tracing::debug!("a refused connection could not be told so");
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut buf = [0u8; 4096];
+        while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
