@@ -556,3 +556,48 @@ async fn slow_and_idle_connections_are_let_go_and_open_ones_capped() {
         assert!(served, "{backend:?}: a closed connection gives its place back");
     }
 }
+
+/// A body that trickles (here 50 bytes a second against a floor of 1,000 over each 2 s) is ended with `408` as a
+/// silent one is, and its session is free again at its last acknowledged offset.
+#[tokio::test]
+async fn a_trickling_body_is_ended_and_its_session_freed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for (backend, kind) in SETUPS {
+        let limits =
+            UploadLimits { body_idle: Duration::from_secs(2), min_body_rate: 1_000, ..UploadLimits::default() };
+        let Some(app) = TestApp::builder().backend(backend).store(kind).limits(limits).start().await else { continue };
+        let data = bytes(20_000, 21);
+        let session = app.open_session(None).await;
+        assert_eq!(app.send_chunk(&session, 0, data[..5_000].to_vec()).await.status(), 202);
+
+        let address = app.base.trim_start_matches("http://").to_owned();
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "PATCH {session} HTTP/1.1\r\nhost: {address}\r\nupload-offset: 5000\r\n\
+             content-type: application/offset+octet-stream\r\ncontent-length: 15000\r\nconnection: close\r\n\r\n"
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let (mut reader, mut writer) = socket.into_split();
+        let trickle = tokio::spawn(async move {
+            for piece in data[5_000..6_000].chunks(10) {
+                if writer.write_all(piece).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(15), reader.read_to_end(&mut answer))
+            .await
+            .expect("the server never ended a trickling body")
+            .unwrap();
+        trickle.abort();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{backend:?}: {answer}");
+        assert!(answer.contains("under the floor of 1000 bytes a second"), "{backend:?}: {answer}");
+        let head = app.request(Method::HEAD, &session).send().await.unwrap();
+        assert_eq!(header_u64(&head, "upload-offset"), 5_000, "{backend:?}: nothing of the trickle counts");
+        let data = bytes(20_000, 21);
+        assert_eq!(app.send_chunk(&session, 5_000, data[5_000..].to_vec()).await.status(), 202, "{backend:?}");
+    }
+}

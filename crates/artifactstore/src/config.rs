@@ -216,6 +216,8 @@ pub struct UploadsFile {
     pub max_sessions_per_subject: Option<u64>,
     /// Seconds a request body may send nothing before the request is ended.
     pub body_idle_secs: Option<u64>,
+    /// Bytes a second a request body must average over each `body_idle_secs`; 0 turns the floor off.
+    pub min_body_bytes_per_sec: Option<u64>,
 }
 
 /// One `[[tokens]]` entry in the configuration file.
@@ -254,6 +256,9 @@ pub struct UploadLimits {
     /// How long a request body may send nothing before the request is ended with `408` (for an upload, the
     /// session is then free again at its last acknowledged offset). Applies to every request body.
     pub body_idle: std::time::Duration,
+    /// Bytes a second every request body must average over each `body_idle`, or be ended with `408` as a silent
+    /// one is; 0 is no floor.
+    pub min_body_rate: u64,
 }
 
 /// Blob size cap on S3 stores: the commit's server-side copy is one `CopyObject`, which S3 allows up to 5 GiB.
@@ -268,6 +273,7 @@ impl Default for UploadLimits {
             max_open_sessions: 10_000,
             max_sessions_per_subject: 2_500,
             body_idle: std::time::Duration::from_secs(60),
+            min_body_rate: 500,
         }
     }
 }
@@ -285,6 +291,7 @@ impl UploadLimits {
                 file.max_open_sessions.map_or(defaults.max_sessions_per_subject, |most| most.div_ceil(4))
             }),
             body_idle: file.body_idle_secs.map_or(defaults.body_idle, std::time::Duration::from_secs),
+            min_body_rate: file.min_body_bytes_per_sec.unwrap_or(defaults.min_body_rate),
         };
         if limits.session_idle.is_zero()
             || limits.max_chunk_bytes == 0

@@ -76,8 +76,15 @@ pub async fn serve_configured(
     let sweeper = tokio::spawn(jobs::sweeper(state.clone()));
     let body_idle = state.instance.config.uploads.body_idle;
     let limits = state.instance.config.connections.clone();
-    let app =
-        crate::api::router(state).layer(RequestBodyTimeoutLayer::new(body_idle)).layer(TraceLayer::new_for_http());
+    let floor = state.instance.config.uploads.min_body_rate;
+    // A body must average `floor` bytes a second over each `body_idle` (a trickle holds a session as a stall does).
+    let min_rate = axum::middleware::map_request(move |request: axum::extract::Request| async move {
+        request.map(|body| axum::body::Body::new(crate::api::MinRate::new(body, floor, body_idle)))
+    });
+    let app = crate::api::router(state)
+        .layer(min_rate)
+        .layer(RequestBodyTimeoutLayer::new(body_idle))
+        .layer(TraceLayer::new_for_http());
     let served = crate::connections::accept(listener, app, limits, shutdown).await;
     housekeeping.abort();
     sweeper.abort();

@@ -71,6 +71,12 @@ pub(crate) fn broken_body(err: &(dyn std::error::Error + 'static)) -> ApiError {
                  its last acknowledged offset: ask HEAD and resume)",
             );
         }
+        if let Some(slow) = err.downcast_ref::<super::rate::TooSlow>() {
+            return ApiError::request_timeout(format!(
+                "{slow}, and nothing of it was kept (an upload session stays at its last acknowledged offset: ask \
+                 HEAD and resume)"
+            ));
+        }
         cause = err.source();
     }
     ApiError::bad_request(format!("the request body broke off: {err}"))

@@ -10,6 +10,7 @@ mod health;
 mod oci;
 mod packages;
 mod policies;
+mod rate;
 mod stream;
 mod uploads;
 
@@ -22,6 +23,7 @@ use crate::server::AppState;
 
 pub(crate) use body::broken_body;
 pub use envelope::{envelope_cbor, envelope_json, payload_json};
+pub(crate) use rate::MinRate;
 pub use stream::FrameCache;
 
 /// Every route of the service.
