@@ -261,11 +261,12 @@ struct Merge {
 
 impl Merge {
     fn new(mut sources: Vec<Source>) -> Result<Merge, Error> {
+        let sources_len = sources.len();
         let mut heads = Vec::with_capacity(sources.len());
         let mut heap = BinaryHeap::new();
         for (i, source) in sources.iter_mut().enumerate() {
             let head = source.next().transpose()?;
-            if let Some(record) = &head {
+            if let Some(record) = head.as_ref().filter(|_| sources_len > 1) {
                 heap.push(Reverse((record.blake3.clone(), record.n, i)));
             }
             heads.push(head);
@@ -274,6 +275,12 @@ impl Merge {
     }
 
     fn next_record(&mut self) -> Result<Option<Record>, Error> {
+        if self.sources.len() == 1 {
+            // Nothing spilled: the records held in memory, already sorted, need no heap.
+            let Some(record) = self.heads[0].take() else { return Ok(None) };
+            self.heads[0] = self.sources[0].next().transpose()?;
+            return Ok(Some(record));
+        }
         let Some(Reverse((_, _, i))) = self.heap.pop() else { return Ok(None) };
         let record = self.heads[i].take().expect("a source in the heap has a head");
         let next = self.sources[i].next().transpose()?;

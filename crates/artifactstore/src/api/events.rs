@@ -146,20 +146,21 @@ pub(crate) fn check_cursor(request: &FeedRequest, head: &Head) -> Result<(), Api
 
 /// Reads the events after `since` that pass `filter`, at most `limit`, and says how far the read looked.
 ///
-/// A file subject's events come from its blob's row and the read looks up to `head`; any other filtered read scans at
-/// most `SCAN_WINDOW` sequences of the log.
+/// A file subject's events come from its blob's row and the read looks up to `head`; any other read scans at most
+/// `window` sequences of the log.
 pub(crate) async fn read_page(
     state: &AppState,
     since: u64,
     head: u64,
     limit: u32,
     filter: &Filter,
+    window: u64,
 ) -> Result<(u64, Vec<artifactstore_eventlog::Event>), ApiError> {
     let log = &state.instance.log;
     if let Some(events) = artifactstore_views::file_subject_events(log, since, head, limit, filter).await? {
         return Ok((head, events));
     }
-    let upto = head.min(since.saturating_add(SCAN_WINDOW));
+    let upto = head.min(since.saturating_add(window));
     Ok((upto, log.read(since, upto, limit, filter).await?))
 }
 
@@ -178,7 +179,8 @@ pub(crate) async fn list(
     let deadline = tokio::time::Instant::now() + request.wait;
     let mut since = request.since;
     loop {
-        let (upto, events) = read_page(&state, since, head.sequence, request.limit, &request.filter).await?;
+        let (upto, events) =
+            read_page(&state, since, head.sequence, request.limit, &request.filter, SCAN_WINDOW).await?;
         let next = match events.last() {
             Some(last) if events.len() == request.limit as usize => last.sequence,
             _ => upto,

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use artifactstore_eventlog::{Event, Filter, Subscription};
+use artifactstore_eventlog::{Event, Subscription};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::envelope::envelope_json;
-use super::events::{check_cursor, FeedRequest};
+use super::events::{check_cursor, read_page, FeedRequest};
 use crate::problem::ApiError;
 use crate::server::AppState;
 
@@ -104,17 +104,6 @@ pub(crate) async fn stream(
     Ok(response)
 }
 
-/// The next events after `cursor` up to `upto` that pass `filter`, at most `CATCH_UP_BATCH`: a file subject's from its
-/// blob's row, any other from the log.
-async fn catch_up(state: &AppState, cursor: u64, upto: u64, filter: &Filter) -> Result<Vec<Event>, String> {
-    let log = &state.instance.log;
-    match artifactstore_views::file_subject_events(log, cursor, upto, CATCH_UP_BATCH, filter).await {
-        Ok(Some(events)) => Ok(events),
-        Ok(None) => log.read(cursor, upto, CATCH_UP_BATCH, filter).await.map_err(|err| err.to_string()),
-        Err(err) => Err(err.to_string()),
-    }
-}
-
 /// What woke a live stream.
 enum Wake {
     Event(Option<Arc<Event>>),
@@ -143,11 +132,11 @@ fn follow(
 
         // Catch up from the database to where the subscription begins.
         while cursor < subscription.start {
-            let read = catch_up(&state, cursor, subscription.start, &request.filter).await;
+            let read = read_page(&state, cursor, subscription.start, CATCH_UP_BATCH, &request.filter, u64::MAX).await;
             let events = match read {
-                Ok(events) => events,
+                Ok((_, events)) => events,
                 Err(err) => {
-                    tracing::warn!(error = %err, "an event stream could not read the log");
+                    tracing::warn!(error = err.detail(), "an event stream could not read the log");
                     return;
                 }
             };

@@ -144,9 +144,11 @@ impl Uploads {
             return Ok(Opened { id: self.instance.session_key.sign(id, caller.actor()), expires_ms });
         }
         let now = now_ms();
-        if s3 && self.sessions.full(caller.actor(), now).await? {
+        if s3 {
             // Staging on S3 starts a multipart upload: refuse before that when a limit is reached already.
-            return Err(self.sessions.refusal(caller.actor(), now).await?);
+            if let Some(refusal) = self.sessions.refusal(caller.actor(), now).await? {
+                return Err(refusal);
+            }
         }
         let id = Uuid::now_v7();
         let staging = self.blobs().stage_open(id).await?;
@@ -164,7 +166,7 @@ impl Uploads {
             if let Err(err) = self.blobs().stage_abort(id, &staging).await {
                 tracing::warn!(upload = %id, error = %err, "could not free the staging of a refused session");
             }
-            return Err(self.sessions.refusal(caller.actor(), now).await?);
+            return Err(self.sessions.refused(caller.actor(), now).await?);
         }
         Ok(Opened { id: id.to_string(), expires_ms })
     }

@@ -101,25 +101,8 @@ impl SessionStore {
         SessionStore { log, most: n(most), share: n(share) }
     }
 
-    /// The refusal of a session for `actor` at `now` that one of the limits kept out: its share, or the total.
-    pub(crate) async fn refusal(&self, actor: &str, now: i64) -> Result<ApiError, ApiError> {
-        let mut conn = self.log.database().acquire().await?;
-        let (held,): (i64,) = fetch_one!(
-            &mut conn,
-            (i64,),
-            "SELECT COUNT(*) FROM upload_sessions WHERE actor = $1 AND expires_ms > $2",
-            actor,
-            now
-        )?;
-        Ok(if held >= self.share {
-            super::session::too_many_sessions_of_subject(self.share)
-        } else {
-            too_many_sessions(self.most)
-        })
-    }
-
-    /// Whether `actor` may not open another session at `now`: the total or its share is reached.
-    pub(crate) async fn full(&self, actor: &str, now: i64) -> Result<bool, ApiError> {
+    /// The refusal a new session for `actor` at `now` meets, if a limit is reached: its share, or the total.
+    pub(crate) async fn refusal(&self, actor: &str, now: i64) -> Result<Option<ApiError>, ApiError> {
         let mut conn = self.log.database().acquire().await?;
         let (all, held): (i64, i64) = fetch_one!(
             &mut conn,
@@ -128,7 +111,18 @@ impl SessionStore {
             actor,
             now
         )?;
-        Ok(all >= self.most || held >= self.share)
+        Ok(if held >= self.share {
+            Some(super::session::too_many_sessions_of_subject(self.share))
+        } else if all >= self.most {
+            Some(too_many_sessions(self.most))
+        } else {
+            None
+        })
+    }
+
+    /// The refusal of a session a limit kept out (by the time it is asked, sessions may have ended: the total's).
+    pub(crate) async fn refused(&self, actor: &str, now: i64) -> Result<ApiError, ApiError> {
+        Ok(self.refusal(actor, now).await?.unwrap_or_else(|| too_many_sessions(self.most)))
     }
 
     /// How many sessions with rows are open (not expired) at `now`.
@@ -272,7 +266,7 @@ impl SessionStore {
         // Tell a missing, expired or closed session apart from a busy one, and a bare one the limit kept out.
         let now = super::now_ms();
         if !self.load(actor, session, now).await?.stored {
-            return Err(self.refusal(actor, now).await?);
+            return Err(self.refused(actor, now).await?);
         }
         Err(busy())
     }
