@@ -312,6 +312,14 @@ impl Op {
                     *package_id,
                     *at_ms,
                 )?;
+                execute!(
+                    tx,
+                    "INSERT INTO retired_versions (name, version, created_sequence, sequence) \
+                     SELECT name, version, created_sequence, $2 FROM artifact_packages WHERE package_id = $1 \
+                     ON CONFLICT (name, version) DO NOTHING",
+                    *package_id,
+                    i64::try_from(event.sequence).unwrap_or(i64::MAX),
+                )?;
                 execute!(tx, "DELETE FROM retention_state WHERE package_id = $1", *package_id)?;
                 execute!(tx, "DELETE FROM artifact_package_files WHERE package_id = $1", *package_id)?;
                 let deleted = execute!(tx, "DELETE FROM artifact_packages WHERE package_id = $1", *package_id)?;

@@ -7,7 +7,7 @@ use artifactstore_db::{fetch_all, Tx};
 
 use crate::rows::{
     qualified, BlobDeletedRow, FileRow, ManifestRefRow, ManifestRow, PackageFileRow, PackageRow, PolicyRow,
-    RetentionRow, StorageRow, TagRow,
+    RetentionRow, RetiredRow, StorageRow, TagRow,
 };
 use crate::Error;
 
@@ -39,6 +39,8 @@ pub struct ViewsDump {
     /// `oci_blobs_deleted`, by repository and blob.
     #[serde(default)]
     pub oci_blobs_deleted: Vec<BlobDeletedRow>,
+    /// `retired_versions`, by name and version.
+    pub retired: Vec<RetiredRow>,
 }
 
 impl ViewsDump {
@@ -54,6 +56,7 @@ impl ViewsDump {
             + self.oci_manifest_refs.len()
             + self.oci_tags.len()
             + self.oci_blobs_deleted.len()
+            + self.retired.len()
     }
 }
 
@@ -113,6 +116,11 @@ pub async fn dump(tx: &mut Tx) -> Result<ViewsDump, Error> {
             tx,
             BlobDeletedRow,
             &format!("SELECT {} FROM oci_blobs_deleted ORDER BY repository, blake3", BlobDeletedRow::COLUMNS)
+        )?,
+        retired: fetch_all!(
+            tx,
+            RetiredRow,
+            &format!("SELECT {} FROM retired_versions ORDER BY name, version", RetiredRow::COLUMNS)
         )?,
     })
 }
@@ -177,6 +185,7 @@ pub fn diff(live: &ViewsDump, replayed: &ViewsDump) -> Vec<Difference> {
         |r| format!("{} {}", r.repository, r.blake3),
         &mut out,
     );
+    diff_table(RetiredRow::TABLE, &live.retired, &replayed.retired, |r| format!("{}@{}", r.name, r.version), &mut out);
     out
 }
 

@@ -21,7 +21,7 @@ pub use history::file_subject_events;
 pub use replay::{clear, mark_stale, rebuild, rebuild_in_log_order, stale_reason, verify, RebuildStats};
 pub use rows::{
     BlobDeletedRow, FileRow, ManifestRefRow, ManifestRow, PackageFileRow, PackageRow, PolicyRow, RetentionRow,
-    StorageRow, TagRow,
+    RetiredRow, StorageRow, TagRow,
 };
 pub use snapshot::{load, matches_log, rebuild_from, take, Snapshot, SNAPSHOT_FORMAT};
 pub use vocab::RegistryEvent;

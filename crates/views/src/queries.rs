@@ -329,3 +329,35 @@ pub async fn policy<E: AsExec>(target: &mut E, name: &str) -> Result<Option<Poli
     let sql = once!(format!("SELECT {} FROM retention_policies WHERE name = $1", PolicyRow::COLUMNS));
     Ok(fetch_optional!(target, PolicyRow, sql, name)?)
 }
+
+/// The manifest the deleted version `name`@`version` was first published with: the payload of its first
+/// `v1.package.created`, read from the log. `None` when the version was never deleted.
+pub async fn retired_manifest<E: AsExec>(
+    target: &mut E,
+    name: &str,
+    version: &str,
+) -> Result<Option<crate::vocab::PackageCreated>, Error> {
+    let Some(created) = fetch_optional!(
+        target,
+        (i64,),
+        "SELECT created_sequence FROM retired_versions WHERE name = $1 AND version = $2",
+        name,
+        version
+    )?
+    else {
+        return Ok(None);
+    };
+    let sequence = u64::try_from(created.0).unwrap_or(0);
+    let events = artifactstore_eventlog::read_range(target, sequence.saturating_sub(1), 1).await?;
+    let event = events.into_iter().find(|e| e.sequence == sequence).ok_or_else(|| Error::MissingSubject {
+        sequence,
+        event_type: crate::vocab::PACKAGE_CREATED.to_owned(),
+        subject: format!("{name}@{version}"),
+    })?;
+    match crate::vocab::RegistryEvent::from_event(&event)? {
+        Some(crate::vocab::RegistryEvent::PackageCreated { payload, .. }) => Ok(Some(payload)),
+        _ => {
+            Err(crate::vocab::bad_payload(&event.event_type, sequence, &format!("it did not publish {name}@{version}")))
+        }
+    }
+}

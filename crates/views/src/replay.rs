@@ -11,7 +11,7 @@ use crate::apply::{plan, Op};
 use crate::batch::Batch;
 use crate::rows::{
     BlobDeletedRow, FileRow, ManifestRefRow, ManifestRow, PackageFileRow, PackageRow, PolicyRow, RetentionRow,
-    StorageRow, TagRow,
+    RetiredRow, StorageRow, TagRow,
 };
 use crate::{diff, dump, Difference, Error};
 
@@ -28,7 +28,7 @@ pub struct RebuildStats {
 }
 
 /// The views' tables, children before parents.
-const VIEW_TABLES: [&str; 10] = [
+const VIEW_TABLES: [&str; 11] = [
     ManifestRefRow::TABLE,
     ManifestRow::TABLE,
     TagRow::TABLE,
@@ -39,6 +39,7 @@ const VIEW_TABLES: [&str; 10] = [
     FileRow::TABLE,
     StorageRow::TABLE,
     PolicyRow::TABLE,
+    RetiredRow::TABLE,
 ];
 
 /// Deletes every view row inside `tx`.

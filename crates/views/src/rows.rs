@@ -220,6 +220,21 @@ view_row! {
 }
 
 view_row! {
+    /// A row of `retired_versions`: a package version deleted since it was published, made by its first
+    /// `v1.package.deleted`. Publishing it again must repeat its first manifest.
+    pub struct RetiredRow in "retired_versions" {
+        /// The package name; with the version, the key.
+        pub name: String,
+        /// The version.
+        pub version: String,
+        /// The `v1.package.created` event that first published it.
+        pub created_sequence: i64,
+        /// The event that first deleted it.
+        pub sequence: i64,
+    }
+}
+
+view_row! {
     /// A row of `oci_manifests`: a manifest of an OCI repository, made by `v1.oci.manifest.pushed`.
     pub struct ManifestRow in "oci_manifests" {
         /// The repository; with the digest, the key.

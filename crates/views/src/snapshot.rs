@@ -10,16 +10,17 @@ use crate::replay::{replay_after, Refill};
 use crate::rows::insert_rows;
 use crate::{dump, Error, RebuildStats, ViewsDump};
 
-/// The format tag every snapshot this code takes carries: v5 adds the blobs' histories (`file_events`) to v4 (the
-/// OCI views, the blobs' reference counts and removals).
-pub const SNAPSHOT_FORMAT: &str = "artifactstore-views-snapshot-v5";
+/// The format tag every snapshot this code takes carries: v6 adds the deleted versions (`retired_versions`) to v5
+/// (the blobs' histories, the OCI views, the blobs' reference counts and removals).
+pub const SNAPSHOT_FORMAT: &str = "artifactstore-views-snapshot-v6";
 /// Older formats, which lack views or columns the log alone can give back: refused, and `replay --from-snapshot`
 /// replays the whole log.
-const OLDER_FORMATS: [&str; 4] = [
+const OLDER_FORMATS: [&str; 5] = [
     "artifactstore-views-snapshot-v1",
     "artifactstore-views-snapshot-v2",
     "artifactstore-views-snapshot-v3",
     "artifactstore-views-snapshot-v4",
+    "artifactstore-views-snapshot-v5",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,5 +149,6 @@ pub async fn load(tx: &mut Tx, views: &ViewsDump) -> Result<(), Error> {
     insert_rows(tx, &views.oci_manifest_refs, "").await?;
     insert_rows(tx, &views.oci_tags, "").await?;
     insert_rows(tx, &views.oci_blobs_deleted, "").await?;
+    insert_rows(tx, &views.retired, "").await?;
     Ok(())
 }

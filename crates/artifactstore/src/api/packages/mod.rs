@@ -4,6 +4,7 @@
 //! version, a package's versions, the package list, a version's file), `publish`, or `retention` (deleting a version
 //! and changing its retention). Every read of the views goes through `artifactstore_views::queries`.
 
+mod metadata;
 mod publish;
 mod read;
 mod retention;

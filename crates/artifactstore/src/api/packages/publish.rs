@@ -9,12 +9,12 @@ use axum::extract::Request;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::Value as Json;
 use uuid::Uuid;
 
-use super::read::{build_manifest, manifest, render, Manifest};
-use super::{decode_body, VersionCall};
-use crate::api::body::BodyFormat;
+use super::metadata::{self, check_integers, FromJson};
+use super::read::{build_manifest, manifest, render};
+use super::VersionCall;
+use crate::api::body::{read_small_body, BodyFormat, MAX_CONTROL_BODY};
 use crate::auth::Scope;
 use crate::names::check_path;
 use crate::problem::ApiError;
@@ -38,23 +38,34 @@ struct FileIn {
     media_type: Option<String>,
 }
 
-/// The request's manifest, checked: files (with their digests parsed) and metadata as a CBOR map.
-async fn read_manifest(request: Request) -> Result<(Vec<(String, Digest, Option<String>)>, Cbor), ApiError> {
-    let format = BodyFormat::of(request.headers())?;
+/// A checked manifest: files with their digests parsed, metadata as a CBOR map and its canonical bytes.
+struct Checked {
+    files: Vec<(String, Digest, Option<String>)>,
+    metadata: Cbor,
+    canonical: Vec<u8>,
+}
+
+/// The request's manifest, checked.
+async fn read_manifest(request: Request) -> Result<Checked, ApiError> {
+    let (parts, body) = request.into_parts();
+    let format = BodyFormat::of(&parts.headers)?;
+    let bytes = read_small_body(body, MAX_CONTROL_BODY).await?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("this call needs a body"));
+    }
     let (files, metadata) = match format {
         BodyFormat::Json => {
-            let (_, manifest): (_, ManifestIn<Json>) = decode_body(request).await?;
-            let metadata = match manifest.metadata {
-                None | Some(Json::Null) => Cbor::Map(Vec::new()),
-                Some(Json::Object(map)) => {
-                    Cbor::serialized(&map).map_err(|err| ApiError::invalid_manifest(format!("metadata: {err}")))?
-                }
+            check_integers(&bytes)?;
+            let manifest: ManifestIn<FromJson> = format.decode(&bytes)?;
+            let metadata = match manifest.metadata.map(|m| m.0) {
+                None | Some(Cbor::Null) => Cbor::Map(Vec::new()),
+                Some(map @ Cbor::Map(_)) => map,
                 Some(_) => return Err(ApiError::invalid_manifest("metadata must be an object")),
             };
             (manifest.files, metadata)
         }
         BodyFormat::Cbor => {
-            let (_, manifest): (_, ManifestIn<Cbor>) = decode_body(request).await?;
+            let manifest: ManifestIn<Cbor> = format.decode(&bytes)?;
             let metadata = match manifest.metadata {
                 None | Some(Cbor::Null) => Cbor::Map(Vec::new()),
                 Some(map @ Cbor::Map(_)) => map,
@@ -63,12 +74,9 @@ async fn read_manifest(request: Request) -> Result<(Vec<(String, Digest, Option<
             (manifest.files, metadata)
         }
     };
-    // Canonical form now, so "same manifest again" compares bytes.
-    let metadata = artifactstore_cbor::encode_value(&metadata)
-        .and_then(|bytes| {
-            artifactstore_cbor::decode_value(&bytes)
-                .map_err(|e| artifactstore_cbor::EncodeError::Serialize(e.to_string()))
-        })
+    // Canonical form now: "same manifest again" compares these bytes.
+    let canonical = metadata::canonical(&metadata)?;
+    let metadata = artifactstore_cbor::decode_value(&canonical)
         .map_err(|err| ApiError::invalid_manifest(format!("metadata: {err}")))?;
     if files.is_empty() {
         return Err(ApiError::invalid_manifest("a package version needs at least one file"));
@@ -94,7 +102,7 @@ async fn read_manifest(request: Request) -> Result<(Vec<(String, Digest, Option<
         }
         checked.push((file.path, digest, file.media_type));
     }
-    Ok((checked, metadata))
+    Ok(Checked { files: checked, metadata, canonical })
 }
 
 enum Published {
@@ -107,7 +115,7 @@ pub(super) async fn publish(call: VersionCall<'_>, request: Request) -> Result<R
     let (actor, n, v) = call.grant(Scope::Write)?;
     let VersionCall { state, name, version, .. } = call;
     let accept = request.headers().clone();
-    let (files, metadata) = read_manifest(request).await?;
+    let Checked { files, metadata, canonical } = read_manifest(request).await?;
     let published = state
         .instance
         .log
@@ -143,15 +151,28 @@ pub(super) async fn publish(call: VersionCall<'_>, request: Request) -> Result<R
                 }
                 if let Some(existing) = queries::version(wtx.tx(), &n, &v).await? {
                     let package_id = existing.package.package_id;
+                    let same_metadata = existing.package.metadata == canonical;
                     let files = queries::version_files(wtx.tx(), package_id).await?;
                     let stored = build_manifest(existing, files)?;
-                    return if same_manifest(&stored, &resolved, &metadata) {
+                    return if same_metadata
+                        && same_files(stored.files.iter().map(|f| (&f.path, &f.blake3, &f.media_type)), &resolved)
+                    {
                         Ok(Published::Same(package_id))
                     } else {
                         Err(ApiError::conflict(format!(
                             "{n}@{v} exists with a different manifest; versions are immutable"
                         )))
                     };
+                }
+                if let Some(first) = queries::retired_manifest(wtx.tx(), &n, &v).await? {
+                    let first_metadata = metadata::canonical(&first.metadata)?;
+                    let first_files = first.files.iter().map(|f| (&f.path, &f.blake3, &f.media_type));
+                    if first_metadata != canonical || !same_files(first_files, &resolved) {
+                        return Err(ApiError::conflict(format!(
+                            "{n}@{v} was published and deleted; a version means one manifest forever, so it may be \
+                             published again only with the manifest it first had"
+                        )));
+                    }
                 }
                 let package_id = Uuid::now_v7();
                 let event = RegistryEvent::PackageCreated {
@@ -175,11 +196,18 @@ pub(super) async fn publish(call: VersionCall<'_>, request: Request) -> Result<R
     Ok(response)
 }
 
-fn same_manifest(stored: &Manifest, files: &[PackageFile], metadata: &Cbor) -> bool {
+/// Whether `files` (path, BLAKE3, media type) are the same set as `resolved`, whatever the order.
+fn same_files<'a>(
+    files: impl Iterator<Item = (&'a String, &'a String, &'a Option<String>)>,
+    resolved: &[PackageFile],
+) -> bool {
+    let key = |(path, blake3, media_type): (&'a String, &'a String, &'a Option<String>)| {
+        (path.as_str(), blake3.as_str(), media_type.as_deref())
+    };
+    let mut have: Vec<(&str, &str, Option<&str>)> = files.map(key).collect();
     let mut wanted: Vec<(&str, &str, Option<&str>)> =
-        files.iter().map(|f| (f.path.as_str(), f.blake3.as_str(), f.media_type.as_deref())).collect();
-    wanted.sort();
-    let have: Vec<(&str, &str, Option<&str>)> =
-        stored.files.iter().map(|f| (f.path.as_str(), f.blake3.as_str(), f.media_type.as_deref())).collect();
-    wanted == have && &stored.metadata == metadata
+        resolved.iter().map(|f| (f.path.as_str(), f.blake3.as_str(), f.media_type.as_deref())).collect();
+    have.sort_unstable();
+    wanted.sort_unstable();
+    have == wanted
 }

@@ -1,0 +1,154 @@
+//! What a manifest means, on both backends: a version is one manifest forever, even after it is deleted; "same
+//! manifest" is equality of canonical CBOR; JSON metadata keeps every number it is sent, or is refused.
+
+use artifactstore_cbor::Value as Cbor;
+use artifactstore_digest::DualDigest;
+use artifactstore_tests::{bytes, problem, TestApp, SETUPS};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn cbor(value: &Cbor) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(value, &mut out).unwrap();
+    out
+}
+
+fn text(s: &str) -> Cbor {
+    Cbor::Text(s.to_owned())
+}
+
+/// A CBOR manifest of one file, `digest` at `f`, with `metadata`.
+fn cbor_manifest(digest: &str, metadata: Cbor) -> Vec<u8> {
+    cbor(&Cbor::Map(vec![
+        (text("files"), Cbor::Array(vec![Cbor::Map(vec![(text("path"), text("f")), (text("digest"), text(digest))])])),
+        (text("metadata"), metadata),
+    ]))
+}
+
+#[tokio::test]
+async fn a_deleted_version_comes_back_only_with_its_first_manifest() {
+    for (backend, kind) in SETUPS {
+        let Some(app) = TestApp::builder().backend(backend).store(kind).start().await else { continue };
+        let (a, b) = (bytes(3000, 1), bytes(3000, 2));
+        assert_eq!(app.upload_in_chunks(&a, 3000).await.status(), 201);
+        assert_eq!(app.upload_in_chunks(&b, 3000).await.status(), 201);
+        let (da, db) = (DualDigest::of(&a).blake3.to_string(), DualDigest::of(&b).blake3.to_string());
+        let url = "/v1/packages/team/app/versions/1.0";
+        let first =
+            json!({"files": [{"path": "bin", "digest": da}, {"path": "lib", "digest": db}], "metadata": {"n": 1}});
+        assert_eq!(app.request(Method::PUT, url).json(&first).send().await.unwrap().status(), 201);
+        assert_eq!(app.request(Method::DELETE, url).send().await.unwrap().status(), 200);
+
+        let head = app.head_now().await;
+        let other_files = json!({"files": [{"path": "bin", "digest": db}], "metadata": {"n": 1}});
+        let other_metadata =
+            json!({"files": [{"path": "bin", "digest": da}, {"path": "lib", "digest": db}], "metadata": {"n": 2}});
+        for refused in [&other_files, &other_metadata] {
+            let answer =
+                problem(app.request(Method::PUT, url).json(refused).send().await.unwrap(), 409, "conflict").await;
+            assert!(answer["detail"].as_str().unwrap().contains("first had"), "{answer}");
+        }
+        assert_eq!(app.head_now().await, head, "a refused publish records nothing");
+
+        // The first manifest again, its files in another order, publishes the version anew.
+        let again =
+            json!({"files": [{"path": "lib", "digest": db}, {"path": "bin", "digest": da}], "metadata": {"n": 1}});
+        assert_eq!(app.request(Method::PUT, url).json(&again).send().await.unwrap().status(), 201);
+        assert_eq!(app.request(Method::DELETE, url).send().await.unwrap().status(), 200);
+        problem(app.request(Method::PUT, url).json(&other_files).send().await.unwrap(), 409, "conflict").await;
+        assert_eq!(app.request(Method::PUT, url).json(&first).send().await.unwrap().status(), 201);
+
+        // The rule holds after the views are rebuilt from the log.
+        let differences = artifactstore_views::verify(&app.log, |_, _| {}).await.unwrap();
+        assert!(differences.is_empty(), "{differences:?}");
+        artifactstore_views::rebuild(&app.log, |_, _| {}).await.unwrap();
+        assert_eq!(app.request(Method::DELETE, url).send().await.unwrap().status(), 200);
+        problem(app.request(Method::PUT, url).json(&other_metadata).send().await.unwrap(), 409, "conflict").await;
+    }
+}
+
+#[tokio::test]
+async fn the_same_manifest_is_the_same_canonical_cbor() {
+    for (backend, kind) in SETUPS {
+        let Some(app) = TestApp::builder().backend(backend).store(kind).start().await else { continue };
+        let data = bytes(1000, 3);
+        assert_eq!(app.upload_in_chunks(&data, 1000).await.status(), 201);
+        let digest = DualDigest::of(&data).blake3.to_string();
+        let put = |version: &str, body: Vec<u8>| {
+            app.request(Method::PUT, &format!("/v1/packages/team/m/versions/{version}"))
+                .header("content-type", "application/cbor")
+                .body(body)
+        };
+        // NaN is the same NaN again.
+        let nan = cbor_manifest(&digest, Cbor::Map(vec![(text("x"), Cbor::Float(f64::NAN))]));
+        assert_eq!(put("nan", nan.clone()).send().await.unwrap().status(), 201);
+        assert_eq!(put("nan", nan).send().await.unwrap().status(), 200);
+        // -0.0 is not 0.0.
+        let negative = cbor_manifest(&digest, Cbor::Map(vec![(text("x"), Cbor::Float(-0.0))]));
+        let positive = cbor_manifest(&digest, Cbor::Map(vec![(text("x"), Cbor::Float(0.0))]));
+        assert_eq!(put("zero", negative.clone()).send().await.unwrap().status(), 201);
+        problem(put("zero", positive).send().await.unwrap(), 409, "conflict").await;
+        assert_eq!(put("zero", negative).send().await.unwrap().status(), 200);
+        // An integer and a float of the same value are different numbers.
+        let one = cbor_manifest(&digest, Cbor::Map(vec![(text("x"), Cbor::Integer(1.into()))]));
+        let one_float = cbor_manifest(&digest, Cbor::Map(vec![(text("x"), Cbor::Float(1.0))]));
+        assert_eq!(put("one", one).send().await.unwrap().status(), 201);
+        problem(put("one", one_float).send().await.unwrap(), 409, "conflict").await;
+    }
+}
+
+#[tokio::test]
+async fn json_metadata_keeps_its_numbers_and_refuses_what_cbor_refuses() {
+    for (backend, kind) in SETUPS {
+        let Some(app) = TestApp::builder().backend(backend).store(kind).start().await else { continue };
+        let data = bytes(1000, 4);
+        assert_eq!(app.upload_in_chunks(&data, 1000).await.status(), 201);
+        let digest = DualDigest::of(&data).blake3.to_string();
+        let put = |version: &str, body: String| {
+            app.request(Method::PUT, &format!("/v1/packages/team/j/versions/{version}"))
+                .header("content-type", "application/json")
+                .body(body)
+        };
+        let files = format!(r#""files": [{{"path": "f", "digest": "{digest}"}}]"#);
+        let head = app.head_now().await;
+
+        // Past 64 bits: refused, not rounded to a float.
+        let big = put("big", format!(r#"{{{files}, "metadata": {{"n": 1180591620717411303424}}}}"#));
+        let answer = problem(big.send().await.unwrap(), 422, "invalid_manifest").await;
+        assert!(answer["detail"].as_str().unwrap().contains("1180591620717411303424"), "{answer}");
+        // A key twice in one object: refused, as a CBOR map with a key twice is.
+        let twice = put("twice", format!(r#"{{{files}, "metadata": {{"a": {{"k": 1, "k": 2}}}}}}"#));
+        let answer = problem(twice.send().await.unwrap(), 400, "bad_request").await;
+        assert!(answer["detail"].as_str().unwrap().contains("`k` appears twice"), "{answer}");
+        // Metadata past 1 MiB of canonical CBOR: 413.
+        let long = "x".repeat(1024 * 1024);
+        let huge = put("huge", format!(r#"{{{files}, "metadata": {{"blob": "{long}"}}}}"#));
+        problem(huge.send().await.unwrap(), 413, "too_large").await;
+        assert_eq!(app.head_now().await, head, "nothing refused was recorded");
+
+        // The largest and smallest 64-bit integers come back as sent, in JSON and in CBOR.
+        let edges = format!(r#"{{{files}, "metadata": {{"max": 18446744073709551615, "min": -9223372036854775808}}}}"#);
+        assert_eq!(put("edges", edges).send().await.unwrap().status(), 201);
+        let read: Value = app.get_json("/v1/packages/team/j/versions/edges").await;
+        assert_eq!(read["metadata"]["max"].as_u64(), Some(u64::MAX));
+        assert_eq!(read["metadata"]["min"].as_i64(), Some(i64::MIN));
+        let raw = app
+            .request(Method::GET, "/v1/packages/team/j/versions/edges")
+            .header("accept", "application/cbor")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let doc = artifactstore_cbor::decode_value(&raw).unwrap();
+        let metadata = doc.as_map().unwrap().iter().find(|(k, _)| k == &text("metadata")).unwrap().1.clone();
+        assert_eq!(
+            metadata,
+            Cbor::Map(vec![
+                (text("max"), Cbor::Integer(u64::MAX.into())),
+                (text("min"), Cbor::Integer(i64::MIN.into()))
+            ])
+        );
+    }
+}
