@@ -314,3 +314,28 @@ async fn a_blob_history_costs_its_events_not_the_log() {
         assert_eq!(first_id, late["sequence"].as_u64().unwrap(), "{backend:?}");
     }
 }
+
+#[tokio::test]
+async fn a_page_ends_when_its_bytes_are_spent_and_next_continues() {
+    for backend in BACKENDS {
+        let Some(app) = TestApp::builder().backend(backend).start().await else { continue };
+        // Twelve events of about 900 KB each: some 10.8 MB, more than two pages' worth.
+        let pad = "x".repeat(900_000);
+        for n in 1..=12u64 {
+            app.append(event("v1.system.test", Some(n.into()), &serde_json::json!({"n": n, "pad": pad}))).await;
+        }
+        let head = app.head_now().await;
+        let first: Value = app.get_json("/v1/events?since=0&limit=1000").await;
+        let got = sequences(&first);
+        assert!(got.len() >= 2 && got.len() < 12, "{backend:?}: a page of about 4 MiB, not {} events", got.len());
+        assert_eq!(first["next"].as_u64(), got.last().copied(), "{backend:?}: next is the last event sent");
+        let mut seen = got;
+        let mut since = first["next"].as_u64().unwrap();
+        while since < head {
+            let page: Value = app.get_json(&format!("/v1/events?since={since}&limit=1000")).await;
+            seen.extend(sequences(&page));
+            since = page["next"].as_u64().unwrap();
+        }
+        assert_eq!(seen, (1..=head).collect::<Vec<_>>(), "{backend:?}: every event once, in order");
+    }
+}

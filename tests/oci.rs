@@ -337,10 +337,21 @@ async fn tokens_work_as_on_v1_with_the_challenge_oci_clients_follow() {
     push_blob(&app, "team/app", b"config").await;
     oci_error(&app.post("/v2/elsewhere/blobs/uploads/", Vec::new()).await, 403, "DENIED");
     oci_error(&app.delete("/v2/team/app/manifests/v1").await, 403, "DENIED");
+    // A prefix-limited reader reads the blobs a manifest of the repository names (ADR 0034), not those merely pushed.
     app.token = Some("read-secret".into());
-    assert_eq!(app.head(&format!("/v2/team/app/blobs/{}", sha(b"config"))).await.status, 200);
+    let config_path = format!("/v2/team/app/blobs/{}", sha(b"config"));
+    assert_eq!(app.head(&config_path).await.status, 404);
+    app.token = Some("push-secret".into());
+    assert_eq!(app.head(&config_path).await.status, 200, "the pusher reads its own upload");
+    push_blob(&app, "team/app", b"layer").await;
+    let manifest = image(b"config", &[b"layer"], json!({}));
+    assert_eq!(put_manifest(&app, "team/app", "v1", &manifest, OCI_MANIFEST).await.status, 201);
+    app.token = Some("read-secret".into());
+    assert_eq!(app.head(&config_path).await.status, 200);
+    assert_eq!(app.head(&format!("/v2/team/app/blobs/{}", sha(b"layer"))).await.status, 200);
+    assert_eq!(app.head(&format!("/v2/team/other/blobs/{}", sha(b"layer"))).await.status, 404);
     oci_error(&app.post("/v2/team/app/blobs/uploads/", Vec::new()).await, 403, "DENIED");
-    assert_eq!(app.get_json("/v2/_catalog").await, json!({"repositories": []}));
+    assert_eq!(app.get_json("/v2/_catalog").await, json!({"repositories": ["team/app"]}));
 }
 
 #[tokio::test]

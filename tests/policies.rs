@@ -3,7 +3,7 @@
 
 use artifactstore::auth::{Scope, TokenConfig};
 use artifactstore_tests::{TestApp, SETUPS};
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn policies_are_made_changed_read_and_removed_through_the_log() {
@@ -126,9 +126,17 @@ async fn changing_a_policy_needs_admin_over_its_prefix() {
     app.delete("/v1/policies/other").await.problem(403, "forbidden");
     let retarget = json!({"prefix": "team/x", "keep_last": 1});
     app.put_json("/v1/policies/other", &retarget).await.problem(403, "forbidden");
-    assert_eq!(app.get_json("/v1/policies/other").await["prefix"], "other/");
+    // Nor read it, or its events (ADR 0034).
+    app.get("/v1/policies/other").await.problem(403, "forbidden");
     assert_eq!(app.delete("/v1/policies/team-app").await.status, 204);
-    let events = app.get_json("/v1/events?since=0&subject_kind=policy").await;
-    let actors: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["actor"].as_str().unwrap()).collect();
-    assert_eq!(actors, ["team-admin", "root", "team-admin"]);
+    let actors = |events: Value| -> Vec<String> {
+        events["events"].as_array().unwrap().iter().map(|e| e["actor"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(actors(app.get_json("/v1/events?since=0&subject_kind=policy").await), ["team-admin", "team-admin"]);
+    app.token = Some("root-admin-0123456789".into());
+    assert_eq!(app.get_json("/v1/policies/other").await["prefix"], "other/");
+    assert_eq!(
+        actors(app.get_json("/v1/events?since=0&subject_kind=policy").await),
+        ["team-admin", "root", "team-admin"]
+    );
 }

@@ -2,7 +2,8 @@
 //!
 //! Tokens come from the configuration file. Each has a subject (the `actor` of the events it causes), scopes
 //! (`read` < `write` < `admin`: each includes the ones before it) and package-name prefixes the scopes apply to.
-//! Calls that name no package (uploads, blobs, the event feed) need the scope on at least one prefix.
+//! Calls that name no package (uploads, blobs, the event feed) need the scope on at least one prefix; what they read
+//! is then narrowed to the token's prefixes (`api::scope`, ADR 0034).
 //! With no tokens configured the instance is open: every call is allowed and acts as `anonymous`.
 
 use axum::extract::FromRequestParts;
@@ -109,6 +110,27 @@ impl Caller {
                 verb(scope),
                 scope.name()
             ))),
+        }
+    }
+
+    /// Whether the caller may read the package (or OCI repository) `name`.
+    pub fn may_read(&self, name: &str) -> bool {
+        self.require(Scope::Read, name).is_ok()
+    }
+
+    /// Whether the caller reads every package: an open instance, or a token with the prefix `""`.
+    pub fn reads_everything(&self) -> bool {
+        match &self.grant {
+            None => true,
+            Some((_, prefixes)) => prefixes.iter().any(|p| p.is_empty()),
+        }
+    }
+
+    /// The caller's package-name prefixes; `None` when it reads every package.
+    pub fn read_prefixes(&self) -> Option<&[String]> {
+        match &self.grant {
+            Some((_, prefixes)) if !self.reads_everything() => Some(prefixes),
+            _ => None,
         }
     }
 

@@ -9,6 +9,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 mod connections;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod instance;
 pub mod jobs;
 pub mod lifecycle;

@@ -21,6 +21,7 @@ use clap::Parser;
 use crate::report::Report;
 use crate::workloads::{
     workload_a_f, workload_b, workload_c, workload_d, workload_e, workload_g, workload_h, workload_i, workload_j,
+    workload_k,
 };
 
 #[derive(Debug, Parser)]
@@ -90,6 +91,9 @@ struct Sizes {
     /// Events the relay backfills in workload j, and events committed while it follows.
     j_events: u64,
     j_live: u64,
+    /// Files in each of workload k's large manifests, and its SSE streams that never read.
+    k_files: usize,
+    k_streams: usize,
     limit_bytes: usize,
     /// Each comparison runs this many times, alternating which server goes first; medians are reported.
     repeats: usize,
@@ -121,6 +125,8 @@ impl Sizes {
                 i_manifests: 100,
                 j_events: 5_000,
                 j_live: 100,
+                k_files: 2_000,
+                k_streams: 20,
                 limit_bytes: 32 * MIB,
                 repeats: 1,
             }
@@ -146,6 +152,8 @@ impl Sizes {
                 i_manifests: 5_000,
                 j_events: 1_000_000,
                 j_live: 5_000,
+                k_files: 60_000,
+                k_streams: 300,
                 limit_bytes: 1024 * MIB,
                 repeats: 3,
             }
@@ -216,6 +224,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if wants('j') {
         workload_j(&mut report, &sizes).await.context("workload j")?;
+    }
+    if wants('k') {
+        workload_k(&mut report, &sizes, bins.0, work.path()).await.context("workload k")?;
     }
 
     let markdown = report.markdown(&args.command, args.quick);

@@ -49,6 +49,11 @@ impl Process {
         Process(child)
     }
 
+    /// The process id.
+    pub(crate) fn id(&self) -> u32 {
+        self.0.id()
+    }
+
     /// The CPU time the process has used so far, in seconds.
     pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
         cpu_seconds(&self.0.id().to_string())

@@ -289,6 +289,19 @@ impl EventLog {
 
     /// Events with `after < sequence <= upto` that pass `filter`, in order, at most `limit`.
     pub async fn read(&self, after: u64, upto: u64, limit: u32, filter: &Filter) -> Result<Vec<Event>, Error> {
+        self.read_bounded(after, upto, limit, filter, usize::MAX).await
+    }
+
+    /// As `read`, but the read ends after the first event that brings its payloads to `max_bytes` or more: a page
+    /// of large events holds few of them (at least one), and what the statement would still give is never held.
+    pub async fn read_bounded(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: u32,
+        filter: &Filter,
+        max_bytes: usize,
+    ) -> Result<Vec<Event>, Error> {
         let mut conn = self.inner.db.acquire().await?;
         let (exact, prefix) = match &filter.event_type {
             None => ("", ""),
@@ -296,7 +309,7 @@ impl EventLog {
             Some(TypeFilter::Prefix(p)) => ("", p.as_str()),
         };
         let kind = filter.subject_kind.as_deref().unwrap_or("");
-        store::read_filtered(&mut conn, after, upto, limit, exact, prefix, kind, filter.subject_id).await
+        store::read_filtered(&mut conn, after, upto, limit, exact, prefix, kind, filter.subject_id, max_bytes).await
     }
 
     /// The events with these sequences (an index kept elsewhere, such as a view, lists them), in sequence order;

@@ -404,6 +404,7 @@ pub(crate) async fn read_filtered<E: AsExec>(
     type_prefix: &str,
     subject_kind: &str,
     subject_id: Option<Uuid>,
+    max_bytes: usize,
 ) -> Result<Vec<Event>, Error> {
     let kind = match subject_kind {
         "" => None,
@@ -418,18 +419,35 @@ pub(crate) async fn read_filtered<E: AsExec>(
         subject_kind: kind,
         subject_id: subject_id.is_some(),
     };
-    let rows = fetch_all!(
-        target,
-        EventRow,
-        &filtered_sql(shape),
-        seq(after),
-        seq(upto),
-        exact_type,
-        type_prefix,
-        subject_kind,
-        subject_id.unwrap_or(Uuid::nil()),
-        i64::from(limit),
-    )?;
+    let sql = filtered_sql(shape);
+    // Rows are taken one at a time and the read stops once `max_bytes` of payloads came: what the statement would
+    // still give is never held.
+    let mut rows = Vec::new();
+    let mut bytes = 0usize;
+    macro_rules! take {
+        ($conn:expr) => {{
+            let mut stream = sqlx::query_as::<_, EventRow>(&sql)
+                .bind(seq(after))
+                .bind(seq(upto))
+                .bind(exact_type)
+                .bind(type_prefix)
+                .bind(subject_kind)
+                .bind(subject_id.unwrap_or(Uuid::nil()))
+                .bind(i64::from(limit))
+                .fetch($conn);
+            while let Some(row) = futures::TryStreamExt::try_next(&mut stream).await? {
+                bytes = bytes.saturating_add(row.payload.len());
+                rows.push(row);
+                if bytes >= max_bytes {
+                    break;
+                }
+            }
+        }};
+    }
+    match target.as_exec() {
+        Exec::Sqlite(c) => take!(c),
+        Exec::Postgres(c) => take!(c),
+    }
     rows.into_iter().map(Event::try_from).collect()
 }
 

@@ -176,3 +176,16 @@ pub async fn unreachable_manifests<E: AsExec>(
     ));
     Ok(fetch_all!(target, ManifestRow, sql, cutoff_ms, limit)?)
 }
+
+/// Whether a manifest of `repository` names the blob `blake3` (as its config, a layer, or the manifest itself).
+pub async fn repository_names_blob<E: AsExec>(target: &mut E, repository: &str, blake3: &str) -> Result<bool, Error> {
+    let row = fetch_optional!(
+        target,
+        (i64,),
+        "SELECT 1 FROM oci_manifest_refs WHERE repository = $1 AND blake3 = $2 \
+         UNION ALL SELECT 1 FROM oci_manifests WHERE repository = $1 AND blake3 = $2 LIMIT 1",
+        repository,
+        blake3,
+    )?;
+    Ok(row.is_some())
+}

@@ -361,3 +361,15 @@ pub async fn retired_manifest<E: AsExec>(
         }
     }
 }
+
+/// The names of the live package versions whose files name the blob `blake3`, each once.
+pub async fn packages_naming<E: AsExec>(target: &mut E, blake3: &str) -> Result<Vec<String>, Error> {
+    let rows = fetch_all!(
+        target,
+        (String,),
+        "SELECT DISTINCT p.name FROM artifact_package_files f JOIN artifact_packages p ON p.package_id = f.package_id \
+         WHERE f.blake3 = $1",
+        blake3
+    )?;
+    Ok(rows.into_iter().map(|(name,)| name).collect())
+}

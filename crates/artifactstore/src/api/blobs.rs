@@ -50,6 +50,12 @@ pub(crate) async fn get(
         queries::blob(&mut conn, &digest).await?
     };
     let blob = found.ok_or_else(|| ApiError::not_found(format!("no blob has digest {digest}")))?;
+    if !super::scope::may_read_blob(&state, &caller, None, &blob).await? {
+        return Err(ApiError::not_found(format!(
+            "no blob with digest {digest} is readable with this token: no version under its prefixes names it, and \
+             its subject did not upload it"
+        )));
+    }
     if let Some(sequence) = blob.removed_sequence {
         return Err(ApiError::blob_removed(&blob.blake3, sequence));
     }
@@ -123,7 +129,7 @@ fn if_range_allows(headers: &HeaderMap, etag: &str) -> bool {
 /// Parses one `bytes=` range against a blob of `size` bytes (RFC 9110, section 14). `None` means "serve it all":
 /// several ranges, another unit, or a header that is not a valid range (which a server ignores). A valid range
 /// that starts at or past the end (or a suffix of zero bytes) is a 416 problem.
-fn parse_range(text: &str, size: u64) -> Result<Option<std::ops::Range<u64>>, ApiError> {
+pub(crate) fn parse_range(text: &str, size: u64) -> Result<Option<std::ops::Range<u64>>, ApiError> {
     let Some(spec) = text.trim().strip_prefix("bytes=") else { return Ok(None) };
     if spec.contains(',') {
         return Ok(None);

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::envelope::{envelope_cbor, envelope_json, head_json};
 use super::extract::{ApiPath, ApiQuery};
+use super::scope::ReadScope;
 use crate::auth::{Granted, Reads};
 use crate::problem::ApiError;
 use crate::server::AppState;
@@ -26,6 +27,8 @@ const MAX_LIMIT: u32 = 1_000;
 const MAX_WAIT: u64 = 60;
 /// How many sequences one filtered read scans at most; `next` still advances past all of them.
 const SCAN_WINDOW: u64 = 10_000;
+/// A page ends after the event that brings its payloads to this many bytes (a page holds at least one event).
+const PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +50,8 @@ pub(crate) struct FeedRequest {
     wait: Duration,
     pub(crate) filter: Filter,
     log_id: Option<Uuid>,
+    /// What the caller may see.
+    pub(crate) scope: ReadScope,
 }
 
 /// A feed request of a caller with the `read` scope: the query checked, for the page and the stream alike.
@@ -54,16 +59,14 @@ impl FromRequestParts<AppState> for FeedRequest {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Granted::<Reads>::from_request_parts(parts, state).await?;
+        let Granted(caller, _) = Granted::<Reads>::from_request_parts(parts, state).await?;
         let ApiQuery(query) = ApiQuery::<FeedQuery>::from_request_parts(parts, state).await?;
-        FeedRequest::try_from(query)
+        FeedRequest::checked(query, ReadScope::of(caller))
     }
 }
 
-impl TryFrom<FeedQuery> for FeedRequest {
-    type Error = ApiError;
-
-    fn try_from(q: FeedQuery) -> Result<Self, ApiError> {
+impl FeedRequest {
+    fn checked(q: FeedQuery, scope: ReadScope) -> Result<Self, ApiError> {
         let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
         if limit == 0 || limit > MAX_LIMIT {
             return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_LIMIT}")));
@@ -97,6 +100,7 @@ impl TryFrom<FeedQuery> for FeedRequest {
             wait: Duration::from_secs(wait),
             filter: Filter { event_type, subject_kind, subject_id },
             log_id,
+            scope,
         })
     }
 }
@@ -109,7 +113,7 @@ fn wants_cbor_seq(headers: &HeaderMap) -> bool {
 }
 
 /// `v1.package.*` is a prefix filter; anything else must be one exact event type.
-fn parse_type_filter(text: String) -> Result<TypeFilter, ApiError> {
+pub(crate) fn parse_type_filter(text: String) -> Result<TypeFilter, ApiError> {
     let valid = |s: &str| s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_');
     if let Some(prefix) = text.strip_suffix('*') {
         if prefix.ends_with('.') && valid(prefix) {
@@ -144,31 +148,51 @@ pub(crate) fn check_cursor(request: &FeedRequest, head: &Head) -> Result<(), Api
     Ok(())
 }
 
-/// Reads the events after `since` that pass `filter`, at most `limit`, and says how far the read looked.
+/// One read of the feed: after `since`, up to `head`, at most `limit` events, `window` sequences (a file subject's
+/// events excepted) and about `max_bytes` of payloads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PageRead {
+    pub(crate) since: u64,
+    pub(crate) head: u64,
+    pub(crate) limit: u32,
+    pub(crate) window: u64,
+    pub(crate) max_bytes: usize,
+}
+
+/// Reads the events after `since` that pass `filter`, at most `limit` and about `max_bytes` of payloads, less those
+/// `scope` hides; gives where the next read starts: after the last event read when the read was cut short by
+/// `limit` or by bytes, else after what the read looked at.
 ///
 /// A file subject's events come from its blob's row and the read looks up to `head`; any other read scans at most
 /// `window` sequences of the log.
 pub(crate) async fn read_page(
     state: &AppState,
-    since: u64,
-    head: u64,
-    limit: u32,
+    read: PageRead,
     filter: &Filter,
-    window: u64,
+    scope: &mut ReadScope,
 ) -> Result<(u64, Vec<artifactstore_eventlog::Event>), ApiError> {
+    let PageRead { since, head, limit, window, max_bytes } = read;
     let log = &state.instance.log;
-    if let Some(events) = artifactstore_views::file_subject_events(log, since, head, limit, filter).await? {
-        return Ok((head, events));
-    }
-    let upto = head.min(since.saturating_add(window));
-    Ok((upto, log.read(since, upto, limit, filter).await?))
+    let (upto, events) = match artifactstore_views::file_subject_events(log, since, head, limit, filter).await? {
+        Some(events) => (head, events),
+        None => {
+            let upto = head.min(since.saturating_add(window));
+            (upto, log.read_bounded(since, upto, limit, filter, max_bytes).await?)
+        }
+    };
+    let full = events.len() == limit as usize || events.iter().map(|e| e.payload.len()).sum::<usize>() >= max_bytes;
+    let next = match events.last() {
+        Some(last) if full => last.sequence,
+        _ => upto,
+    };
+    Ok((next, scope.retain(log, events).await?))
 }
 
 /// `GET /v1/events`: events after `since`, in order; with `wait`, held until one arrives or the wait runs out.
 pub(crate) async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
-    request: FeedRequest,
+    mut request: FeedRequest,
 ) -> Result<Response, ApiError> {
     let log = &state.instance.log;
     // Subscribe before reading the head, so a commit between the two still wakes us.
@@ -179,12 +203,9 @@ pub(crate) async fn list(
     let deadline = tokio::time::Instant::now() + request.wait;
     let mut since = request.since;
     loop {
-        let (upto, events) =
-            read_page(&state, since, head.sequence, request.limit, &request.filter, SCAN_WINDOW).await?;
-        let next = match events.last() {
-            Some(last) if events.len() == request.limit as usize => last.sequence,
-            _ => upto,
-        };
+        let read =
+            PageRead { since, head: head.sequence, limit: request.limit, window: SCAN_WINDOW, max_bytes: PAGE_BYTES };
+        let (next, events) = read_page(&state, read, &request.filter, &mut request.scope).await?;
         let done = !events.is_empty() || next < head.sequence || tokio::time::Instant::now() >= deadline;
         if done {
             if wants_cbor_seq(&headers) {
@@ -213,14 +234,18 @@ pub(crate) async fn list(
     }
 }
 
-/// `GET /v1/events/{sequence}`: one event.
+/// `GET /v1/events/{sequence}`: one event, if the caller may see it.
 pub(crate) async fn one(
     State(state): State<AppState>,
-    _: Granted<Reads>,
+    Granted(caller, _): Granted<Reads>,
     ApiPath(sequence): ApiPath<u64>,
 ) -> Result<Json<Value>, ApiError> {
-    match state.instance.log.get(sequence).await? {
-        Some(event) => Ok(Json(envelope_json(&event))),
+    let log = &state.instance.log;
+    match log.get(sequence).await? {
+        Some(event) if ReadScope::of(caller).sees(log, &event).await? => Ok(Json(envelope_json(&event))),
+        Some(_) => Err(ApiError::forbidden(format!(
+            "event {sequence} concerns nothing under this token's prefixes, and this token did not cause it"
+        ))),
         None => Err(ApiError::not_found(format!("no event has sequence {sequence}"))),
     }
 }

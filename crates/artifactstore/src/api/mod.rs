@@ -1,18 +1,19 @@
 //! The HTTP API: one route table per version, merged by `router`, which never binds a socket.
 
-mod blobs;
-mod body;
+pub(crate) mod blobs;
+pub(crate) mod body;
 mod envelope;
-mod events;
+pub(crate) mod events;
 mod extract;
 mod gc;
 mod health;
 mod oci;
-mod packages;
+pub(crate) mod packages;
 mod policies;
 mod rate;
+pub(crate) mod scope;
 mod stream;
-mod uploads;
+pub(crate) mod uploads;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};

@@ -37,23 +37,28 @@ struct PolicyBody {
     keep_days: Option<u64>,
 }
 
-/// `GET /v1/policies`: every policy in force, by name.
-pub(crate) async fn list(State(state): State<AppState>, _: Granted<Reads>) -> Result<Json<Value>, ApiError> {
+/// `GET /v1/policies`: every policy in force whose prefix the caller may read, by name.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Granted(caller, _): Granted<Reads>,
+) -> Result<Json<Value>, ApiError> {
     let mut conn = state.instance.db.acquire().await?;
     let policies = queries::policies(&mut conn).await?;
-    Ok(Json(json!({ "policies": policies.iter().map(|p| policy_json(&change_of(p), p.sequence)).collect::<Vec<_>>() })))
+    let shown = policies.iter().filter(|p| caller.may_read(&p.prefix));
+    Ok(Json(json!({ "policies": shown.map(|p| policy_json(&change_of(p), p.sequence)).collect::<Vec<_>>() })))
 }
 
 /// `GET /v1/policies/{name}`.
 pub(crate) async fn get(
     State(state): State<AppState>,
-    _: Granted<Reads>,
+    Granted(caller, _): Granted<Reads>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     check_policy_name(&name)?;
     let mut conn = state.instance.db.acquire().await?;
-    let policy = queries::policy(&mut conn, &name).await?;
-    policy.map(|p| Json(policy_json(&change_of(&p), p.sequence))).ok_or_else(|| not_found(&name))
+    let policy = queries::policy(&mut conn, &name).await?.ok_or_else(|| not_found(&name))?;
+    caller.require(Scope::Read, &policy.prefix)?;
+    Ok(Json(policy_json(&change_of(&policy), policy.sequence)))
 }
 
 /// `PUT /v1/policies/{name}`: makes or changes a policy (`201` when new, `200` otherwise); the same body again

@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::envelope::envelope_json;
-use super::events::{check_cursor, read_page, FeedRequest};
+use super::events::{check_cursor, read_page, FeedRequest, PageRead};
 use crate::problem::ApiError;
 use crate::server::AppState;
 
@@ -29,8 +29,10 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
 /// How long a client should wait before reconnecting, in milliseconds.
 const RETRY_MS: u64 = 1000;
-/// Events read per round trip while catching up.
+/// Events read per round trip while catching up...
 const CATCH_UP_BATCH: u32 = 500;
+/// ...and about this many bytes of payloads, which a stream whose client does not read holds meanwhile.
+const CATCH_UP_BYTES: usize = 256 * 1024;
 /// Live events already waiting are sent together, up to this many per write...
 const COALESCE: usize = 64;
 /// ...and up to about this many bytes, so what a stream hands its connection at once stays small.
@@ -118,13 +120,13 @@ enum Wake {
 /// broadcaster cuts it. When the client goes away the connection drops the stream, and with it the subscription.
 fn follow(
     state: AppState,
-    request: FeedRequest,
+    mut request: FeedRequest,
     mut subscription: Subscription,
     open: Open,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send {
     async_stream::stream! {
         let _open = open;
-        let filtered = !request.filter.is_everything();
+        let filtered = !request.filter.is_everything() || !request.scope.is_everything();
         yield Ok(Bytes::from(format!(": artifactstore event stream\nretry: {RETRY_MS}\n\n")));
         let mut cursor = request.since;
         let mut marked = cursor;
@@ -132,17 +134,21 @@ fn follow(
 
         // Catch up from the database to where the subscription begins.
         while cursor < subscription.start {
-            let read = read_page(&state, cursor, subscription.start, CATCH_UP_BATCH, &request.filter, u64::MAX).await;
-            let events = match read {
-                Ok((_, events)) => events,
+            let filter = &request.filter;
+            let read = PageRead {
+                since: cursor,
+                head: subscription.start,
+                limit: CATCH_UP_BATCH,
+                window: u64::MAX,
+                max_bytes: CATCH_UP_BYTES,
+            };
+            let read = read_page(&state, read, filter, &mut request.scope);
+            let (next, events) = match read.await {
+                Ok(page) => page,
                 Err(err) => {
                     tracing::warn!(error = err.detail(), "an event stream could not read the log");
                     return;
                 }
-            };
-            let next = match events.last() {
-                Some(last) if events.len() == CATCH_UP_BATCH as usize => last.sequence,
-                _ => subscription.start,
             };
             let mut out = BytesMut::new();
             for event in &events {
@@ -187,7 +193,14 @@ fn follow(
                         taken += 1;
                         if event.sequence > cursor {
                             cursor = event.sequence;
-                            if request.filter.matches(&event) {
+                            let seen = match request.scope.sees(&state.instance.log, &event).await {
+                                Ok(seen) => seen,
+                                Err(err) => {
+                                    tracing::warn!(error = err.detail(), "an event stream could not read the log");
+                                    return;
+                                }
+                            };
+                            if seen && request.filter.matches(&event) {
                                 out.extend_from_slice(&state.frames.frame(&event));
                                 marked = cursor;
                             }

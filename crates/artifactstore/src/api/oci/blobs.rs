@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::auth::authorize;
 use super::{check_repository, parse_digest, OciError};
 use crate::api::blobs::{serve_blob, Blob};
+use crate::api::scope::may_read_blob;
 use crate::api::uploads::{self, header_value};
 use crate::auth::{Caller, Scope};
 use crate::problem::ApiError;
@@ -31,9 +32,12 @@ fn blob_unknown(digest: &str) -> OciError {
 /// `GET|HEAD /v2/<name>/blobs/<digest>`.
 pub(crate) async fn get(state: &AppState, name: &str, digest: &str, request: Request) -> Result<Response, OciError> {
     let (mut parts, _) = request.into_parts();
-    authorize(state, &mut parts, Some(name), Scope::Read).await?;
+    let caller = authorize(state, &mut parts, Some(name), Scope::Read).await?;
     let parsed = parse_digest(digest)?;
     let row = visible(state, name, &parsed).await?.ok_or_else(|| blob_unknown(digest))?;
+    if !may_read_blob(state, &caller, Some(name), &row).await.map_err(internal)? {
+        return Err(blob_unknown(digest));
+    }
     let mut response = serve_blob(state, Blob::from(&row), &parts.method, &parts.headers)
         .await
         .map_err(|problem| OciError::from_problem(problem, "BLOB_UNKNOWN", "BLOB_UNKNOWN"))?;
@@ -144,13 +148,20 @@ async fn try_mount(
     }
     let Ok(parsed) = digest.parse::<Digest>() else { return Ok(None) };
     let Some(row) = visible(state, from, &parsed).await? else { return Ok(None) };
+    if !may_read_blob(state, caller, Some(from), &row).await.map_err(internal)? {
+        return Ok(None);
+    }
     let dual = dual_of(&row)?;
     link(state, caller, name, &dual).await?;
     Ok(Some(created(name, digest, &row.sha256)))
 }
 
+fn internal(problem: ApiError) -> OciError {
+    OciError::from_problem(problem, "UNKNOWN", "UNKNOWN")
+}
+
 fn dual_of(row: &FileRow) -> Result<DualDigest, OciError> {
-    let internal = |err: &dyn std::fmt::Display| OciError::from_problem(ApiError::internal(err), "UNKNOWN", "UNKNOWN");
+    let internal = |err: &dyn std::fmt::Display| internal(ApiError::internal(err));
     Ok(DualDigest {
         blake3: row.blake3.parse().map_err(|e| internal(&e))?,
         sha256: row.sha256.parse().map_err(|e| internal(&e))?,

@@ -5,7 +5,7 @@
 //! and changing its retention). Every read of the views goes through `artifactstore_views::queries`.
 
 mod metadata;
-mod publish;
+pub(crate) mod publish;
 mod read;
 mod retention;
 

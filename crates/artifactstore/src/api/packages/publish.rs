@@ -39,10 +39,11 @@ struct FileIn {
 }
 
 /// A checked manifest: files with their digests parsed, metadata as a CBOR map and its canonical bytes.
-struct Checked {
-    files: Vec<(String, Digest, Option<String>)>,
-    metadata: Cbor,
-    canonical: Vec<u8>,
+#[derive(Debug)]
+pub(crate) struct Checked {
+    pub(crate) files: Vec<(String, Digest, Option<String>)>,
+    pub(crate) metadata: Cbor,
+    pub(crate) canonical: Vec<u8>,
 }
 
 /// The request's manifest, checked.
@@ -53,10 +54,15 @@ async fn read_manifest(request: Request) -> Result<Checked, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::bad_request("this call needs a body"));
     }
+    decode_manifest(format, &bytes)
+}
+
+/// A manifest body, checked.
+pub(crate) fn decode_manifest(format: BodyFormat, bytes: &[u8]) -> Result<Checked, ApiError> {
     let (files, metadata) = match format {
         BodyFormat::Json => {
-            check_integers(&bytes)?;
-            let manifest: ManifestIn<FromJson> = format.decode(&bytes)?;
+            check_integers(bytes)?;
+            let manifest: ManifestIn<FromJson> = format.decode(bytes)?;
             let metadata = match manifest.metadata.map(|m| m.0) {
                 None | Some(Cbor::Null) => Cbor::Map(Vec::new()),
                 Some(map @ Cbor::Map(_)) => map,
@@ -65,7 +71,7 @@ async fn read_manifest(request: Request) -> Result<Checked, ApiError> {
             (manifest.files, metadata)
         }
         BodyFormat::Cbor => {
-            let manifest: ManifestIn<Cbor> = format.decode(&bytes)?;
+            let manifest: ManifestIn<Cbor> = format.decode(bytes)?;
             let metadata = match manifest.metadata {
                 None | Some(Cbor::Null) => Cbor::Map(Vec::new()),
                 Some(map @ Cbor::Map(_)) => map,

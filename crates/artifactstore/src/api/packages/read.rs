@@ -197,7 +197,10 @@ pub(crate) async fn list(
     }
     let page = {
         let mut conn = state.instance.db.acquire().await?;
-        queries::list_packages(&mut conn, &prefix, &cursor, limit).await?
+        match caller.read_prefixes() {
+            None => queries::list_packages(&mut conn, &prefix, &cursor, limit).await?,
+            Some(within) => list_within(&mut conn, within, &prefix, &cursor, limit).await?,
+        }
     };
     let packages: Vec<Json> = page
         .packages
@@ -205,6 +208,55 @@ pub(crate) async fn list(
         .map(|p| json!({"name": p.name, "versions": p.versions, "latest_sequence": p.latest_sequence}))
         .collect();
     Ok(axum::Json(json!({"packages": packages, "next_cursor": page.next_cursor})).into_response())
+}
+
+/// A page of the packages under `prefix` that the token prefixes `within` cover: one read per token prefix, each the
+/// page of the names both prefixes allow, merged.
+async fn list_within(
+    conn: &mut artifactstore_db::Conn,
+    within: &[String],
+    prefix: &str,
+    cursor: &str,
+    limit: u32,
+) -> Result<queries::PackagePage, ApiError> {
+    // A token prefix `team` covers `team` itself and `team/...`; `team/` covers `team/...` only.
+    let mut starts: Vec<String> = Vec::new();
+    let mut exact: Vec<&str> = Vec::new();
+    for token_prefix in within {
+        if token_prefix.ends_with('/') {
+            starts.push(token_prefix.clone());
+        } else {
+            starts.push(format!("{token_prefix}/"));
+            exact.push(token_prefix);
+        }
+    }
+    let mut packages = Vec::new();
+    let mut more = false;
+    for start in &starts {
+        // Names that start with both `prefix` and `start`: those that start with the longer, if one extends the other.
+        let both = if start.starts_with(prefix) {
+            start.as_str()
+        } else if prefix.starts_with(start.as_str()) {
+            prefix
+        } else {
+            continue;
+        };
+        let page = queries::list_packages(conn, both, cursor, limit).await?;
+        more |= page.next_cursor.is_some();
+        packages.extend(page.packages);
+    }
+    for name in exact {
+        if name.starts_with(prefix) && name > cursor {
+            let page = queries::list_packages(conn, name, cursor, 1).await?;
+            packages.extend(page.packages.into_iter().filter(|p| p.name == name));
+        }
+    }
+    packages.sort_by(|a, b| a.name.cmp(&b.name));
+    packages.dedup_by(|a, b| a.name == b.name);
+    more |= packages.len() > limit as usize;
+    packages.truncate(limit as usize);
+    let next_cursor = if more { packages.last().map(|p| p.name.clone()) } else { None };
+    Ok(queries::PackagePage { packages, next_cursor })
 }
 
 /// The file at `path` of `name`@`version`; 404 when there is none.

@@ -1,0 +1,158 @@
+//! Workload k: what one reader can make `serve` hold. Versions with large manifests (events of many megabytes),
+//! then one feed page from 0 read whole, then SSE streams from 0 that never read, while other requests are timed;
+//! `serve`'s resident memory is sampled throughout and read again after the streams close.
+
+use std::time::{Duration, Instant};
+
+use artifactstore_digest::DualDigest;
+use tokio::io::AsyncWriteExt;
+
+use crate::report::{mib, percentile, Report, Row};
+use crate::servers::Server;
+use crate::Sizes;
+
+/// The goal: `serve` stays within this much of its idle memory.
+const HEADROOM: u64 = 128 * 1024 * 1024;
+/// The goal for other requests' p99 meanwhile.
+const P99_GOAL: Duration = Duration::from_millis(50);
+/// Versions published, each one large `v1.package.created` event.
+const VERSIONS: usize = 5;
+
+pub(crate) async fn workload_k(
+    report: &mut Report,
+    sizes: &Sizes,
+    bin: &std::path::Path,
+    work: &std::path::Path,
+) -> anyhow::Result<()> {
+    let server = Server::artifactstore(bin, &work.join("k")).await?;
+    let http = reqwest::Client::new();
+    let blob = b"one blob that every file of the large manifests names".to_vec();
+    let digest = DualDigest::of(&blob);
+    let url = format!("{}/v1/uploads?digest={}", server.base, digest.blake3);
+    let response = http.post(url).body(blob).send().await?;
+    anyhow::ensure!(response.status().is_success(), "upload: {}", response.status());
+    let mut event_bytes = 0usize;
+    for version in 0..VERSIONS {
+        let files: Vec<serde_json::Value> = (0..sizes.k_files)
+            .map(|i| serde_json::json!({"path": format!("share/data/part-{i:07}/file.bin"), "digest": digest.blake3.to_string()}))
+            .collect();
+        let manifest = serde_json::json!({"files": files});
+        let url = format!("{}/v1/packages/big/app/versions/{version}", server.base);
+        let response = http.put(url).json(&manifest).send().await?;
+        anyhow::ensure!(response.status() == 201, "publish: {}", response.status());
+        event_bytes = serde_json::to_vec(&manifest)?.len();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (idle, _) = server.rss()?;
+
+    // One page from 0, read whole.
+    let sampler = Sampler::start(&server);
+    let started = Instant::now();
+    let page = http.get(format!("{}/v1/events?since=0&limit=1000", server.base)).send().await?.bytes().await?;
+    let page_time = started.elapsed();
+    let page_peak = sampler.stop().await;
+    let page_events = serde_json::from_slice::<serde_json::Value>(&page)?["events"].as_array().map_or(0, Vec::len);
+
+    // Streams from 0 that never read, each on a socket with a small receive buffer, while small reads are timed.
+    let sampler = Sampler::start(&server);
+    let address: std::net::SocketAddr = server.base.trim_start_matches("http://").parse()?;
+    let mut streams = Vec::with_capacity(sizes.k_streams);
+    for _ in 0..sizes.k_streams {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_recv_buffer_size(4096)?;
+        let mut stream = socket.connect(address).await?;
+        stream.write_all(b"GET /v1/events/stream?since=0 HTTP/1.1\r\nHost: k\r\n\r\n").await?;
+        streams.push(stream);
+    }
+    let mut latencies = Vec::new();
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        let started = Instant::now();
+        let response = http.get(format!("{}/v1/packages/big/app", server.base)).send().await?;
+        anyhow::ensure!(response.status() == 200, "a small read: {}", response.status());
+        response.bytes().await?;
+        latencies.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let streams_peak = sampler.stop().await;
+    drop(streams);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (after, _) = server.rss()?;
+    drop(server);
+
+    let p99 = percentile(&mut latencies, 0.99);
+    let peak = page_peak.max(streams_peak);
+    eprintln!(
+        "k: idle {}, page peak {} ({page_events} events in {page_time:?}), streams peak {}, after {}, p99 {p99:?}",
+        mib(idle),
+        mib(page_peak),
+        mib(streams_peak),
+        mib(after)
+    );
+    report.push(Row {
+        workload: "k",
+        what: format!(
+            "{VERSIONS} versions of {} files (events of about {}); one feed page from 0, then {} SSE streams from 0 \
+             that never read, while other reads are timed",
+            sizes.k_files,
+            mib(event_bytes as u64),
+            sizes.k_streams
+        ),
+        ours: format!(
+            "idle {}; peak {} over idle (page {}, streams {}); {} after the streams close; other reads p99 {:.1} ms",
+            mib(idle),
+            mib(peak.saturating_sub(idle)),
+            mib(page_peak.saturating_sub(idle)),
+            mib(streams_peak.saturating_sub(idle)),
+            mib(after.saturating_sub(idle)),
+            p99.as_secs_f64() * 1000.0
+        ),
+        reference: format!(
+            "the page: {page_events} events, {} in {:.2} s",
+            mib(page.len() as u64),
+            page_time.as_secs_f64()
+        ),
+        ratio: String::new(),
+        target: format!("peak ≤ idle + {}, p99 < {} ms", mib(HEADROOM), P99_GOAL.as_millis()),
+        met: Some(peak.saturating_sub(idle) <= HEADROOM && p99 < P99_GOAL),
+    });
+    Ok(())
+}
+
+/// Samples a server's resident memory every 20 ms until stopped; gives the highest sample.
+struct Sampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl Sampler {
+    fn start(server: &Server) -> Sampler {
+        let status = format!("/proc/{}/status", server.process.id());
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut peak = 0;
+            loop {
+                if let Some(rss) = vm_rss(&status) {
+                    peak = peak.max(rss);
+                }
+                tokio::select! {
+                    _ = &mut stopped => return peak,
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+        });
+        Sampler { stop, task }
+    }
+
+    async fn stop(self) -> u64 {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or(0)
+    }
+}
+
+fn vm_rss(status_path: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(status_path).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
