@@ -1,5 +1,6 @@
 //! Limits that keep a caller from wearing the server down: bounded metric labels, a share of upload sessions per
-//! subject, deadlines for request heads and idle connections, a cap on open connections, a floor on body rates.
+//! subject, deadlines for request heads and idle connections, a cap on open connections, a floor on body rates, a
+//! deadline for clients that stop reading.
 
 use std::time::Duration;
 
@@ -87,7 +88,8 @@ async fn slow_and_idle_connections_are_let_go_and_open_ones_capped() {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpStream;
     for (backend, kind) in SETUPS {
-        let quick = ConnectionLimits { header_read: Duration::from_secs(1), max_open: 100 };
+        let quick =
+            ConnectionLimits { header_read: Duration::from_secs(1), max_open: 100, ..ConnectionLimits::default() };
         let Some(app) = TestApp::builder()
             .backend(backend)
             .store(kind)
@@ -110,7 +112,7 @@ async fn slow_and_idle_connections_are_let_go_and_open_ones_capped() {
         assert_eq!(app.get("/healthz").await.status, 200);
         app.stop().await;
 
-        let capped = ConnectionLimits { header_read: Duration::from_secs(30), max_open: 2 };
+        let capped = ConnectionLimits { max_open: 2, ..ConnectionLimits::default() };
         let Some(app) = TestApp::builder()
             .backend(backend)
             .store(kind)
@@ -184,5 +186,41 @@ async fn a_trickling_body_is_ended_and_its_session_freed() {
         assert_eq!(header_u64(&head, "upload-offset"), 5_000, "{backend:?}: nothing of the trickle counts");
         let data = bytes(20_000, 21);
         assert_eq!(app.send_chunk(&session, 5_000, data[5_000..].to_vec()).await.status(), 202, "{backend:?}");
+    }
+}
+
+/// A client that stops taking a response's bytes (here an SSE stream from 0 over 3 MB of events, on a socket with a
+/// small receive buffer, never read) has its connection closed after the send stall deadline, and the server lets go
+/// of what the stream held.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_let_go() {
+    use artifactstore::config::ConnectionLimits;
+    use artifactstore_tests::event;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for (backend, kind) in SETUPS {
+        let stall = ConnectionLimits { send_stall: Duration::from_secs(2), ..ConnectionLimits::default() };
+        let Some(app) =
+            TestApp::builder().backend(backend).store(kind).config(move |c| c.connections = stall).start().await
+        else {
+            continue;
+        };
+        let pad = "x".repeat(100_000);
+        for n in 0..30u64 {
+            app.append(event("v1.system.test", Some(n.into()), &json!({"n": n, "pad": pad}))).await;
+        }
+        let address: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(address).await.unwrap();
+        stream.write_all(b"GET /v1/events/stream?since=0 HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        // Past the deadline the server has closed: what was sent drains, then the stream ends (it would otherwise go
+        // on with the rest of the 3 MB and heartbeats).
+        let mut received = Vec::new();
+        let drained = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received)).await;
+        assert!(drained.is_ok(), "{backend:?}: the stalled stream was still open");
+        assert!(received.len() < 3_000_000, "{backend:?}: {} bytes arrived after the stall", received.len());
+        let metrics = app.get("/metrics").await.text();
+        assert!(metrics.contains("artifactstore_sse_streams 0"), "{backend:?}: the stream is still counted open");
     }
 }

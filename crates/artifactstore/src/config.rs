@@ -60,6 +60,9 @@ pub struct HttpFile {
     /// Open connections at most; past it, a new connection is answered `503` and closed [default: the process's
     /// open file limit less 256].
     pub max_connections: Option<usize>,
+    /// Seconds a response may wait on a client that accepts none of its bytes before the connection is closed
+    /// [default: 60].
+    pub send_stall_secs: Option<u64>,
 }
 
 /// Limits on client connections.
@@ -70,11 +73,18 @@ pub struct ConnectionLimits {
     pub header_read: std::time::Duration,
     /// Open connections at most.
     pub max_open: usize,
+    /// How long a response may wait on a client that takes none of its bytes; the connection is then closed, and
+    /// what the response held is let go.
+    pub send_stall: std::time::Duration,
 }
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
-        ConnectionLimits { header_read: std::time::Duration::from_secs(30), max_open: default_max_connections() }
+        ConnectionLimits {
+            header_read: std::time::Duration::from_secs(30),
+            max_open: default_max_connections(),
+            send_stall: std::time::Duration::from_secs(60),
+        }
     }
 }
 
@@ -84,9 +94,10 @@ impl ConnectionLimits {
         let limits = ConnectionLimits {
             header_read: file.header_read_secs.map_or(defaults.header_read, std::time::Duration::from_secs),
             max_open: file.max_connections.unwrap_or(defaults.max_open),
+            send_stall: file.send_stall_secs.map_or(defaults.send_stall, std::time::Duration::from_secs),
         };
-        if limits.header_read.is_zero() || limits.max_open == 0 {
-            bail!("[http]: header_read_secs and max_connections must be above zero");
+        if limits.header_read.is_zero() || limits.max_open == 0 || limits.send_stall.is_zero() {
+            bail!("[http]: header_read_secs, max_connections and send_stall_secs must be above zero");
         }
         Ok(limits)
     }

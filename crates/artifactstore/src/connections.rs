@@ -1,8 +1,11 @@
 //! Accepting client connections: HTTP/1.1 with a deadline for each request head (which also ends kept-alive
-//! connections left idle), a cap on open connections answered with `503` past it, and a graceful shutdown.
+//! connections left idle), a cap on open connections answered with `503` past it, a deadline for clients that stop
+//! taking a response's bytes, and a graceful shutdown.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -10,7 +13,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
@@ -55,7 +58,7 @@ pub(crate) async fn accept(
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read)
-            .serve_connection(TokioIo::new(tcp), service.clone());
+            .serve_connection(TokioIo::new(StallGuard::new(tcp, limits.send_stall)), service.clone());
         let served = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = served.await {
@@ -111,4 +114,72 @@ async fn refuse(mut tcp: TcpStream, most: usize) {
         while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
     })
     .await;
+}
+
+/// A connection whose writes fail with `TimedOut` once the client has taken none of the bytes offered to it for
+/// `limit`: hyper then closes the connection and drops the response, so a client that stops reading (an SSE stream
+/// from 0 that never reads, a download left hanging) holds nothing for longer than that.
+struct StallGuard {
+    inner: TcpStream,
+    limit: Duration,
+    /// Set when a write first found the socket full; cleared by any write that goes through.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl StallGuard {
+    fn new(inner: TcpStream, limit: Duration) -> StallGuard {
+        StallGuard { inner, limit, stalled: None }
+    }
+
+    /// Passes a write's answer on, and turns a wait longer than `limit` into an error.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, answer: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if answer.is_ready() {
+            self.stalled = None;
+            return answer;
+        }
+        let limit = self.limit;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client took no bytes for {} s", limit.as_secs()),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for StallGuard {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StallGuard {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let answer = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, answer)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let answer = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, answer)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let answer = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, answer)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

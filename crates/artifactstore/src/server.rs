@@ -25,6 +25,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// SSE frames of recent events, rendered once and shared by every stream.
     pub frames: Arc<crate::api::FrameCache>,
+    /// Room for the feed's renderings, shared by every request.
+    pub(crate) render_budget: Arc<crate::api::budget::RenderBudget>,
     /// Its upload sessions.
     pub(crate) uploads: crate::uploads::Uploads,
 }
@@ -37,7 +39,14 @@ impl AppState {
     pub fn new(instance: Instance) -> AppState {
         let broadcaster = Broadcaster::start(instance.log.clone(), SUBSCRIBER_BUFFER);
         let uploads = crate::uploads::Uploads::new(instance.clone());
-        AppState { instance, broadcaster, metrics: Arc::new(Metrics::default()), frames: Arc::default(), uploads }
+        AppState {
+            instance,
+            broadcaster,
+            metrics: Arc::new(Metrics::default()),
+            frames: Arc::default(),
+            render_budget: Arc::default(),
+            uploads,
+        }
     }
 }
 

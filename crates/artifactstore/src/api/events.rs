@@ -3,15 +3,18 @@
 use std::time::Duration;
 
 use artifactstore_eventlog::{Filter, Head, SubjectKind, TypeFilter};
+use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::budget::Room;
 use super::envelope::{envelope_cbor, envelope_json, head_json};
 use super::extract::{ApiPath, ApiQuery};
 use super::scope::ReadScope;
@@ -29,6 +32,8 @@ const MAX_WAIT: u64 = 60;
 const SCAN_WINDOW: u64 = 10_000;
 /// A page ends after the event that brings its payloads to this many bytes (a page holds at least one event).
 const PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// A page's body is handed to the connection in pieces of this size.
+const BODY_PIECE: usize = 64 * 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,12 +185,35 @@ pub(crate) async fn read_page(
             (upto, log.read_bounded(since, upto, limit, filter, max_bytes).await?)
         }
     };
-    let full = events.len() == limit as usize || events.iter().map(|e| e.payload.len()).sum::<usize>() >= max_bytes;
+    let full = events.len() == limit as usize || payload_bytes(&events) >= max_bytes;
     let next = match events.last() {
         Some(last) if full => last.sequence,
         _ => upto,
     };
     Ok((next, scope.retain(log, events).await?))
+}
+
+/// `read_page`, with room reserved in the render budget for what it read. When the budget is spent, the events are
+/// let go, the room waited for, and the page read again: a request waiting for room holds no events.
+pub(crate) async fn read_reserved(
+    state: &AppState,
+    read: PageRead,
+    filter: &Filter,
+    scope: &mut ReadScope,
+) -> Result<(u64, Vec<artifactstore_eventlog::Event>, Room), ApiError> {
+    let (next, events) = read_page(state, read, filter, scope).await?;
+    let bytes = payload_bytes(&events);
+    if let Some(room) = state.render_budget.try_reserve(bytes) {
+        return Ok((next, events, room));
+    }
+    drop(events);
+    let room = state.render_budget.reserve(bytes).await;
+    let (next, events) = read_page(state, read, filter, scope).await?;
+    Ok((next, events, room))
+}
+
+fn payload_bytes(events: &[artifactstore_eventlog::Event]) -> usize {
+    events.iter().map(|e| e.payload.len()).sum()
 }
 
 /// `GET /v1/events`: events after `since`, in order; with `wait`, held until one arrives or the wait runs out.
@@ -205,25 +233,29 @@ pub(crate) async fn list(
     loop {
         let read =
             PageRead { since, head: head.sequence, limit: request.limit, window: SCAN_WINDOW, max_bytes: PAGE_BYTES };
-        let (next, events) = read_page(&state, read, &request.filter, &mut request.scope).await?;
+        let (next, events, room) = read_reserved(&state, read, &request.filter, &mut request.scope).await?;
         let done = !events.is_empty() || next < head.sequence || tokio::time::Instant::now() >= deadline;
         if done {
             if wants_cbor_seq(&headers) {
                 let body: Vec<u8> = events.iter().flat_map(envelope_cbor).collect();
-                let mut response = ([(header::CONTENT_TYPE, "application/cbor-seq")], body).into_response();
+                drop(events);
+                let mut response = ([(header::CONTENT_TYPE, "application/cbor-seq")], held(body, room)).into_response();
                 let h = response.headers_mut();
                 h.insert("log-id", HeaderValue::from_str(&head.log_id.to_string()).expect("a UUID is a header value"));
                 h.insert("feed-next", HeaderValue::from(next));
                 h.insert("feed-head", HeaderValue::from(head.sequence));
                 return Ok(response);
             }
-            return Ok(Json(json!({
+            let page = json!({
                 "events": events.iter().map(envelope_json).collect::<Vec<_>>(),
                 "next": next,
                 "head": head.sequence,
                 "log_id": head.log_id.to_string(),
-            }))
-            .into_response());
+            });
+            drop(events);
+            let body = serde_json::to_vec(&page).map_err(|err| ApiError::internal(&err))?;
+            drop(page);
+            return Ok(([(header::CONTENT_TYPE, "application/json")], held(body, room)).into_response());
         }
         since = next;
         // Nothing matched up to the head: wait for the head to move, or for the deadline.
@@ -232,6 +264,17 @@ pub(crate) async fn list(
         }
         head = log.read_head().await?;
     }
+}
+
+/// A response body that keeps its room in the render budget until the connection has taken the last of it.
+fn held(body: Vec<u8>, room: Room) -> Body {
+    let body = bytes::Bytes::from(body);
+    let pieces: Vec<bytes::Bytes> =
+        (0..body.len()).step_by(BODY_PIECE).map(|at| body.slice(at..body.len().min(at + BODY_PIECE))).collect();
+    Body::from_stream(futures::stream::iter(pieces).map(move |piece| {
+        let _room = &room;
+        Ok::<_, std::convert::Infallible>(piece)
+    }))
 }
 
 /// `GET /v1/events/{sequence}`: one event, if the caller may see it.

@@ -2,6 +2,7 @@
 
 pub(crate) mod blobs;
 pub(crate) mod body;
+pub(crate) mod budget;
 mod envelope;
 pub(crate) mod events;
 mod extract;
