@@ -289,19 +289,6 @@ impl EventLog {
 
     /// Events with `after < sequence <= upto` that pass `filter`, in order, at most `limit`.
     pub async fn read(&self, after: u64, upto: u64, limit: u32, filter: &Filter) -> Result<Vec<Event>, Error> {
-        self.read_bounded(after, upto, limit, filter, usize::MAX).await
-    }
-
-    /// As `read`, but the read ends after the first event that brings its payloads to `max_bytes` or more: a page
-    /// of large events holds few of them (at least one), and what the statement would still give is never held.
-    pub async fn read_bounded(
-        &self,
-        after: u64,
-        upto: u64,
-        limit: u32,
-        filter: &Filter,
-        max_bytes: usize,
-    ) -> Result<Vec<Event>, Error> {
         let mut conn = self.inner.db.acquire().await?;
         let (exact, prefix) = match &filter.event_type {
             None => ("", ""),
@@ -309,7 +296,26 @@ impl EventLog {
             Some(TypeFilter::Prefix(p)) => ("", p.as_str()),
         };
         let kind = filter.subject_kind.as_deref().unwrap_or("");
-        store::read_filtered(&mut conn, after, upto, limit, exact, prefix, kind, filter.subject_id, max_bytes).await
+        store::read_filtered(&mut conn, after, upto, limit, exact, prefix, kind, filter.subject_id).await
+    }
+
+    /// The sequence and payload size of each event `read` would give, without reading the payloads: a reader can
+    /// choose how many to read, and reserve room for them, before holding any.
+    pub async fn read_sizes(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: u32,
+        filter: &Filter,
+    ) -> Result<Vec<(u64, usize)>, Error> {
+        let mut conn = self.inner.db.acquire().await?;
+        let (exact, prefix) = match &filter.event_type {
+            None => ("", ""),
+            Some(TypeFilter::Exact(t)) => (t.as_str(), ""),
+            Some(TypeFilter::Prefix(p)) => ("", p.as_str()),
+        };
+        let kind = filter.subject_kind.as_deref().unwrap_or("");
+        store::read_sizes(&mut conn, after, upto, limit, exact, prefix, kind, filter.subject_id).await
     }
 
     /// The events with these sequences (an index kept elsewhere, such as a view, lists them), in sequence order;

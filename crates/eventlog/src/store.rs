@@ -364,6 +364,20 @@ pub(crate) struct FilterShape {
     pub(crate) subject_id: bool,
 }
 
+/// The shape of a read with these filters; `None` when `subject_kind` names no kind, so nothing can match.
+fn shape_of(exact_type: &str, type_prefix: &str, subject_kind: &str, subject_id: Option<Uuid>) -> Option<FilterShape> {
+    let kind = match subject_kind {
+        "" => None,
+        name => Some(SubjectKind::parse(name)?),
+    };
+    Some(FilterShape {
+        exact_type: !exact_type.is_empty(),
+        type_prefix: !type_prefix.is_empty(),
+        subject_kind: kind,
+        subject_id: subject_id.is_some(),
+    })
+}
+
 /// The text of a filtered read. Only the filters present appear in it, so the planner can go through the index that
 /// serves them (the type index for an exact type, the subject index for an indexed kind and id) instead of testing
 /// each event of the range. The parameters are numbered alike in every shape and all bound: `$1` and `$2` the range,
@@ -404,51 +418,54 @@ pub(crate) async fn read_filtered<E: AsExec>(
     type_prefix: &str,
     subject_kind: &str,
     subject_id: Option<Uuid>,
-    max_bytes: usize,
 ) -> Result<Vec<Event>, Error> {
-    let kind = match subject_kind {
-        "" => None,
-        name => match SubjectKind::parse(name) {
-            Some(kind) => Some(kind),
-            None => return Ok(Vec::new()),
-        },
-    };
-    let shape = FilterShape {
-        exact_type: !exact_type.is_empty(),
-        type_prefix: !type_prefix.is_empty(),
-        subject_kind: kind,
-        subject_id: subject_id.is_some(),
-    };
-    let sql = filtered_sql(shape);
-    // Rows are taken one at a time and the read stops once `max_bytes` of payloads came: what the statement would
-    // still give is never held.
-    let mut rows = Vec::new();
-    let mut bytes = 0usize;
-    macro_rules! take {
-        ($conn:expr) => {{
-            let mut stream = sqlx::query_as::<_, EventRow>(&sql)
-                .bind(seq(after))
-                .bind(seq(upto))
-                .bind(exact_type)
-                .bind(type_prefix)
-                .bind(subject_kind)
-                .bind(subject_id.unwrap_or(Uuid::nil()))
-                .bind(i64::from(limit))
-                .fetch($conn);
-            while let Some(row) = futures::TryStreamExt::try_next(&mut stream).await? {
-                bytes = bytes.saturating_add(row.payload.len());
-                rows.push(row);
-                if bytes >= max_bytes {
-                    break;
-                }
-            }
-        }};
-    }
-    match target.as_exec() {
-        Exec::Sqlite(c) => take!(c),
-        Exec::Postgres(c) => take!(c),
-    }
+    let Some(shape) = shape_of(exact_type, type_prefix, subject_kind, subject_id) else { return Ok(Vec::new()) };
+    let rows = fetch_all!(
+        target,
+        EventRow,
+        &filtered_sql(shape),
+        seq(after),
+        seq(upto),
+        exact_type,
+        type_prefix,
+        subject_kind,
+        subject_id.unwrap_or(Uuid::nil()),
+        i64::from(limit),
+    )?;
     rows.into_iter().map(Event::try_from).collect()
+}
+
+/// The sequence and payload length of each event `read_filtered` would give with the same arguments. Neither
+/// backend reads a value's content to give its length.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn read_sizes<E: AsExec>(
+    target: &mut E,
+    after: u64,
+    upto: u64,
+    limit: u32,
+    exact_type: &str,
+    type_prefix: &str,
+    subject_kind: &str,
+    subject_id: Option<Uuid>,
+) -> Result<Vec<(u64, usize)>, Error> {
+    let Some(shape) = shape_of(exact_type, type_prefix, subject_kind, subject_id) else { return Ok(Vec::new()) };
+    let sql = filtered_sql(shape).replacen(EVENT_COLUMNS, "sequence, CAST(length(payload) AS BIGINT)", 1);
+    let rows = fetch_all!(
+        target,
+        (i64, i64),
+        &sql,
+        seq(after),
+        seq(upto),
+        exact_type,
+        type_prefix,
+        subject_kind,
+        subject_id.unwrap_or(Uuid::nil()),
+        i64::from(limit),
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|(sequence, length)| (u64::try_from(sequence).unwrap_or(0), usize::try_from(length).unwrap_or(0)))
+        .collect())
 }
 
 /// The events with these sequences, in sequence order; sequences with no event are skipped.

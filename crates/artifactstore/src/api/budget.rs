@@ -1,6 +1,6 @@
 //! What the feed's renderings may hold at once, across every request: a page of `GET /v1/events` and each batch of
-//! an SSE stream's catch-up reserve room here for the events they read and the text they make of them, and keep it
-//! until the connection has taken that text. Clients that stop reading hold their room until the send stall
+//! an SSE stream's catch-up reserve room here, before they read, for the events and the text they make of them, and
+//! keep it until the connection has taken that text. Clients that stop reading hold their room until the send stall
 //! deadline closes them (`[http] send_stall_secs`); others wait for room meanwhile, holding nothing.
 
 use std::sync::Arc;
@@ -31,11 +31,6 @@ pub(crate) struct Room {
 }
 
 impl RenderBudget {
-    /// Room for rendering events whose payloads hold `payload` bytes, now, or `None` when the budget is spent.
-    pub(crate) fn try_reserve(&self, payload: usize) -> Option<Room> {
-        self.permits.clone().try_acquire_many_owned(kib(payload)).ok().map(|permit| Room { _permit: permit })
-    }
-
     /// Room for rendering events whose payloads hold `payload` bytes, once there is some.
     pub(crate) async fn reserve(&self, payload: usize) -> Room {
         let permit = self.permits.clone().acquire_many_owned(kib(payload)).await;
@@ -53,13 +48,15 @@ fn kib(payload: usize) -> u32 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn room_is_given_back_and_bounded() {
+    #[tokio::test]
+    async fn room_is_given_back_and_bounded() {
         let budget = RenderBudget::default();
-        let all = budget.try_reserve(usize::MAX).expect("a rendering larger than the budget takes all of it");
-        assert!(budget.try_reserve(1).is_none(), "the budget is spent");
+        let all = budget.reserve(usize::MAX).await;
+        assert_eq!(budget.permits.available_permits(), 0, "a rendering larger than the budget takes all of it");
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), budget.reserve(1)).await;
+        assert!(waiting.is_err(), "the budget is spent");
         drop(all);
-        let some = budget.try_reserve(4 * 1024 * 1024).unwrap();
+        let some = budget.reserve(4 * 1024 * 1024).await;
         assert_eq!(budget.permits.available_permits(), TOTAL_KIB - 16 * 1024);
         drop(some);
         assert_eq!(budget.permits.available_permits(), TOTAL_KIB);

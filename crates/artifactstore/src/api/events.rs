@@ -165,51 +165,50 @@ pub(crate) struct PageRead {
 }
 
 /// Reads the events after `since` that pass `filter`, at most `limit` and about `max_bytes` of payloads, less those
-/// `scope` hides; gives where the next read starts: after the last event read when the read was cut short by
-/// `limit` or by bytes, else after what the read looked at.
+/// `scope` hides, with room reserved in the render budget for them; gives where the next read starts: after the
+/// last event read when the read was cut short by `limit` or by bytes, else after what the read looked at.
 ///
-/// A file subject's events come from its blob's row and the read looks up to `head`; any other read scans at most
-/// `window` sequences of the log.
+/// The payloads' sizes are read first and the room reserved before the events are: a request waiting for room holds
+/// no events. A file subject's events come from its blob's row and the read looks up to `head`; any other read
+/// scans at most `window` sequences of the log.
 pub(crate) async fn read_page(
     state: &AppState,
     read: PageRead,
     filter: &Filter,
     scope: &mut ReadScope,
-) -> Result<(u64, Vec<artifactstore_eventlog::Event>), ApiError> {
+) -> Result<(u64, Vec<artifactstore_eventlog::Event>, Room), ApiError> {
     let PageRead { since, head, limit, window, max_bytes } = read;
     let log = &state.instance.log;
-    let (upto, events) = match artifactstore_views::file_subject_events(log, since, head, limit, filter).await? {
-        Some(events) => (head, events),
-        None => {
-            let upto = head.min(since.saturating_add(window));
-            (upto, log.read_bounded(since, upto, limit, filter, max_bytes).await?)
-        }
-    };
-    let full = events.len() == limit as usize || payload_bytes(&events) >= max_bytes;
-    let next = match events.last() {
-        Some(last) if full => last.sequence,
-        _ => upto,
-    };
-    Ok((next, scope.retain(log, events).await?))
-}
-
-/// `read_page`, with room reserved in the render budget for what it read. When the budget is spent, the events are
-/// let go, the room waited for, and the page read again: a request waiting for room holds no events.
-pub(crate) async fn read_reserved(
-    state: &AppState,
-    read: PageRead,
-    filter: &Filter,
-    scope: &mut ReadScope,
-) -> Result<(u64, Vec<artifactstore_eventlog::Event>, Room), ApiError> {
-    let (next, events) = read_page(state, read, filter, scope).await?;
-    let bytes = payload_bytes(&events);
-    if let Some(room) = state.render_budget.try_reserve(bytes) {
-        return Ok((next, events, room));
+    if let Some(events) = artifactstore_views::file_subject_events(log, since, head, limit, filter).await? {
+        // A blob's few, small events.
+        let room = state.render_budget.reserve(payload_bytes(&events)).await;
+        let next = match events.last() {
+            Some(last) if events.len() == limit as usize => last.sequence,
+            _ => head,
+        };
+        return Ok((next, scope.retain(log, events).await?, room));
     }
-    drop(events);
+    let upto = head.min(since.saturating_add(window));
+    let sizes = log.read_sizes(since, upto, limit, filter).await?;
+    // Up to the event that brings the payloads to `max_bytes`, and at least one.
+    let mut bytes = 0usize;
+    let mut taken = 0usize;
+    for (_, size) in &sizes {
+        if taken > 0 && bytes >= max_bytes {
+            break;
+        }
+        bytes = bytes.saturating_add(*size);
+        taken += 1;
+    }
     let room = state.render_budget.reserve(bytes).await;
-    let (next, events) = read_page(state, read, filter, scope).await?;
-    Ok((next, events, room))
+    let (next, events) = match sizes.get(taken.wrapping_sub(1)) {
+        Some(&(last, _)) if taken < sizes.len() || taken == limit as usize => {
+            (last, log.read(since, last, limit, filter).await?)
+        }
+        Some(&(last, _)) => (upto, log.read(since, last, limit, filter).await?),
+        None => (upto, Vec::new()),
+    };
+    Ok((next, scope.retain(log, events).await?, room))
 }
 
 fn payload_bytes(events: &[artifactstore_eventlog::Event]) -> usize {
@@ -233,7 +232,7 @@ pub(crate) async fn list(
     loop {
         let read =
             PageRead { since, head: head.sequence, limit: request.limit, window: SCAN_WINDOW, max_bytes: PAGE_BYTES };
-        let (next, events, room) = read_reserved(&state, read, &request.filter, &mut request.scope).await?;
+        let (next, events, room) = read_page(&state, read, &request.filter, &mut request.scope).await?;
         let done = !events.is_empty() || next < head.sequence || tokio::time::Instant::now() >= deadline;
         if done {
             if wants_cbor_seq(&headers) {

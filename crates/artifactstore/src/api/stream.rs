@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::envelope::envelope_json;
-use super::events::{check_cursor, read_reserved, FeedRequest, PageRead};
+use super::events::{check_cursor, read_page, FeedRequest, PageRead};
 use crate::problem::ApiError;
 use crate::server::AppState;
 
@@ -142,7 +142,7 @@ fn follow(
                 window: u64::MAX,
                 max_bytes: CATCH_UP_BYTES,
             };
-            let read = read_reserved(&state, read, filter, &mut request.scope);
+            let read = read_page(&state, read, filter, &mut request.scope);
             let (next, events, _room) = match read.await {
                 Ok(page) => page,
                 Err(err) => {
