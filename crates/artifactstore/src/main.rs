@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+/// mimalloc returns freed pages to the system within milliseconds, so the memory a burst of large manifests or feed
+/// pages took is given back; the system allocator keeps most of it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = artifactstore::cli::Cli::parse();
     artifactstore::commands::init_tracing(cli.log.as_deref());
