@@ -224,3 +224,28 @@ async fn a_client_that_stops_reading_is_let_go() {
         assert!(metrics.contains("artifactstore_sse_streams 0"), "{backend:?}: the stream is still counted open");
     }
 }
+
+/// A request target or a request head too large to read is answered with a problem document, as every refusal is,
+/// though hyper answers it before any request reaches the service.
+#[tokio::test]
+async fn targets_and_heads_too_large_get_problem_documents() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(app) = TestApp::builder().start().await else { return };
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let long_target = format!("GET /v1/packages/{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(100_000));
+    let long_head = format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-padding: {}\r\n\r\n", "b".repeat(2_000_000));
+    for (request, status, code) in [(long_target, "414", "uri_too_long"), (long_head, "431", "header_too_large")] {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        // The server may answer and close before it has read the whole request.
+        let _ = socket.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{answer}");
+        assert!(answer.contains("content-type: application/problem+json"), "{answer}");
+        let body: serde_json::Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["code"], code);
+        assert_eq!(body["status"].to_string(), status);
+    }
+    assert_eq!(app.get("/healthz").await.status, 200);
+}

@@ -152,3 +152,46 @@ async fn json_metadata_keeps_its_numbers_and_refuses_what_cbor_refuses() {
         );
     }
 }
+
+/// The references each blob's row counts.
+async fn refs(app: &TestApp, blobs: &[Vec<u8>]) -> Vec<i64> {
+    let mut conn = app.state().instance.db.acquire().await.unwrap();
+    let mut counts = Vec::new();
+    for blob in blobs {
+        let row = artifactstore_views::queries::blob(&mut conn, &DualDigest::of(blob).blake3).await.unwrap();
+        counts.push(row.unwrap().refs);
+    }
+    counts
+}
+
+#[tokio::test]
+async fn a_version_of_many_files_leaves_the_views_as_replay_does() {
+    for (backend, kind) in SETUPS {
+        let Some(app) = TestApp::builder().backend(backend).store(kind).start().await else { continue };
+        let blobs: Vec<Vec<u8>> = (0..5).map(|n| bytes(500, 40 + n)).collect();
+        for blob in &blobs {
+            assert_eq!(app.upload_in_chunks(blob, 500).await.status(), 201);
+        }
+        // 2,000 files naming five blobs, written in multi-row statements: each blob gains 400 references.
+        let files: Vec<Value> = (0..2_000)
+            .map(|i| json!({"path": format!("dir/{i:05}"), "digest": DualDigest::of(&blobs[i % 5]).sha256.to_string()}))
+            .collect();
+        let url = "/v1/packages/team/many/versions/1";
+        assert_eq!(app.request(Method::PUT, url).json(&json!({"files": files})).send().await.unwrap().status(), 201);
+        let doc: Value = app.get_json(url).await;
+        assert_eq!(doc["files"].as_array().unwrap().len(), 2_000);
+        let differences = artifactstore_views::verify(&app.log, |_, _| {}).await.unwrap();
+        assert!(differences.is_empty(), "{backend:?}: {differences:?}");
+        assert_eq!(refs(&app, &blobs).await, [400; 5], "{backend:?}");
+        // A path twice is refused before anything is written; the version stands as it was.
+        let mut twice = files.clone();
+        twice.push(files[0].clone());
+        let response = app.request(Method::PUT, "/v1/packages/team/many/versions/2").json(&json!({"files": twice}));
+        problem(response.send().await.unwrap(), 422, "invalid_manifest").await;
+        // Deleting it takes the 2,000 references away again.
+        assert_eq!(app.request(Method::DELETE, url).send().await.unwrap().status(), 200);
+        let differences = artifactstore_views::verify(&app.log, |_, _| {}).await.unwrap();
+        assert!(differences.is_empty(), "{backend:?}: {differences:?}");
+        assert_eq!(refs(&app, &blobs).await, [0; 5], "{backend:?}");
+    }
+}

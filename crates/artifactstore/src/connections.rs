@@ -87,21 +87,10 @@ async fn refuse(mut tcp: TcpStream, most: usize) {
         }
     })
     .await;
-    let body = serde_json::json!({
-        "type": "urn:artifactstore:problem:too_many_connections",
-        "title": "Service Unavailable",
-        "status": 503,
-        "code": "too_many_connections",
-        "detail": format!("{most} connections are open, the most this instance serves; try again shortly"),
-    })
-    .to_string();
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\n\
-         retry-after: 1\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let detail = format!("{most} connections are open, the most this instance serves; try again shortly");
+    let response = raw_problem(503, "Service Unavailable", "too_many_connections", &detail, "retry-after: 1\r\n");
     let written = tokio::time::timeout(Duration::from_secs(5), async {
-        tcp.write_all(response.as_bytes()).await?;
+        tcp.write_all(&response).await?;
         tcp.shutdown().await
     })
     .await;
@@ -116,19 +105,93 @@ async fn refuse(mut tcp: TcpStream, most: usize) {
     .await;
 }
 
-/// A connection whose writes fail with `TimedOut` once the client has taken none of the bytes offered to it for
-/// `limit`: hyper then closes the connection and drops the response, so a client that stops reading (an SSE stream
-/// from 0 that never reads, a download left hanging) holds nothing for longer than that.
+/// A whole HTTP/1.1 response carrying a problem document, which closes the connection.
+fn raw_problem(status: u16, title: &str, code: &str, detail: &str, more_headers: &str) -> Vec<u8> {
+    let body = serde_json::json!({
+        "type": format!("urn:artifactstore:problem:{code}"),
+        "title": title,
+        "status": status,
+        "code": code,
+        "detail": detail,
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 {status} {title}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\n\
+         {more_headers}connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The problem document for an answer hyper writes itself, before any request reaches the service: a request
+/// target or a request head too large to read. The service never answers `414` or `431`, so a response starting so
+/// is hyper's, with an empty body, and is sent as a problem document instead.
+fn own_answer(head: &[u8]) -> Option<Vec<u8>> {
+    if head.starts_with(b"HTTP/1.1 414 ") {
+        let detail = "the request target is longer than the 65534 bytes this server reads";
+        return Some(raw_problem(414, "URI Too Long", "uri_too_long", detail, ""));
+    }
+    if head.starts_with(b"HTTP/1.1 431 ") {
+        let detail = "the request head is larger than this server reads";
+        return Some(raw_problem(431, "Request Header Fields Too Large", "header_too_large", detail, ""));
+    }
+    None
+}
+
+/// A connection as hyper sees it:
+///
+/// - its writes fail with `TimedOut` once the client has taken none of the bytes offered to it for `limit`: hyper
+///   then closes the connection and drops the response, so a client that stops reading (an SSE stream from 0 that
+///   never reads, a download left hanging) holds nothing for longer than that;
+/// - the empty answers hyper writes itself to a request it cannot read are sent as problem documents.
 struct StallGuard {
     inner: TcpStream,
     limit: Duration,
     /// Set when a write first found the socket full; cleared by any write that goes through.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A problem document sent in place of hyper's own answer, and how much of it is written.
+    substitute: Option<(Vec<u8>, usize)>,
 }
 
 impl StallGuard {
     fn new(inner: TcpStream, limit: Duration) -> StallGuard {
-        StallGuard { inner, limit, stalled: None }
+        StallGuard { inner, limit, stalled: None, substitute: None }
+    }
+
+    /// Writes what is left of the substitute answer, if any.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Some((bytes, written)) = self.substitute.take() {
+            if written == bytes.len() {
+                self.substitute = Some((bytes, written));
+                return Poll::Ready(Ok(()));
+            }
+            let answer = Pin::new(&mut self.inner).poll_write(cx, &bytes[written..]);
+            let answer = self.watch(cx, answer);
+            let more = match answer {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => 0,
+            };
+            self.substitute = Some((bytes, written + more));
+            if more == 0 {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// A write of `head` (the first of its buffers) of `total` bytes: hyper's own answer is replaced and written in
+    /// full before the write counts as done; anything after it is dropped.
+    fn substituted(&mut self, cx: &mut Context<'_>, head: &[u8], total: usize) -> Option<Poll<std::io::Result<usize>>> {
+        if self.substitute.is_none() {
+            self.substitute = Some((own_answer(head)?, 0));
+        }
+        Some(match self.drain(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(total)),
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => Poll::Pending,
+        })
     }
 
     /// Passes a write's answer on, and turns a wait longer than `limit` into an error.
@@ -157,6 +220,9 @@ impl AsyncRead for StallGuard {
 
 impl AsyncWrite for StallGuard {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if let Some(answer) = self.substituted(cx, buf, buf.len()) {
+            return answer;
+        }
         let answer = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.watch(cx, answer)
     }
@@ -166,6 +232,10 @@ impl AsyncWrite for StallGuard {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        let head = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+        if let Some(answer) = self.substituted(cx, head, bufs.iter().map(|b| b.len()).sum()) {
+            return answer;
+        }
         let answer = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         self.watch(cx, answer)
     }
@@ -175,11 +245,17 @@ impl AsyncWrite for StallGuard {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.drain(cx)?.is_pending() {
+            return Poll::Pending;
+        }
         let answer = Pin::new(&mut self.inner).poll_flush(cx);
         self.watch(cx, answer)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.drain(cx)?.is_pending() {
+            return Poll::Pending;
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -52,12 +52,26 @@ pub async fn record_all(wtx: &mut WriteTx, actor: &str, events: &[RegistryEvent]
 }
 
 /// Folds one stored event into the views; events of types the views do not interpret change nothing.
+///
+/// An event of many row changes (a version of many files) writes them as replay does, in multi-row statements
+/// (`Batch`), which leave the views exactly as the changes one by one would, in a fraction of the statements.
 pub async fn apply(tx: &mut Tx, event: &Event) -> Result<(), Error> {
-    for op in plan(event)? {
-        op.execute(tx, event).await?;
+    let ops = plan(event)?;
+    if ops.len() < BATCHED_FROM {
+        for op in ops {
+            op.execute(tx, event).await?;
+        }
+        return Ok(());
     }
-    Ok(())
+    let mut batch = crate::batch::Batch::default();
+    for op in ops {
+        batch.add(tx, op, event).await?;
+    }
+    batch.finish(tx).await
 }
+
+/// An event with at least this many row changes has them written in multi-row statements.
+const BATCHED_FROM: usize = 16;
 
 /// One change to one view row: what an event means for the views, before any SQL runs.
 ///
