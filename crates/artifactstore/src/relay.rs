@@ -16,7 +16,7 @@ use artifactstore_eventlog::{Event, EventLog, Filter};
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 
-use crate::api::envelope_json;
+use crate::api::envelope_text;
 
 /// Where and how to relay.
 #[derive(Debug, Clone)]
@@ -185,6 +185,6 @@ async fn publish(
     headers.insert(header_names::PAYLOAD_DIGEST, format!("blake3:{}", hex::encode(event.payload_digest)).as_str());
     headers.insert("Content-Type", "application/json");
     let subject = format!("{}.{}", config.subject_prefix, event.event_type);
-    let body = envelope_json(event).to_string();
+    let body = envelope_text(event);
     js.publish_with_headers(subject, headers, body.into()).await.context("send")
 }

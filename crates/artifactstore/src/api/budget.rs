@@ -12,15 +12,20 @@ const TOTAL_KIB: usize = 64 * 1024;
 /// Rendering an event as JSON takes about this many times its payload's bytes, the payload included.
 const RENDER_FACTOR: usize = 4;
 
-/// Room for rendered events, in KiB.
+/// Feed reads (of pages and catch-up batches) running at once: half the database pool's default of 8, so other
+/// requests always find a connection however many streams catch up.
+const READERS: usize = 4;
+
+/// Room for rendered events, in KiB, and turns at reading the log for the feed.
 #[derive(Debug)]
 pub(crate) struct RenderBudget {
     permits: Arc<Semaphore>,
+    readers: Semaphore,
 }
 
 impl Default for RenderBudget {
     fn default() -> Self {
-        RenderBudget { permits: Arc::new(Semaphore::new(TOTAL_KIB)) }
+        RenderBudget { permits: Arc::new(Semaphore::new(TOTAL_KIB)), readers: Semaphore::new(READERS) }
     }
 }
 
@@ -31,6 +36,11 @@ pub(crate) struct Room {
 }
 
 impl RenderBudget {
+    /// A turn at reading the log for the feed, held for one statement or two.
+    pub(crate) async fn reading(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.readers.acquire().await.expect("the readers' semaphore is never closed")
+    }
+
     /// Room for rendering events whose payloads hold `payload` bytes, once there is some.
     pub(crate) async fn reserve(&self, payload: usize) -> Room {
         let permit = self.permits.clone().acquire_many_owned(kib(payload)).await;

@@ -2,23 +2,58 @@
 
 use artifactstore_cbor::Value;
 use artifactstore_eventlog::{time_text, Event, Head};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value as Json};
 
 /// The JSON envelope of one event, as the feed serves it.
 pub fn envelope_json(event: &Event) -> Json {
-    let payload =
-        artifactstore_cbor::decode_value(&event.payload).map(|value| payload_json(&value)).unwrap_or(Json::Null);
-    json!({
-        "sequence": event.sequence,
-        "created_at": time_text(&event.created_at),
-        "event_type": event.event_type,
-        "subject_kind": event.subject_kind.as_str(),
-        "subject_id": event.subject_id.map(|id| id.to_string()),
-        "actor": event.actor,
-        "payload": payload,
-        "payload_digest": format!("blake3:{}", hex::encode(event.payload_digest)),
-        "chain_hash": format!("blake3:{}", hex::encode(event.chain_hash)),
-    })
+    serde_json::to_value(Envelope::of(event)).unwrap_or(Json::Null)
+}
+
+/// The JSON envelope of one event as text, written straight from the decoded payload: no JSON tree is built, so a
+/// large payload costs its CBOR tree and the text, not a second tree.
+pub fn envelope_text(event: &Event) -> Vec<u8> {
+    serde_json::to_vec(&Envelope::of(event)).unwrap_or_default()
+}
+
+/// An event's JSON envelope, for serializers.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Envelope<'a> {
+    sequence: u64,
+    created_at: String,
+    event_type: &'a str,
+    subject_kind: &'static str,
+    subject_id: Option<String>,
+    actor: &'a str,
+    payload: Option<PayloadJson<Value>>,
+    payload_digest: String,
+    chain_hash: String,
+}
+
+impl<'a> Envelope<'a> {
+    pub(crate) fn of(event: &'a Event) -> Envelope<'a> {
+        Envelope {
+            sequence: event.sequence,
+            created_at: time_text(&event.created_at),
+            event_type: &event.event_type,
+            subject_kind: event.subject_kind.as_str(),
+            subject_id: event.subject_id.map(|id| id.to_string()),
+            actor: &event.actor,
+            payload: artifactstore_cbor::decode_value(&event.payload).ok().map(PayloadJson),
+            payload_digest: format!("blake3:{}", hex::encode(event.payload_digest)),
+            chain_hash: format!("blake3:{}", hex::encode(event.chain_hash)),
+        }
+    }
+}
+
+/// Events' envelopes as a JSON array, each event decoded only while it is written.
+#[derive(Debug)]
+pub(crate) struct Envelopes<'a>(pub(crate) &'a [Event]);
+
+impl Serialize for Envelopes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(Envelope::of))
+    }
 }
 
 /// The canonical CBOR envelope of one event, as `application/cbor-seq` serves it: the same members as the JSON
@@ -53,37 +88,44 @@ pub(crate) fn head_json(head: &Head) -> Json {
 /// strings, non-finite floats become null, tags show their content, and map keys that are not text are printed
 /// in CBOR diagnostic-like form. The canonical bytes, not this rendering, are what `payload_digest` covers.
 pub fn payload_json(value: &Value) -> Json {
-    match value {
-        Value::Integer(i) => {
-            let i = i128::from(*i);
-            if let Ok(n) = i64::try_from(i) {
-                Json::from(n)
-            } else if let Ok(n) = u64::try_from(i) {
-                Json::from(n)
-            } else {
-                Json::from(i.to_string())
+    serde_json::to_value(PayloadJson(value)).unwrap_or(Json::Null)
+}
+
+/// A CBOR value that serializes as `payload_json` renders it, written as it goes.
+#[derive(Debug)]
+pub(crate) struct PayloadJson<V>(pub(crate) V);
+
+impl<V: std::borrow::Borrow<Value>> Serialize for PayloadJson<V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.borrow() {
+            Value::Integer(i) => {
+                let i = i128::from(*i);
+                if let Ok(n) = i64::try_from(i) {
+                    serializer.serialize_i64(n)
+                } else if let Ok(n) = u64::try_from(i) {
+                    serializer.serialize_u64(n)
+                } else {
+                    serializer.serialize_str(&i.to_string())
+                }
             }
+            Value::Bytes(b) => serializer.serialize_str(&hex::encode(b)),
+            Value::Float(f) if f.is_finite() => serializer.serialize_f64(*f),
+            Value::Text(t) => serializer.serialize_str(t),
+            Value::Bool(b) => serializer.serialize_bool(*b),
+            Value::Tag(_, inner) => PayloadJson(inner.as_ref()).serialize(serializer),
+            Value::Array(items) => serializer.collect_seq(items.iter().map(PayloadJson)),
+            Value::Map(entries) => {
+                let mut map = serializer.serialize_map(Some(entries.len()))?;
+                for (key, value) in entries {
+                    match key {
+                        Value::Text(t) => map.serialize_entry(t, &PayloadJson(value))?,
+                        other => map.serialize_entry(&payload_json(other).to_string(), &PayloadJson(value))?,
+                    }
+                }
+                map.end()
+            }
+            _ => serializer.serialize_unit(),
         }
-        Value::Bytes(b) => Json::from(hex::encode(b)),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
-        Value::Text(t) => Json::from(t.as_str()),
-        Value::Bool(b) => Json::from(*b),
-        Value::Null => Json::Null,
-        Value::Tag(_, inner) => payload_json(inner),
-        Value::Array(items) => Json::Array(items.iter().map(payload_json).collect()),
-        Value::Map(entries) => Json::Object(
-            entries
-                .iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        Value::Text(t) => t.clone(),
-                        other => payload_json(other).to_string(),
-                    };
-                    (key, payload_json(v))
-                })
-                .collect(),
-        ),
-        _ => Json::Null,
     }
 }
 
@@ -101,9 +143,11 @@ mod tests {
             (Value::Text("nan".into()), Value::Float(f64::NAN)),
             (Value::Text("tag".into()), Value::Tag(1, Box::new(Value::Integer(0.into())))),
         ]);
-        assert_eq!(
-            payload_json(&value),
-            json!({"big": u64::MAX, "neg": -5, "bytes": "ab01", "7": [true, null, 1.5], "nan": null, "tag": 0})
-        );
+        let expected =
+            json!({"big": u64::MAX, "neg": -5, "bytes": "ab01", "7": [true, null, 1.5], "nan": null, "tag": 0});
+        assert_eq!(payload_json(&value), expected);
+        // Written as it goes, the same document.
+        let text = serde_json::to_vec(&PayloadJson(&value)).unwrap();
+        assert_eq!(serde_json::from_slice::<Json>(&text).unwrap(), expected);
     }
 }

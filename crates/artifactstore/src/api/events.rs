@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::budget::Room;
-use super::envelope::{envelope_cbor, envelope_json, head_json};
+use super::envelope::{envelope_cbor, envelope_json, head_json, Envelopes};
 use super::extract::{ApiPath, ApiQuery};
 use super::scope::ReadScope;
 use crate::auth::{Granted, Reads};
@@ -169,7 +169,7 @@ pub(crate) struct PageRead {
 /// last event read when the read was cut short by `limit` or by bytes, else after what the read looked at.
 ///
 /// The payloads' sizes are read first and the room reserved before the events are: a request waiting for room holds
-/// no events. A file subject's events come from its blob's row and the read looks up to `head`; any other read
+/// no events. Each read takes a turn (`RenderBudget::reading`), so feed reads never hold the whole database pool. A file subject's events come from its blob's row and the read looks up to `head`; any other read
 /// scans at most `window` sequences of the log.
 pub(crate) async fn read_page(
     state: &AppState,
@@ -179,7 +179,10 @@ pub(crate) async fn read_page(
 ) -> Result<(u64, Vec<artifactstore_eventlog::Event>, Room), ApiError> {
     let PageRead { since, head, limit, window, max_bytes } = read;
     let log = &state.instance.log;
+    let budget = &state.render_budget;
+    let turn = budget.reading().await;
     if let Some(events) = artifactstore_views::file_subject_events(log, since, head, limit, filter).await? {
+        drop(turn);
         // A blob's few, small events.
         let room = state.render_budget.reserve(payload_bytes(&events)).await;
         let next = match events.last() {
@@ -190,6 +193,7 @@ pub(crate) async fn read_page(
     }
     let upto = head.min(since.saturating_add(window));
     let sizes = log.read_sizes(since, upto, limit, filter).await?;
+    drop(turn);
     // Up to the event that brings the payloads to `max_bytes`, and at least one.
     let mut bytes = 0usize;
     let mut taken = 0usize;
@@ -200,7 +204,8 @@ pub(crate) async fn read_page(
         bytes = bytes.saturating_add(*size);
         taken += 1;
     }
-    let room = state.render_budget.reserve(bytes).await;
+    let room = budget.reserve(bytes).await;
+    let _turn = budget.reading().await;
     let (next, events) = match sizes.get(taken.wrapping_sub(1)) {
         Some(&(last, _)) if taken < sizes.len() || taken == limit as usize => {
             (last, log.read(since, last, limit, filter).await?)
@@ -246,14 +251,14 @@ pub(crate) async fn list(
                 return Ok(response);
             }
             let page = json!({
-                "events": events.iter().map(envelope_json).collect::<Vec<_>>(),
                 "next": next,
                 "head": head.sequence,
                 "log_id": head.log_id.to_string(),
             });
+            // The events are written one at a time into the text, each decoded only while it is written.
+            let body = serde_json::to_vec(&PageJson { events: Envelopes(&events), rest: &page })
+                .map_err(|err| ApiError::internal(&err))?;
             drop(events);
-            let body = serde_json::to_vec(&page).map_err(|err| ApiError::internal(&err))?;
-            drop(page);
             return Ok(([(header::CONTENT_TYPE, "application/json")], held(body, room)).into_response());
         }
         since = next;
@@ -263,6 +268,14 @@ pub(crate) async fn list(
         }
         head = log.read_head().await?;
     }
+}
+
+/// A page of the feed: `events`, then the members of `rest` (`next`, `head`, `log_id`).
+#[derive(serde::Serialize)]
+struct PageJson<'a> {
+    events: Envelopes<'a>,
+    #[serde(flatten)]
+    rest: &'a Value,
 }
 
 /// A response body that keeps its room in the render budget until the connection has taken the last of it.

@@ -24,7 +24,7 @@ use crate::problem::ApiError;
 use crate::server::AppState;
 
 pub(crate) use body::broken_body;
-pub use envelope::{envelope_cbor, envelope_json, payload_json};
+pub use envelope::{envelope_cbor, envelope_json, envelope_text, payload_json};
 pub(crate) use rate::MinRate;
 pub use stream::FrameCache;
 

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use super::envelope::envelope_json;
+use super::envelope::envelope_text;
 use super::events::{check_cursor, read_page, FeedRequest, PageRead};
 use crate::problem::ApiError;
 use crate::server::AppState;
@@ -66,10 +66,10 @@ impl FrameCache {
 
 /// `id`, `event` and `data` lines of one event (the JSON envelope holds no line breaks).
 fn render(event: &Event) -> Bytes {
-    let data = envelope_json(event).to_string();
+    let data = envelope_text(event);
     let mut frame = BytesMut::with_capacity(data.len() + event.event_type.len() + 40);
     frame.extend_from_slice(format!("id: {}\nevent: {}\ndata: ", event.sequence, event.event_type).as_bytes());
-    frame.extend_from_slice(data.as_bytes());
+    frame.extend_from_slice(&data);
     frame.extend_from_slice(b"\n\n");
     frame.freeze()
 }
