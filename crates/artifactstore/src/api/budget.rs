@@ -10,7 +10,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// The whole budget, in KiB.
 const TOTAL_KIB: usize = 64 * 1024;
 /// Rendering an event as JSON takes about this many times its payload's bytes, the payload included.
-const RENDER_FACTOR: usize = 4;
+const RENDER_FACTOR: usize = 8;
 
 /// Feed reads (of pages and catch-up batches) running at once: half the database pool's default of 8, so other
 /// requests always find a connection however many streams catch up.
@@ -67,7 +67,7 @@ mod tests {
         assert!(waiting.is_err(), "the budget is spent");
         drop(all);
         let some = budget.reserve(4 * 1024 * 1024).await;
-        assert_eq!(budget.permits.available_permits(), TOTAL_KIB - 16 * 1024);
+        assert_eq!(budget.permits.available_permits(), TOTAL_KIB - 32 * 1024);
         drop(some);
         assert_eq!(budget.permits.available_permits(), TOTAL_KIB);
     }
