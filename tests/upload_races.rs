@@ -88,6 +88,9 @@ async fn two_whole_blob_commits_racing_for_one_session_record_one_blob() {
             statuses.sort_unstable();
             // One wins; the other finds the session taken (409) or already gone (404).
             assert!(statuses == [201, 404] || statuses == [201, 409], "round {round}: {statuses:?}");
+            // The loser's bytes are not in the store: nothing could ever name them.
+            let stored = [app.stored_blob(&digests[0][7..]).await, app.stored_blob(&digests[1][7..]).await];
+            assert_eq!(stored.iter().filter(|s| **s).count(), 1, "round {round}: {stored:?} stored");
             assert_eq!(app.head_now().await, before + 1, "round {round}: one event");
             assert!(app.staged().await.is_empty(), "round {round}: {:?}", app.staged().await);
         }

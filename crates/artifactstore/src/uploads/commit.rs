@@ -87,6 +87,12 @@ impl Uploads {
                 result
             }
             Hold::OneRequest | Hold::Untouched { .. } => {
+                // Commits of one untouched session in this process take turns: the first goes on, the others are
+                // refused before they store anything, so bytes that could never be recorded are never placed.
+                let _committing = match &hold {
+                    Hold::Untouched { session, .. } => Some(Committing::claim(self, session.id)?),
+                    _ => None,
+                };
                 let own = Uuid::now_v7();
                 let (staging, ending, row) = match hold {
                     Hold::Untouched { session, stored, row } => {
@@ -272,4 +278,27 @@ async fn run_then(
 fn record_left_nothing(err: &artifactstore_views::Error) -> bool {
     use artifactstore_views::Error;
     err.is_refused() || matches!(err, Error::Log(_) | Error::BadPayload { .. })
+}
+
+/// A commit's claim on an untouched session, given back when the commit ends.
+struct Committing {
+    set: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
+    session: Uuid,
+}
+
+impl Committing {
+    fn claim(uploads: &Uploads, session: Uuid) -> Result<Committing, ApiError> {
+        let set = uploads.committing.clone();
+        let claimed = set.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(session);
+        if !claimed {
+            return Err(ApiError::conflict("another request is committing this upload session"));
+        }
+        Ok(Committing { set, session })
+    }
+}
+
+impl Drop for Committing {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.session);
+    }
 }

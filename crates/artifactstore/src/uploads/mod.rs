@@ -57,6 +57,8 @@ pub(crate) fn now_ms() -> i64 {
 pub(crate) struct Uploads {
     instance: Instance,
     sessions: SessionStore,
+    /// Sessions a commit without a lease is committing in this process (`commit::Committing`).
+    committing: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>>,
 }
 
 /// A session just opened: its id and when it expires.
@@ -80,7 +82,7 @@ impl Uploads {
         let limits = &instance.config.uploads;
         let sessions =
             SessionStore::new(instance.log.clone(), limits.max_open_sessions, limits.max_sessions_per_subject);
-        Uploads { instance, sessions }
+        Uploads { instance, sessions, committing: std::sync::Arc::default() }
     }
 
     fn limits(&self) -> &UploadLimits {
