@@ -195,3 +195,54 @@ async fn a_version_of_many_files_leaves_the_views_as_replay_does() {
         assert_eq!(refs(&app, &blobs).await, [0; 5], "{backend:?}");
     }
 }
+
+/// Every JSON number published comes back as the same number, in JSON and in CBOR: the canonical CBOR keeps the
+/// shortest float that holds the value, and the JSON rendering prints that value exactly.
+#[tokio::test]
+async fn json_numbers_come_back_as_sent() {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, TestRunner};
+    for (backend, kind) in SETUPS {
+        let Some(app) = TestApp::builder().backend(backend).store(kind).start().await else { continue };
+        let data = bytes(100, 50);
+        assert_eq!(app.upload_in_chunks(&data, 100).await.status(), 201);
+        let digest = DualDigest::of(&data).blake3.to_string();
+        let fixed = ["3.4028234663852886e+38", "1e-7", "0.1", "-0.0", "5e-324", "1.7976931348623157e308", "65504.0"];
+        let mut runner = TestRunner::new(Config { cases: 24, ..Config::default() });
+        let numbers = prop::collection::vec(
+            prop_oneof![
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| format!("{f:e}")),
+                any::<f32>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| format!("{:e}", f64::from(f))),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<u64>().prop_map(|n| n.to_string()),
+            ],
+            1..40,
+        );
+        let mut cases = vec![fixed.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()];
+        for _ in 0..24 {
+            cases.push(numbers.new_tree(&mut runner).unwrap().current());
+        }
+        for (n, sent) in cases.iter().enumerate() {
+            let body = format!(
+                r#"{{"files": [{{"path": "f", "digest": "{digest}"}}], "metadata": {{"n": [{}]}}}}"#,
+                sent.join(", ")
+            );
+            let url = format!("/v1/packages/team/numbers/versions/{n}");
+            let put = app.request(Method::PUT, &url).header("content-type", "application/json").body(body);
+            assert_eq!(put.send().await.unwrap().status(), 201, "{sent:?}");
+            let read: Value = app.get_json(&url).await;
+            let back = read["metadata"]["n"].as_array().unwrap();
+            for (text, got) in sent.iter().zip(back) {
+                let wanted: Value = serde_json::from_str(text).unwrap();
+                match (wanted.as_f64(), got.as_f64()) {
+                    _ if wanted.is_i64() || wanted.is_u64() => assert_eq!(&wanted, got, "{backend:?}: {text}"),
+                    (Some(w), Some(g)) => {
+                        assert_eq!(w.to_bits(), g.to_bits(), "{backend:?}: {text} came back as {got}")
+                    }
+                    _ => panic!("{text} came back as {got}"),
+                }
+            }
+        }
+    }
+}

@@ -7,7 +7,12 @@ use clap::{Args, Parser, Subcommand};
 
 /// A content-addressed artifact registry whose source of truth is an append-only event log.
 #[derive(Debug, Parser)]
-#[command(name = "artifactstore", version, about)]
+#[command(
+    name = "artifactstore",
+    version,
+    after_help = "Exit codes: 0 when the verb succeeded; 1 when `verify` or `replay --verify` found a fault; 2 for a \
+                  usage error or a failure (the message says which)."
+)]
 pub struct Cli {
     /// Log filter in `tracing` syntax, e.g. `info` or `artifactstore=debug`.
     #[arg(long, global = true, env = "ARTIFACTSTORE_LOG")]
@@ -43,6 +48,30 @@ pub enum Command {
     Relay(RelayArgs),
     /// Expire the package versions the retention policies let go, now, and print the report.
     Gc(GcArgs),
+    /// Print a shell completion script for this command line, e.g.
+    /// `artifactstore completions bash > /etc/bash_completion.d/artifactstore`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), e.g. `artifactstore man > artifactstore.1 && man ./artifactstore.1`.
+    Man,
+}
+
+/// Options of `completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// The shells `completions` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Shell {
+    /// GNU Bash.
+    Bash,
+    /// Z shell.
+    Zsh,
+    /// fish.
+    Fish,
 }
 
 /// Options of `gc`.

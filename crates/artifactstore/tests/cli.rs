@@ -156,3 +156,24 @@ async fn gc_expires_what_the_policies_let_go_from_the_command_line() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("blobs: ok, 1 checked") && !out.contains("orphans"), "{out}");
 }
+
+#[tokio::test]
+async fn completions_and_the_manual_page_come_from_the_same_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, marker) in
+        [("bash", "_artifactstore()"), ("zsh", "#compdef artifactstore"), ("fish", "complete -c artifactstore")]
+    {
+        let out = cli!().in_dir(dir.path()).run(&["completions", shell]).await;
+        assert_eq!(out.code, 0, "{shell}: {}", out.stderr);
+        assert!(out.stdout.contains(marker), "{shell}: {}", &out.stdout[..out.stdout.len().min(300)]);
+        for verb in ["serve", "replay", "verify", "gc", "tail", "completions"] {
+            assert!(out.stdout.contains(verb), "{shell} completes `{verb}`");
+        }
+    }
+    let man = cli!().in_dir(dir.path()).run(&["man"]).await;
+    assert_eq!(man.code, 0, "{}", man.stderr);
+    assert!(man.stdout.contains(".TH artifactstore"), "{}", &man.stdout[..man.stdout.len().min(300)]);
+    assert!(man.stdout.contains("artifact registry whose source of truth"), "the page says what the binary is");
+    let unknown = cli!().in_dir(dir.path()).run(&["completions", "powershell-9"]).await;
+    assert_eq!(unknown.code, 2, "an unknown shell is a usage error");
+}

@@ -29,6 +29,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tail(args) => tail::run(&args).await,
         Command::Relay(args) => relay::run(&args).await,
         Command::Gc(args) => maintain::gc(&args).await,
+        Command::Completions(args) => completions(args.shell),
+        Command::Man => man(),
     }
 }
 
@@ -43,4 +45,24 @@ pub fn init_tracing(filter: Option<&str>) {
     use std::io::IsTerminal as _;
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour).try_init();
+}
+
+/// Writes the completion script for `shell` to standard output.
+fn completions(shell: crate::cli::Shell) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory as _;
+    use clap_complete::Shell as Target;
+    let target = match shell {
+        crate::cli::Shell::Bash => Target::Bash,
+        crate::cli::Shell::Zsh => Target::Zsh,
+        crate::cli::Shell::Fish => Target::Fish,
+    };
+    clap_complete::generate(target, &mut Cli::command(), "artifactstore", &mut std::io::stdout());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the manual page, made from the same definitions as `--help`, to standard output.
+fn man() -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory as _;
+    clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+    Ok(ExitCode::SUCCESS)
 }
