@@ -189,6 +189,10 @@ pub struct VerifyArgs {
     /// stored, and list orphan blobs (stored, named by no event).
     #[arg(long)]
     pub blobs: bool,
+
+    /// Print the report as one JSON document: `ok`, `chain`, `views` and `blobs` (`null` without `--blobs`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `upload`.

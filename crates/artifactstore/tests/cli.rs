@@ -81,6 +81,15 @@ async fn serve_starts_with_no_flags_and_replay_and_verify_work_on_its_data() {
     let (code, out) = run(dir.path(), &["verify"]).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("views: 1 difference") && out.contains("artifact_files"), "{out}");
+    // The same for a script: one JSON document on standard output.
+    let json = cli!().in_dir(dir.path()).run(&["verify", "--json"]).await;
+    assert_eq!(json.code, 1, "{}", json.stderr);
+    let report: serde_json::Value = serde_json::from_str(json.stdout.trim()).expect("verify --json prints JSON");
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["chain"]["ok"], true);
+    assert_eq!(report["chain"]["events"], 2);
+    assert_eq!(report["views"]["differences"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["blobs"], serde_json::Value::Null);
     let (code, out) = run(dir.path(), &["replay"]).await;
     assert_eq!(code, 0, "{out}");
     let (code, out) = run(dir.path(), &["verify"]).await;

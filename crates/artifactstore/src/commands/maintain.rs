@@ -153,9 +153,21 @@ fn report_views(differences: &[artifactstore_views::Difference]) -> bool {
     false
 }
 
+/// What `verify --blobs` found.
+#[derive(Debug, serde::Serialize)]
+struct BlobReport {
+    checked: usize,
+    /// Missing, corrupt or unreadable blobs, and blobs named but never ingested.
+    faults: Vec<String>,
+    /// Removed blobs whose bytes the next gc run deletes.
+    deleting: usize,
+    /// Stored blobs no event names.
+    orphans: Vec<String>,
+}
+
 /// Checks every blob the views know against the store, and lists what the store holds that no event names.
-/// Returns whether nothing is missing or corrupt (orphans are reported, not faults).
-async fn verify_blobs(instance: &Instance) -> anyhow::Result<bool> {
+/// Faults are missing or corrupt blobs; orphans are reported, not faults.
+async fn verify_blobs(instance: &Instance) -> anyhow::Result<BlobReport> {
     let (files, named, deleting) = {
         let mut conn = instance.db.acquire().await?;
         let deleting = crate::lifecycle::pending(&mut conn, i64::MAX).await?;
@@ -196,33 +208,40 @@ async fn verify_blobs(instance: &Instance) -> anyhow::Result<bool> {
         .chain(deleting.iter().map(String::as_str))
         .map(|blake3| blake3.trim_start_matches("blake3:"))
         .collect();
-    let mut orphans: Vec<&String> = stored.keys().filter(|hex| !known.contains(hex.as_str())).collect();
+    let mut orphans: Vec<String> =
+        stored.keys().filter(|hex| !known.contains(hex.as_str())).map(|hex| format!("blake3:{hex}")).collect();
     orphans.sort();
-    if faults.is_empty() {
-        println!("blobs: ok, {} checked against both digests", files.len());
+    Ok(BlobReport { checked: files.len(), faults, deleting: deleting.len(), orphans })
+}
+
+/// Prints what `verify --blobs` found; gives whether nothing is missing or corrupt.
+fn print_blobs(report: &BlobReport) -> bool {
+    if report.faults.is_empty() {
+        println!("blobs: ok, {} checked against both digests", report.checked);
     } else {
-        println!("blobs: {} fault(s) in {} blobs", faults.len(), files.len());
-        for fault in &faults {
+        println!("blobs: {} fault(s) in {} blobs", report.faults.len(), report.checked);
+        for fault in &report.faults {
             println!("  {fault}");
         }
     }
-    if !deleting.is_empty() {
-        println!("removed: {} blob(s) whose bytes the next gc run deletes", deleting.len());
+    if report.deleting > 0 {
+        println!("removed: {} blob(s) whose bytes the next gc run deletes", report.deleting);
     }
-    if !orphans.is_empty() {
+    if !report.orphans.is_empty() {
         println!(
             "orphans: {} stored blob(s) named by no event (left by interrupted commits; safe to collect)",
-            orphans.len()
+            report.orphans.len()
         );
-        for hex in orphans {
-            println!("  blake3:{hex}");
+        for orphan in &report.orphans {
+            println!("  {orphan}");
         }
     }
-    Ok(faults.is_empty())
+    report.faults.is_empty()
 }
 
 pub(crate) async fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let check_blobs = args.blobs;
+    let json = args.json;
     let args = &args.instance;
     let config = InstanceConfig::resolve(args)?;
     let instance = Instance::open(&config).await?;
@@ -239,18 +258,41 @@ pub(crate) async fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .context("compare the views with a fresh replay")?;
     view_progress.finish();
 
+    let blobs = if check_blobs { Some(verify_blobs(&instance).await?) } else { None };
+    let blobs_ok = blobs.as_ref().is_none_or(|report| report.faults.is_empty());
+    let ok = chain.is_ok() && differences.is_empty() && blobs_ok;
     let head = chain.head_sequence;
-    if chain.is_ok() {
-        println!("chain: ok, {} events, head {head}", chain.events_checked);
+    if json {
+        let report = serde_json::json!({
+            "ok": ok,
+            "chain": {
+                "ok": chain.is_ok(),
+                "events": chain.events_checked,
+                "head": head,
+                "faults": chain.faults.iter().map(|f| serde_json::json!({"sequence": f.sequence, "problem": f.problem.to_string()})).collect::<Vec<_>>(),
+            },
+            "views": {
+                "ok": differences.is_empty(),
+                "differences": differences.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            },
+            "blobs": blobs,
+        });
+        println!("{report}");
     } else {
-        println!("chain: {} fault(s) in {} events, head {head}", chain.faults.len(), chain.events_checked);
-        for fault in &chain.faults {
-            println!("  event {}: {}", fault.sequence, fault.problem);
+        if chain.is_ok() {
+            println!("chain: ok, {} events, head {head}", chain.events_checked);
+        } else {
+            println!("chain: {} fault(s) in {} events, head {head}", chain.faults.len(), chain.events_checked);
+            for fault in &chain.faults {
+                println!("  event {}: {}", fault.sequence, fault.problem);
+            }
+        }
+        report_views(&differences);
+        if let Some(report) = &blobs {
+            print_blobs(report);
         }
     }
-    let views_ok = report_views(&differences);
-    let blobs_ok = if check_blobs { verify_blobs(&instance).await? } else { true };
-    Ok(if chain.is_ok() && views_ok && blobs_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// Progress lines on standard error: rewritten in place on a terminal, one every few seconds otherwise.
