@@ -27,31 +27,56 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service.
+    ///
+    /// Example: `artifactstore serve --listen 0.0.0.0:8080 --database postgres://registry@db/registry`
     Serve(ServeArgs),
     /// Apply database migrations and exit.
+    ///
+    /// Example: `artifactstore migrate --data /var/lib/artifactstore`
     Migrate(InstanceArgs),
     /// Rebuild every materialised view from the event log.
+    ///
+    /// Example: `artifactstore replay --verify` (rebuild aside and list differences from the live views)
     Replay(ReplayArgs),
     /// Check the hash chain and that the views equal a fresh replay of the log.
+    ///
+    /// Example: `artifactstore verify --blobs --json`
     Verify(VerifyArgs),
     /// Write the views, stamped with the head's sequence and chain hash, as canonical CBOR into the blob store.
+    ///
+    /// Example: `artifactstore snapshot --data /var/lib/artifactstore`
     Snapshot(InstanceArgs),
     /// Seal every event not yet archived into archive segments in the blob store, then exit.
+    ///
+    /// Example: `artifactstore archive --store s3://bucket/registry`
     Archive(InstanceArgs),
     /// Rebuild an empty database from the event archive in a blob store: events, verified chain, then views.
+    ///
+    /// Example: `artifactstore restore --database postgres://registry@db/new --from s3://bucket/registry`
     Restore(RestoreArgs),
     /// Client: push files through resumable upload sessions, and optionally publish them as a package version.
+    ///
+    /// Example: `artifactstore upload --server http://127.0.0.1:8080 --package team/app@1.2.0 dist/app.tar.gz`
     Upload(UploadArgs),
     /// Client: follow the event feed and print each event, resumable with `--since`.
+    ///
+    /// Example: `artifactstore tail --server http://127.0.0.1:8080 --since 0 --type 'v1.package.*' --json`
     Tail(TailArgs),
     /// Publish every event, in order and exactly once, to a NATS JetStream stream.
+    ///
+    /// Example: `artifactstore relay --nats nats://127.0.0.1:4222 --stream ARTIFACTSTORE`
     Relay(RelayArgs),
     /// Expire the package versions the retention policies let go, now, and print the report.
+    ///
+    /// Example: `artifactstore gc --dry-run --json`
     Gc(GcArgs),
-    /// Print a shell completion script for this command line, e.g.
-    /// `artifactstore completions bash > /etc/bash_completion.d/artifactstore`.
+    /// Print a shell completion script for this command line.
+    ///
+    /// Example: `artifactstore completions bash > /etc/bash_completion.d/artifactstore`
     Completions(CompletionsArgs),
-    /// Print the manual page (roff), e.g. `artifactstore man > artifactstore.1 && man ./artifactstore.1`.
+    /// Print the manual page (roff).
+    ///
+    /// Example: `artifactstore man > artifactstore.1 && man ./artifactstore.1`
     Man,
 }
 

@@ -183,6 +183,27 @@ async fn completions_and_the_manual_page_come_from_the_same_definitions() {
     assert_eq!(man.code, 0, "{}", man.stderr);
     assert!(man.stdout.contains(".TH artifactstore"), "{}", &man.stdout[..man.stdout.len().min(300)]);
     assert!(man.stdout.contains("artifact registry whose source of truth"), "the page says what the binary is");
+    // Every verb's --help carries an example.
+    let verbs = [
+        "serve",
+        "migrate",
+        "replay",
+        "verify",
+        "snapshot",
+        "archive",
+        "restore",
+        "upload",
+        "tail",
+        "relay",
+        "gc",
+        "completions",
+        "man",
+    ];
+    for verb in verbs {
+        let help = cli!().in_dir(dir.path()).run(&[verb, "--help"]).await;
+        assert_eq!(help.code, 0, "{verb}: {}", help.stderr);
+        assert!(help.stdout.contains(&format!("Example: `artifactstore {verb}")), "{verb}: {}", help.stdout);
+    }
     let unknown = cli!().in_dir(dir.path()).run(&["completions", "powershell-9"]).await;
     assert_eq!(unknown.code, 2, "an unknown shell is a usage error");
 }
