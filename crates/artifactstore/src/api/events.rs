@@ -169,8 +169,9 @@ pub(crate) struct PageRead {
 /// last event read when the read was cut short by `limit` or by bytes, else after what the read looked at.
 ///
 /// The payloads' sizes are read first and the room reserved before the events are: a request waiting for room holds
-/// no events. Each read takes a turn (`RenderBudget::reading`), so feed reads never hold the whole database pool. A file subject's events come from its blob's row and the read looks up to `head`; any other read
-/// scans at most `window` sequences of the log.
+/// no events. Each read takes a turn (`RenderBudget::reading`), so feed reads never hold the whole database pool.
+/// A file subject's events come from its blob's row and the read looks up to `head`; any other read scans at most
+/// `window` sequences of the log.
 pub(crate) async fn read_page(
     state: &AppState,
     read: PageRead,
@@ -184,7 +185,7 @@ pub(crate) async fn read_page(
     if let Some(events) = artifactstore_views::file_subject_events(log, since, head, limit, filter).await? {
         drop(turn);
         // A blob's few, small events.
-        let room = state.render_budget.reserve(payload_bytes(&events)).await;
+        let room = budget.reserve(payload_bytes(&events)).await;
         let next = match events.last() {
             Some(last) if events.len() == limit as usize => last.sequence,
             _ => head,
