@@ -129,18 +129,23 @@ impl Server {
 
     /// The process's resident memory now and its peak so far, in bytes.
     pub(crate) fn rss(&self) -> anyhow::Result<(u64, u64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.0.id()))?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|kib| kib.parse::<u64>().ok())
-                .map(|kib| kib * 1024)
-                .with_context(|| format!("no {name} in /proc status"))
-        };
-        Ok((field("VmRSS:")?, field("VmHWM:")?))
+        rss_of(self.process.0.id())
     }
+}
+
+/// Process `pid`'s resident memory now and its peak so far, in bytes.
+pub(crate) fn rss_of(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+            .with_context(|| format!("no {name} in /proc status"))
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// Waits up to 30 s for `base` to answer `path` with a success.

@@ -7,6 +7,7 @@ mod committer;
 mod error;
 mod event;
 mod log;
+mod query;
 mod store;
 mod write_tx;
 

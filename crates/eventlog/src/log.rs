@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::chain::{ChainFault, ChainReport, GENESIS_CHAIN_HASH};
 use crate::committer::{self, Counters, Deliver, Failure, Job, Outcome};
 use crate::write_tx::Validated;
-use crate::{store, Error, Event, Head, NewEvent, WriteTx};
+use crate::{query, store, Error, Event, Head, NewEvent, WriteTx};
 
 /// Tuning of the log.
 #[derive(Debug, Clone)]
@@ -290,13 +290,7 @@ impl EventLog {
     /// Events with `after < sequence <= upto` that pass `filter`, in order, at most `limit`.
     pub async fn read(&self, after: u64, upto: u64, limit: u32, filter: &Filter) -> Result<Vec<Event>, Error> {
         let mut conn = self.inner.db.acquire().await?;
-        let (exact, prefix) = match &filter.event_type {
-            None => ("", ""),
-            Some(TypeFilter::Exact(t)) => (t.as_str(), ""),
-            Some(TypeFilter::Prefix(p)) => ("", p.as_str()),
-        };
-        let kind = filter.subject_kind.as_deref().unwrap_or("");
-        store::read_filtered(&mut conn, after, upto, limit, exact, prefix, kind, filter.subject_id).await
+        query::read_filtered(&mut conn, &filtered(after, upto, limit, filter)).await
     }
 
     /// The sequence and payload size of each event `read` would give, without reading the payloads: a reader can
@@ -309,13 +303,7 @@ impl EventLog {
         filter: &Filter,
     ) -> Result<Vec<(u64, usize)>, Error> {
         let mut conn = self.inner.db.acquire().await?;
-        let (exact, prefix) = match &filter.event_type {
-            None => ("", ""),
-            Some(TypeFilter::Exact(t)) => (t.as_str(), ""),
-            Some(TypeFilter::Prefix(p)) => ("", p.as_str()),
-        };
-        let kind = filter.subject_kind.as_deref().unwrap_or("");
-        store::read_sizes(&mut conn, after, upto, limit, exact, prefix, kind, filter.subject_id).await
+        query::read_sizes(&mut conn, &filtered(after, upto, limit, filter)).await
     }
 
     /// The events with these sequences (an index kept elsewhere, such as a view, lists them), in sequence order;
@@ -443,5 +431,23 @@ fn send<T>(slot: &Mutex<Option<oneshot::Sender<T>>>, value: T) {
     let sender = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
     if let Some(sender) = sender {
         let _ = sender.send(value);
+    }
+}
+
+/// The store's form of a read of `filter`'s events in `(after, upto]`, at most `limit`.
+fn filtered(after: u64, upto: u64, limit: u32, filter: &Filter) -> query::FilteredRead<'_> {
+    let (exact_type, type_prefix) = match &filter.event_type {
+        None => ("", ""),
+        Some(TypeFilter::Exact(t)) => (t.as_str(), ""),
+        Some(TypeFilter::Prefix(p)) => ("", p.as_str()),
+    };
+    query::FilteredRead {
+        after,
+        upto,
+        limit,
+        exact_type,
+        type_prefix,
+        subject_kind: filter.subject_kind.as_deref().unwrap_or(""),
+        subject_id: filter.subject_id,
     }
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt as _;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::budget::Room;
@@ -251,14 +251,9 @@ pub(crate) async fn list(
                 h.insert("feed-head", HeaderValue::from(head.sequence));
                 return Ok(response);
             }
-            let page = json!({
-                "next": next,
-                "head": head.sequence,
-                "log_id": head.log_id.to_string(),
-            });
             // The events are written one at a time into the text, each decoded only while it is written.
-            let body = serde_json::to_vec(&PageJson { events: Envelopes(&events), rest: &page })
-                .map_err(|err| ApiError::internal(&err))?;
+            let page = PageJson { events: Envelopes(&events), next, head: head.sequence, log_id: head.log_id };
+            let body = serde_json::to_vec(&page).map_err(|err| ApiError::internal(&err))?;
             drop(events);
             return Ok(([(header::CONTENT_TYPE, "application/json")], held(body, room)).into_response());
         }
@@ -271,12 +266,13 @@ pub(crate) async fn list(
     }
 }
 
-/// A page of the feed: `events`, then the members of `rest` (`next`, `head`, `log_id`).
+/// A page of the feed as JSON.
 #[derive(serde::Serialize)]
 struct PageJson<'a> {
     events: Envelopes<'a>,
-    #[serde(flatten)]
-    rest: &'a Value,
+    next: u64,
+    head: u64,
+    log_id: Uuid,
 }
 
 /// A response body that keeps its room in the render budget until the connection has taken the last of it.

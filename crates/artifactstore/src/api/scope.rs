@@ -44,26 +44,20 @@ impl ReadScope {
     /// - storage and system events never.
     pub(crate) async fn sees(&mut self, log: &EventLog, event: &Event) -> Result<bool, ApiError> {
         let Some(caller) = &self.caller else { return Ok(true) };
-        Ok(match event.subject_kind {
-            SubjectKind::Package => payload_text(event, "name").is_some_and(|name| caller.may_read(&name)),
-            SubjectKind::OciManifest | SubjectKind::OciTag | SubjectKind::OciBlob => {
-                payload_text(event, "repository").is_some_and(|name| caller.may_read(&name))
-            }
-            SubjectKind::Policy => payload_text(event, "prefix").is_some_and(|prefix| caller.may_read(&prefix)),
-            SubjectKind::File => event.actor == caller.actor(),
-            SubjectKind::Storage | SubjectKind::System => false,
-            SubjectKind::Retention => {
-                let name = match payload_text(event, "name") {
-                    Some(name) => Some(name),
-                    None => match event.subject_id {
-                        Some(id) => self.package_name(log, id).await?,
-                        None => None,
-                    },
-                };
-                let caller = self.caller.as_ref().expect("checked above");
-                name.is_some_and(|name| caller.may_read(&name))
-            }
-        })
+        // The name the event concerns, which the caller's prefixes must cover.
+        let name = match event.subject_kind {
+            SubjectKind::Package => payload_text(event, "name"),
+            SubjectKind::OciManifest | SubjectKind::OciTag | SubjectKind::OciBlob => payload_text(event, "repository"),
+            SubjectKind::Policy => payload_text(event, "prefix"),
+            SubjectKind::File => return Ok(event.actor == caller.actor()),
+            SubjectKind::Storage | SubjectKind::System => return Ok(false),
+            SubjectKind::Retention => match (payload_text(event, "name"), event.subject_id) {
+                (Some(name), _) => Some(name),
+                (None, Some(id)) => self.package_name(log, id).await?,
+                (None, None) => None,
+            },
+        };
+        Ok(name.is_some_and(|name| self.caller.as_ref().is_some_and(|caller| caller.may_read(&name))))
     }
 
     /// `events` less those the caller may not see.

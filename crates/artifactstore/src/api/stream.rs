@@ -193,14 +193,18 @@ fn follow(
                         taken += 1;
                         if event.sequence > cursor {
                             cursor = event.sequence;
-                            let seen = match request.scope.sees(&state.instance.log, &event).await {
-                                Ok(seen) => seen,
-                                Err(err) => {
-                                    tracing::warn!(error = err.detail(), "an event stream could not read the log");
-                                    return;
-                                }
+                            // The filter first: it costs nothing, where the scope may look a package up.
+                            let seen = match request.filter.matches(&event) {
+                                false => false,
+                                true => match request.scope.sees(&state.instance.log, &event).await {
+                                    Ok(seen) => seen,
+                                    Err(err) => {
+                                        tracing::warn!(error = err.detail(), "an event stream could not read the log");
+                                        return;
+                                    }
+                                },
                             };
-                            if seen && request.filter.matches(&event) {
+                            if seen {
                                 out.extend_from_slice(&state.frames.frame(&event));
                                 marked = cursor;
                             }

@@ -198,12 +198,12 @@ struct Sampler {
 
 impl Sampler {
     fn start(server: &Server) -> Sampler {
-        let status = format!("/proc/{}/status", server.process.id());
+        let pid = server.process.id();
         let (stop, mut stopped) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let mut peak = 0;
             loop {
-                if let Some(rss) = vm_rss(&status) {
+                if let Ok((rss, _)) = crate::servers::rss_of(pid) {
                     peak = peak.max(rss);
                 }
                 tokio::select! {
@@ -219,11 +219,4 @@ impl Sampler {
         let _ = self.stop.send(());
         self.task.await.unwrap_or(0)
     }
-}
-
-fn vm_rss(status_path: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(status_path).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kib * 1024)
 }

@@ -35,7 +35,7 @@ pub(crate) async fn get(state: &AppState, name: &str, digest: &str, request: Req
     let caller = authorize(state, &mut parts, Some(name), Scope::Read).await?;
     let parsed = parse_digest(digest)?;
     let row = visible(state, name, &parsed).await?.ok_or_else(|| blob_unknown(digest))?;
-    if !may_read_blob(state, &caller, Some(name), &row).await.map_err(internal)? {
+    if !may_read_blob(state, &caller, Some(name), &row).await? {
         return Err(blob_unknown(digest));
     }
     let mut response = serve_blob(state, Blob::from(&row), &parts.method, &parts.headers)
@@ -148,7 +148,7 @@ async fn try_mount(
     }
     let Ok(parsed) = digest.parse::<Digest>() else { return Ok(None) };
     let Some(row) = visible(state, from, &parsed).await? else { return Ok(None) };
-    if !may_read_blob(state, caller, Some(from), &row).await.map_err(internal)? {
+    if !may_read_blob(state, caller, Some(from), &row).await? {
         return Ok(None);
     }
     let dual = dual_of(&row)?;
@@ -156,12 +156,8 @@ async fn try_mount(
     Ok(Some(created(name, digest, &row.sha256)))
 }
 
-fn internal(problem: ApiError) -> OciError {
-    OciError::from_problem(problem, "UNKNOWN", "UNKNOWN")
-}
-
 fn dual_of(row: &FileRow) -> Result<DualDigest, OciError> {
-    let internal = |err: &dyn std::fmt::Display| internal(ApiError::internal(err));
+    let internal = |err: &dyn std::fmt::Display| OciError::from_problem(ApiError::internal(err), "UNKNOWN", "UNKNOWN");
     Ok(DualDigest {
         blake3: row.blake3.parse().map_err(|e| internal(&e))?,
         sha256: row.sha256.parse().map_err(|e| internal(&e))?,

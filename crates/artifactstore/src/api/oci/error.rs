@@ -94,6 +94,12 @@ impl IntoResponse for OciError {
     }
 }
 
+impl From<ApiError> for OciError {
+    fn from(problem: ApiError) -> Self {
+        OciError::from_problem(problem, "UNKNOWN", "UNKNOWN")
+    }
+}
+
 impl From<artifactstore_views::Error> for OciError {
     fn from(err: artifactstore_views::Error) -> Self {
         OciError::from_problem(ApiError::from(err), "UNKNOWN", "UNKNOWN")
